@@ -1,0 +1,10 @@
+/* Module entry: every native piece registers its functions here. */
+#include "napi_util.h"
+#include "sys.h"
+
+static napi_value init(napi_env env, napi_value exports) {
+  sys_init(env, exports);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
