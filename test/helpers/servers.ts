@@ -1,0 +1,140 @@
+// Starts the two vhost-user-blk servers every peer test runs against: stor's own
+// (`stor serve`) and the reference, qemu-storage-daemon. Both are bounded: start times out,
+// stop() sends SIGTERM and then SIGKILL, and every started server is killed at process exit.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { STOR_BIN } from './paths.js';
+
+export type BackendSpec =
+  | { kind: 'null'; size: number }
+  | { kind: 'mem'; size: number }
+  | { kind: 'file'; path: string; create?: number; direct?: boolean };
+
+export interface ServerOptions {
+  backend: BackendSpec;
+  queues?: number;
+  readonly?: boolean;
+  /** stor only: completion mode of the server's queue threads. */
+  mode?: 'notify' | 'poll' | 'adaptive';
+  socket?: string;
+  extraArgs?: string[];
+  startTimeoutMs?: number;
+}
+
+export interface RunningServer {
+  name: 'stor' | 'qsd';
+  socket: string;
+  pid: number;
+  proc: ChildProcess;
+  /** Everything the server wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resident set size in KiB, read from /proc. */
+  rssKiB(): number;
+  /** SIGTERM, wait up to timeoutMs, then SIGKILL. Resolves to the exit code (null if killed). */
+  stop(timeoutMs?: number): Promise<number | null>;
+}
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
+
+function tmpSocket(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `stor-${name}-`));
+  return join(dir, `${name}.sock`);
+}
+
+export function storBackendArg(b: BackendSpec): string {
+  switch (b.kind) {
+    case 'null': return `null:${b.size}`;
+    case 'mem': return `mem:${b.size}`;
+    case 'file': {
+      let s = `file:${b.path}`;
+      if (b.create !== undefined) s += `,create=${b.create}`;
+      if (b.direct) s += ',direct=on';
+      return s;
+    }
+  }
+}
+
+function launch(name: 'stor' | 'qsd', cmd: string, args: string[], socket: string, ready: (out: string) => boolean,
+  timeoutMs: number): Promise<RunningServer> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(proc);
+    let out = '';
+    let settled = false;
+    const server: RunningServer = {
+      name, socket, proc, pid: proc.pid ?? -1,
+      output: () => out,
+      rssKiB: () => {
+        try {
+          const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
+          return m ? Number(m[1]) : 0;
+        } catch { return 0; }
+      },
+      stop: (stopMs = 10_000) => new Promise((res) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) { res(proc.exitCode); return; }
+        const t = setTimeout(() => proc.kill('SIGKILL'), stopMs);
+        proc.once('exit', (code) => { clearTimeout(t); live.delete(proc); res(code); });
+        proc.kill('SIGTERM');
+      }),
+    };
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true; proc.kill('SIGKILL');
+      reject(new Error(`${name} did not become ready in ${timeoutMs} ms; output:\n${out}`));
+    }, timeoutMs);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (!settled && ready(out)) { settled = true; clearTimeout(timer); resolve(server); }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', onData);
+    proc.once('exit', (code, sig) => {
+      live.delete(proc);
+      if (!settled) { settled = true; clearTimeout(timer); reject(new Error(`${name} exited (${code ?? sig}) before ready; output:\n${out}`)); }
+    });
+    // qemu-storage-daemon prints nothing when ready: the socket appearing is the signal.
+    if (name === 'qsd') {
+      const poll = setInterval(() => {
+        if (settled) { clearInterval(poll); return; }
+        if (existsSync(socket)) { settled = true; clearInterval(poll); clearTimeout(timer); resolve(server); }
+      }, 20);
+    }
+  });
+}
+
+/** `stor serve ... --json`; ready when it prints its {"event":"ready"} line. */
+export function startStor(o: ServerOptions): Promise<RunningServer> {
+  const socket = o.socket ?? tmpSocket('stor');
+  const args = [STOR_BIN, 'serve', '--socket', socket, '--backend', storBackendArg(o.backend), '--json',
+    '--queues', String(o.queues ?? 1)];
+  if (o.readonly) args.push('--readonly');
+  if (o.mode) args.push('--mode', o.mode);
+  args.push(...(o.extraArgs ?? []));
+  return launch('stor', process.execPath, args, socket, (out) => out.includes('"event":"ready"'), o.startTimeoutMs ?? 15_000);
+}
+
+/** qemu-storage-daemon with a vhost-user-blk export of the same backend. */
+export function startQsd(o: ServerOptions): Promise<RunningServer> {
+  const socket = o.socket ?? tmpSocket('qsd');
+  const b = o.backend;
+  let blockdev: string;
+  switch (b.kind) {
+    case 'null': blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=on`; break;
+    case 'mem': throw new Error('qemu-storage-daemon has no memory backend; use a file in /dev/shm');
+    case 'file':
+      blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}`;
+      break;
+  }
+  const args = ['--blockdev', blockdev, '--export',
+    `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=${o.readonly ? 'off' : 'on'},num-queues=${o.queues ?? 1}`,
+    ...(o.extraArgs ?? [])];
+  return launch('qsd', 'qemu-storage-daemon', args, socket, () => false, o.startTimeoutMs ?? 15_000);
+}
+
+/** Removes the temp directory a server's socket lived in. */
+export function cleanupSocket(socket: string): void {
+  try { rmSync(join(socket, '..'), { recursive: true, force: true }); } catch { /* best effort */ }
+}
