@@ -1,0 +1,137 @@
+// The servers every peer test runs against: `stor serve` and qemu-storage-daemon, each with each
+// backend and with 1 and 2 queues. A test body takes a started Target and does not care which server
+// it is, so the same assertions hold stor to the reference's behaviour.
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cleanupSocket, startQsd, startStor, type BackendSpec, type RunningServer } from '../helpers/servers.js';
+
+export type ServerName = 'stor' | 'qsd';
+/** mem on qsd means a file on tmpfs (/dev/shm): qemu-storage-daemon has no memory backend. */
+export type BackendKind = 'null' | 'mem' | 'file';
+
+export interface TargetSpec {
+  server: ServerName;
+  backend: BackendKind;
+  queues: number;
+}
+
+export interface StartOptions {
+  size: number;
+  /**
+   * How a file-backed image starts: 'create' leaves it absent for stor (`create=SIZE`) and makes an
+   * empty sparse file for qsd; a number fills every byte with that value first.
+   */
+  image?: 'create' | number;
+  readonly?: boolean;
+  /** File backends: bypass the page cache (stor `direct=on`, qsd `cache.direct=on`). */
+  direct?: boolean;
+  /** Extra command-line arguments per server. */
+  extraArgs?: Partial<Record<ServerName, string[]>>;
+}
+
+export interface Target extends TargetSpec {
+  label: string;
+  srv: RunningServer;
+  socket: string;
+  size: number;
+  /** The backing file for file (and, on qsd, mem) backends. */
+  imagePath?: string;
+  /** Initial content of every byte of the device: 0 for null, mem and created images. */
+  fill: number;
+  /** Stops the server (returns its exit code) and removes socket and image. */
+  stop(): Promise<number | null>;
+}
+
+export const SERVERS: ServerName[] = ['stor', 'qsd'];
+export const BACKENDS: BackendKind[] = ['null', 'mem', 'file'];
+export const QUEUES = [1, 2];
+
+export function label(t: TargetSpec): string {
+  const b = t.server === 'qsd' && t.backend === 'null' ? 'null-co'
+    : t.server === 'qsd' && t.backend === 'mem' ? 'file-on-tmpfs' : t.backend;
+  return `${t.server}/${b}/q${t.queues}`;
+}
+
+/** Every server × backend × queue count. */
+export function matrix(): TargetSpec[] {
+  const out: TargetSpec[] = [];
+  for (const server of SERVERS) for (const backend of BACKENDS) for (const queues of QUEUES) out.push({ server, backend, queues });
+  return out;
+}
+
+function writeImage(path: string, size: number, fill: number): void {
+  const fd = openSync(path, 'w');
+  try {
+    const chunk = Buffer.alloc(1 << 20, fill);
+    for (let off = 0; off < size; off += chunk.length) writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
+  } finally { closeSync(fd); }
+}
+
+function sparseImage(path: string, size: number): void {
+  const fd = openSync(path, 'w');
+  try { if (size > 0) writeSync(fd, Buffer.alloc(1), 0, 1, size - 1); } finally { closeSync(fd); }
+}
+
+export async function startTarget(spec: TargetSpec, o: StartOptions): Promise<Target> {
+  let imageDir: string | undefined;
+  let imagePath: string | undefined;
+  let backend: BackendSpec;
+  let fill = 0;
+  const wantsFile = spec.backend === 'file' || (spec.server === 'qsd' && spec.backend === 'mem');
+  if (wantsFile) {
+    // Images of the file backend live on a real disk; qsd's stand-in for mem lives on tmpfs.
+    imageDir = mkdtempSync(join(spec.backend === 'mem' ? '/dev/shm' : tmpdir(), 'stor-peer-img-'));
+    imagePath = join(imageDir, 'disk.img');
+    const image = o.image ?? 'create';
+    if (typeof image === 'number') { writeImage(imagePath, o.size, image); fill = image; }
+    else if (spec.server === 'qsd') sparseImage(imagePath, o.size);
+    backend = spec.server === 'stor' && image === 'create'
+      ? { kind: 'file', path: imagePath, create: o.size, direct: o.direct }
+      : { kind: 'file', path: imagePath, direct: o.direct };
+  } else {
+    backend = { kind: spec.backend as 'null' | 'mem', size: o.size };
+  }
+  const opts = { backend, queues: spec.queues, readonly: o.readonly, extraArgs: o.extraArgs?.[spec.server] };
+  let srv: RunningServer;
+  try {
+    srv = spec.server === 'stor' ? await startStor(opts) : await startQsd(opts);
+  } catch (e) {
+    if (imageDir) rmSync(imageDir, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    ...spec, label: label(spec), srv, socket: srv.socket, size: o.size, imagePath, fill,
+    stop: async () => {
+      const code = await srv.stop();
+      cleanupSocket(srv.socket);
+      if (imageDir) rmSync(imageDir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+// qemu-storage-daemon 7.2 can abort when a client disconnects with requests in flight
+// ("vhost_user_server_ref: Assertion `!server->wait_idle' failed"), which blkio-bench does at the end
+// of every run. Seen about once in fifty runs here; fixed in later QEMU. The reference crashing is
+// not what the tests check, so a qsd target that died of exactly this is restarted and the test
+// body run once more. stor gets no such retry.
+export const QSD_KNOWN_CRASH = /vhost_user_server_ref: Assertion `!server->wait_idle' failed/;
+
+/** Starts a target, runs fn, and always stops it; returns the server's exit code after SIGTERM. */
+export async function withTarget(spec: TargetSpec, o: StartOptions, fn: (t: Target) => Promise<void>): Promise<number | null> {
+  for (let attempt = 1; ; attempt++) {
+    const t = await startTarget(spec, o);
+    try { await fn(t); } catch (e) {
+      await t.stop();
+      const out = t.srv.output();
+      if (spec.server === 'qsd' && attempt === 1 && QSD_KNOWN_CRASH.test(out)) {
+        console.warn(`  (${t.label}: qemu-storage-daemon hit its known disconnect assertion; retrying once)`);
+        continue;
+      }
+      if (e instanceof Error) e.message += `\n--- ${t.label} server output ---\n${out}`;
+      throw e;
+    }
+    return t.stop();
+  }
+}
