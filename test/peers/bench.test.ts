@@ -1,0 +1,49 @@
+// blkio-bench drives each server with 4 KiB random reads and writes, with completion by
+// notification (eventfd) and by polling, at queue depth 1 and 32, one thread per served queue.
+// Every run must finish cleanly and print well-formed statistics with I/O actually done.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { blkioBench, describe, ok, type BenchJob, type BenchStats } from './blkio.js';
+import { label, matrix, withTarget } from './matrix.js';
+
+const bench = suite('peers: blkio-bench');
+
+const SIZE = 64 * 1024 * 1024;
+const JOBS: Omit<BenchJob, 'threads'>[] = [];
+for (const readwrite of ['randread', 'randwrite'] as const) {
+  for (const poll of [false, true]) for (const iodepth of [1, 32]) JOBS.push({ readwrite, poll, iodepth, runtimeS: 1 });
+}
+
+function jobName(j: Omit<BenchJob, 'threads'>): string {
+  return `${j.readwrite} ${j.poll ? 'poll' : 'notify'} iodepth=${j.iodepth}`;
+}
+
+function checkStats(s: BenchStats, where: string): void {
+  assert.ok(s.kiops > 0, `${where}: kiops ${s.kiops}`);
+  assert.ok(s.gips > 0, `${where}: gips ${s.gips}`);
+  assert.ok(s.calls > 0, `${where}: calls ${s.calls}`);
+  assert.ok(s.min_lat_us > 0 && s.min_lat_us <= s.mean_lat_us && s.mean_lat_us <= s.max_lat_us,
+    `${where}: latencies min ${s.min_lat_us} mean ${s.mean_lat_us} max ${s.max_lat_us} out of order`);
+  assert.ok(s.max_completions >= 1, `${where}: max_completions ${s.max_completions}`);
+}
+
+for (const spec of matrix()) {
+  bench(`${label(spec)}: ${JOBS.length} runs (randread/randwrite x notify/poll x iodepth 1/32) finish with kiops > 0 on every queue`, async () => {
+    const code = await withTarget(spec, { size: SIZE, image: 'create' }, async (t) => {
+      for (const j of JOBS) {
+        const name = `${t.label} ${jobName(j)}`;
+        const { result, out } = await blkioBench(t.socket, { ...j, threads: spec.queues });
+        assert.ok(ok(result), `${name}: ${describe(result)}`);
+        assert.is(out!.threads.length, spec.queues, `${name}: threads`);
+        checkStats(out!.aggregate, `${name} aggregate`);
+        out!.threads.forEach((th, i) => checkStats(th, `${name} thread ${i}`));
+        // With a queue depth of 32 a batch must sometimes bring more than one completion.
+        if (j.iodepth === 32) assert.ok(out!.aggregate.max_completions > 1, `${name}: never more than one completion per call`);
+        else assert.is(out!.aggregate.max_completions, 1, `${name}: more completions than requests in flight`);
+      }
+    });
+    assert.is(code, 0, 'server exit code after SIGTERM');
+  });
+}
+
+bench.run();
