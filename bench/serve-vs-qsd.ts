@@ -1,0 +1,328 @@
+// stor serve vs qemu-storage-daemon, both measured by libblkio's blkio-bench over vhost-user-blk,
+// side by side in one run. See bench/README.md for how to run it and why the modes are paired so.
+//
+//   node dist/bench/serve-vs-qsd.js [--runtime S] [--repeat N] [--pairs adaptive,notify,poll]
+//                                   [--cells LIST] [--image PATH] [--out bench/RESULTS.md]
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT } from '../test/helpers/paths.js';
+import { cleanupSocket, startStor, type RunningServer } from '../test/helpers/servers.js';
+import { blkioBench, describe, ok, type BenchJob } from '../test/peers/blkio.js';
+
+const GiB = 1024 ** 3;
+
+// ---------------------------------------------------------------------------------------------
+// Cells and server pairings
+
+interface Cell {
+  id: string;
+  backend: 'null' | 'file';
+  job: Omit<BenchJob, 'runtimeS'>;
+}
+
+const CELLS: Cell[] = [];
+for (const rw of ['randread', 'randwrite'] as const) {
+  for (const iodepth of [1, 32]) {
+    for (const poll of [false, true]) {
+      CELLS.push({ id: `null ${rw} qd${iodepth} ${poll ? 'poll' : 'notify'}`, backend: 'null', job: { readwrite: rw, iodepth, poll } });
+    }
+  }
+}
+CELLS.push({ id: 'file randread qd32 notify', backend: 'file', job: { readwrite: 'randread', iodepth: 32, poll: false } });
+CELLS.push({ id: 'file randread qd32 poll', backend: 'file', job: { readwrite: 'randread', iodepth: 32, poll: true } });
+
+/**
+ * How each server waits for requests. qemu-storage-daemon's export runs in an iothread whose
+ * AioContext polls adaptively for up to poll-max-ns (default 32768 ns) before sleeping in the kernel;
+ * stor's --mode names the same three behaviours.
+ */
+type Pair = 'adaptive' | 'notify' | 'poll';
+const PAIRS: Record<Pair, { qsdPollMaxNs?: number; storMode: 'notify' | 'poll' | 'adaptive'; desc: string }> = {
+  adaptive: { storMode: 'adaptive', desc: 'qsd iothread (default poll-max-ns=32768) vs stor --mode adaptive' },
+  notify: { qsdPollMaxNs: 0, storMode: 'notify', desc: 'qsd iothread poll-max-ns=0 vs stor --mode notify' },
+  // poll-max-ns of 1 s: the iothread keeps spinning as long as requests keep coming.
+  poll: { qsdPollMaxNs: 1_000_000_000, storMode: 'poll', desc: 'qsd iothread poll-max-ns=1e9 vs stor --mode poll' },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Servers. qemu-storage-daemon is started here rather than with test/helpers' startQsd because the
+// export needs an iothread (iothread=... on the --export line).
+
+interface Srv { name: 'qsd' | 'stor'; pid: number; socket: string; stop(): Promise<number | null>; alive(): boolean; output(): string }
+
+function procStatus(pid: number, key: 'VmRSS' | 'VmHWM'): number {
+  try {
+    const m = new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch { return 0; }
+}
+
+/** utime + stime of every thread of pid, in seconds. */
+function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    const hz = 100; // USER_HZ on Linux
+    return (Number(rest[11]) + Number(rest[12])) / hz;
+  } catch { return 0; }
+}
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } } });
+
+function startQsdBench(backend: 'null' | 'file', image: string, pollMaxNs: number | undefined): Promise<Srv> {
+  const dir = mkdtempSync(join(tmpdir(), 'stor-bench-qsd-'));
+  const socket = join(dir, 'qsd.sock');
+  const blockdev = backend === 'null'
+    ? `driver=null-co,node-name=disk0,size=${GiB},read-zeroes=on`
+    : `driver=file,node-name=disk0,filename=${image},aio=io_uring`;
+  const args = ['--object', `iothread,id=io0${pollMaxNs === undefined ? '' : `,poll-max-ns=${pollMaxNs}`}`,
+    '--blockdev', blockdev,
+    '--export', `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=on,num-queues=1,iothread=io0`];
+  return new Promise((resolve, reject) => {
+    const proc = spawn('qemu-storage-daemon', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(proc);
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    const srv: Srv = {
+      name: 'qsd', pid: proc.pid ?? -1, socket,
+      alive: () => proc.exitCode === null && proc.signalCode === null,
+      output: () => out,
+      stop: () => new Promise((res) => {
+        const done = (code: number | null) => { children.delete(proc); rmSync(dir, { recursive: true, force: true }); res(code); };
+        if (!srv.alive()) { done(proc.exitCode); return; }
+        const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+        proc.once('exit', (code) => { clearTimeout(t); done(code); });
+        proc.kill('SIGTERM');
+      }),
+    };
+    const t0 = Date.now();
+    const poll = setInterval(() => {
+      if (existsSync(socket)) { clearInterval(poll); resolve(srv); }
+      else if (!srv.alive() || Date.now() - t0 > 15_000) {
+        clearInterval(poll); proc.kill('SIGKILL');
+        reject(new Error(`qemu-storage-daemon ${args.join(' ')} did not start:\n${out}`));
+      }
+    }, 20);
+  });
+}
+
+async function startStorBench(backend: 'null' | 'file', image: string, mode: 'notify' | 'poll' | 'adaptive'): Promise<Srv> {
+  const r: RunningServer = await startStor({
+    backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
+    queues: 1, mode, startTimeoutMs: 30_000,
+  });
+  return {
+    name: 'stor', pid: r.pid, socket: r.socket, output: r.output,
+    alive: () => r.proc.exitCode === null && r.proc.signalCode === null,
+    stop: async () => { const c = await r.stop(); cleanupSocket(r.socket); return c; },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file image: 1 GiB, every block written (non-zero), so reads hit allocated blocks.
+
+function ensureImage(path: string): void {
+  if (existsSync(path) && statSync(path).size === GiB && statSync(path).blocks * 512 >= GiB) return;
+  process.stderr.write(`writing ${path} (1 GiB)...\n`);
+  const fd = openSync(path, 'w');
+  try {
+    const chunk = Buffer.alloc(4 << 20);
+    for (let off = 0; off < GiB; off += chunk.length) {
+      // Each 4 KiB block carries its own offset so nothing in the image is sparse or deduplicable.
+      for (let b = 0; b < chunk.length; b += 4096) {
+        chunk.fill(0xa5, b, b + 4096);
+        chunk.writeBigUInt64LE(BigInt(off + b), b);
+      }
+      writeSync(fd, chunk, 0, chunk.length, off);
+    }
+  } finally { closeSync(fd); }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+interface Sample { kiops: number; meanLatUs: number; cpuPct: number }
+interface Row {
+  cell: string; pair: Pair;
+  qsd: Sample[]; stor: Sample[];
+  qsdRssKiB: number; storRssKiB: number;
+  errors: string[];
+}
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function measure(srv: Srv, job: BenchJob): Promise<Sample> {
+  const c0 = cpuSeconds(srv.pid);
+  const t0 = Date.now();
+  const { result, out } = await blkioBench(srv.socket, job, 30_000);
+  const wall = (Date.now() - t0) / 1000;
+  if (!ok(result) || !out) throw new Error(describe(result));
+  const cpuPct = (100 * (cpuSeconds(srv.pid) - c0)) / wall;
+  return { kiops: out.aggregate.kiops, meanLatUs: out.aggregate.mean_lat_us, cpuPct };
+}
+
+interface Opts { runtimeS: number; repeat: number; pairs: Pair[]; cells: Cell[]; image: string; servers: ('qsd' | 'stor')[] }
+
+async function runPair(o: Opts, pair: Pair, backend: 'null' | 'file', cells: Cell[], rows: Row[]): Promise<void> {
+  const p = PAIRS[pair];
+  const start = {
+    qsd: () => startQsdBench(backend, o.image, p.qsdPollMaxNs),
+    stor: () => startStorBench(backend, o.image, p.storMode),
+  };
+  const srv: Partial<Record<'qsd' | 'stor', Srv>> = {};
+  try {
+    for (const name of o.servers) srv[name] = await start[name]();
+    for (const cell of cells) {
+      const row: Row = { cell: cell.id, pair, qsd: [], stor: [], qsdRssKiB: 0, storRssKiB: 0, errors: [] };
+      for (let rep = 0; rep < o.repeat; rep++) {
+        // Alternate who goes first so slow drift of the machine does not favour one server.
+        const order = rep % 2 === 0 ? o.servers : [...o.servers].reverse();
+        for (const name of order) {
+          const job: BenchJob = { ...cell.job, runtimeS: o.runtimeS };
+          try {
+            row[name].push(await measure(srv[name]!, job));
+          } catch (e) {
+            const s = srv[name]!;
+            row.errors.push(`${name} rep ${rep + 1}: ${(e as Error).message}${s.alive() ? '' : `\n${name} died:\n${s.output()}`}`);
+            if (!s.alive()) { await s.stop(); srv[name] = await start[name](); }
+          }
+        }
+      }
+      row.qsdRssKiB = srv.qsd ? procStatus(srv.qsd.pid, 'VmRSS') : 0;
+      row.storRssKiB = srv.stor ? procStatus(srv.stor.pid, 'VmRSS') : 0;
+      rows.push(row);
+      printRow(row);
+    }
+  } finally {
+    for (const s of Object.values(srv)) if (s) await s.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+const HEAD = ['cell', 'server modes', 'qsd kIOPS', 'stor kIOPS', 'stor/qsd', 'qsd mean µs', 'stor mean µs',
+  'qsd CPU %', 'stor CPU %', 'qsd RSS MiB', 'stor RSS MiB'];
+
+function fmt(x: number, digits = 1): string { return Number.isFinite(x) ? x.toFixed(digits) : '—'; }
+
+function cells(r: Row): string[] {
+  const q = median(r.qsd.map((s) => s.kiops));
+  const s = median(r.stor.map((x) => x.kiops));
+  return [r.cell, r.pair, fmt(q), fmt(s), fmt(s / q, 2),
+    fmt(median(r.qsd.map((x) => x.meanLatUs))), fmt(median(r.stor.map((x) => x.meanLatUs))),
+    fmt(median(r.qsd.map((x) => x.cpuPct)), 0), fmt(median(r.stor.map((x) => x.cpuPct)), 0),
+    r.qsdRssKiB ? fmt(r.qsdRssKiB / 1024) : '—', r.storRssKiB ? fmt(r.storRssKiB / 1024) : '—'];
+}
+
+function printRow(r: Row): void {
+  const c = cells(r);
+  process.stdout.write(`${c[0]!.padEnd(28)} ${c[1]!.padEnd(9)} qsd ${c[2]!.padStart(8)} kIOPS ${c[5]!.padStart(7)} µs | ` +
+    `stor ${c[3]!.padStart(8)} kIOPS ${c[6]!.padStart(7)} µs | ratio ${c[4]}\n`);
+  for (const e of r.errors) process.stdout.write(`  error: ${e.split('\n').join('\n    ')}\n`);
+}
+
+function markdownTable(rows: Row[]): string {
+  const lines = [`| ${HEAD.join(' | ')} |`, `| ${HEAD.map((_, i) => (i < 2 ? '---' : '---:')).join(' | ')} |`];
+  for (const r of rows) lines.push(`| ${cells(r).join(' | ')} |`);
+  return lines.join('\n');
+}
+
+function sh(cmd: string, args: string[]): string {
+  try { return execFileSync(cmd, args, { encoding: 'utf8', cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return '?'; }
+}
+
+function report(o: Opts, rows: Row[], started: Date): string {
+  const commit = sh('git', ['rev-parse', '--short', 'HEAD']);
+  const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'native']) ? ' (+ uncommitted changes in src/native)' : '';
+  const qsdVer = sh('qemu-storage-daemon', ['--version']).split('\n')[0];
+  const errs = rows.flatMap((r) => r.errors.map((e) => `- ${r.cell} (${r.pair}): ${e.split('\n')[0]}`));
+  return [
+    `## serve-vs-qsd — ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, commit ${commit}${dirty}`,
+    '',
+    `blkio-bench (libblkio example), 4 KiB, 1 queue, ${o.runtimeS} s per run, median of ${o.repeat} runs per server, ` +
+    `servers alternated within each cell. null: qsd null-co,read-zeroes=on vs stor null:1G; ` +
+    `file: 1 GiB fully written image, qsd driver=file,aio=io_uring vs stor file:. ` +
+    `Client "notify"/"poll" is blkio-bench without/with --poll; "server modes" pairs: ` +
+    o.pairs.map((p) => `${p} = ${PAIRS[p].desc}`).join('; ') + '. CPU % is the server process over the run.',
+    '',
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}, ${qsdVer}, Node ${process.version}.`,
+    '',
+    markdownTable(rows),
+    ...(errs.length ? ['', 'Errors:', ...errs] : []),
+    '',
+  ].join('\n');
+}
+
+const START = '<!-- serve-vs-qsd:start -->';
+const END = '<!-- serve-vs-qsd:end -->';
+
+function writeResults(path: string, section: string): void {
+  const block = `${START}\n${section}${END}\n`;
+  let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmark results\n\nLatest output of the scripts in bench/ (see bench/README.md).\n\n';
+  const a = text.indexOf(START);
+  const b = text.indexOf(END);
+  if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + END.length).replace(/^\n/, '');
+  else text = `${text.replace(/\n*$/, '\n\n')}${block}`;
+  writeFileSync(path, text);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      runtime: { type: 'string', default: '3' },
+      repeat: { type: 'string', default: '3' },
+      pairs: { type: 'string', default: 'adaptive,notify' },
+      cells: { type: 'string' },
+      image: { type: 'string', default: '/var/tmp/stor-bench-1g.img' },
+      servers: { type: 'string', default: 'qsd,stor' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write('usage: node dist/bench/serve-vs-qsd.js [--runtime S=3] [--repeat N=3] [--pairs adaptive,notify,poll]\n' +
+      '         [--cells SUBSTRING,...] [--image PATH] [--servers qsd,stor] [--out bench/RESULTS.md]\n' +
+      `cells: ${CELLS.map((c) => c.id).join('; ')}\n`);
+    return;
+  }
+  const pairs = values.pairs!.split(',').map((p) => p.trim()) as Pair[];
+  for (const p of pairs) if (!(p in PAIRS)) throw new Error(`unknown pair '${p}' (adaptive, notify, poll)`);
+  const filters = values.cells?.split(',').map((s) => s.trim()).filter(Boolean);
+  const o: Opts = {
+    runtimeS: Number(values.runtime), repeat: Number(values.repeat), pairs, image: values.image!,
+    cells: filters ? CELLS.filter((c) => filters.some((f) => c.id.includes(f))) : CELLS,
+    servers: values.servers!.split(',').map((s) => s.trim()) as ('qsd' | 'stor')[],
+  };
+  if (!(o.runtimeS >= 1) || !Number.isInteger(o.runtimeS)) throw new Error('--runtime must be a whole number of seconds >= 1');
+  if (!(o.repeat >= 1) || !Number.isInteger(o.repeat)) throw new Error('--repeat must be a whole number >= 1');
+  const started = new Date();
+  if (o.cells.some((c) => c.backend === 'file')) ensureImage(o.image);
+
+  const rows: Row[] = [];
+  for (const backend of ['null', 'file'] as const) {
+    const cs = o.cells.filter((c) => c.backend === backend);
+    if (cs.length === 0) continue;
+    for (const pair of o.pairs) {
+      await runPair(o, pair, backend, cs, rows);
+    }
+  }
+  const section = report(o, rows, started);
+  process.stdout.write(`\n${section}`);
+  if (values.out) { writeResults(values.out, section); process.stdout.write(`wrote ${values.out}\n`); }
+  if (rows.some((r) => r.errors.length)) process.exitCode = 1;
+}
+
+main().catch((e) => { process.stderr.write(`serve-vs-qsd: ${(e as Error).message}\n`); process.exit(1); });
