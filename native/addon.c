@@ -1,9 +1,14 @@
 /* Module entry: every native piece registers its functions here. */
 #include "napi_util.h"
 #include "sys.h"
+#include "backend.h"
+
+void vhost_blk_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   sys_init(env, exports);
+  backend_init(env, exports);
+  vhost_blk_init(env, exports);
   return exports;
 }
 

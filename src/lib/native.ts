@@ -33,7 +33,50 @@ export interface NativeSys {
   watchFd(fd: number, readable: boolean, writable: boolean, cb: (status: number, events: number) => void): FdWatch;
 }
 
-export type NativeAddon = NativeSys;
+/** An opaque handle to a native backend (null, mem, file); shared by every frontend. */
+export type BackendHandle = { readonly __backend: unique symbol };
+export interface BackendConfig { kind: 'null' | 'mem' | 'file'; size?: number; path?: string; create?: boolean; direct?: boolean; readonly?: boolean }
+export interface BackendInfo { kind: string; desc: string; capacity: number; readonly: boolean }
+
+export interface NativeBackend {
+  backendOpen(cfg: BackendConfig): BackendHandle;
+  backendInfo(b: BackendHandle): BackendInfo;
+  backendFlush(b: BackendHandle): void;
+}
+
+export type CompletionMode = 'notify' | 'poll' | 'adaptive';
+export type BlkDeviceHandle = { readonly __blkdev: unique symbol };
+export interface BlkDeviceOptions {
+  queues: number; blockSize: number; readonly: boolean; serial: string; mode: CompletionMode; pollUs?: number;
+  maxDiscardSectors: number; maxWriteZeroesSectors: number;
+}
+export interface NativeMemRegion { guestAddr: bigint; size: bigint; userAddr: bigint; mmapOffset: bigint; fd: number }
+export interface QueueStats {
+  requests: number; reads: number; writes: number; flushes: number; discards: number; write_zeroes: number;
+  get_id: number; errors: number; unsupported: number; bytes_read: number; bytes_written: number;
+  kicks: number; calls: number; wakeups: number; running: boolean; cpuSeconds: number;
+}
+/** kind: 'broken' (the ring is unusable: drop the front-end), 'reqerr' (one request failed), 'warn'. */
+export type BlkDeviceEvent = (kind: string, queue: number, message: string) => void;
+
+/** The vhost-user-blk device's data plane; fds passed in are owned by the device from then on. */
+export interface NativeBlkDevice {
+  blkDeviceCreate(backend: BackendHandle, opts: BlkDeviceOptions, onEvent: BlkDeviceEvent): BlkDeviceHandle;
+  blkDeviceDestroy(d: BlkDeviceHandle): void;
+  blkDeviceReset(d: BlkDeviceHandle): void;
+  blkDeviceSetFeatures(d: BlkDeviceHandle, features: bigint): void;
+  blkDeviceSetMemTable(d: BlkDeviceHandle, regions: NativeMemRegion[]): void;
+  blkDeviceAddMemRegion(d: BlkDeviceHandle, region: NativeMemRegion): void;
+  blkDeviceRemoveMemRegion(d: BlkDeviceHandle, region: NativeMemRegion): boolean;
+  blkDeviceSetVring(d: BlkDeviceHandle, index: number, v: { num?: number; base?: number; desc?: bigint; avail?: bigint; used?: bigint }): void;
+  blkDeviceSetVringFd(d: BlkDeviceHandle, index: number, kind: 'kick' | 'call' | 'err', fd: number): void;
+  blkDeviceStartQueue(d: BlkDeviceHandle, index: number): void;
+  /** Stops the queue after its in-flight requests complete; returns the next avail index. */
+  blkDeviceStopQueue(d: BlkDeviceHandle, index: number): number;
+  blkDeviceStats(d: BlkDeviceHandle): QueueStats[];
+}
+
+export type NativeAddon = NativeSys & NativeBackend & NativeBlkDevice;
 
 let addon: NativeAddon | undefined;
 

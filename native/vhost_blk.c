@@ -1,0 +1,767 @@
+/* The vhost-user-blk device's data plane: one thread per virtqueue that pops virtio-blk
+ * requests from guest memory, turns them into stor_req for the backend, and completes them,
+ * with notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and
+ * calls in here to set up memory and rings; nothing here calls JavaScript per request. */
+#include "backend.h"
+#include "napi_util.h"
+#include "virtio_blk.h"
+#include "vring.h"
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+enum blk_mode { MODE_NOTIFY = 0, MODE_POLL = 1, MODE_ADAPTIVE = 2 };
+#define MAX_QUEUES 64
+#define MAX_SEGS_PER_REQ 258   /* seg_max (256) + header + status */
+#define LOG_BURST 20           /* per-request failure logs allowed per second per queue */
+
+struct blk_device;
+struct blk_queue;
+
+struct req_slot {
+  struct stor_req req;
+  struct blk_queue *q;
+  uint16_t head;
+  bool busy;
+  uint8_t *status;      /* the status byte in guest memory */
+  uint32_t used_len;    /* bytes written into device-writable buffers, reported in the used ring */
+  struct iovec iov[MAX_SEGS_PER_REQ];
+};
+
+struct queue_stats {
+  uint64_t requests, reads, writes, flushes, discards, write_zeroes, get_id, errors, unsupported;
+  uint64_t bytes_read, bytes_written, kicks, calls, wakeups;
+};
+
+struct blk_queue {
+  struct blk_device *dev;
+  int index;
+  /* configuration, set from the JS thread while the queue is stopped */
+  uint16_t num;
+  uint16_t base;
+  uint64_t desc_uva, avail_uva, used_uva;
+  bool addr_set;
+  int kick_fd, call_fd, err_fd;
+  /* run state */
+  pthread_t thread;
+  bool running;
+  atomic_bool stop;
+  int wake_fd;
+  clockid_t cpu_clock;
+  double cpu_seconds_done;   /* accumulated over earlier runs */
+  struct vring vr;
+  struct stor_bqueue *bq;
+  struct req_slot *slots;
+  unsigned slots_num;
+  struct queue_stats st;
+  /* failure logging, rate-limited so a hostile driver cannot flood the log */
+  time_t log_second;
+  unsigned log_count, log_suppressed;
+};
+
+struct blk_device {
+  struct stor_backend *be;
+  struct mem_table mem;
+  struct blk_queue q[MAX_QUEUES];
+  int nqueues;
+  uint32_t block_size;
+  bool readonly;
+  char serial[VIRTIO_BLK_ID_BYTES];
+  uint64_t features;
+  enum blk_mode mode;
+  uint64_t poll_ns;          /* adaptive: spin this long after the last request */
+  uint32_t max_discard_sectors, max_write_zeroes_sectors;
+  napi_threadsafe_function events;  /* (kind, queue, message) to JS: errors and lifecycle only */
+  bool destroyed;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- events to JS (never per successful request) ---------------------------------------- */
+
+struct dev_event { char kind[16]; int queue; char msg[384]; };
+
+static void emit(struct blk_device *d, const char *kind, int queue, const char *fmt, ...) {
+  if (!d->events) return;
+  struct dev_event *ev = malloc(sizeof *ev);
+  if (!ev) return;
+  snprintf(ev->kind, sizeof ev->kind, "%s", kind);
+  ev->queue = queue;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ev->msg, sizeof ev->msg, fmt, ap);
+  va_end(ap);
+  if (napi_call_threadsafe_function(d->events, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
+}
+
+static void call_js_event(napi_env env, napi_value cb, void *context, void *data) {
+  struct dev_event *ev = data;
+  if (env && cb) {
+    napi_value args[3], global, result;
+    napi_create_string_utf8(env, ev->kind, NAPI_AUTO_LENGTH, &args[0]);
+    args[1] = make_i32(env, ev->queue);
+    napi_create_string_utf8(env, ev->msg, NAPI_AUTO_LENGTH, &args[2]);
+    napi_get_global(env, &global);
+    napi_call_function(env, global, cb, 3, args, &result);
+  }
+  free(ev);
+}
+
+/* A request failed because of what the driver sent: log it, at most LOG_BURST a second. */
+static void req_log(struct blk_queue *q, const char *fmt, ...) {
+  time_t s = time(NULL);
+  if (s != q->log_second) {
+    if (q->log_suppressed) emit(q->dev, "warn", q->index, "%u more request failures not logged", q->log_suppressed);
+    q->log_second = s; q->log_count = 0; q->log_suppressed = 0;
+  }
+  if (q->log_count >= LOG_BURST) { q->log_suppressed++; return; }
+  q->log_count++;
+  char msg[320];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  emit(q->dev, "reqerr", q->index, "%s", msg);
+}
+
+/* ---- request handling -------------------------------------------------------------------- */
+
+static void complete_slot(struct req_slot *s, uint8_t status) {
+  struct blk_queue *q = s->q;
+  if (s->status) *s->status = status;
+  if (status != VIRTIO_BLK_S_OK) { if (status == VIRTIO_BLK_S_UNSUPP) q->st.unsupported++; else q->st.errors++; }
+  vring_push(&q->vr, s->head, s->status ? s->used_len : 0);
+  s->busy = false;
+}
+
+static void on_backend_complete(struct stor_req *r) {
+  struct req_slot *s = (struct req_slot *)r;   /* req is the slot's first member */
+  if (r->result < 0) {
+    req_log(s->q, "backend %s at offset %llu length %llu failed: %s",
+            r->op == STOR_OP_READ ? "read" : r->op == STOR_OP_WRITE ? "write" : r->op == STOR_OP_FLUSH ? "flush" : "discard/zero",
+            (unsigned long long)r->offset, (unsigned long long)r->length, strerror(-r->result));
+    complete_slot(s, VIRTIO_BLK_S_IOERR);
+  } else {
+    complete_slot(s, VIRTIO_BLK_S_OK);
+  }
+}
+
+/* Checks [sector, sector + len) against the capacity with overflow in mind. */
+static bool range_ok(struct blk_device *d, uint64_t sector, uint64_t len) {
+  uint64_t cap = d->be->capacity;
+  if (sector > cap / 512) return false;
+  uint64_t off = sector * 512;
+  return len <= cap - off;
+}
+
+/* Serves one popped chain. Every early exit completes the slot with a status. */
+static void handle_request(struct blk_queue *q, struct req_slot *s, struct vring_chain *c) {
+  struct blk_device *d = q->dev;
+  struct iovec *out = s->iov, *in = s->iov + c->n_out;
+  s->status = NULL;
+  s->used_len = 0;
+  q->st.requests++;
+
+  /* The status byte is the last byte of the last device-writable buffer. */
+  if (c->in_len < 1) {
+    req_log(q, "request (head %u) has no device-writable status byte; returned with length 0", c->head);
+    complete_slot(s, VIRTIO_BLK_S_IOERR);
+    return;
+  }
+  struct iovec *last = &in[c->n_in - 1];
+  s->status = (uint8_t *)last->iov_base + last->iov_len - 1;
+  s->used_len = 1;
+  /* data iovecs that are writable: everything but the status byte */
+  int n_in_data = c->n_in;
+  size_t in_data_len = c->in_len - 1;
+  struct iovec saved_last = *last;
+  if (last->iov_len == 1) n_in_data--; else last->iov_len--;
+
+  struct virtio_blk_outhdr hdr;
+  if (c->out_len < sizeof hdr || iov_to_buf(out, c->n_out, 0, &hdr, sizeof hdr) != sizeof hdr) {
+    *last = saved_last;
+    req_log(q, "request (head %u) has a %llu-byte header, needs 16", c->head, (unsigned long long)c->out_len);
+    complete_slot(s, VIRTIO_BLK_S_IOERR);
+    return;
+  }
+  size_t out_data_len = c->out_len - sizeof hdr;
+  struct stor_req *r = &s->req;
+  memset(r, 0, sizeof *r);
+  r->complete = on_backend_complete;
+
+  switch (hdr.type) {
+  case VIRTIO_BLK_T_IN:
+  case VIRTIO_BLK_T_OUT: {
+    bool is_read = hdr.type == VIRTIO_BLK_T_IN;
+    size_t len = is_read ? in_data_len : out_data_len;
+    /* data must travel in the direction the request type says */
+    if (is_read ? out_data_len != 0 : in_data_len != 0) {
+      req_log(q, "%s request (head %u) carries %zu bytes in the wrong direction", is_read ? "read" : "write", c->head,
+              is_read ? out_data_len : in_data_len);
+      complete_slot(s, VIRTIO_BLK_S_IOERR);
+      return;
+    }
+    if (len % 512) {
+      req_log(q, "%s of %zu bytes is not a multiple of 512", is_read ? "read" : "write", len);
+      complete_slot(s, VIRTIO_BLK_S_IOERR);
+      return;
+    }
+    if (!range_ok(d, hdr.sector, len)) {
+      req_log(q, "%s at sector %llu length %zu is past the end (capacity %llu sectors)", is_read ? "read" : "write",
+              (unsigned long long)hdr.sector, len, (unsigned long long)(d->be->capacity / 512));
+      complete_slot(s, VIRTIO_BLK_S_IOERR);
+      return;
+    }
+    if (!is_read && d->readonly) {
+      req_log(q, "write at sector %llu refused: device is read-only", (unsigned long long)hdr.sector);
+      complete_slot(s, VIRTIO_BLK_S_IOERR);
+      return;
+    }
+    if (len == 0) { complete_slot(s, VIRTIO_BLK_S_OK); return; }
+    r->op = is_read ? STOR_OP_READ : STOR_OP_WRITE;
+    r->offset = hdr.sector * 512;
+    r->length = len;
+    if (is_read) {
+      r->iov = in; r->niov = n_in_data;
+      s->used_len = (uint32_t)len + 1;
+      q->st.reads++; q->st.bytes_read += len;
+    } else {
+      /* skip the header bytes at the front of the readable iovecs */
+      size_t skip = sizeof hdr;
+      int first = 0;
+      while (first < c->n_out && skip >= out[first].iov_len) { skip -= out[first].iov_len; first++; }
+      out[first].iov_base = (char *)out[first].iov_base + skip;
+      out[first].iov_len -= skip;
+      r->iov = out + first; r->niov = c->n_out - first;
+      q->st.writes++; q->st.bytes_written += len;
+    }
+    d->be->ops->submit(q->bq, r);
+    return;
+  }
+  case VIRTIO_BLK_T_FLUSH:
+    q->st.flushes++;
+    r->op = STOR_OP_FLUSH;
+    d->be->ops->submit(q->bq, r);
+    return;
+  case VIRTIO_BLK_T_GET_ID: {
+    q->st.get_id++;
+    size_t n = in_data_len < VIRTIO_BLK_ID_BYTES ? in_data_len : VIRTIO_BLK_ID_BYTES;
+    buf_to_iov(in, n_in_data, 0, d->serial, n);
+    s->used_len = (uint32_t)n + 1;
+    complete_slot(s, VIRTIO_BLK_S_OK);
+    return;
+  }
+  case VIRTIO_BLK_T_DISCARD:
+  case VIRTIO_BLK_T_WRITE_ZEROES: {
+    bool discard = hdr.type == VIRTIO_BLK_T_DISCARD;
+    struct virtio_blk_discard_write_zeroes seg;
+    /* max_discard_seg = max_write_zeroes_seg = 1 in the config space: exactly one segment */
+    if (out_data_len != sizeof seg) {
+      req_log(q, "%s request carries %zu bytes of segments, expected exactly one 16-byte segment",
+              discard ? "discard" : "write-zeroes", out_data_len);
+      complete_slot(s, VIRTIO_BLK_S_UNSUPP);
+      return;
+    }
+    iov_to_buf(out, c->n_out, sizeof hdr, &seg, sizeof seg);
+    uint64_t len = (uint64_t)seg.num_sectors * 512;
+    uint32_t max = discard ? d->max_discard_sectors : d->max_write_zeroes_sectors;
+    if (d->readonly || !range_ok(d, seg.sector, len) || seg.num_sectors > max ||
+        (discard && seg.flags) || (!discard && (seg.flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))) {
+      req_log(q, "%s of sector %llu count %u refused (%s)", discard ? "discard" : "write-zeroes",
+              (unsigned long long)seg.sector, seg.num_sectors,
+              d->readonly ? "read-only" : !range_ok(d, seg.sector, len) ? "past the end" : seg.num_sectors > max ? "too large" : "bad flags");
+      complete_slot(s, VIRTIO_BLK_S_IOERR);
+      return;
+    }
+    if (len == 0) { complete_slot(s, VIRTIO_BLK_S_OK); return; }
+    if (discard) q->st.discards++; else q->st.write_zeroes++;
+    r->op = discard ? STOR_OP_DISCARD : STOR_OP_WRITE_ZEROES;
+    r->flags = (!discard && (seg.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) ? STOR_REQ_F_UNMAP : 0;
+    r->offset = seg.sector * 512;
+    r->length = len;
+    d->be->ops->submit(q->bq, r);
+    return;
+  }
+  default:
+    req_log(q, "unsupported request type %u", hdr.type);
+    complete_slot(s, VIRTIO_BLK_S_UNSUPP);
+    return;
+  }
+}
+
+/* Pops and starts every available request. Returns how many, or -1 if the ring is broken. */
+static int process_ring(struct blk_queue *q) {
+  struct blk_device *d = q->dev;
+  int n = 0;
+  char err[256];
+  for (;;) {
+    struct vring_chain c;
+    /* a chain can only be popped into a free slot; slots are indexed by head */
+    uint16_t pending = vring_avail_pending(&q->vr);
+    if (!pending) break;
+    if (pending > q->vr.num) {
+      emit(d, "broken", q->index, "queue %d: avail index moved by %u, more than the queue size %u", q->index, pending, q->vr.num);
+      return -1;
+    }
+    uint16_t head = q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num];
+    if (head < q->vr.num && q->slots[head].busy) {
+      emit(d, "broken", q->index, "queue %d: head %u made available again while still in flight", q->index, head);
+      return -1;
+    }
+    struct req_slot *s = head < q->vr.num ? &q->slots[head] : NULL;
+    int r = vring_pop(&q->vr, &d->mem, &c, s ? s->iov : NULL, MAX_SEGS_PER_REQ, err, sizeof err);
+    if (r == VRING_EMPTY) break;
+    if (r == VRING_BROKEN) { emit(d, "broken", q->index, "queue %d: %s", q->index, err); return -1; }
+    /* A malformed chain means a broken driver: fail the connection, as QEMU marks the device broken. */
+    if (r == VRING_BAD_CHAIN) { emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, c.head, err); return -1; }
+    s->busy = true;
+    s->head = c.head;
+    s->q = q;
+    handle_request(q, s, &c);
+    n++;
+  }
+  return n;
+}
+
+static void signal_call(struct blk_queue *q) {
+  if (vring_publish(&q->vr) && q->call_fd >= 0) {
+    uint64_t one = 1;
+    if (write(q->call_fd, &one, 8) == 8) q->st.calls++;
+  }
+}
+
+static void drain_fd(int fd) {
+  uint64_t v;
+  if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */ }
+}
+
+static void *queue_thread(void *arg) {
+  struct blk_queue *q = arg;
+  struct blk_device *d = q->dev;
+  const struct stor_backend_ops *ops = d->be->ops;
+  int be_fd = ops->event_fd(q->bq);
+  bool kicks_on = true;   /* the driver starts with kicks enabled */
+  uint64_t idle_since = 0;
+  char name[16];
+  snprintf(name, sizeof name, "stor-vq%d", q->index);
+  pthread_setname_np(pthread_self(), name);
+  pthread_getcpuclockid(pthread_self(), &q->cpu_clock);
+
+  if (d->mode != MODE_NOTIFY || q->kick_fd < 0) { vring_disable_kicks(&q->vr); kicks_on = false; }
+  while (!atomic_load_explicit(&q->stop, memory_order_relaxed)) {
+    int n = process_ring(q);
+    if (n < 0) break;
+    if (n > 0) ops->commit(q->bq);
+    int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
+    signal_call(q);
+    if (n > 0 || c > 0) {
+      if (kicks_on) { vring_disable_kicks(&q->vr); kicks_on = false; }
+      idle_since = 0;
+      continue;
+    }
+    /* Idle. Poll mode spins; adaptive spins for poll_ns; notify (or adaptive past its budget) sleeps. */
+    bool sleep = d->mode == MODE_NOTIFY;
+    if (d->mode == MODE_ADAPTIVE) {
+      uint64_t t = now_ns();
+      if (!idle_since) idle_since = t;
+      else if (t - idle_since >= d->poll_ns) sleep = true;
+    }
+    if (q->kick_fd < 0 && be_fd < 0) sleep = false;   /* nothing to wait on: the driver expects polling */
+    if (!sleep) { __builtin_ia32_pause(); continue; }
+    if (q->kick_fd >= 0 && !kicks_on) {
+      kicks_on = true;
+      if (vring_enable_kicks(&q->vr)) continue;   /* arrived while we were turning kicks on */
+    }
+    struct pollfd pf[3] = { { q->wake_fd, POLLIN, 0 }, { q->kick_fd, POLLIN, 0 }, { be_fd, POLLIN, 0 } };
+    int r = poll(pf, 3, -1);
+    q->st.wakeups++;
+    if (r < 0) continue;
+    if (pf[1].revents & POLLIN) { drain_fd(q->kick_fd); q->st.kicks++; }
+    if (pf[2].revents & POLLIN) drain_fd(be_fd);
+    if (pf[1].revents & (POLLERR | POLLNVAL)) {
+      emit(d, "broken", q->index, "queue %d: kick fd failed", q->index);
+      break;
+    }
+    idle_since = 0;
+  }
+  /* Stopping: finish what is in flight so the used ring is complete when GET_VRING_BASE returns. */
+  while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
+  signal_call(q);
+  return NULL;
+}
+
+/* ---- lifecycle (JS thread) -------------------------------------------------------------- */
+
+static double queue_cpu_seconds(struct blk_queue *q) {
+  double s = q->cpu_seconds_done;
+  if (q->running) {
+    struct timespec ts;
+    if (clock_gettime(q->cpu_clock, &ts) == 0) s += ts.tv_sec + ts.tv_nsec / 1e9;
+  }
+  return s;
+}
+
+static void queue_stop(struct blk_queue *q) {
+  if (!q->running) return;
+  atomic_store(&q->stop, true);
+  uint64_t one = 1;
+  if (write(q->wake_fd, &one, 8) != 8) { /* the thread also checks the flag while spinning */ }
+  struct timespec ts;
+  double cpu = 0;
+  if (clock_gettime(q->cpu_clock, &ts) == 0) cpu = ts.tv_sec + ts.tv_nsec / 1e9;
+  pthread_join(q->thread, NULL);
+  q->cpu_seconds_done += cpu;
+  q->running = false;
+  q->base = q->vr.last_avail_idx;
+  q->dev->be->ops->queue_close(q->bq);
+  q->bq = NULL;
+  drain_fd(q->wake_fd);
+}
+
+static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
+  struct blk_device *d = q->dev;
+  if (q->running) return 0;
+  if (!q->addr_set || !q->num) { snprintf(err, errlen, "queue %d: ring size or addresses not set", q->index); return -EINVAL; }
+  bool event_idx = d->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+  int r = vring_setup(&q->vr, &d->mem, q->num, q->desc_uva, q->avail_uva, q->used_uva, q->base, event_idx, err, errlen);
+  if (r < 0) return r;
+  if (q->slots_num != q->num) {
+    free(q->slots);
+    q->slots = calloc(q->num, sizeof *q->slots);
+    if (!q->slots) { q->slots_num = 0; snprintf(err, errlen, "out of memory for %u request slots", q->num); return -ENOMEM; }
+    q->slots_num = q->num;
+  }
+  for (unsigned i = 0; i < q->num; i++) q->slots[i].busy = false;
+  r = d->be->ops->queue_open(d->be, q->num, &q->bq);
+  if (r < 0) { snprintf(err, errlen, "backend queue: %s", strerror(-r)); return r; }
+  atomic_store(&q->stop, false);
+  r = pthread_create(&q->thread, NULL, queue_thread, q);
+  if (r) { d->be->ops->queue_close(q->bq); q->bq = NULL; snprintf(err, errlen, "pthread_create: %s", strerror(r)); return -r; }
+  q->running = true;
+  return 0;
+}
+
+static void close_fd(int *fd) { if (*fd >= 0) close(*fd); *fd = -1; }
+
+static void device_reset(struct blk_device *d) {
+  for (int i = 0; i < d->nqueues; i++) queue_stop(&d->q[i]);
+  for (int i = 0; i < d->nqueues; i++) {
+    struct blk_queue *q = &d->q[i];
+    close_fd(&q->kick_fd); close_fd(&q->call_fd); close_fd(&q->err_fd);
+    q->addr_set = false; q->num = 0; q->base = 0;
+  }
+  mem_clear(&d->mem);
+  d->features = 0;
+}
+
+static void device_destroy(struct blk_device *d) {
+  if (d->destroyed) return;
+  d->destroyed = true;
+  device_reset(d);
+  for (int i = 0; i < d->nqueues; i++) { close_fd(&d->q[i].wake_fd); free(d->q[i].slots); d->q[i].slots = NULL; }
+  if (d->events) { napi_release_threadsafe_function(d->events, napi_tsfn_abort); d->events = NULL; }
+  stor_backend_put(d->be);
+  d->be = NULL;
+}
+
+static void device_finalize(napi_env env, void *data, void *hint) {
+  struct blk_device *d = data;
+  device_destroy(d);
+  free(d);
+}
+
+static struct blk_device *dev_arg(napi_env env, napi_value v) {
+  void *data;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
+    throw_msg(env, "expected a vhost-user-blk device handle");
+    return NULL;
+  }
+  struct blk_device *d = data;
+  if (d->destroyed) { throw_msg(env, "device is closed"); return NULL; }
+  return d;
+}
+
+static struct blk_queue *queue_arg(napi_env env, struct blk_device *d, napi_value v) {
+  uint32_t i;
+  if (!arg_u32(env, v, &i) || i >= (uint32_t)d->nqueues) { throw_msg(env, "queue index out of range (device has %d)", d->nqueues); return NULL; }
+  return &d->q[i];
+}
+
+/* Memory and ring changes happen with every running queue paused (joined), then restarted. */
+static void pause_all(struct blk_device *d, bool *was_running) {
+  for (int i = 0; i < d->nqueues; i++) { was_running[i] = d->q[i].running; queue_stop(&d->q[i]); }
+}
+static void resume_all(struct blk_device *d, const bool *was_running) {
+  for (int i = 0; i < d->nqueues; i++) {
+    char e[256];
+    if (was_running[i] && queue_start(&d->q[i], e, sizeof e) < 0) emit(d, "broken", i, "queue %d cannot restart: %s", i, e);
+  }
+}
+
+/* ---- N-API ---------------------------------------------------------------------------------- */
+
+/* blkDeviceCreate(backend, {queues, blockSize, readonly, serial, mode, pollUs, maxDiscardSectors,
+ *                 maxWriteZeroesSectors}, onEvent(kind, queue, msg)) -> handle */
+static napi_value js_create(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  struct stor_backend *be = backend_from_js(env, argv[0]);
+  if (!be) return NULL;
+  uint32_t queues, block_size, poll_us, mds, mwzs;
+  bool readonly;
+  char serial[64], mode[16];
+  if (!prop_u32(env, argv[1], "queues", &queues, 1) || !prop_u32(env, argv[1], "blockSize", &block_size, 512) ||
+      !prop_bool(env, argv[1], "readonly", &readonly, false) || !prop_str(env, argv[1], "serial", serial, sizeof serial, "") ||
+      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, 32) ||
+      !prop_u32(env, argv[1], "maxDiscardSectors", &mds, 1u << 22) ||
+      !prop_u32(env, argv[1], "maxWriteZeroesSectors", &mwzs, 1u << 22))
+    return NULL;
+  if (queues < 1 || queues > MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", MAX_QUEUES);
+  struct blk_device *d = calloc(1, sizeof *d);
+  if (!d) return throw_errno(env, "blkDeviceCreate", ENOMEM);
+  d->be = be;
+  be->refs++;
+  d->nqueues = (int)queues;
+  d->block_size = block_size;
+  d->readonly = readonly || be->readonly;
+  memcpy(d->serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
+  d->mode = !strcmp(mode, "poll") ? MODE_POLL : !strcmp(mode, "notify") ? MODE_NOTIFY : MODE_ADAPTIVE;
+  d->poll_ns = (uint64_t)poll_us * 1000;
+  d->max_discard_sectors = mds;
+  d->max_write_zeroes_sectors = mwzs;
+  for (int i = 0; i < d->nqueues; i++) {
+    struct blk_queue *q = &d->q[i];
+    q->dev = d; q->index = i;
+    q->kick_fd = q->call_fd = q->err_fd = -1;
+    q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "stor-vhost-blk-events", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 256, 1, NULL, NULL, NULL, call_js_event, &d->events) != napi_ok) {
+    device_destroy(d); free(d);
+    return throw_msg(env, "cannot create the event channel");
+  }
+  /* Events must not keep the process alive on their own; the server's socket does that. */
+  napi_unref_threadsafe_function(env, d->events);
+  napi_value ext;
+  NAPI_CALL(env, napi_create_external(env, d, device_finalize, NULL, &ext));
+  return ext;
+}
+
+static napi_value js_destroy(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  device_destroy(d);
+  return make_undefined(env);
+}
+
+/* blkDeviceReset(dev): front-end gone or RESET_OWNER: stop queues, unmap memory, close fds. */
+static napi_value js_reset(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  device_reset(d);
+  return make_undefined(env);
+}
+
+static napi_value js_set_features(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  uint64_t f;
+  if (!d) return NULL;
+  if (!arg_u64(env, argv[1], &f)) return throw_msg(env, "features must be a BigInt");
+  bool was[MAX_QUEUES];
+  pause_all(d, was);
+  d->features = f;
+  resume_all(d, was);
+  return make_undefined(env);
+}
+
+static bool region_arg(napi_env env, napi_value o, uint64_t *gpa, uint64_t *size, uint64_t *uva, uint64_t *off, int32_t *fd) {
+  return prop_u64(env, o, "guestAddr", gpa, 0) && prop_u64(env, o, "size", size, 0) && prop_u64(env, o, "userAddr", uva, 0) &&
+         prop_u64(env, o, "mmapOffset", off, 0) && prop_i32(env, o, "fd", fd, -1);
+}
+
+/* blkDeviceSetMemTable(dev, regions[]) replaces the table (SET_MEM_TABLE). Always takes ownership
+ * of every region fd (closing those it could not use); on failure the error says why. */
+static napi_value js_set_mem_table(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  uint32_t n;
+  if (napi_get_array_length(env, argv[1], &n) != napi_ok || n > MEM_MAX_REGIONS) return throw_msg(env, "regions: an array of at most %d", MEM_MAX_REGIONS);
+  char err[256] = "";
+  int r = 0;
+  bool was[MAX_QUEUES];
+  pause_all(d, was);
+  mem_clear(&d->mem);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value o; uint64_t gpa = 0, size = 0, uva = 0, off = 0; int32_t fd = -1;
+    napi_get_element(env, argv[1], i, &o);
+    bool ok = region_arg(env, o, &gpa, &size, &uva, &off, &fd);
+    if (!ok) { bool pending; napi_is_exception_pending(env, &pending); if (pending) { napi_value e; napi_get_and_clear_last_exception(env, &e); } }
+    if (r == 0 && !ok) {
+      r = -EINVAL;
+      snprintf(err, sizeof err, "memory region %u is malformed", i);
+      if (fd >= 0) close(fd);
+    } else if (r == 0) {
+      r = mem_add_region(&d->mem, gpa, size, uva, off, fd, err, sizeof err);
+      if (r < 0 && fd >= 0) close(fd);
+    } else if (fd >= 0) {
+      close(fd);   /* after a failure: the fds of the remaining regions are ours to close */
+    }
+  }
+  resume_all(d, was);
+  if (r < 0) return throw_msg(env, "%s", err);
+  return make_undefined(env);
+}
+
+/* blkDeviceAddMemRegion(dev, region) (ADD_MEM_REG); always takes ownership of region.fd. */
+static napi_value js_add_mem_region(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  uint64_t gpa, size, uva, off; int32_t fd;
+  if (!region_arg(env, argv[1], &gpa, &size, &uva, &off, &fd)) return NULL;
+  char err[256] = "";
+  int r = 0;
+  bool was[MAX_QUEUES];
+  pause_all(d, was);
+  r = mem_add_region(&d->mem, gpa, size, uva, off, fd, err, sizeof err);
+  if (r < 0 && fd >= 0) close(fd);
+  resume_all(d, was);
+  if (r < 0) return throw_msg(env, "%s", err);
+  return make_undefined(env);
+}
+
+static napi_value js_remove_mem_region(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  uint64_t gpa, size, uva, off; int32_t fd;
+  if (!region_arg(env, argv[1], &gpa, &size, &uva, &off, &fd)) return NULL;
+  int r = 0;
+  bool was[MAX_QUEUES];
+  pause_all(d, was);
+  r = mem_remove_region(&d->mem, gpa, size);
+  resume_all(d, was);
+  return make_bool(env, r == 0);
+}
+
+/* blkDeviceSetVring(dev, index, {num?, base?, desc?, avail?, used?}) while the queue is stopped. */
+static napi_value js_set_vring(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  struct blk_queue *q = queue_arg(env, d, argv[1]);
+  if (!q) return NULL;
+  napi_value v; bool present;
+  uint32_t u;
+  if (!get_prop(env, argv[2], "num", &v, &present)) return NULL;
+  if (present) {
+    if (!arg_u32(env, v, &u) || u == 0 || u > 32768 || (u & (u - 1))) return throw_msg(env, "vring num %u is not a power of 2 up to 32768", u);
+    q->num = (uint16_t)u;
+  }
+  if (!get_prop(env, argv[2], "base", &v, &present)) return NULL;
+  if (present) { if (!arg_u32(env, v, &u) || u > 65535) return throw_msg(env, "vring base must be 0..65535"); q->base = (uint16_t)u; }
+  if (!get_prop(env, argv[2], "desc", &v, &present)) return NULL;
+  if (present) {
+    if (!prop_u64(env, argv[2], "desc", &q->desc_uva, 0) || !prop_u64(env, argv[2], "avail", &q->avail_uva, 0) ||
+        !prop_u64(env, argv[2], "used", &q->used_uva, 0))
+      return NULL;
+    q->addr_set = true;
+  }
+  return make_undefined(env);
+}
+
+/* blkDeviceSetVringFd(dev, index, "kick"|"call"|"err", fd|-1): takes ownership of fd. Pauses the
+ * queue if it is running (a call fd can change while the guest runs). */
+static napi_value js_set_vring_fd(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 4);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  struct blk_queue *q = queue_arg(env, d, argv[1]);
+  if (!q) return NULL;
+  char which[8]; int32_t fd;
+  if (!arg_str(env, argv[2], which, sizeof which) || !arg_i32(env, argv[3], &fd)) return throw_msg(env, "setVringFd(dev, index, kind, fd)");
+  int *slot = !strcmp(which, "kick") ? &q->kick_fd : !strcmp(which, "call") ? &q->call_fd : !strcmp(which, "err") ? &q->err_fd : NULL;
+  if (!slot) return throw_msg(env, "fd kind must be kick, call or err");
+  bool was = q->running;
+  queue_stop(q);
+  close_fd(slot);
+  *slot = fd;
+  char err[256];
+  if (was && queue_start(q, err, sizeof err) < 0) return throw_msg(env, "%s", err);
+  return make_undefined(env);
+}
+
+static napi_value js_start_queue(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  struct blk_queue *q = queue_arg(env, d, argv[1]);
+  if (!q) return NULL;
+  char err[256];
+  if (queue_start(q, err, sizeof err) < 0) return throw_msg(env, "%s", err);
+  return make_undefined(env);
+}
+
+/* blkDeviceStopQueue(dev, index) -> the next avail index (GET_VRING_BASE), after in-flight
+ * requests have completed. */
+static napi_value js_stop_queue(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  struct blk_queue *q = queue_arg(env, d, argv[1]);
+  if (!q) return NULL;
+  queue_stop(q);
+  return make_u32(env, q->base);
+}
+
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  napi_value arr;
+  napi_create_array_with_length(env, d->nqueues, &arr);
+  for (int i = 0; i < d->nqueues; i++) {
+    struct blk_queue *q = &d->q[i];
+    napi_value o;
+    napi_create_object(env, &o);
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.f))
+    S(requests); S(reads); S(writes); S(flushes); S(discards); S(get_id); S(errors); S(unsupported);
+    S(bytes_read); S(bytes_written); S(kicks); S(calls); S(wakeups);
+#undef S
+    set_prop(env, o, "write_zeroes", make_f64(env, (double)q->st.write_zeroes));
+    set_prop(env, o, "running", make_bool(env, q->running));
+    set_prop(env, o, "cpuSeconds", make_f64(env, queue_cpu_seconds(q)));
+    napi_set_element(env, arr, i, o);
+  }
+  return arr;
+}
+
+void vhost_blk_init(napi_env env, napi_value exports) {
+  export_fn(env, exports, "blkDeviceCreate", js_create);
+  export_fn(env, exports, "blkDeviceDestroy", js_destroy);
+  export_fn(env, exports, "blkDeviceReset", js_reset);
+  export_fn(env, exports, "blkDeviceSetFeatures", js_set_features);
+  export_fn(env, exports, "blkDeviceSetMemTable", js_set_mem_table);
+  export_fn(env, exports, "blkDeviceAddMemRegion", js_add_mem_region);
+  export_fn(env, exports, "blkDeviceRemoveMemRegion", js_remove_mem_region);
+  export_fn(env, exports, "blkDeviceSetVring", js_set_vring);
+  export_fn(env, exports, "blkDeviceSetVringFd", js_set_vring_fd);
+  export_fn(env, exports, "blkDeviceStartQueue", js_start_queue);
+  export_fn(env, exports, "blkDeviceStopQueue", js_stop_queue);
+  export_fn(env, exports, "blkDeviceStats", js_stats);
+}

@@ -1,0 +1,106 @@
+import { Flags } from '@oclif/core';
+import chalk from 'chalk';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StorCommand } from '../lib/cli.js';
+import { usageError } from '../lib/errors.js';
+import { formatSize } from '../lib/size.js';
+import { BACKEND_FORMS, formatTarget, parseBackend } from '../lib/target.js';
+import { openBackend } from '../lib/backend.js';
+import { VhostUserBlkServer, type LogLevel } from '../lib/vhost-user/server.js';
+import type { CompletionMode } from '../lib/native.js';
+
+export const DEFAULT_SOCKET = join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), 'stor.sock');
+
+export default class Serve extends StorCommand {
+  static override summary = 'Serve a backend as a vhost-user-blk device on a Unix socket';
+  static override description = `A vhost-user-blk back-end for QEMU, libblkio, qemu-storage-daemon's peers and stor's own client.
+The data plane runs in native threads, one per queue; completion by notification (eventfd), polling, or adaptive (poll briefly, then sleep).
+With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
+  static override examples = [
+    '<%= config.bin %> serve',
+    '<%= config.bin %> serve --socket /tmp/vhost.sock --backend file:/var/tmp/disk.img,create=1G --queues 2',
+    '<%= config.bin %> serve --backend null:1G --mode poll --json',
+  ];
+
+  static override flags = {
+    socket: Flags.string({ description: 'Unix socket path to listen on', default: DEFAULT_SOCKET }),
+    backend: Flags.string({ description: `what to serve: ${BACKEND_FORMS}`, default: 'mem:1G' }),
+    readonly: Flags.boolean({ description: 'refuse writes; the device is read-only (VIRTIO_BLK_F_RO)', default: false }),
+    queues: Flags.integer({ description: 'number of virtqueues (one native thread each), 1..64', default: 1, min: 1, max: 64 }),
+    'queue-size': Flags.integer({ description: 'largest virtqueue a front-end may set up (power of 2, 4..32768); seg_max follows it', default: 1024 }),
+    'block-size': Flags.string({ description: 'logical block size advertised to the driver', options: ['512', '4096'], default: '512' }),
+    mode: Flags.string({ description: 'completion mode of the queue threads', options: ['notify', 'poll', 'adaptive'], default: 'adaptive' }),
+    'poll-us': Flags.integer({ description: 'adaptive mode: microseconds a queue spins after its last request before sleeping', default: 32, min: 0, max: 1_000_000 }),
+    serial: Flags.string({ description: 'serial number returned to VIRTIO_BLK_T_GET_ID (at most 20 bytes)', default: 'stor' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Serve);
+    const qs = flags['queue-size'];
+    if (qs < 4 || qs > 32768 || (qs & (qs - 1))) throw usageError('--queue-size', `${qs} is not a power of 2 from 4 to 32768`, 'e.g. 128, 256, 1024');
+    if (Buffer.byteLength(flags.serial) > 20) throw usageError('--serial', `'${flags.serial}' is longer than 20 bytes`, 'up to 20 bytes');
+    const target = parseBackend(flags.backend, '--backend');
+    const json = this.jsonEnabled();
+    const blockSize = Number(flags['block-size']) as 512 | 4096;
+    const { handle, info } = openBackend(target, { readonly: flags.readonly });
+    if (info.capacity % blockSize) throw usageError('--block-size', `capacity ${info.capacity} is not a multiple of ${blockSize}`, '512 or 4096');
+
+    const log = (level: LogLevel, message: string): void => {
+      if (json) process.stderr.write(JSON.stringify({ event: 'log', level, message, time: new Date().toISOString() }) + '\n');
+      else {
+        const tag = level === 'error' ? chalk.red('error') : level === 'warn' ? chalk.yellow('warn ') : chalk.dim('info ');
+        process.stderr.write(`${chalk.dim(new Date().toISOString())} ${tag} ${message}\n`);
+      }
+    };
+    const server = new VhostUserBlkServer({
+      socketPath: flags.socket, backend: handle, queues: flags.queues, queueSize: qs, blockSize,
+      readonly: flags.readonly || info.readonly, serial: flags.serial, mode: flags.mode as CompletionMode,
+      pollUs: flags['poll-us'], log,
+    });
+    server.listen();
+
+    const ready = {
+      event: 'ready', socket: flags.socket, backend: formatTarget(target), capacity: info.capacity, blockSize,
+      queues: flags.queues, queueSize: qs, mode: flags.mode, readonly: flags.readonly || info.readonly, pid: process.pid,
+    };
+    if (json) process.stdout.write(JSON.stringify(ready) + '\n');
+    else this.printReady(ready, info.capacity);
+
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const stop = (sig: string): void => {
+        if (stopping) return;
+        stopping = true;
+        log('info', `${sig}: draining in-flight requests, flushing, removing ${flags.socket}`);
+        const stats = server.stats();
+        void server.close().then(() => {
+          const total = stats.reduce((a, s) => ({ requests: a.requests + s.requests, errors: a.errors + s.errors }), { requests: 0, errors: 0 });
+          if (json) process.stdout.write(JSON.stringify({ event: 'stopped', signal: sig, connections: server.connectionCount, ...total, queues: stats }) + '\n');
+          else process.stderr.write(`stopped: ${server.connectionCount} front-end(s), ${total.requests} requests, ${total.errors} failed\n`);
+          resolve();
+        });
+      };
+      process.once('SIGINT', () => stop('SIGINT'));
+      process.once('SIGTERM', () => stop('SIGTERM'));
+    });
+  }
+
+  private printReady(r: { socket: string; backend: string; queues: number; queueSize: number; mode: string; readonly: boolean; blockSize: number }, capacity: number): void {
+    const memSize = Math.max(1024, 2 ** Math.ceil(Math.log2(Math.max(capacity, 1) / 2 ** 20)) > 0 ? 1024 : 1024);
+    const out = [
+      `${chalk.bold('stor serve')}: vhost-user-blk on ${chalk.cyan(r.socket)}`,
+      `  backend   ${r.backend} (${formatSize(capacity)}, ${r.readonly ? 'read-only' : 'read-write'}, ${r.blockSize}-byte blocks)`,
+      `  queues    ${r.queues} × up to ${r.queueSize} entries, completion: ${r.mode}`,
+      '',
+      'Connect with:',
+      `  QEMU      qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=${memSize}M,share=on -machine memory-backend=mem \\`,
+      `              -chardev socket,id=vub,path=${r.socket} -device vhost-user-blk-pci,chardev=vub,num-queues=${r.queues}`,
+      `  libblkio  blkio-info virtio-blk-vhost-user path=${r.socket}`,
+      `  stor      stor info vhost-user:${r.socket}`,
+      '',
+      chalk.dim('Ctrl-C stops the server (in-flight requests drain, the socket is removed).'),
+    ];
+    process.stdout.write(out.join('\n') + '\n');
+  }
+}

@@ -1,0 +1,35 @@
+// The base every stor command extends: --json through oclif, and one error policy —
+// `stor: <what failed>: <why>` plus a hint line, exit 2 for usage, 1 for runtime, 3 for a
+// verification mismatch, never a stack trace for a user mistake.
+import { Command, Errors } from '@oclif/core';
+import { EXIT, StorError } from './errors.js';
+
+export abstract class StorCommand extends Command {
+  static override enableJsonFlag = true;
+
+  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number }; parse?: unknown }): Promise<void> {
+    let code: number = EXIT.RUNTIME;
+    let message = err.message ?? String(err);
+    let hint: string | undefined;
+    if (err instanceof StorError) {
+      code = err.exitCode;
+      hint = err.hint;
+    } else if (err instanceof Errors.ExitError) {
+      process.exitCode = err.oclif.exit;
+      return;
+    } else if (err.parse !== undefined || err instanceof Errors.CLIError && (err.oclif?.exit === 2)) {
+      // oclif's flag/argument errors: keep the first line, point at --help.
+      code = EXIT.USAGE;
+      const lines = message.split('\n').map((l) => l.trim()).filter((l) => l && !/^See more help/.test(l));
+      message = lines.join('; ');
+      hint = `see: stor ${this.id ?? ''} --help`.replace(/\s+--help/, ' --help');
+    }
+    process.exitCode = code;
+    if (this.jsonEnabled()) {
+      process.stdout.write(JSON.stringify({ error: { code, message, ...(hint ? { hint } : {}) } }) + '\n');
+    } else {
+      process.stderr.write(`stor: ${message}\n${hint ? `  ${hint}\n` : ''}`);
+      if (process.env.STOR_DEBUG && err.stack) process.stderr.write(err.stack + '\n');
+    }
+  }
+}
