@@ -87,14 +87,13 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
   }
 
   private printReady(r: { socket: string; backend: string; queues: number; queueSize: number; mode: string; readonly: boolean; blockSize: number }, capacity: number): void {
-    const memSize = Math.max(1024, 2 ** Math.ceil(Math.log2(Math.max(capacity, 1) / 2 ** 20)) > 0 ? 1024 : 1024);
     const out = [
       `${chalk.bold('stor serve')}: vhost-user-blk on ${chalk.cyan(r.socket)}`,
       `  backend   ${r.backend} (${formatSize(capacity)}, ${r.readonly ? 'read-only' : 'read-write'}, ${r.blockSize}-byte blocks)`,
       `  queues    ${r.queues} × up to ${r.queueSize} entries, completion: ${r.mode}`,
       '',
       'Connect with:',
-      `  QEMU      qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=${memSize}M,share=on -machine memory-backend=mem \\`,
+      `  QEMU      qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\`,
       `              -chardev socket,id=vub,path=${r.socket} -device vhost-user-blk-pci,chardev=vub,num-queues=${r.queues}`,
       `  libblkio  blkio-info virtio-blk-vhost-user path=${r.socket}`,
       `  stor      stor info vhost-user:${r.socket}`,
