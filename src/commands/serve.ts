@@ -14,7 +14,7 @@ export const DEFAULT_SOCKET = join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), 'sto
 
 export default class Serve extends StorCommand {
   static override summary = 'Serve a backend as a vhost-user-blk device on a Unix socket';
-  static override description = `A vhost-user-blk back-end for QEMU, libblkio, qemu-storage-daemon's peers and stor's own client.
+  static override description = `A vhost-user-blk back-end for QEMU guests, libblkio applications and any other vhost-user front-end.
 The data plane runs in native threads, one per queue; completion by notification (eventfd), polling, or adaptive (poll briefly, then sleep).
 With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
   static override examples = [
@@ -96,7 +96,6 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
       `  QEMU      qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\`,
       `              -chardev socket,id=vub,path=${r.socket} -device vhost-user-blk-pci,chardev=vub,num-queues=${r.queues}`,
       `  libblkio  blkio-info virtio-blk-vhost-user path=${r.socket}`,
-      `  stor      stor info vhost-user:${r.socket}`,
       '',
       chalk.dim('Ctrl-C stops the server (in-flight requests drain, the socket is removed).'),
     ];
