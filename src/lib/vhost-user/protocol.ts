@@ -181,3 +181,9 @@ export function decodeVringFile(what: string, p: Buffer): { index: number; noFd:
   if (v & ~BigInt(VRING_IDX_MASK | VRING_NOFD_MASK)) throw new ProtocolError(`${what} has unknown bits set: 0x${v.toString(16)}`);
   return { index: Number(v & BigInt(VRING_IDX_MASK)), noFd: (v & BigInt(VRING_NOFD_MASK)) !== 0n };
 }
+
+/** The u64 of SET_VRING_KICK/CALL/ERR, as a front-end sends it (noFd: polling / no notifier). */
+export function encodeVringFile(index: number, noFd: boolean): Buffer {
+  if (!Number.isInteger(index) || index < 0 || index > VRING_IDX_MASK) throw new ProtocolError(`vring index ${index} does not fit in ${VRING_IDX_MASK + 1} rings`);
+  return encodeU64(BigInt(index) | (noFd ? BigInt(VRING_NOFD_MASK) : 0n));
+}
