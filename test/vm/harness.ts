@@ -36,6 +36,8 @@ export interface GuestOptions {
   timeoutMs?: number;
   /** Exported to the script. */
   env?: Record<string, string>;
+  /** Files written into the share before boot; the guest reads them in $STOR_VM_SHARE/NAME. */
+  files?: Record<string, string | Buffer>;
   /** Called with every piece of console output as it arrives. */
   onConsole?: (text: string) => void;
   /** Copy the console to stderr as it arrives (default: STOR_VM_VERBOSE=1 in the environment). */
@@ -54,6 +56,8 @@ export interface GuestResult {
   resultsDir: string;
   durationMs: number;
   qemuExit: { code: number | null; signal: NodeJS.Signals | null };
+  /** QEMU's process id (gone by the time the result exists). */
+  pid: number | undefined;
   /** Removes the run's share directory (results included). */
   cleanup(): void;
 }
@@ -81,6 +85,8 @@ function killAll(): void {
   for (const p of live) { try { p.kill('SIGKILL'); } catch { /* already gone */ } }
   live.clear();
 }
+/** How many QEMU processes started here are still running (0 between runs). */
+export function liveGuests(): number { return live.size; }
 let hooked = false;
 function hookExit(): void {
   if (hooked) return;
@@ -139,6 +145,12 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
     ...(o.env ?? {}),
   };
   for (const k of Object.keys(env)) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`bad env name: ${k}`);
+  for (const [name, data] of Object.entries(o.files ?? {})) {
+    if (!/^[A-Za-z0-9._-]+$/.test(name) || ['run.sh', 'script.sh', 'status', 'results'].includes(name)) {
+      throw new Error(`bad share file name: ${name}`);
+    }
+    writeFileSync(join(shareDir, name), data);
+  }
   writeFileSync(join(shareDir, 'script.sh'), o.script);
   writeFileSync(join(shareDir, 'run.sh'),
     Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join('') +
@@ -164,24 +176,28 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
       onData(Buffer.from(`\n[harness] timeout after ${timeoutMs} ms: killing QEMU\n`));
       proc.kill('SIGKILL');
     }, timeoutMs);
-    let spawnError: Error | undefined;
-    proc.once('error', (e) => { spawnError = e; });
-    proc.once('close', (code, signal) => {
+    let done = false;
+    const finish = (code: number | null, signal: NodeJS.Signals | null, err?: Error) => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
       live.delete(proc);
-      if (spawnError) out += `\n[harness] cannot run qemu-system-x86_64: ${spawnError.message}\n`;
+      if (err) out += `\n[harness] cannot run qemu-system-x86_64: ${err.message}\n`;
       let status: number | null = null;
       try {
         const s = readFileSync(join(shareDir, 'status'), 'utf8').trim();
         if (/^\d+$/.test(s)) status = Number(s);
       } catch { /* the script never finished */ }
       resolveRun({
-        status, timedOut, console: out, resultsDir,
+        status, timedOut, console: out, resultsDir, pid: proc.pid,
         durationMs: Date.now() - started,
         qemuExit: { code, signal },
         cleanup: () => rmSync(shareDir, { recursive: true, force: true }),
       });
-    });
+    };
+    proc.once('error', (e) => { if (proc.pid === undefined) finish(null, null, e); });
+    // 'close' (not 'exit'): all console output has been read by then.
+    proc.once('close', (code, signal) => finish(code, signal));
   });
 }
 
