@@ -4,7 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blkioBench, describe, ok, type BenchJob, type BenchStats } from './blkio.js';
-import { label, matrix, withTarget } from './matrix.js';
+import { label, matrix, peer, withTarget } from './matrix.js';
 
 const bench = suite('peers: blkio-bench');
 
@@ -32,7 +32,7 @@ for (const spec of matrix()) {
     const code = await withTarget(spec, { size: SIZE, image: 'create' }, async (t) => {
       for (const j of JOBS) {
         const name = `${t.label} ${jobName(j)}`;
-        const { result, out } = await blkioBench(t.socket, { ...j, threads: spec.queues });
+        const { result, out } = await peer(t, () => blkioBench(t.socket, { ...j, threads: spec.queues }));
         assert.ok(ok(result), `${name}: ${describe(result)}`);
         assert.is(out!.threads.length, spec.queues, `${name}: threads`);
         checkStats(out!.aggregate, `${name} aggregate`);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { describe, ok, runPeer, vhostUser } from './blkio.js';
-import { label, matrix, withTarget, type Target, type TargetSpec } from './matrix.js';
+import { label, matrix, peer, withTarget, type Target, type TargetSpec } from './matrix.js';
 
 const copy = suite('peers: blkio-copy');
 
@@ -52,7 +52,7 @@ async function roundTrip(spec: TargetSpec, direct: boolean): Promise<void> {
     const output = join(dir, 'out.bin');
     writeFileSync(input, data);
     const code = await withTarget(spec, { size: SIZE, image: FILL, direct }, async (t) => {
-      const w = await runPeer('blkio-copy', [`--input-file=${input}`, '--output-blkio=virtio-blk-vhost-user', `path=${t.socket}`], 30_000);
+      const w = await peer(t, () => runPeer('blkio-copy', [`--input-file=${input}`, '--output-blkio=virtio-blk-vhost-user', `path=${t.socket}`], 30_000));
       assert.ok(ok(w), describe(w));
 
       if (t.imagePath) {
@@ -65,7 +65,7 @@ async function roundTrip(spec: TargetSpec, direct: boolean): Promise<void> {
 
       // blkio-copy opens its output file O_WRONLY without O_CREAT: it must exist.
       writeFileSync(output, Buffer.alloc(0));
-      const r = await runPeer('blkio-copy', ['--input-blkio=virtio-blk-vhost-user', `path=${t.socket}`, `--output-file=${output}`], 30_000);
+      const r = await peer(t, () => runPeer('blkio-copy', ['--input-blkio=virtio-blk-vhost-user', `path=${t.socket}`, `--output-file=${output}`], 30_000));
       assert.ok(ok(r), describe(r));
       const back = readFileSync(output);
       assert.is(back.length, SIZE, 'read back the whole capacity');

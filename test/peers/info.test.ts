@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blkioInfo, blkioBench, describe, ok, runPeer, vhostUser } from './blkio.js';
-import { matrix, label, withTarget, SERVERS } from './matrix.js';
+import { matrix, label, peer, withTarget, SERVERS } from './matrix.js';
 
 const info = suite('peers: blkio-info');
 
@@ -25,7 +25,7 @@ for (const spec of matrix()) {
         assert.is(statSync(t.imagePath).size, SIZE, 'image file size');
       }
       const props = ['capacity', 'max-queues', 'num-queues', 'max-segments', 'request-alignment', 'read-only', 'driver'];
-      const { result, values } = await blkioInfo(t.socket, props);
+      const { result, values } = await peer(t, () => blkioInfo(t.socket, props));
       assert.ok(ok(result), describe(result));
       assert.is(Number(values['capacity']), SIZE, 'capacity');
       assert.is(Number(values['max-queues']), spec.queues, 'max-queues');
@@ -40,15 +40,15 @@ for (const spec of matrix()) {
       assert.is(values['driver'], 'virtio-blk-vhost-user');
 
       // Asking the client for as many queues as served must start; one more must be refused.
-      const set = await blkioInfo(t.socket, ['capacity', `num-queues=${spec.queues}`, 'num-queues']);
+      const set = await peer(t, () => blkioInfo(t.socket, ['capacity', `num-queues=${spec.queues}`, 'num-queues']));
       assert.ok(ok(set.result), describe(set.result));
       assert.is(Number(set.values['num-queues']), spec.queues);
-      const run = await blkioBench(t.socket, { readwrite: 'randread', iodepth: 4, poll: false, runtimeS: 1, threads: spec.queues });
+      const run = await peer(t, () => blkioBench(t.socket, { readwrite: 'randread', iodepth: 4, poll: false, runtimeS: 1, threads: spec.queues }));
       assert.ok(ok(run.result), describe(run.result));
       assert.is(run.out!.threads.length, spec.queues, 'one bench thread per queue');
       for (const [i, th] of run.out!.threads.entries()) assert.ok(th.kiops > 0, `queue ${i} completed no I/O`);
-      const over = await runPeer('blkio-bench', ['--runtime=1', `--num-threads=${spec.queues + 1}`, '--readwrite=randread',
-        ...vhostUser(t.socket)], 15_000);
+      const over = await peer(t, () => runPeer('blkio-bench', ['--runtime=1', `--num-threads=${spec.queues + 1}`, '--readwrite=randread',
+        ...vhostUser(t.socket)], 15_000));
       assert.not.ok(ok(over), `started ${spec.queues + 1} queues on a ${spec.queues}-queue device: ${describe(over)}`);
       assert.match(over.stderr, /Unable to start/);
     });
@@ -60,10 +60,10 @@ for (const spec of matrix()) {
 for (const server of SERVERS) {
   info(`${server}/null/q1 --readonly: a writer cannot start, a reader can`, async () => {
     const code = await withTarget({ server, backend: 'null', queues: 1 }, { size: SIZE, readonly: true }, async (t) => {
-      const w = await blkioBench(t.socket, { readwrite: 'randwrite', iodepth: 1, poll: false, runtimeS: 1 });
+      const w = await peer(t, () => blkioBench(t.socket, { readwrite: 'randwrite', iodepth: 1, poll: false, runtimeS: 1 }));
       assert.not.ok(ok(w.result), `randwrite ran on a read-only export: ${describe(w.result)}`);
       assert.match(w.result.stderr, /read-only/i);
-      const r = await blkioBench(t.socket, { readwrite: 'randread', iodepth: 1, poll: false, runtimeS: 1 });
+      const r = await peer(t, () => blkioBench(t.socket, { readwrite: 'randread', iodepth: 1, poll: false, runtimeS: 1 }));
       assert.ok(ok(r.result), describe(r.result));
       assert.ok(r.out!.aggregate.kiops > 0);
     });
