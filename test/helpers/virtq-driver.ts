@@ -44,6 +44,10 @@ export class GuestMemory {
     return off;
   }
 
+  /** The allocator's position, to rewind to once what was allocated after it is no longer in use. */
+  position(): number { return this.next; }
+  rewind(pos: number): void { if (pos > this.next) throw new Error('rewind forward'); this.next = pos; }
+
   gpa(off: number): bigint { return this.gpaBase + BigInt(off); }
   uva(off: number): bigint { return this.uvaBase + BigInt(off); }
   /** The region for SET_MEM_TABLE; the fd is dup'ed by the kernel when sent, ours stays valid. */

@@ -124,7 +124,10 @@ export class Harness {
       const parts: Buffer[] = [];
       const chunk = 1 << 20;
       for (let off = 0; off < DISK_SIZE; off += chunk) {
+        // the read buffers are copied out; reuse their guest memory for the next chunk
+        const pos = s!.mem.position();
         const r = await s!.read(off / 512, chunk);
+        s!.mem.rewind(pos);
         assert.is(r.status, 0);
         parts.push(r.data);
       }
