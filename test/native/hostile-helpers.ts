@@ -31,6 +31,8 @@ export class Harness {
   private path = '';
   private goodWrites = 0;
   fdsAtStart = 0;
+  /** How long stop() waits after SIGTERM before SIGKILL (short for servers expected to hang). */
+  stopTimeoutMs = 5000;
 
   constructor(readonly kind: BackendKind, readonly queues = 1, readonly extraArgs: string[] = []) {
     // file: random content, so a stray write anywhere shows; mem: starts zeroed.
@@ -54,7 +56,7 @@ export class Harness {
   }
 
   async stop(): Promise<void> {
-    if (this.server) { await this.server.stop(5000); cleanupSocket(this.server.socket); }
+    if (this.server) { await this.server.stop(this.stopTimeoutMs); cleanupSocket(this.server.socket); }
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
   }
 
