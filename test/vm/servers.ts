@@ -1,7 +1,7 @@
 // The vhost-user-blk servers the guest tests attach to, started the same way for stor and for
 // the reference (qemu-storage-daemon), so a failure against one and not the other points at
 // the server, and a failure against both points at the harness or the guest.
-import { mkdtempSync, openSync, closeSync, ftruncateSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startQsd, startStor, cleanupSocket, type RunningServer } from '../helpers/servers.js';
@@ -14,28 +14,44 @@ export interface DiskOptions {
   size: number;
   queues?: number;
   readonly?: boolean;
+  /** 'file' only: bytes the image starts with (the image is then made here, not by the server). */
+  prefill?: Buffer;
 }
 
 export interface Disk {
   server: RunningServer;
+  /** Host path of the image ('file' backends, and qsd's /dev/shm file for 'ram'). */
+  image?: string;
   /** Stops the server and removes its image and socket directory. */
   close(): Promise<void>;
 }
 
 export async function startDisk(kind: ServerKind, o: DiskOptions): Promise<Disk> {
   const dir = mkdtempSync(join(o.backend === 'ram' && kind === 'qsd' ? '/dev/shm' : tmpdir(), `stor-vm-${kind}-`));
+  const img = join(dir, 'disk.img');
+  const makeImage = () => {
+    const fd = openSync(img, 'w');
+    try {
+      ftruncateSync(fd, o.size);
+      if (o.prefill) writeSync(fd, o.prefill, 0, o.prefill.length, 0);
+    } finally { closeSync(fd); }
+  };
   let server: RunningServer;
   try {
     if (kind === 'stor') {
-      server = await startStor({
-        backend: o.backend === 'ram' ? { kind: 'mem', size: o.size } : { kind: 'file', path: join(dir, 'disk.img'), create: o.size },
-        queues: o.queues, readonly: o.readonly,
-      });
+      if (o.backend === 'ram') {
+        server = await startStor({ backend: { kind: 'mem', size: o.size }, queues: o.queues, readonly: o.readonly });
+      } else {
+        // Let stor create the image (create=SIZE) unless it must hold given bytes.
+        if (o.prefill) makeImage();
+        server = await startStor({
+          backend: { kind: 'file', path: img, ...(o.prefill ? {} : { create: o.size }) },
+          queues: o.queues, readonly: o.readonly,
+        });
+      }
     } else {
       // qemu-storage-daemon does not create images: make a sparse one of the right size.
-      const img = join(dir, 'disk.img');
-      const fd = openSync(img, 'w');
-      try { ftruncateSync(fd, o.size); } finally { closeSync(fd); }
+      makeImage();
       // By default QEMU ignores discard requests (discard=ignore). The helper has no option for
       // it, so the block driver option rides on the file name (QEMU splits options at commas):
       // with discard=unmap, discarded ranges are punched out of the image and read as zeros.
@@ -47,6 +63,7 @@ export async function startDisk(kind: ServerKind, o: DiskOptions): Promise<Disk>
   }
   return {
     server,
+    image: kind === 'stor' && o.backend === 'ram' ? undefined : img,
     close: async () => {
       await server.stop();
       cleanupSocket(server.socket);

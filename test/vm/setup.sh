@@ -19,7 +19,7 @@ die() { printf 'test/vm/setup.sh: %s\n' "$*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # Bump when /init or the module list changes, so cached initramfs images are rebuilt.
-INIT_REV=3
+INIT_REV=4
 
 # Modules the guest loads at boot. Their dependencies (including soft ones, e.g. ext4 -> crc32c)
 # are added by modprobe --show-depends below, in load order.
@@ -93,7 +93,7 @@ done
 IR=$WORK/initramfs
 mkdir -p "$IR"/{bin,sbin,dev,proc,sys,mnt,lib/modules,etc}
 cp /bin/busybox "$IR/bin/busybox"
-for a in sh mount umount mkdir insmod poweroff sleep cat echo chroot sync ls; do ln -s busybox "$IR/bin/$a"; done
+for a in sh mount umount mkdir insmod poweroff sleep cat echo chroot sync ls ln; do ln -s busybox "$IR/bin/$a"; done
 : > "$IR/modules.list"
 for path in "${order[@]}"; do
   name=$(basename "$path"); name=${name%.xz}; name=${name%.zst}
@@ -132,6 +132,11 @@ mount -t sysfs sys /mnt/sys
 mount -t devtmpfs dev /mnt/dev
 mkdir -p /mnt/dev/pts /mnt/dev/shm /mnt/run/stor-vm
 mount -t devpts devpts /mnt/dev/pts
+# devtmpfs lacks the links udev would make; bash's <(...) needs /dev/fd.
+ln -sf /proc/self/fd /mnt/dev/fd
+ln -sf /proc/self/fd/0 /mnt/dev/stdin
+ln -sf /proc/self/fd/1 /mnt/dev/stdout
+ln -sf /proc/self/fd/2 /mnt/dev/stderr
 mount -t tmpfs shm /mnt/dev/shm
 mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=524288,cache=none storvm /mnt/run/stor-vm || fail "cannot mount the run share over 9p"
 echo "stor-vm: guest up" >/dev/console

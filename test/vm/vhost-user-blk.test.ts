@@ -14,7 +14,7 @@ const SIZE = 512 * 2 ** 20;
 // Guest 1: capacity, ext4 with ~60 MiB of random files (checksums kept), fsck, remount and
 // compare, then fio with crc32c verification on a file in that filesystem.
 const FIRST = String.raw`set -euo pipefail
-step() { echo "== [${SECONDS}s] $*"; }
+step() { printf '== [%ss] %s\n' "$SECONDS" "$*"; }
 fail() { echo "FAIL: $*"; exit 1; }
 step capacity and queues
 sectors=$(cat /sys/block/vda/size)
@@ -62,7 +62,7 @@ echo PASS
 
 // Guest 2, a new QEMU against the same server: the filesystem and every file are as left.
 const SECOND = String.raw`set -euo pipefail
-step() { echo "== [${SECONDS}s] $*"; }
+step() { printf '== [%ss] %s\n' "$SECONDS" "$*"; }
 fail() { echo "FAIL: $*"; exit 1; }
 step capacity
 sectors=$(cat /sys/block/vda/size)

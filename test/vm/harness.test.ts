@@ -1,0 +1,57 @@
+// The harness itself: what the guest's script returns and writes comes back, the timeout
+// really kills QEMU, and a QEMU that cannot start is reported, not hung on.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { liveGuests, runGuest } from './harness.js';
+
+function alive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+const h = suite('vm: harness');
+
+h('the script\'s exit status, env, share files and results come back from the guest', async () => {
+  const r = await runGuest({
+    script: 'echo "in guest: $GREETING"; cat "$STOR_VM_SHARE/input" > "$STOR_VM_RESULTS/echo"; uname -r > "$STOR_VM_RESULTS/kernel"; exit 7\n',
+    env: { GREETING: "it's here" }, files: { input: 'payload\n' }, memoryMiB: 256, timeoutMs: 60_000,
+  });
+  try {
+    assert.is(r.status, 7, `status; console:\n${r.console}`);
+    assert.not.ok(r.timedOut);
+    assert.match(r.console, "in guest: it's here");
+    assert.is(readFileSync(join(r.resultsDir, 'echo'), 'utf8'), 'payload\n');
+    // bookworm's own kernel (6.1) has no ublk or VDUSE: the guest must run the backports one.
+    assert.match(readFileSync(join(r.resultsDir, 'kernel'), 'utf8'), /^6\.(1[2-9]|[2-9]\d)\./);
+  } finally { r.cleanup(); }
+  assert.is(liveGuests(), 0);
+});
+
+h('a guest that outlives its timeout is killed, and its QEMU is gone', async () => {
+  const started = Date.now();
+  const r = await runGuest({ script: 'sleep 600\n', memoryMiB: 256, timeoutMs: 12_000 });
+  try {
+    assert.ok(r.timedOut, 'timedOut');
+    assert.is(r.status, null, 'no status from a killed guest');
+    assert.ok(Date.now() - started < 30_000, 'returned soon after the timeout');
+    assert.not.ok(alive(r.pid), `QEMU ${r.pid} still alive`);
+    assert.match(r.console, '[harness] timeout');
+  } finally { r.cleanup(); }
+  assert.is(liveGuests(), 0);
+});
+
+h('a vhost-user socket nobody listens on fails fast with QEMU\'s reason in the console', async () => {
+  const sock = '/nonexistent/stor-vm-test.sock';
+  assert.not.ok(existsSync(sock));
+  const r = await runGuest({ script: 'exit 0\n', vhostUserBlk: [{ socket: sock }], memoryMiB: 256, timeoutMs: 30_000 });
+  try {
+    assert.is(r.status, null);
+    assert.not.ok(r.timedOut, 'QEMU should exit by itself');
+    assert.match(r.console, sock);
+  } finally { r.cleanup(); }
+  assert.is(liveGuests(), 0);
+});
+
+h.run();
