@@ -4,7 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blkioBench, describe, ok, type BenchJob, type BenchStats } from './blkio.js';
-import { label, matrix, peer, withTarget } from './matrix.js';
+import { label, matrix, peer, withTarget, type TargetSpec } from './matrix.js';
 
 const bench = suite('peers: blkio-bench');
 
@@ -27,23 +27,31 @@ function checkStats(s: BenchStats, where: string): void {
   assert.ok(s.max_completions >= 1, `${where}: max_completions ${s.max_completions}`);
 }
 
-for (const spec of matrix()) {
-  bench(`${label(spec)}: ${JOBS.length} runs (randread/randwrite x notify/poll x iodepth 1/32) finish with kiops > 0 on every queue`, async () => {
-    const code = await withTarget(spec, { size: SIZE, image: 'create' }, async (t) => {
-      for (const j of JOBS) {
-        const name = `${t.label} ${jobName(j)}`;
-        const { result, out } = await peer(t, () => blkioBench(t.socket, { ...j, threads: spec.queues }));
-        assert.ok(ok(result), `${name}: ${describe(result)}`);
-        assert.is(out!.threads.length, spec.queues, `${name}: threads`);
-        checkStats(out!.aggregate, `${name} aggregate`);
-        out!.threads.forEach((th, i) => checkStats(th, `${name} thread ${i}`));
-        // With a queue depth of 32 a batch must sometimes bring more than one completion.
-        if (j.iodepth === 32) assert.ok(out!.aggregate.max_completions > 1, `${name}: never more than one completion per call`);
-        else assert.is(out!.aggregate.max_completions, 1, `${name}: more completions than requests in flight`);
-      }
-    });
-    assert.is(code, 0, 'server exit code after SIGTERM');
+async function runAll(spec: TargetSpec, extraArgs?: string[]): Promise<void> {
+  const code = await withTarget(spec, { size: SIZE, image: 'create', extraArgs: { stor: extraArgs } }, async (t) => {
+    for (const j of JOBS) {
+      const name = `${t.label}${extraArgs ? ` ${extraArgs.join(' ')}` : ''} ${jobName(j)}`;
+      const { result, out } = await peer(t, () => blkioBench(t.socket, { ...j, threads: spec.queues }));
+      assert.ok(ok(result), `${name}: ${describe(result)}`);
+      assert.is(out!.threads.length, spec.queues, `${name}: threads`);
+      checkStats(out!.aggregate, `${name} aggregate`);
+      out!.threads.forEach((th, i) => checkStats(th, `${name} thread ${i}`));
+      // With a queue depth of 32 a batch must sometimes bring more than one completion.
+      if (j.iodepth === 32) assert.ok(out!.aggregate.max_completions > 1, `${name}: never more than one completion per call`);
+      else assert.is(out!.aggregate.max_completions, 1, `${name}: more completions than requests in flight`);
+    }
   });
+  assert.is(code, 0, 'server exit code after SIGTERM');
+}
+
+const WHAT = `${JOBS.length} runs (randread/randwrite x notify/poll x iodepth 1/32) finish with kiops > 0 on every queue`;
+for (const spec of matrix()) bench(`${label(spec)}: ${WHAT}`, () => runAll(spec));
+
+// The matrix runs stor in its default mode (adaptive, like qsd's iothread). Its other two server
+// modes take different paths (never spin / never sleep); qsd's export has no switch for them.
+for (const mode of ['notify', 'poll']) {
+  const spec: TargetSpec = { server: 'stor', backend: 'null', queues: 1 };
+  bench(`${label(spec)} --mode ${mode}: ${WHAT}`, () => runAll(spec, ['--mode', mode]));
 }
 
 bench.run();
