@@ -91,10 +91,12 @@ export class VhostUserFrontend {
   /** Sends bytes as they are (any header, any size) with optional fds, in one sendmsg. */
   sendRaw(bytes: Buffer, fds: number[] = [], timeoutMs = this.timeoutMs): void {
     if (this.closed) throw new FrontendError('connection is closed');
+    // A stream socket carries fds only along with at least one byte.
+    if (bytes.length === 0) throw new FrontendError('nothing to send');
     const n = native();
     const deadline = Date.now() + timeoutMs;
     let off = 0;
-    while (off < bytes.length || (off === 0 && bytes.length === 0)) {
+    while (off < bytes.length) {
       let sent: number;
       // fds ride with the first byte only, as the back-end expects them with the header.
       try { sent = n.sendmsg(this.fd, bytes.subarray(off), off === 0 ? fds : []); }
@@ -109,7 +111,6 @@ export class VhostUserFrontend {
         continue;
       }
       off += sent;
-      if (bytes.length === 0) break;
     }
   }
 
