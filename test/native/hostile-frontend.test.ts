@@ -11,7 +11,8 @@ import { BackendClosedError, FrontendError, VhostUserFrontend } from '../../src/
 import { Req, VERSION, encodeConfig, encodeMemTable, encodeMessage, encodeU64, encodeVringState } from '../../src/lib/vhost-user/protocol.js';
 import { VIRTIO_BLK_T } from '../../src/lib/virtio/blk.js';
 import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, GuestMemory, type BlkSession, type Seg } from '../helpers/virtq-driver.js';
-import { Harness, within } from './hostile-helpers.js';
+import { describe, runPeer } from '../peers/blkio.js';
+import { DISK_SIZE, Harness, within } from './hostile-helpers.js';
 
 const h = new Harness('file');
 const t = suite('hostile front-end: connection dropped, server survives');
@@ -441,6 +442,14 @@ t('head index >= queue size (64 and 0xffff on a 64-entry ring) -> dropped', asyn
 t('avail idx jumping by more than the queue size -> dropped', async () => {
   await badChain(/avail index moved by 65, more than the queue size 64/, (s) => { s.q0.setAvailIdx(65); });
   await badChain(/avail index moved by 65535/, (s) => { s.q0.setAvailIdx(0xffff); });
+});
+
+t('after every hostile case libblkio (blkio-info) still reports the right capacity', async () => {
+  const m = h.mark();
+  const r = await runPeer('blkio-info', ['virtio-blk-vhost-user', `path=${h.socket}`, 'capacity'], 15_000);
+  assert.ok(r.code === 0 && !r.timedOut, describe(r));
+  assert.match(r.stdout, new RegExp(`\\b${DISK_SIZE}\\b`), describe(r));
+  await h.waitDisconnected(m);
 });
 
 t('after every hostile case the server still holds only its own fds', () => {
