@@ -2,13 +2,19 @@
 #include "napi_util.h"
 #include "sys.h"
 #include "backend.h"
+#include "guard.h"
 
 void vhost_blk_init(napi_env env, napi_value exports);
+void vu_client_init(napi_env env, napi_value exports);
+void bench_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
+  stor_fault_guard_install();
   sys_init(env, exports);
   backend_init(env, exports);
   vhost_blk_init(env, exports);
+  vu_client_init(env, exports);
+  bench_init(env, exports);
   return exports;
 }
 

@@ -340,10 +340,15 @@ static napi_value js_backend_open(napi_env env, napi_callback_info info) {
     napi_throw(env, e);
     return NULL;
   }
+  return backend_wrap(env, be);
+}
+
+napi_value backend_wrap(napi_env env, struct stor_backend *be) {
   struct backend_handle *h = calloc(1, sizeof *h);
+  if (!h) { stor_backend_put(be); return throw_errno(env, "backend", ENOMEM); }
   h->be = be;
   napi_value ext;
-  NAPI_CALL(env, napi_create_external(env, h, backend_finalize, NULL, &ext));
+  if (napi_create_external(env, h, backend_finalize, NULL, &ext) != napi_ok) { stor_backend_put(be); free(h); return NULL; }
   return ext;
 }
 

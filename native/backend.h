@@ -20,4 +20,6 @@ void stor_backend_put(struct stor_backend *be);
 void backend_init(napi_env env, napi_value exports);
 /* Extracts the backend from the external made by backendOpen; NULL (and a pending exception) if not one. */
 struct stor_backend *backend_from_js(napi_env env, napi_value v);
+/* Wraps a backend (taking over one reference) in the handle JS passes around. */
+napi_value backend_wrap(napi_env env, struct stor_backend *be);
 #endif

@@ -3,9 +3,11 @@
  * with notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and
  * calls in here to set up memory and rings; nothing here calls JavaScript per request. */
 #include "backend.h"
+#include "guard.h"
 #include "napi_util.h"
 #include "virtio_blk.h"
 #include "vring.h"
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -60,6 +62,7 @@ struct blk_queue {
   struct req_slot *slots;
   unsigned slots_num;
   struct queue_stats st;
+  volatile bool faulted;     /* guest memory raised SIGBUS: never touch it again */
   /* failure logging, rate-limited so a hostile driver cannot flood the log */
   time_t log_second;
   unsigned log_count, log_suppressed;
@@ -118,6 +121,12 @@ static void call_js_event(napi_env env, napi_value cb, void *context, void *data
 }
 
 /* A request failed because of what the driver sent: log it, at most LOG_BURST a second. */
+/* A broken ring: tell JS (which drops the front-end) and signal the ring's err eventfd. */
+static void queue_broken_notify(struct blk_queue *q) {
+  uint64_t one = 1;
+  if (q->err_fd >= 0 && write(q->err_fd, &one, 8) < 0) { /* best effort */ }
+}
+
 static void req_log(struct blk_queue *q, const char *fmt, ...) {
   time_t s = time(NULL);
   if (s != q->log_second) {
@@ -138,10 +147,11 @@ static void req_log(struct blk_queue *q, const char *fmt, ...) {
 
 static void complete_slot(struct req_slot *s, uint8_t status) {
   struct blk_queue *q = s->q;
-  if (s->status) *s->status = status;
   if (status != VIRTIO_BLK_S_OK) { if (status == VIRTIO_BLK_S_UNSUPP) q->st.unsupported++; else q->st.errors++; }
-  vring_push(&q->vr, s->head, s->status ? s->used_len : 0);
   s->busy = false;
+  if (q->faulted) return;
+  if (s->status) *s->status = status;
+  vring_push(&q->vr, s->head, s->status ? s->used_len : 0);
 }
 
 static void on_backend_complete(struct stor_req *r) {
@@ -313,17 +323,20 @@ static int process_ring(struct blk_queue *q) {
       emit(d, "broken", q->index, "queue %d: avail index moved by %u, more than the queue size %u", q->index, pending, q->vr.num);
       return -1;
     }
-    uint16_t head = q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num];
-    if (head < q->vr.num && q->slots[head].busy) {
+    /* the head is read once: the driver may rewrite the avail entry under us */
+    uint16_t head = __atomic_load_n(&q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num], __ATOMIC_RELAXED);
+    if (head >= q->vr.num) {
+      emit(d, "broken", q->index, "queue %d: avail ring names head %u, queue size is %u", q->index, head, q->vr.num);
+      return -1;
+    }
+    if (q->slots[head].busy) {
       emit(d, "broken", q->index, "queue %d: head %u made available again while still in flight", q->index, head);
       return -1;
     }
-    struct req_slot *s = head < q->vr.num ? &q->slots[head] : NULL;
-    int r = vring_pop(&q->vr, &d->mem, &c, s ? s->iov : NULL, MAX_SEGS_PER_REQ, err, sizeof err);
-    if (r == VRING_EMPTY) break;
-    if (r == VRING_BROKEN) { emit(d, "broken", q->index, "queue %d: %s", q->index, err); return -1; }
+    struct req_slot *s = &q->slots[head];
+    int r = vring_pop_head(&q->vr, &d->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err);
     /* A malformed chain means a broken driver: fail the connection, as QEMU marks the device broken. */
-    if (r == VRING_BAD_CHAIN) { emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, c.head, err); return -1; }
+    if (r == VRING_BAD_CHAIN) { emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err); return -1; }
     s->busy = true;
     s->head = c.head;
     s->q = q;
@@ -334,6 +347,7 @@ static int process_ring(struct blk_queue *q) {
 }
 
 static void signal_call(struct blk_queue *q) {
+  if (q->faulted) return;
   if (vring_publish(&q->vr) && q->call_fd >= 0) {
     uint64_t one = 1;
     if (write(q->call_fd, &one, 8) == 8) q->st.calls++;
@@ -357,10 +371,18 @@ static void *queue_thread(void *arg) {
   pthread_setname_np(pthread_self(), name);
   pthread_getcpuclockid(pthread_self(), &q->cpu_clock);
 
+  sigjmp_buf fault;
+  if (sigsetjmp(fault, 1)) {
+    q->faulted = true;
+    queue_broken_notify(q);
+    emit(d, "broken", q->index, "queue %d: guest memory became inaccessible (SIGBUS): the front-end shrank a memory region", q->index);
+    goto out;
+  }
+  stor_fault_jmp = &fault;
   if (d->mode != MODE_NOTIFY || q->kick_fd < 0) { vring_disable_kicks(&q->vr); kicks_on = false; }
   while (!atomic_load_explicit(&q->stop, memory_order_relaxed)) {
     int n = process_ring(q);
-    if (n < 0) break;
+    if (n < 0) { queue_broken_notify(q); break; }
     if (n > 0) ops->commit(q->bq);
     int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
     signal_call(q);
@@ -397,6 +419,10 @@ static void *queue_thread(void *arg) {
   /* Stopping: finish what is in flight so the used ring is complete when GET_VRING_BASE returns. */
   while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
   signal_call(q);
+out:
+  stor_fault_jmp = NULL;
+  /* after a fault: reap the backend without touching guest memory (complete_slot checks faulted) */
+  while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
   return NULL;
 }
 
@@ -433,8 +459,17 @@ static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
   if (q->running) return 0;
   if (!q->addr_set || !q->num) { snprintf(err, errlen, "queue %d: ring size or addresses not set", q->index); return -EINVAL; }
   bool event_idx = d->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
-  int r = vring_setup(&q->vr, &d->mem, q->num, q->desc_uva, q->avail_uva, q->used_uva, q->base, event_idx, err, errlen);
+  int r;
+  sigjmp_buf fault;
+  if (sigsetjmp(fault, 1)) {
+    snprintf(err, errlen, "queue %d: guest memory became inaccessible (SIGBUS) while reading the used ring", q->index);
+    return -EFAULT;
+  }
+  stor_fault_jmp = &fault;
+  r = vring_setup(&q->vr, &d->mem, q->num, q->desc_uva, q->avail_uva, q->used_uva, q->base, event_idx, err, errlen);
+  stor_fault_jmp = NULL;
   if (r < 0) return r;
+  q->faulted = false;
   if (q->slots_num != q->num) {
     free(q->slots);
     q->slots = calloc(q->num, sizeof *q->slots);
@@ -697,6 +732,19 @@ static napi_value js_set_vring_fd(napi_env env, napi_callback_info info) {
   if (!arg_str(env, argv[2], which, sizeof which) || !arg_i32(env, argv[3], &fd)) return throw_msg(env, "setVringFd(dev, index, kind, fd)");
   int *slot = !strcmp(which, "kick") ? &q->kick_fd : !strcmp(which, "call") ? &q->call_fd : !strcmp(which, "err") ? &q->err_fd : NULL;
   if (!slot) return throw_msg(env, "fd kind must be kick, call or err");
+  if (fd >= 0) {
+    /* Only eventfds: a pipe nobody drains, a file that is always readable or an eventfd set
+     * blocking could stall or spin a queue thread. Non-blocking so a full counter never blocks. */
+    char link[64] = "", path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    if (n < 0 || strncmp(link, "anon_inode:[eventfd]", (size_t)n) || (size_t)n != strlen("anon_inode:[eventfd]")) {
+      close(fd);
+      return throw_msg(env, "%s fd is not an eventfd", which);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  }
   bool was = q->running;
   queue_stop(q);
   close_fd(slot);

@@ -157,8 +157,13 @@ int vring_pop(struct vring *vr, const struct mem_table *t, struct vring_chain *c
     snprintf(err, errlen, "avail index moved by %u, more than the queue size %u", pending, vr->num);
     return VRING_BROKEN;
   }
-  uint16_t head = vr->avail->ring[vr->last_avail_idx % vr->num];
+  uint16_t head = __atomic_load_n(&vr->avail->ring[vr->last_avail_idx % vr->num], __ATOMIC_RELAXED);
   if (head >= vr->num) { snprintf(err, errlen, "avail ring names head %u, queue size is %u", head, vr->num); return VRING_BROKEN; }
+  return vring_pop_head(vr, t, head, c, iov, max_iov, err, errlen);
+}
+
+int vring_pop_head(struct vring *vr, const struct mem_table *t, uint16_t head, struct vring_chain *c, struct iovec *iov,
+                   int max_iov, char *err, size_t errlen) {
   vr->last_avail_idx++;
   memset(c, 0, sizeof *c);
   c->head = head;

@@ -77,7 +77,7 @@ enum vring_pop_result {
   /* The ring itself is broken (bad index, bad head, avail idx jump): the device must stop. */
   VRING_BROKEN = -1,
   /* The chain is malformed (loop, bad address, write-before-read, too long, bad indirect):
-   * head is valid, so the request is returned with length 0. */
+   * the driver is broken; the caller drops the front-end (as QEMU marks the device broken). */
   VRING_BAD_CHAIN = -2,
 };
 
@@ -89,6 +89,10 @@ static inline uint16_t vring_avail_pending(const struct vring *vr) {
 }
 int vring_pop(struct vring *vr, const struct mem_table *t, struct vring_chain *c, struct iovec *iov, int max_iov,
               char *err, size_t errlen);
+/* Consumes the next avail entry, whose head the caller has already read (once) and checked
+ * against the queue size, and walks its chain. */
+int vring_pop_head(struct vring *vr, const struct mem_table *t, uint16_t head, struct vring_chain *c, struct iovec *iov,
+                   int max_iov, char *err, size_t errlen);
 /* Records a completion; it becomes visible to the driver at vring_publish(). */
 static inline void vring_push(struct vring *vr, uint16_t head, uint32_t len) {
   struct vring_used_elem *e = &vr->used->ring[vr->used_idx % vr->num];

@@ -1,0 +1,464 @@
+/* The benchmark engine: one native thread per queue generates a workload, submits it to any
+ * backend (a remote vhost-user-blk device, a file or block device through io_uring, null, mem),
+ * reaps completions by notification, by polling, or adaptively, and keeps a log-linear latency
+ * histogram, per-thread CPU time and IOPS over time. JavaScript only configures and reports. */
+#include "backend.h"
+#include "napi_util.h"
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Histogram: values in ns; 64 linear sub-buckets per power of two (< 1.6% error), up to 2^44 ns. */
+#define HIST_SUB_BITS 6
+#define HIST_SUB (1 << HIST_SUB_BITS)
+#define HIST_MAGS 45
+#define HIST_BUCKETS (HIST_MAGS * HIST_SUB)
+
+static unsigned hist_index(uint64_t v) {
+  if (v < HIST_SUB) return (unsigned)v;
+  unsigned msb = 63 - (unsigned)__builtin_clzll(v);
+  unsigned mag = msb - HIST_SUB_BITS + 1;
+  if (mag >= HIST_MAGS) return HIST_BUCKETS - 1;
+  return mag * HIST_SUB + (unsigned)((v >> (mag - 1)) & (HIST_SUB - 1));
+}
+/* The lowest value that lands in bucket i. */
+static uint64_t hist_value(unsigned i) {
+  unsigned mag = i / HIST_SUB, sub = i % HIST_SUB;
+  if (mag == 0) return sub;
+  return ((uint64_t)(HIST_SUB + sub)) << (mag - 1);
+}
+
+enum rw { RW_READ, RW_WRITE, RW_RANDREAD, RW_RANDWRITE, RW_RANDRW, RW_RW };
+enum waitmode { WAIT_NOTIFY, WAIT_POLL, WAIT_ADAPTIVE };
+
+struct bench_cfg {
+  enum rw rw;
+  unsigned rwmixread;      /* percent reads for rw/randrw */
+  uint32_t bs;
+  uint32_t iodepth;
+  uint32_t threads;
+  uint64_t offset, span;   /* the byte range the workload touches */
+  uint64_t runtime_ns, ramp_ns;
+  enum waitmode wait;
+  uint64_t spin_ns;        /* adaptive */
+  bool verify;
+  uint64_t seed;
+  uint32_t tick_ms;        /* timeline bucket width */
+};
+
+#define VERIFY_MAGIC 0x73746f7276657269ull   /* "storveri" */
+
+struct bench_io {
+  struct stor_req req;     /* first member: completion gets the io back */
+  struct iovec iov;
+  struct bench_thread *t;
+  uint64_t t_submit;
+  uint64_t block;
+  uint32_t gen;
+  bool write;
+};
+
+struct bench_thread {
+  struct bench_cfg *cfg;
+  struct stor_backend *be;
+  struct stor_bqueue *bq;
+  unsigned index;
+  pthread_t thread;
+  struct bench_io *ios;
+  uint8_t *bufs;
+  bool bufs_owned;
+  uint32_t *free_ios; unsigned free_top;
+  unsigned inflight;
+  uint64_t rng;
+  uint64_t seq_next;       /* sequential workloads: next block */
+  uint64_t nblocks;        /* blocks in this thread's share (block index = k * threads + index) */
+  uint32_t *gens;          /* verify: last completed write generation per block of the share */
+  uint8_t *busy;           /* verify: a block with an I/O in flight */
+  uint64_t t_start, t_measure, t_end;
+  bool measuring;
+  /* results */
+  uint64_t hist[HIST_BUCKETS];
+  uint64_t ios_read, ios_write, bytes_read, bytes_write, errors, verify_failures, verified;
+  uint64_t lat_min, lat_max, lat_sum;
+  uint64_t *timeline; unsigned timeline_len;
+  double cpu_user, cpu_sys;
+  int error;               /* -errno that stopped the thread early */
+  char errmsg[160];
+  uint64_t first_bad_offset;
+  atomic_uint_fast64_t progress;   /* completed I/Os, for live display */
+};
+
+static inline uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+static inline uint64_t xorshift(uint64_t *s) {
+  uint64_t x = *s;
+  x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+  return *s = x;
+}
+
+/* Verify pattern: a header {magic, offset, generation, seed} then a stream derived from it. */
+static void fill_pattern(uint8_t *p, uint32_t len, uint64_t offset, uint32_t gen, uint64_t seed) {
+  uint64_t h[4] = { VERIFY_MAGIC, offset, gen, seed };
+  uint64_t s = offset * 0x9e3779b97f4a7c15ull ^ ((uint64_t)gen << 32) ^ seed ^ 1;
+  uint64_t *w = (uint64_t *)p;
+  for (uint32_t i = 0; i < len / 8; i++) w[i] = i < 4 ? h[i] : xorshift(&s);
+}
+static bool check_pattern(const uint8_t *p, uint32_t len, uint64_t offset, uint32_t gen, uint64_t seed) {
+  uint64_t s = offset * 0x9e3779b97f4a7c15ull ^ ((uint64_t)gen << 32) ^ seed ^ 1;
+  const uint64_t *w = (const uint64_t *)p;
+  if (w[0] != VERIFY_MAGIC || w[1] != offset || w[2] != gen || w[3] != seed) return false;
+  for (uint32_t i = 4; i < len / 8; i++) if (w[i] != xorshift(&s)) return false;
+  return true;
+}
+
+static void io_complete(struct stor_req *r) {
+  struct bench_io *io = (struct bench_io *)r;
+  struct bench_thread *t = io->t;
+  uint64_t now = now_ns();
+  t->inflight--;
+  t->free_ios[t->free_top++] = (uint32_t)(io - t->ios);
+  atomic_fetch_add_explicit(&t->progress, 1, memory_order_relaxed);
+  if (t->cfg->verify) t->busy[io->block] = 0;
+  if (r->result < 0) {
+    t->errors++;
+    if (!t->error) { t->error = r->result; snprintf(t->errmsg, sizeof t->errmsg, "%s at offset %llu: %s", io->write ? "write" : "read",
+                                                     (unsigned long long)r->offset, strerror(-r->result)); }
+    return;
+  }
+  if (t->cfg->verify) {
+    if (io->write) t->gens[io->block] = io->gen;
+    else if (t->gens[io->block]) {
+      t->verified++;
+      if (!check_pattern(io->iov.iov_base, t->cfg->bs, r->offset, t->gens[io->block], t->cfg->seed)) {
+        if (!t->verify_failures) t->first_bad_offset = r->offset;
+        t->verify_failures++;
+      }
+    }
+  }
+  if (!t->measuring || io->t_submit < t->t_measure) return;
+  uint64_t lat = now - io->t_submit;
+  t->hist[hist_index(lat)]++;
+  if (lat < t->lat_min) t->lat_min = lat;
+  if (lat > t->lat_max) t->lat_max = lat;
+  t->lat_sum += lat;
+  if (io->write) { t->ios_write++; t->bytes_write += t->cfg->bs; } else { t->ios_read++; t->bytes_read += t->cfg->bs; }
+  unsigned tick = (unsigned)((now - t->t_measure) / (t->cfg->tick_ms * 1000000ull));
+  if (tick < t->timeline_len) t->timeline[tick]++;
+}
+
+/* Picks the next block of this thread's share; false if every candidate is busy (verify). */
+static bool next_block(struct bench_thread *t, uint64_t *block) {
+  struct bench_cfg *c = t->cfg;
+  bool random = c->rw == RW_RANDREAD || c->rw == RW_RANDWRITE || c->rw == RW_RANDRW;
+  for (int tries = 0; tries < 16; tries++) {
+    uint64_t k = random ? xorshift(&t->rng) % t->nblocks : t->seq_next++ % t->nblocks;
+    if (!c->verify || !t->busy[k]) { *block = k; return true; }
+  }
+  return false;
+}
+
+static bool pick_write(struct bench_thread *t) {
+  switch (t->cfg->rw) {
+  case RW_READ: case RW_RANDREAD: return false;
+  case RW_WRITE: case RW_RANDWRITE: return true;
+  default: return (xorshift(&t->rng) % 100) >= t->cfg->rwmixread;
+  }
+}
+
+static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t gen) {
+  struct bench_cfg *c = t->cfg;
+  uint32_t slot = t->free_ios[--t->free_top];
+  struct bench_io *io = &t->ios[slot];
+  uint64_t off = c->offset + (k * c->threads + t->index) * (uint64_t)c->bs;
+  io->block = k;
+  io->write = write;
+  io->gen = gen;
+  memset(&io->req, 0, sizeof io->req);
+  io->req.op = write ? STOR_OP_WRITE : STOR_OP_READ;
+  io->req.offset = off;
+  io->req.length = c->bs;
+  io->iov.iov_base = t->bufs + (size_t)slot * c->bs;
+  io->iov.iov_len = c->bs;
+  io->req.iov = &io->iov;
+  io->req.niov = 1;
+  io->req.complete = io_complete;
+  if (write && c->verify) fill_pattern(io->iov.iov_base, c->bs, off, gen, c->seed);
+  if (c->verify) t->busy[k] = 1;
+  t->inflight++;
+  io->t_submit = now_ns();
+  t->be->ops->submit(t->bq, &io->req);
+  return true;
+}
+
+/* Waits for at least one completion in the configured way. */
+static void reap(struct bench_thread *t) {
+  const struct stor_backend_ops *ops = t->be->ops;
+  struct bench_cfg *c = t->cfg;
+  if (c->wait == WAIT_NOTIFY) { ops->reap(t->bq, true); return; }
+  uint64_t spin_until = c->wait == WAIT_ADAPTIVE ? now_ns() + c->spin_ns : UINT64_MAX;
+  for (;;) {
+    if (ops->reap(t->bq, false) > 0 || !t->inflight) return;
+    if (c->wait == WAIT_ADAPTIVE && now_ns() >= spin_until) { ops->reap(t->bq, true); return; }
+    __builtin_ia32_pause();
+  }
+}
+
+static void drain(struct bench_thread *t) {
+  while (t->inflight) { t->be->ops->commit(t->bq); reap(t); }
+}
+
+/* Writes this thread's whole share once so that every later read can be verified. */
+static void prefill(struct bench_thread *t) {
+  for (uint64_t k = 0; k < t->nblocks && !t->error; ) {
+    for (unsigned n = 0; n < t->cfg->iodepth && t->inflight < t->cfg->iodepth && k < t->nblocks; n++) submit_one(t, true, k++, 1);
+    t->be->ops->commit(t->bq);
+    reap(t);
+  }
+  drain(t);
+}
+
+static void *bench_thread_main(void *arg) {
+  struct bench_thread *t = arg;
+  struct bench_cfg *c = t->cfg;
+  const struct stor_backend_ops *ops = t->be->ops;
+  char name[16];
+  snprintf(name, sizeof name, "stor-bench%u", t->index);
+  pthread_setname_np(pthread_self(), name);
+  struct rusage ru0, ru1;
+  getrusage(RUSAGE_THREAD, &ru0);
+  t->lat_min = UINT64_MAX;
+  uint32_t gen = 1;
+  if (c->verify && c->rw != RW_WRITE && c->rw != RW_RANDWRITE) { prefill(t); gen = 2; }
+  t->t_start = now_ns();
+  t->t_measure = t->t_start + c->ramp_ns;
+  t->t_end = t->t_measure + c->runtime_ns;
+  if (!c->ramp_ns) t->measuring = true;
+  uint64_t now = t->t_start;
+  while (now < t->t_end && !t->error) {
+    /* at most iodepth per pass: synchronous backends complete inside submit */
+    for (unsigned n = 0; n < c->iodepth && t->inflight < c->iodepth; n++) {
+      uint64_t k;
+      if (!next_block(t, &k)) break;
+      bool w = pick_write(t);
+      submit_one(t, w, k, w ? gen++ : 0);
+      if (gen == 0) gen = 1;
+    }
+    ops->commit(t->bq);
+    reap(t);
+    now = now_ns();
+    if (!t->measuring && now >= t->t_measure) {
+      t->measuring = true;
+      getrusage(RUSAGE_THREAD, &ru0);   /* CPU is measured over the measured window only */
+    }
+  }
+  drain(t);
+  getrusage(RUSAGE_THREAD, &ru1);
+  t->cpu_user = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6;
+  t->cpu_sys = (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+  return NULL;
+}
+
+/* ---- N-API: benchRun(backend, cfg, bufferPool?) -> {promise, progress()} ------------------------ */
+
+struct bench_job {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref backend_ref, pool_ref;
+  struct stor_backend *be;
+  struct bench_cfg cfg;
+  struct bench_thread *threads;
+  uint8_t *pool; size_t pool_len;
+  double wall_seconds;
+  char error[200];
+  atomic_bool done;
+};
+
+static void job_execute(napi_env env, void *data) {
+  struct bench_job *j = data;
+  struct bench_cfg *c = &j->cfg;
+  uint64_t per_buf = (uint64_t)c->bs * c->iodepth;
+  uint64_t blocks = c->span / c->bs;
+  unsigned started = 0;
+  for (unsigned i = 0; i < c->threads; i++) {
+    struct bench_thread *t = &j->threads[i];
+    t->cfg = c; t->be = j->be; t->index = i;
+    t->rng = c->seed * 0x9e3779b97f4a7c15ull + i * 0x632be59bd9b4e019ull + 1;
+    t->nblocks = blocks / c->threads + (i < blocks % c->threads ? 1 : 0);
+    int r = j->be->ops->queue_open(j->be, c->iodepth, &t->bq);
+    if (r < 0) { snprintf(j->error, sizeof j->error, "queue %u: %s", i, r == -EBUSY ? "the target has fewer queues than --queues" : strerror(-r)); break; }
+    t->ios = calloc(c->iodepth, sizeof *t->ios);
+    t->free_ios = calloc(c->iodepth, sizeof *t->free_ios);
+    for (unsigned k = 0; k < c->iodepth; k++) { t->free_ios[k] = k; t->ios[k].t = t; }
+    t->free_top = c->iodepth;
+    if (j->pool && j->pool_len >= per_buf * c->threads) t->bufs = j->pool + per_buf * i;
+    else {
+      if (posix_memalign((void **)&t->bufs, 4096, per_buf)) t->bufs = NULL;
+      t->bufs_owned = true;
+      if (t->bufs) memset(t->bufs, 0xa5, per_buf);
+    }
+    if (c->verify) { t->gens = calloc(t->nblocks, sizeof *t->gens); t->busy = calloc(t->nblocks, 1); }
+    t->timeline_len = (unsigned)(c->runtime_ns / (c->tick_ms * 1000000ull)) + 2;
+    t->timeline = calloc(t->timeline_len, sizeof *t->timeline);
+    if (!t->ios || !t->free_ios || !t->bufs || !t->timeline || (c->verify && (!t->gens || !t->busy))) {
+      snprintf(j->error, sizeof j->error, "out of memory for queue %u", i);
+      j->be->ops->queue_close(t->bq); t->bq = NULL;
+      break;
+    }
+    started++;
+  }
+  if (started == c->threads) {
+    uint64_t t0 = now_ns();
+    for (unsigned i = 0; i < c->threads; i++) pthread_create(&j->threads[i].thread, NULL, bench_thread_main, &j->threads[i]);
+    for (unsigned i = 0; i < c->threads; i++) pthread_join(j->threads[i].thread, NULL);
+    j->wall_seconds = (now_ns() - t0) / 1e9;
+  }
+  for (unsigned i = 0; i < c->threads; i++) if (j->threads[i].bq) j->be->ops->queue_close(j->threads[i].bq);
+  atomic_store(&j->done, true);
+}
+
+static void job_free(napi_env env, struct bench_job *j) {
+  for (unsigned i = 0; i < j->cfg.threads; i++) {
+    struct bench_thread *t = &j->threads[i];
+    free(t->ios); free(t->free_ios); free(t->gens); free(t->busy); free(t->timeline);
+    t->ios = NULL; t->free_ios = NULL; t->gens = NULL; t->busy = NULL; t->timeline = NULL;
+    if (t->bufs_owned) free(t->bufs);
+    t->bufs = NULL;
+  }
+  /* j and j->threads stay until the progress function is collected (job_finalize) */
+  napi_delete_reference(env, j->backend_ref);
+  if (j->pool_ref) napi_delete_reference(env, j->pool_ref);
+  napi_delete_async_work(env, j->work);
+}
+
+static void job_finalize(napi_env env, void *data, void *hint) {
+  struct bench_job *j = data;
+  free(j->threads);
+  free(j);
+}
+
+static void job_complete(napi_env env, napi_status status, void *data) {
+  struct bench_job *j = data;
+  if (j->error[0]) {
+    napi_value m, e;
+    napi_create_string_utf8(env, j->error, NAPI_AUTO_LENGTH, &m);
+    napi_create_error(env, NULL, m, &e);
+    napi_reject_deferred(env, j->deferred, e);
+    job_free(env, j);
+    return;
+  }
+  napi_value res, threads;
+  napi_create_object(env, &res);
+  napi_create_array_with_length(env, j->cfg.threads, &threads);
+  /* merged histogram: [[valueNs, count], ...] over non-empty buckets */
+  static uint64_t merged[HIST_BUCKETS];
+  memset(merged, 0, sizeof merged);
+  for (unsigned i = 0; i < j->cfg.threads; i++) {
+    struct bench_thread *t = &j->threads[i];
+    for (unsigned b = 0; b < HIST_BUCKETS; b++) merged[b] += t->hist[b];
+    napi_value o, tl;
+    napi_create_object(env, &o);
+#define F(name, v) set_prop(env, o, name, make_f64(env, (double)(v)))
+    F("readIos", t->ios_read); F("writeIos", t->ios_write); F("readBytes", t->bytes_read); F("writeBytes", t->bytes_write);
+    F("errors", t->errors); F("verifyFailures", t->verify_failures); F("verified", t->verified);
+    F("latMinNs", t->lat_min == UINT64_MAX ? 0 : t->lat_min); F("latMaxNs", t->lat_max); F("latSumNs", t->lat_sum);
+    F("cpuUser", t->cpu_user); F("cpuSys", t->cpu_sys);
+    F("firstBadOffset", t->first_bad_offset);
+#undef F
+    if (t->errmsg[0]) { napi_value s; napi_create_string_utf8(env, t->errmsg, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "error", s); }
+    napi_create_array_with_length(env, t->timeline_len, &tl);
+    for (unsigned k = 0; k < t->timeline_len; k++) napi_set_element(env, tl, k, make_f64(env, (double)t->timeline[k]));
+    set_prop(env, o, "timeline", tl);
+    napi_set_element(env, threads, i, o);
+  }
+  napi_value hist;
+  napi_create_array(env, &hist);
+  uint32_t hn = 0;
+  for (unsigned b = 0; b < HIST_BUCKETS; b++) {
+    if (!merged[b]) continue;
+    napi_value pair;
+    napi_create_array_with_length(env, 2, &pair);
+    napi_set_element(env, pair, 0, make_f64(env, (double)hist_value(b)));
+    napi_set_element(env, pair, 1, make_f64(env, (double)merged[b]));
+    napi_set_element(env, hist, hn++, pair);
+  }
+  set_prop(env, res, "threads", threads);
+  set_prop(env, res, "histogram", hist);
+  set_prop(env, res, "wallSeconds", make_f64(env, j->wall_seconds));
+  set_prop(env, res, "tickMs", make_u32(env, j->cfg.tick_ms));
+  napi_resolve_deferred(env, j->deferred, res);
+  job_free(env, j);
+}
+
+static napi_value js_bench_progress(napi_env env, napi_callback_info info) {
+  size_t argc = 0; napi_value self; void *data;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, NULL, &self, &data));
+  struct bench_job *j = data;
+  uint64_t n = 0;
+  if (j) for (unsigned i = 0; i < j->cfg.threads; i++) n += atomic_load(&j->threads[i].progress);
+  return make_f64(env, (double)n);
+}
+
+static int parse_rw(const char *s, enum rw *out) {
+  static const char *names[] = { "read", "write", "randread", "randwrite", "randrw", "rw" };
+  for (int i = 0; i < 6; i++) if (!strcmp(s, names[i])) { *out = (enum rw)i; return 0; }
+  return -1;
+}
+
+/* benchRun(backend, {rw, rwmixread, bs, iodepth, threads, offset, span, runtimeMs, rampMs, wait,
+ *          spinUs, verify, seed, tickMs}, bufferPool?) -> {promise, progress()} */
+static napi_value js_bench_run(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  struct stor_backend *be = backend_from_js(env, argv[0]);
+  if (!be) return NULL;
+  struct bench_job *j = calloc(1, sizeof *j);
+  struct bench_cfg *c = &j->cfg;
+  char rw[16], wait[16];
+  uint32_t runtime_ms, ramp_ms, spin_us;
+  if (!prop_str(env, argv[1], "rw", rw, sizeof rw, "randread") || !prop_u32(env, argv[1], "rwmixread", &c->rwmixread, 50) ||
+      !prop_u32(env, argv[1], "bs", &c->bs, 4096) || !prop_u32(env, argv[1], "iodepth", &c->iodepth, 1) ||
+      !prop_u32(env, argv[1], "threads", &c->threads, 1) || !prop_u64(env, argv[1], "offset", &c->offset, 0) ||
+      !prop_u64(env, argv[1], "span", &c->span, be->capacity) || !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) ||
+      !prop_u32(env, argv[1], "rampMs", &ramp_ms, 0) || !prop_str(env, argv[1], "wait", wait, sizeof wait, "notify") ||
+      !prop_u32(env, argv[1], "spinUs", &spin_us, 32) || !prop_bool(env, argv[1], "verify", &c->verify, false) ||
+      !prop_u64(env, argv[1], "seed", &c->seed, 1) || !prop_u32(env, argv[1], "tickMs", &c->tick_ms, 100)) {
+    free(j); return NULL;
+  }
+  if (parse_rw(rw, &c->rw)) { free(j); return throw_msg(env, "rw must be read, write, randread, randwrite, randrw or rw"); }
+  c->wait = !strcmp(wait, "poll") ? WAIT_POLL : !strcmp(wait, "adaptive") ? WAIT_ADAPTIVE : WAIT_NOTIFY;
+  c->runtime_ns = runtime_ms * 1000000ull; c->ramp_ns = ramp_ms * 1000000ull; c->spin_ns = spin_us * 1000ull;
+  if (!c->tick_ms) c->tick_ms = 100;
+  if (!c->bs || c->bs % 512 || c->bs > (64u << 20)) { free(j); return throw_msg(env, "bs must be a multiple of 512 up to 64 MiB"); }
+  if (!c->iodepth || c->iodepth > 4096 || !c->threads || c->threads > 64) { free(j); return throw_msg(env, "iodepth 1..4096, threads 1..64"); }
+  if (c->offset + c->span > be->capacity || c->span / c->bs < c->threads) { free(j); return throw_msg(env, "the range is outside the target or smaller than one block per thread"); }
+  if (be->readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) { free(j); return throw_msg(env, "the target is read-only"); }
+  j->be = be;
+  j->threads = calloc(c->threads, sizeof *j->threads);
+  napi_create_reference(env, argv[0], 1, &j->backend_ref);
+  if (argc > 2) {
+    void *p; size_t len;
+    if (arg_buffer(env, argv[2], &p, &len)) { j->pool = p; j->pool_len = len; napi_create_reference(env, argv[2], 1, &j->pool_ref); }
+  }
+  napi_value promise, name, res, progress;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "stor-bench", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, job_execute, job_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  napi_create_object(env, &res);
+  set_prop(env, res, "promise", promise);
+  napi_create_function(env, "progress", NAPI_AUTO_LENGTH, js_bench_progress, j, &progress);
+  napi_add_finalizer(env, progress, j, job_finalize, NULL, NULL);
+  set_prop(env, res, "progress", progress);
+  return res;
+}
+
+void bench_init(napi_env env, napi_value exports) {
+  export_fn(env, exports, "benchRun", js_bench_run);
+}

@@ -1,0 +1,417 @@
+/* A remote vhost-user-blk device as a stor backend: the driver side of split virtqueues in shared
+ * memory. The TypeScript front-end (src/lib/vhost-user/frontend.ts) negotiates with the server and
+ * hands it the memory and eventfds this file creates; from then on requests flow here without
+ * JavaScript. Because it is a backend, every frontend and engine (client library, copy, bench,
+ * even `stor serve` as a proxy) can use it.
+ *
+ * Layout of the shared memory (one memfd, registered with the server, guest address = our own
+ * virtual address): per queue, the rings, then one slot per ring entry (request header, status
+ * byte, discard segment, an indirect descriptor table), then one bounce buffer per slot for data
+ * that does not live in registered memory. Each request uses exactly one ring descriptor (an
+ * indirect one), so a ring of N entries carries N requests in flight. */
+#include "backend.h"
+#include "napi_util.h"
+#include "virtio_blk.h"
+#include "vring.h"
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define VU_MAX_QUEUES 64
+#define VU_MAX_REGIONS 32
+#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
+
+struct vu_slot {
+  struct virtio_blk_outhdr hdr;
+  struct virtio_blk_discard_write_zeroes seg;
+  uint8_t status;
+};
+
+struct vu_region { uint8_t *addr; uint64_t size; int fd; bool owned; };
+
+struct vu_queue {
+  struct vu_backend *be;
+  unsigned index;
+  uint16_t num;
+  struct vring_desc *desc;
+  struct vring_avail *avail;
+  struct vring_used *used;
+  struct vu_slot *slots;           /* num */
+  struct vring_desc *itables;      /* num * itable_len */
+  uint8_t *bounce;                 /* num * bounce_size */
+  struct stor_req **reqs;          /* num: the request in each slot (private: not in shared memory) */
+  bool *bounced;                   /* num: the slot's data went through its bounce buffer */
+  uint16_t *free_stack;            /* free slot ids */
+  unsigned free_top;
+  uint16_t avail_shadow, avail_published, last_used;
+  int kick_fd, call_fd;
+  atomic_bool claimed;             /* one backend queue (thread) per virtqueue */
+  bool interrupts_on;
+  uint64_t kicks, waits;
+};
+
+struct vu_backend {
+  struct stor_backend base;
+  unsigned nqueues;
+  uint32_t seg_max;
+  uint32_t itable_len;             /* seg_max + 2 */
+  uint64_t bounce_size;
+  bool event_idx;
+  uint8_t *mem;                    /* the ring/slot/bounce memfd mapping */
+  uint64_t mem_size;
+  int mem_fd;
+  struct vu_queue q[VU_MAX_QUEUES];
+  struct vu_region regions[VU_MAX_REGIONS];   /* [0] is mem; the rest are zero-copy buffer regions */
+  unsigned nregions;
+  pthread_mutex_t lock;            /* claims and region changes */
+  atomic_bool dead;                /* the server went away: fail everything quickly */
+};
+
+static bool in_regions(struct vu_backend *b, const void *p, size_t len) {
+  const uint8_t *a = p;
+  for (unsigned i = 0; i < b->nregions; i++) {
+    const struct vu_region *r = &b->regions[i];
+    if (a >= r->addr && (uint64_t)(a - r->addr) < r->size && len <= r->size - (uint64_t)(a - r->addr)) return true;
+  }
+  return false;
+}
+
+/* ---- notification helpers (driver side) ------------------------------------------------------- */
+
+static inline bool need_event(uint16_t event, uint16_t new_idx, uint16_t old) {
+  return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
+static void vq_kick_if_needed(struct vu_queue *q) {
+  if (q->avail_shadow == q->avail_published) return;
+  uint16_t old = q->avail_published;
+  __atomic_store_n(&q->avail->idx, q->avail_shadow, __ATOMIC_RELEASE);
+  q->avail_published = q->avail_shadow;
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  bool kick;
+  if (q->be->event_idx) {
+    uint16_t ev = __atomic_load_n((uint16_t *)&q->used->ring[q->num], __ATOMIC_RELAXED);
+    kick = need_event(ev, q->avail_shadow, old);
+  } else {
+    kick = !(__atomic_load_n(&q->used->flags, __ATOMIC_RELAXED) & VRING_USED_F_NO_NOTIFY);
+  }
+  if (kick) {
+    uint64_t one = 1;
+    if (write(q->kick_fd, &one, 8) == 8) q->kicks++;
+  }
+}
+
+static void vq_interrupts(struct vu_queue *q, bool on) {
+  if (q->interrupts_on == on) return;
+  q->interrupts_on = on;
+  if (q->be->event_idx) {
+    /* used_event: ask for a call when the next completion lands, or leave it stale (off) */
+    if (on) __atomic_store_n(&q->avail->ring[q->num], q->last_used, __ATOMIC_RELAXED);
+  } else {
+    uint16_t f = q->avail->flags;
+    __atomic_store_n(&q->avail->flags, (uint16_t)(on ? f & ~VRING_AVAIL_F_NO_INTERRUPT : f | VRING_AVAIL_F_NO_INTERRUPT), __ATOMIC_RELAXED);
+  }
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* ---- backend ops ------------------------------------------------------------------------------ */
+
+static int vu_queue_open(struct stor_backend *be, unsigned depth, struct stor_bqueue **out) {
+  struct vu_backend *b = (struct vu_backend *)be;
+  if (atomic_load(&b->dead)) return -ENOTCONN;
+  for (unsigned i = 0; i < b->nqueues; i++) {
+    bool expected = false;
+    if (atomic_compare_exchange_strong(&b->q[i].claimed, &expected, true)) {
+      *out = (struct stor_bqueue *)&b->q[i];
+      return 0;
+    }
+  }
+  return -EBUSY;   /* more threads than virtqueues */
+}
+
+static void vu_queue_close(struct stor_bqueue *bq) {
+  struct vu_queue *q = (struct vu_queue *)bq;
+  atomic_store(&q->claimed, false);
+}
+
+static void vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
+  struct vu_queue *q = (struct vu_queue *)bq;
+  struct vu_backend *b = q->be;
+  if (atomic_load_explicit(&b->dead, memory_order_relaxed)) { stor_req_done(r, -ENOTCONN); return; }
+  if (q->free_top == 0) { stor_req_done(r, -EBUSY); return; }
+  uint16_t id = q->free_stack[--q->free_top];
+  struct vu_slot *s = &q->slots[id];
+  struct vring_desc *t = &q->itables[(size_t)id * b->itable_len];
+  unsigned n = 0;
+  s->status = 0xff;
+  s->hdr.ioprio = 0;
+  s->hdr.sector = r->offset / 512;
+  t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->hdr, sizeof s->hdr, VRING_DESC_F_NEXT, 0 };
+  bool data_in = false;
+  switch (r->op) {
+  case STOR_OP_READ: case STOR_OP_WRITE: {
+    bool read = r->op == STOR_OP_READ;
+    s->hdr.type = read ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT;
+    data_in = read;
+    bool direct = (unsigned)r->niov <= b->seg_max;
+    for (int i = 0; direct && i < r->niov; i++) direct = in_regions(b, r->iov[i].iov_base, r->iov[i].iov_len);
+    q->bounced[id] = !direct;
+    if (direct) {
+      for (int i = 0; i < r->niov; i++) {
+        if (!r->iov[i].iov_len) continue;
+        t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)r->iov[i].iov_base, (uint32_t)r->iov[i].iov_len,
+                                      (uint16_t)(VRING_DESC_F_NEXT | (read ? VRING_DESC_F_WRITE : 0)), 0 };
+      }
+    } else {
+      if (r->length > b->bounce_size) { q->free_stack[q->free_top++] = id; stor_req_done(r, -E2BIG); return; }
+      uint8_t *bb = q->bounce + (size_t)id * b->bounce_size;
+      if (!read) iov_to_buf(r->iov, r->niov, 0, bb, r->length);
+      t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)bb, (uint32_t)r->length,
+                                    (uint16_t)(VRING_DESC_F_NEXT | (read ? VRING_DESC_F_WRITE : 0)), 0 };
+    }
+    break;
+  }
+  case STOR_OP_FLUSH: s->hdr.type = VIRTIO_BLK_T_FLUSH; s->hdr.sector = 0; break;
+  case STOR_OP_DISCARD: case STOR_OP_WRITE_ZEROES:
+    s->hdr.type = r->op == STOR_OP_DISCARD ? VIRTIO_BLK_T_DISCARD : VIRTIO_BLK_T_WRITE_ZEROES;
+    s->hdr.sector = 0;
+    s->seg.sector = r->offset / 512;
+    s->seg.num_sectors = (uint32_t)(r->length / 512);
+    s->seg.flags = (r->flags & STOR_REQ_F_UNMAP) ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0;
+    t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->seg, sizeof s->seg, VRING_DESC_F_NEXT, 0 };
+    break;
+  default: q->free_stack[q->free_top++] = id; stor_req_done(r, -EOPNOTSUPP); return;
+  }
+  t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->status, 1, VRING_DESC_F_WRITE, 0 };
+  for (unsigned i = 0; i + 1 < n; i++) t[i].next = (uint16_t)(i + 1);
+  (void)data_in;
+  q->reqs[id] = r;
+  q->desc[id] = (struct vring_desc){ (uint64_t)(uintptr_t)t, n * 16, VRING_DESC_F_INDIRECT, 0 };
+  q->avail->ring[q->avail_shadow % q->num] = id;
+  q->avail_shadow++;
+}
+
+static void vu_commit(struct stor_bqueue *bq) { vq_kick_if_needed((struct vu_queue *)bq); }
+
+static int vu_reap_ready(struct vu_queue *q) {
+  struct vu_backend *b = q->be;
+  int n = 0;
+  uint16_t used_idx = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
+  while (q->last_used != used_idx) {
+    struct vring_used_elem e = q->used->ring[q->last_used % q->num];
+    q->last_used++;
+    if (e.id >= q->num || !q->reqs[e.id]) { atomic_store(&b->dead, true); continue; }  /* a server bug */
+    struct stor_req *r = q->reqs[e.id];
+    q->reqs[e.id] = NULL;
+    uint8_t st = q->slots[e.id].status;
+    if (st == VIRTIO_BLK_S_OK && r->op == STOR_OP_READ && q->bounced[e.id])
+      buf_to_iov(r->iov, r->niov, 0, q->bounce + (size_t)e.id * b->bounce_size, r->length);
+    q->free_stack[q->free_top++] = (uint16_t)e.id;
+    n++;
+    stor_req_done(r, st == VIRTIO_BLK_S_OK ? 0 : st == VIRTIO_BLK_S_UNSUPP ? -EOPNOTSUPP : -EIO);
+  }
+  return n;
+}
+
+static unsigned vu_inflight(struct stor_bqueue *bq) {
+  struct vu_queue *q = (struct vu_queue *)bq;
+  return q->num - q->free_top;
+}
+
+static int vu_reap(struct stor_bqueue *bq, bool wait) {
+  struct vu_queue *q = (struct vu_queue *)bq;
+  vq_kick_if_needed(q);
+  int n = vu_reap_ready(q);
+  while (n == 0 && wait && vu_inflight(bq) && !atomic_load_explicit(&q->be->dead, memory_order_relaxed)) {
+    vq_interrupts(q, true);
+    n = vu_reap_ready(q);   /* completions that raced with turning interrupts on */
+    if (n) break;
+    struct pollfd p = { q->call_fd, POLLIN, 0 };
+    int r = poll(&p, 1, 1000);
+    q->waits++;
+    if (r > 0) { uint64_t v; if (read(q->call_fd, &v, 8) < 0) { /* spurious */ } }
+    n = vu_reap_ready(q);
+  }
+  if (q->interrupts_on && !wait) vq_interrupts(q, false);
+  /* a dead server: complete what is left so callers never hang */
+  if (atomic_load_explicit(&q->be->dead, memory_order_relaxed)) {
+    for (unsigned id = 0; id < q->num; id++) {
+      struct stor_req *r = q->reqs[id];
+      if (!r) continue;
+      q->reqs[id] = NULL;
+      q->free_stack[q->free_top++] = (uint16_t)id;
+      n++;
+      stor_req_done(r, -ENOTCONN);
+    }
+  }
+  return n;
+}
+
+static int vu_event_fd(struct stor_bqueue *bq) { return ((struct vu_queue *)bq)->call_fd; }
+static int vu_flush(struct stor_backend *be) { return 0; }   /* FLUSH requests go through the queues */
+
+static void vu_destroy(struct stor_backend *be) {
+  struct vu_backend *b = (struct vu_backend *)be;
+  for (unsigned i = 0; i < b->nqueues; i++) {
+    struct vu_queue *q = &b->q[i];
+    if (q->kick_fd >= 0) close(q->kick_fd);
+    if (q->call_fd >= 0) close(q->call_fd);
+    free(q->reqs); free(q->free_stack); free(q->bounced);
+  }
+  for (unsigned i = 0; i < b->nregions; i++) {
+    if (b->regions[i].owned) { munmap(b->regions[i].addr, b->regions[i].size); close(b->regions[i].fd); }
+  }
+  pthread_mutex_destroy(&b->lock);
+  free(b);
+}
+
+static const struct stor_backend_ops vu_ops = {
+  .name = "vhost-user", .queue_open = vu_queue_open, .queue_close = vu_queue_close, .submit = vu_submit,
+  .commit = vu_commit, .reap = vu_reap, .event_fd = vu_event_fd, .inflight = vu_inflight,
+  .flush = vu_flush, .destroy = vu_destroy,
+};
+
+/* ---- N-API ----------------------------------------------------------------------------------- */
+
+static void no_free(napi_env env, void *data, void *hint) {}
+
+static struct vu_backend *vu_from_js(napi_env env, napi_value v) {
+  struct stor_backend *be = backend_from_js(env, v);
+  if (!be) return NULL;
+  if (be->ops != &vu_ops) { throw_msg(env, "not a vhost-user client backend"); return NULL; }
+  return (struct vu_backend *)be;
+}
+
+/* vuClientCreate({capacity, readonly, queues, queueSize, segMax, eventIdx, bounceSize, desc})
+ *   -> {backend, memFd, memAddr (BigInt), memSize, queues: [{desc, avail, used (BigInt addrs), kickFd, callFd}]}
+ * The fds returned stay owned by the backend: the front-end sends copies to the server. */
+static napi_value js_vu_create(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  uint64_t capacity, bounce;
+  uint32_t nq, qs, seg_max;
+  bool ro, event_idx;
+  char desc[256];
+  if (!prop_u64(env, argv[0], "capacity", &capacity, 0) || !prop_bool(env, argv[0], "readonly", &ro, false) ||
+      !prop_u32(env, argv[0], "queues", &nq, 1) || !prop_u32(env, argv[0], "queueSize", &qs, 256) ||
+      !prop_u32(env, argv[0], "segMax", &seg_max, 126) || !prop_bool(env, argv[0], "eventIdx", &event_idx, true) ||
+      !prop_u64(env, argv[0], "bounceSize", &bounce, 1 << 20) || !prop_str(env, argv[0], "desc", desc, sizeof desc, "vhost-user"))
+    return NULL;
+  if (nq < 1 || nq > VU_MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", VU_MAX_QUEUES);
+  if (qs < 2 || qs > 32768 || (qs & (qs - 1))) return throw_msg(env, "queue size %u is not a power of 2", qs);
+  if (seg_max < 1) seg_max = 1;
+  if (seg_max > 1024) seg_max = 1024;
+  bounce = ALIGN_UP(bounce, 4096);
+  struct vu_backend *b = calloc(1, sizeof *b);
+  if (!b) return throw_errno(env, "vuClientCreate", ENOMEM);
+  pthread_mutex_init(&b->lock, NULL);
+  b->nqueues = nq; b->seg_max = seg_max; b->itable_len = seg_max + 2; b->bounce_size = bounce; b->event_idx = event_idx;
+  /* per-queue sizes */
+  uint64_t ring_sz = ALIGN_UP(16ull * qs, 4096) + ALIGN_UP(6 + 2ull * qs, 4096) + ALIGN_UP(6 + 8ull * qs, 4096);
+  uint64_t slots_sz = ALIGN_UP(sizeof(struct vu_slot) * qs, 4096);
+  uint64_t itab_sz = ALIGN_UP(16ull * b->itable_len * qs, 4096);
+  uint64_t per_q = ring_sz + slots_sz + itab_sz + bounce * qs;
+  b->mem_size = per_q * nq;
+  b->mem_fd = memfd_create("stor-vu-client", MFD_CLOEXEC);
+  if (b->mem_fd < 0 || ftruncate(b->mem_fd, (off_t)b->mem_size) < 0) { int e = errno; if (b->mem_fd >= 0) close(b->mem_fd); free(b); return throw_errno(env, "memfd", e); }
+  b->mem = mmap(NULL, b->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, b->mem_fd, 0);
+  if (b->mem == MAP_FAILED) { int e = errno; close(b->mem_fd); free(b); return throw_errno(env, "mmap", e); }
+  b->regions[0] = (struct vu_region){ b->mem, b->mem_size, b->mem_fd, true };
+  b->nregions = 1;
+  b->base.ops = &vu_ops;
+  b->base.capacity = capacity;
+  b->base.readonly = ro;
+  b->base.can_discard = b->base.can_write_zeroes = true;
+  b->base.refs = 1;
+  snprintf(b->base.desc, sizeof b->base.desc, "%s", desc);
+
+  napi_value result, qarr;
+  napi_create_object(env, &result);
+  napi_create_array_with_length(env, nq, &qarr);
+  for (unsigned i = 0; i < nq; i++) {
+    struct vu_queue *q = &b->q[i];
+    uint8_t *base = b->mem + per_q * i;
+    q->be = b; q->index = i; q->num = (uint16_t)qs;
+    q->desc = (struct vring_desc *)base;
+    q->avail = (struct vring_avail *)(base + ALIGN_UP(16ull * qs, 4096));
+    q->used = (struct vring_used *)((uint8_t *)q->avail + ALIGN_UP(6 + 2ull * qs, 4096));
+    q->slots = (struct vu_slot *)(base + ring_sz);
+    q->itables = (struct vring_desc *)(base + ring_sz + slots_sz);
+    q->bounce = base + ring_sz + slots_sz + itab_sz;
+    q->reqs = calloc(qs, sizeof *q->reqs);
+    q->bounced = calloc(qs, sizeof *q->bounced);
+    q->free_stack = calloc(qs, sizeof *q->free_stack);
+    for (unsigned k = 0; k < qs; k++) q->free_stack[k] = (uint16_t)(qs - 1 - k);
+    q->free_top = qs;
+    q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    q->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    /* start with interrupts off: a waiting reap turns them on */
+    q->interrupts_on = true;
+    vq_interrupts(q, false);
+    napi_value qo;
+    napi_create_object(env, &qo);
+    set_prop(env, qo, "desc", make_u64(env, (uint64_t)(uintptr_t)q->desc));
+    set_prop(env, qo, "avail", make_u64(env, (uint64_t)(uintptr_t)q->avail));
+    set_prop(env, qo, "used", make_u64(env, (uint64_t)(uintptr_t)q->used));
+    set_prop(env, qo, "kickFd", make_i32(env, q->kick_fd));
+    set_prop(env, qo, "callFd", make_i32(env, q->call_fd));
+    napi_set_element(env, qarr, i, qo);
+  }
+  set_prop(env, result, "backend", backend_wrap(env, &b->base));
+  set_prop(env, result, "memFd", make_i32(env, b->mem_fd));
+  set_prop(env, result, "memAddr", make_u64(env, (uint64_t)(uintptr_t)b->mem));
+  set_prop(env, result, "memSize", make_f64(env, (double)b->mem_size));
+  set_prop(env, result, "queues", qarr);
+  return result;
+}
+
+/* vuClientAllocRegion(backend, size) -> {fd, addr (BigInt), size, buffer}: shared memory the server
+ * will see once the front-end registers it (ADD_MEM_REG); I/O from it is zero-copy. The buffer is
+ * valid while the backend lives. */
+static napi_value js_vu_alloc_region(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct vu_backend *b = vu_from_js(env, argv[0]);
+  uint64_t size;
+  if (!b) return NULL;
+  if (!arg_u64(env, argv[1], &size) || size == 0) return throw_msg(env, "region size must be > 0");
+  size = ALIGN_UP(size, 4096);
+  pthread_mutex_lock(&b->lock);
+  if (b->nregions >= VU_MAX_REGIONS) { pthread_mutex_unlock(&b->lock); return throw_msg(env, "at most %d memory regions", VU_MAX_REGIONS - 1); }
+  int fd = memfd_create("stor-vu-region", MFD_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, (off_t)size) < 0) { int e = errno; if (fd >= 0) close(fd); pthread_mutex_unlock(&b->lock); return throw_errno(env, "memfd", e); }
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) { int e = errno; close(fd); pthread_mutex_unlock(&b->lock); return throw_errno(env, "mmap", e); }
+  /* Region is not visible to submitters until the front-end has registered it; the caller
+   * registers first and only then uses the buffer. */
+  b->regions[b->nregions++] = (struct vu_region){ p, size, fd, true };
+  pthread_mutex_unlock(&b->lock);
+  napi_value o, buf;
+  napi_create_object(env, &o);
+  set_prop(env, o, "fd", make_i32(env, fd));
+  set_prop(env, o, "addr", make_u64(env, (uint64_t)(uintptr_t)p));
+  set_prop(env, o, "size", make_f64(env, (double)size));
+  if (napi_create_external_buffer(env, size, p, no_free, NULL, &buf) != napi_ok) return throw_msg(env, "external buffers unavailable");
+  set_prop(env, o, "buffer", buf);
+  return o;
+}
+
+/* vuClientMarkDead(backend): the server went away; in-flight and new requests fail with ENOTCONN. */
+static napi_value js_vu_mark_dead(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct vu_backend *b = vu_from_js(env, argv[0]);
+  if (!b) return NULL;
+  atomic_store(&b->dead, true);
+  /* wake any thread waiting for a call */
+  for (unsigned i = 0; i < b->nqueues; i++) { uint64_t one = 1; if (write(b->q[i].call_fd, &one, 8) < 0) { /* full */ } }
+  return make_undefined(env);
+}
+
+void vu_client_init(napi_env env, napi_value exports) {
+  export_fn(env, exports, "vuClientCreate", js_vu_create);
+  export_fn(env, exports, "vuClientAllocRegion", js_vu_alloc_region);
+  export_fn(env, exports, "vuClientMarkDead", js_vu_mark_dead);
+}
