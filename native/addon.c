@@ -7,6 +7,7 @@
 void vhost_blk_init(napi_env env, napi_value exports);
 void vu_client_init(napi_env env, napi_value exports);
 void bench_init(napi_env env, napi_value exports);
+void client_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   stor_fault_guard_install();
@@ -15,6 +16,7 @@ static napi_value init(napi_env env, napi_value exports) {
   vhost_blk_init(env, exports);
   vu_client_init(env, exports);
   bench_init(env, exports);
+  client_init(env, exports);
   return exports;
 }
 

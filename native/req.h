@@ -46,6 +46,9 @@ struct stor_backend_ops {
   /* Readable when reap() has work; -1 for backends that complete inline. */
   int (*event_fd)(struct stor_bqueue *q);
   unsigned (*inflight)(struct stor_bqueue *q);
+  /* Optional: makes event_fd fire on the next completion (for callers that wait on event_fd
+   * themselves, e.g. the Node event loop); returns completions reaped while arming. NULL: always armed. */
+  int (*arm)(struct stor_bqueue *q);
   /* Whole-backend flush (shutdown, and FLUSH requests for synchronous backends). */
   int (*flush)(struct stor_backend *be);
   void (*destroy)(struct stor_backend *be);

@@ -311,6 +311,19 @@ static napi_value js_watch_stop(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* ref(on): whether the watch keeps the event loop alive (uv_ref / uv_unref). */
+static napi_value js_watch_ref(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1], self;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
+  bool on = true;
+  if (argc > 0) arg_bool(env, argv[0], &on);
+  fd_watch *w;
+  if (napi_unwrap(env, self, (void **)&w) == napi_ok && w && !w->closed) {
+    if (on) uv_ref((uv_handle_t *)&w->poll); else uv_unref((uv_handle_t *)&w->poll);
+  }
+  return make_undefined(env);
+}
+
 static void watch_finalize(napi_env env, void *data, void *hint) {
   /* Collected without stop(): stop it now so libuv does not call into a dead object. */
   watch_stop((fd_watch *)data);
@@ -338,6 +351,9 @@ static napi_value js_watch_fd(napi_env env, napi_callback_info info) {
   napi_create_object(env, &obj);
   napi_create_function(env, "stop", NAPI_AUTO_LENGTH, js_watch_stop, NULL, &stop);
   set_prop(env, obj, "stop", stop);
+  napi_value ref;
+  napi_create_function(env, "ref", NAPI_AUTO_LENGTH, js_watch_ref, NULL, &ref);
+  set_prop(env, obj, "ref", ref);
   napi_wrap(env, obj, w, watch_finalize, NULL, NULL);
   return obj;
 }

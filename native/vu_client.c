@@ -13,6 +13,7 @@
 #include "napi_util.h"
 #include "virtio_blk.h"
 #include "vring.h"
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define VU_MAX_QUEUES 64
@@ -53,6 +55,7 @@ struct vu_queue {
   atomic_bool claimed;             /* one backend queue (thread) per virtqueue */
   bool interrupts_on;
   uint64_t kicks, waits;
+  unsigned idle_polls;             /* empty non-blocking reaps since the last liveness check */
 };
 
 struct vu_backend {
@@ -70,7 +73,22 @@ struct vu_backend {
   unsigned nregions;
   pthread_mutex_t lock;            /* claims and region changes */
   atomic_bool dead;                /* the server went away: fail everything quickly */
+  int ctl_fd;                      /* a dup of the control socket: its EOF means the server is gone */
 };
+
+/* The server closed the control socket (it died or dropped us): nothing will complete. */
+static bool vu_server_gone(struct vu_backend *b) {
+  if (atomic_load_explicit(&b->dead, memory_order_relaxed)) return true;
+  if (b->ctl_fd < 0) return false;
+  struct pollfd p = { b->ctl_fd, POLLIN | POLLRDHUP, 0 };
+  if (poll(&p, 1, 0) <= 0) return false;
+  char c;
+  if ((p.revents & (POLLHUP | POLLRDHUP | POLLERR)) || recv(b->ctl_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+    atomic_store(&b->dead, true);
+    return true;
+  }
+  return false;
+}
 
 static bool in_regions(struct vu_backend *b, const void *p, size_t len) {
   const uint8_t *a = p;
@@ -225,21 +243,25 @@ static unsigned vu_inflight(struct stor_bqueue *bq) {
 
 static int vu_reap(struct stor_bqueue *bq, bool wait) {
   struct vu_queue *q = (struct vu_queue *)bq;
+  struct vu_backend *b = q->be;
   vq_kick_if_needed(q);
   int n = vu_reap_ready(q);
-  while (n == 0 && wait && vu_inflight(bq) && !atomic_load_explicit(&q->be->dead, memory_order_relaxed)) {
+  while (n == 0 && wait && vu_inflight(bq) && !vu_server_gone(b)) {
     vq_interrupts(q, true);
     n = vu_reap_ready(q);   /* completions that raced with turning interrupts on */
     if (n) break;
-    struct pollfd p = { q->call_fd, POLLIN, 0 };
-    int r = poll(&p, 1, 1000);
+    struct pollfd p[2] = { { q->call_fd, POLLIN, 0 }, { b->ctl_fd, POLLRDHUP, 0 } };
+    int r = poll(p, b->ctl_fd >= 0 ? 2 : 1, 1000);
     q->waits++;
-    if (r > 0) { uint64_t v; if (read(q->call_fd, &v, 8) < 0) { /* spurious */ } }
+    if (r > 0 && (p[0].revents & POLLIN)) { uint64_t v; if (read(q->call_fd, &v, 8) < 0) { /* spurious */ } }
     n = vu_reap_ready(q);
   }
   if (q->interrupts_on && !wait) vq_interrupts(q, false);
+  /* polling callers: look at the control socket now and then */
+  if (n == 0 && !wait && vu_inflight(bq) && ++q->idle_polls >= 65536) { q->idle_polls = 0; vu_server_gone(b); }
+  if (n) q->idle_polls = 0;
   /* a dead server: complete what is left so callers never hang */
-  if (atomic_load_explicit(&q->be->dead, memory_order_relaxed)) {
+  if (atomic_load_explicit(&b->dead, memory_order_relaxed)) {
     for (unsigned id = 0; id < q->num; id++) {
       struct stor_req *r = q->reqs[id];
       if (!r) continue;
@@ -250,6 +272,12 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
     }
   }
   return n;
+}
+
+static int vu_arm(struct stor_bqueue *bq) {
+  struct vu_queue *q = (struct vu_queue *)bq;
+  vq_interrupts(q, true);
+  return vu_reap_ready(q);
 }
 
 static int vu_event_fd(struct stor_bqueue *bq) { return ((struct vu_queue *)bq)->call_fd; }
@@ -266,13 +294,14 @@ static void vu_destroy(struct stor_backend *be) {
   for (unsigned i = 0; i < b->nregions; i++) {
     if (b->regions[i].owned) { munmap(b->regions[i].addr, b->regions[i].size); close(b->regions[i].fd); }
   }
+  if (b->ctl_fd >= 0) close(b->ctl_fd);
   pthread_mutex_destroy(&b->lock);
   free(b);
 }
 
 static const struct stor_backend_ops vu_ops = {
   .name = "vhost-user", .queue_open = vu_queue_open, .queue_close = vu_queue_close, .submit = vu_submit,
-  .commit = vu_commit, .reap = vu_reap, .event_fd = vu_event_fd, .inflight = vu_inflight,
+  .commit = vu_commit, .reap = vu_reap, .event_fd = vu_event_fd, .inflight = vu_inflight, .arm = vu_arm,
   .flush = vu_flush, .destroy = vu_destroy,
 };
 
@@ -301,6 +330,8 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
       !prop_u32(env, argv[0], "segMax", &seg_max, 126) || !prop_bool(env, argv[0], "eventIdx", &event_idx, true) ||
       !prop_u64(env, argv[0], "bounceSize", &bounce, 1 << 20) || !prop_str(env, argv[0], "desc", desc, sizeof desc, "vhost-user"))
     return NULL;
+  int32_t ctl_fd;
+  if (!prop_i32(env, argv[0], "controlFd", &ctl_fd, -1)) return NULL;
   if (nq < 1 || nq > VU_MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", VU_MAX_QUEUES);
   if (qs < 2 || qs > 32768 || (qs & (qs - 1))) return throw_msg(env, "queue size %u is not a power of 2", qs);
   if (seg_max < 1) seg_max = 1;
@@ -309,6 +340,7 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   struct vu_backend *b = calloc(1, sizeof *b);
   if (!b) return throw_errno(env, "vuClientCreate", ENOMEM);
   pthread_mutex_init(&b->lock, NULL);
+  b->ctl_fd = -1;
   b->nqueues = nq; b->seg_max = seg_max; b->itable_len = seg_max + 2; b->bounce_size = bounce; b->event_idx = event_idx;
   /* per-queue sizes */
   uint64_t ring_sz = ALIGN_UP(16ull * qs, 4096) + ALIGN_UP(6 + 2ull * qs, 4096) + ALIGN_UP(6 + 8ull * qs, 4096);
@@ -329,6 +361,7 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   b->base.refs = 1;
   snprintf(b->base.desc, sizeof b->base.desc, "%s", desc);
 
+  b->ctl_fd = ctl_fd >= 0 ? fcntl(ctl_fd, F_DUPFD_CLOEXEC, 0) : -1;
   napi_value result, qarr;
   napi_create_object(env, &result);
   napi_create_array_with_length(env, nq, &qarr);
@@ -399,12 +432,17 @@ static napi_value js_vu_alloc_region(napi_env env, napi_callback_info info) {
   return o;
 }
 
-/* vuClientMarkDead(backend): the server went away; in-flight and new requests fail with ENOTCONN. */
+/* vuClientMarkDead(backend, shutdown?): the server went away (or we are closing); in-flight and new
+ * requests fail with ENOTCONN. With shutdown, the control socket is shut down too, so the server
+ * sees the end of the session now even though our dup of it lives until the backend is freed. */
 static napi_value js_vu_mark_dead(napi_env env, napi_callback_info info) {
-  GET_ARGS(env, info, 1);
+  GET_ARGS(env, info, 2);
   struct vu_backend *b = vu_from_js(env, argv[0]);
   if (!b) return NULL;
+  bool do_shutdown = false;
+  if (argc > 1) arg_bool(env, argv[1], &do_shutdown);
   atomic_store(&b->dead, true);
+  if (do_shutdown && b->ctl_fd >= 0) shutdown(b->ctl_fd, SHUT_RDWR);
   /* wake any thread waiting for a call */
   for (unsigned i = 0; i < b->nqueues; i++) { uint64_t one = 1; if (write(b->q[i].call_fd, &one, 8) < 0) { /* full */ } }
   return make_undefined(env);

@@ -7,7 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { StorError } from './errors.js';
 
 export interface RecvResult { data: Buffer; fds: number[]; truncated: boolean }
-export interface FdWatch { stop(): void }
+export interface FdWatch {
+  stop(): void;
+  /** Whether the watch keeps the process alive (default true). */
+  ref(on: boolean): void;
+}
 
 export interface NativeSys {
   unixListen(path: string, backlog?: number): number;
@@ -76,7 +80,49 @@ export interface NativeBlkDevice {
   blkDeviceStats(d: BlkDeviceHandle): QueueStats[];
 }
 
-export type NativeAddon = NativeSys & NativeBackend & NativeBlkDevice;
+export interface VuClientQueueInfo { desc: bigint; avail: bigint; used: bigint; kickFd: number; callFd: number }
+export interface VuClientCreated { backend: BackendHandle; memFd: number; memAddr: bigint; memSize: number; queues: VuClientQueueInfo[] }
+export interface VuClientRegion { fd: number; addr: bigint; size: number; buffer: Buffer }
+
+/** The driver side of a remote vhost-user-blk device, as a backend. */
+export interface NativeVuClient {
+  vuClientCreate(o: { capacity: number; readonly: boolean; queues: number; queueSize: number; segMax: number; eventIdx: boolean;
+    bounceSize?: number; desc?: string; controlFd?: number }): VuClientCreated;
+  vuClientAllocRegion(b: BackendHandle, size: number): VuClientRegion;
+  vuClientMarkDead(b: BackendHandle, shutdown?: boolean): void;
+}
+
+export type ClientQueueHandle = { readonly __clientq: unique symbol };
+export const STOR_OP = { READ: 0, WRITE: 1, FLUSH: 2, DISCARD: 3, WRITE_ZEROES: 4 } as const;
+export const STOR_REQ_F_UNMAP = 1;
+/** Requests from JavaScript onto a backend queue, completed as [token, result] pairs. */
+export interface NativeClient {
+  clientQueueOpen(b: BackendHandle, depth: number): ClientQueueHandle;
+  /** false when every slot is in flight. */
+  clientSubmit(q: ClientQueueHandle, op: number, offset: number, length: number, buffer: Uint8Array | null, token: number, flags?: number): boolean;
+  clientCommit(q: ClientQueueHandle): void;
+  /** [token, result, token, result, ...]; result 0 or -errno. */
+  clientReap(q: ClientQueueHandle, spinUs?: number, arm?: boolean): Float64Array;
+  clientInfo(q: ClientQueueHandle): { eventFd: number; inflight: number; free: number };
+  clientQueueClose(q: ClientQueueHandle): void;
+}
+
+export interface BenchThreadResult {
+  readIos: number; writeIos: number; readBytes: number; writeBytes: number; errors: number; verifyFailures: number;
+  verified: number; latMinNs: number; latMaxNs: number; latSumNs: number; cpuUser: number; cpuSys: number;
+  firstBadOffset: number; error?: string; timeline: number[];
+}
+export interface BenchRunResult { threads: BenchThreadResult[]; histogram: Array<[number, number]>; wallSeconds: number; tickMs: number }
+export interface BenchRunConfig {
+  rw: 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw'; rwmixread?: number; bs: number; iodepth: number;
+  threads: number; offset?: number; span?: number; runtimeMs: number; rampMs?: number; wait: 'notify' | 'poll' | 'adaptive';
+  spinUs?: number; verify?: boolean; seed?: number; tickMs?: number;
+}
+export interface NativeBench {
+  benchRun(b: BackendHandle, cfg: BenchRunConfig, bufferPool?: Buffer): { promise: Promise<BenchRunResult>; progress(): number };
+}
+
+export type NativeAddon = NativeSys & NativeBackend & NativeBlkDevice & NativeVuClient & NativeClient & NativeBench;
 
 let addon: NativeAddon | undefined;
 

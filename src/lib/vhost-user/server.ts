@@ -64,7 +64,8 @@ export class VhostUserBlkServer extends EventEmitter {
     this.capacity = info.capacity;
     const ro = options.readonly || info.readonly;
     let f = bit(VIRTIO_F.VERSION_1) | bit(F_PROTOCOL_FEATURES) | bit(VIRTIO_F.RING_INDIRECT_DESC) | bit(VIRTIO_F.RING_EVENT_IDX)
-      | bit(VIRTIO_BLK_F.SEG_MAX) | bit(VIRTIO_BLK_F.BLK_SIZE) | bit(VIRTIO_BLK_F.FLUSH) | bit(VIRTIO_BLK_F.MQ);
+      | bit(VIRTIO_BLK_F.SEG_MAX) | bit(VIRTIO_BLK_F.BLK_SIZE) | bit(VIRTIO_BLK_F.FLUSH) | bit(VIRTIO_BLK_F.MQ)
+      | bit(VIRTIO_BLK_F.TOPOLOGY);
     f |= ro ? bit(VIRTIO_BLK_F.RO) : bit(VIRTIO_BLK_F.DISCARD) | bit(VIRTIO_BLK_F.WRITE_ZEROES);
     this.featuresOffered = f;
     this.protocolFeaturesOffered = bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG)
@@ -111,6 +112,9 @@ export class VhostUserBlkServer extends EventEmitter {
       let fd: number;
       try { fd = n.accept(this.listenFd); } catch (e) { this.log('warn', `accept: ${(e as Error).message}`); return; }
       if (fd < 0) return;
+      // The current front-end may already be gone with its EOF still queued (a client that
+      // closes and reconnects at once): process that first, so only a live one causes a refusal.
+      this.conn?.poll();
       if (this.conn || this.closed) {
         // vhost-user has one front-end per device: refuse, do not disturb the one we serve.
         this.log('warn', 'refused a second front-end: the device already has one (vhost-user allows one at a time)');
@@ -197,6 +201,9 @@ class Connection {
     n.close(this.fd);
     this.server.connectionEnded(this, reason);
   }
+
+  /** Processes whatever the front-end has sent so far (including an EOF). */
+  poll(): void { this.onReadable(); }
 
   private onReadable(): void {
     const n = native();

@@ -33,6 +33,9 @@ export interface BlkConfig {
   maxWriteZeroesSectors: number;
   discardSectorAlignment: number;
   writeZeroesMayUnmap: boolean;
+  /** TOPOLOGY: smallest and optimal I/O size, in logical blocks. */
+  minIoBlocks?: number;
+  optIoBlocks?: number;
 }
 
 /** Size of the config space we serve: through the secure-erase fields (virtio 1.2). */
@@ -50,6 +53,8 @@ export function encodeBlkConfig(c: BlkConfig): Buffer {
   b.writeBigUInt64LE(BigInt(Math.floor(c.capacityBytes / 512)), o.capacity);
   b.writeUInt32LE(c.segMax, o.segMax);
   b.writeUInt32LE(c.blockSize, o.blkSize);
+  b.writeUInt16LE(c.minIoBlocks ?? 1, o.topology + 2);
+  b.writeUInt32LE(c.optIoBlocks ?? 1, o.topology + 4);
   b.writeUInt16LE(c.numQueues, o.numQueues);
   b.writeUInt32LE(c.maxDiscardSectors, o.maxDiscardSectors);
   b.writeUInt32LE(1, o.maxDiscardSeg);
@@ -61,6 +66,7 @@ export function encodeBlkConfig(c: BlkConfig): Buffer {
 }
 
 export interface DecodedBlkConfig {
+  minIoSize: number; optIoSize: number;
   capacitySectors: bigint; sizeMax: number; segMax: number; blkSize: number; numQueues: number;
   maxDiscardSectors: number; maxDiscardSeg: number; discardSectorAlignment: number;
   maxWriteZeroesSectors: number; maxWriteZeroesSeg: number; writeZeroesMayUnmap: boolean;
@@ -72,6 +78,7 @@ export function decodeBlkConfig(b: Buffer): DecodedBlkConfig {
   b.copy(full);
   const o = BLK_CONFIG_OFFSET;
   return {
+    minIoSize: full.readUInt16LE(o.topology + 2), optIoSize: full.readUInt32LE(o.topology + 4),
     capacitySectors: full.readBigUInt64LE(o.capacity), sizeMax: full.readUInt32LE(o.sizeMax),
     segMax: full.readUInt32LE(o.segMax), blkSize: full.readUInt32LE(o.blkSize), numQueues: full.readUInt16LE(o.numQueues),
     maxDiscardSectors: full.readUInt32LE(o.maxDiscardSectors), maxDiscardSeg: full.readUInt32LE(o.maxDiscardSeg),

@@ -1,0 +1,207 @@
+/* Requests from JavaScript (the promise-based client library) onto any backend queue. JS submits
+ * with a token, watches event_fd on the libuv loop (or polls), and reaps [token, result] pairs.
+ * Buffers stay referenced until their request completes. */
+#include "backend.h"
+#include "napi_util.h"
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+struct client_req {
+  struct stor_req req;
+  struct iovec iov;
+  struct client_queue *q;
+  double token;
+  napi_ref buf_ref;
+  bool used;
+};
+
+struct client_queue {
+  struct stor_backend *be;
+  struct stor_bqueue *bq;
+  napi_ref backend_ref;
+  struct client_req *reqs;
+  unsigned depth;
+  unsigned *free_ids; unsigned free_top;
+  /* completed, not yet handed to JS */
+  unsigned *done_ids; unsigned done_n;
+  bool closed;
+};
+
+static void on_complete(struct stor_req *r) {
+  struct client_req *c = (struct client_req *)r;
+  c->q->done_ids[c->q->done_n++] = (unsigned)(c - c->q->reqs);
+}
+
+static struct client_queue *cq_arg(napi_env env, napi_value v) {
+  void *data; napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
+    throw_msg(env, "expected a client queue handle");
+    return NULL;
+  }
+  struct client_queue *q = data;
+  if (q->closed) { throw_msg(env, "client queue is closed"); return NULL; }
+  return q;
+}
+
+static void cq_close(napi_env env, struct client_queue *q) {
+  if (q->closed) return;
+  /* finish what is in flight: its buffers are still referenced */
+  while (q->be->ops->inflight(q->bq)) { q->be->ops->commit(q->bq); q->be->ops->reap(q->bq, true); }
+  for (unsigned i = 0; i < q->depth; i++) if (q->reqs[i].buf_ref) napi_delete_reference(env, q->reqs[i].buf_ref);
+  q->be->ops->queue_close(q->bq);
+  napi_delete_reference(env, q->backend_ref);
+  q->closed = true;
+}
+
+static void cq_finalize(napi_env env, void *data, void *hint) {
+  struct client_queue *q = data;
+  if (!q->closed) {
+    /* collected without close(): no env calls allowed on references here beyond deletion */
+    while (q->be->ops->inflight(q->bq)) { q->be->ops->commit(q->bq); q->be->ops->reap(q->bq, true); }
+    q->be->ops->queue_close(q->bq);
+  }
+  free(q->reqs); free(q->free_ids); free(q->done_ids); free(q);
+}
+
+/* clientQueueOpen(backend, depth) -> handle */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct stor_backend *be = backend_from_js(env, argv[0]);
+  uint32_t depth;
+  if (!be) return NULL;
+  if (!arg_u32(env, argv[1], &depth) || depth == 0 || depth > 32768) return throw_msg(env, "depth must be 1..32768");
+  struct client_queue *q = calloc(1, sizeof *q);
+  q->be = be; q->depth = depth;
+  q->reqs = calloc(depth, sizeof *q->reqs);
+  q->free_ids = calloc(depth, sizeof *q->free_ids);
+  q->done_ids = calloc(depth, sizeof *q->done_ids);
+  if (!q->reqs || !q->free_ids || !q->done_ids) { free(q->reqs); free(q->free_ids); free(q->done_ids); free(q); return throw_errno(env, "clientQueueOpen", ENOMEM); }
+  int r = be->ops->queue_open(be, depth, &q->bq);
+  if (r < 0) {
+    free(q->reqs); free(q->free_ids); free(q->done_ids); free(q);
+    return r == -EBUSY ? throw_msg(env, "every queue of this device is in use") : throw_errno(env, "open queue", -r);
+  }
+  for (unsigned i = 0; i < depth; i++) { q->free_ids[i] = depth - 1 - i; q->reqs[i].q = q; }
+  q->free_top = depth;
+  napi_create_reference(env, argv[0], 1, &q->backend_ref);
+  napi_value ext;
+  NAPI_CALL(env, napi_create_external(env, q, cq_finalize, NULL, &ext));
+  return ext;
+}
+
+/* clientSubmit(q, op, offset, length, buffer|null, token, flags) -> true, or false when the queue is full */
+static napi_value js_submit(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 7);
+  struct client_queue *q = cq_arg(env, argv[0]);
+  if (!q) return NULL;
+  uint32_t op, flags = 0; uint64_t offset, length; double token;
+  if (!arg_u32(env, argv[1], &op) || !arg_u64(env, argv[2], &offset) || !arg_u64(env, argv[3], &length) ||
+      napi_get_value_double(env, argv[5], &token) != napi_ok)
+    return throw_msg(env, "clientSubmit(q, op, offset, length, buffer, token, flags)");
+  if (argc > 6) arg_u32(env, argv[6], &flags);
+  if (q->free_top == 0) return make_bool(env, false);
+  void *data = NULL; size_t len = 0;
+  napi_valuetype bt;
+  napi_typeof(env, argv[4], &bt);
+  if (bt != napi_null && bt != napi_undefined) {
+    if (!arg_buffer(env, argv[4], &data, &len)) return throw_msg(env, "buffer must be a Buffer or Uint8Array");
+    if (len < length) return throw_msg(env, "buffer of %zu bytes is shorter than the request (%llu)", len, (unsigned long long)length);
+  }
+  unsigned id = q->free_ids[--q->free_top];
+  struct client_req *c = &q->reqs[id];
+  memset(&c->req, 0, sizeof c->req);
+  c->req.op = (uint8_t)op;
+  c->req.flags = (uint8_t)flags;
+  c->req.offset = offset;
+  c->req.length = length;
+  c->req.complete = on_complete;
+  c->token = token;
+  if (data) {
+    c->iov.iov_base = data; c->iov.iov_len = length;
+    c->req.iov = &c->iov; c->req.niov = 1;
+    napi_create_reference(env, argv[4], 1, &c->buf_ref);
+  }
+  q->be->ops->submit(q->bq, &c->req);
+  return make_bool(env, true);
+}
+
+static napi_value js_commit(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct client_queue *q = cq_arg(env, argv[0]);
+  if (!q) return NULL;
+  q->be->ops->commit(q->bq);
+  return make_undefined(env);
+}
+
+static uint64_t mono_ns(void) {
+  struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* clientReap(q, spinUs, arm) -> Float64Array [token, result, token, result, ...]
+ * spinUs > 0: poll up to that long for a first completion (polled mode).
+ * arm: leave the event fd armed for the next completion (event-driven mode). */
+static napi_value js_reap(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  struct client_queue *q = cq_arg(env, argv[0]);
+  if (!q) return NULL;
+  uint32_t spin_us = 0; bool arm = false;
+  if (argc > 1) arg_u32(env, argv[1], &spin_us);
+  if (argc > 2) arg_bool(env, argv[2], &arm);
+  const struct stor_backend_ops *ops = q->be->ops;
+  int efd = ops->event_fd(q->bq);
+  if (efd >= 0) { uint64_t v; if (read(efd, &v, 8) < 0) { /* nothing pending */ } }
+  ops->commit(q->bq);
+  if (ops->inflight(q->bq)) ops->reap(q->bq, false);
+  if (spin_us && !q->done_n && ops->inflight(q->bq)) {
+    uint64_t until = mono_ns() + spin_us * 1000ull;
+    while (!q->done_n && ops->inflight(q->bq) && mono_ns() < until) { ops->reap(q->bq, false); __builtin_ia32_pause(); }
+  }
+  if (arm && ops->arm && ops->inflight(q->bq)) ops->arm(q->bq);
+  napi_value ab, arr;
+  void *raw;
+  napi_create_arraybuffer(env, q->done_n * 2 * sizeof(double), &raw, &ab);
+  double *out = raw;
+  for (unsigned i = 0; i < q->done_n; i++) {
+    struct client_req *c = &q->reqs[q->done_ids[i]];
+    out[2 * i] = c->token;
+    out[2 * i + 1] = c->req.result;
+    if (c->buf_ref) { napi_delete_reference(env, c->buf_ref); c->buf_ref = NULL; }
+    q->free_ids[q->free_top++] = q->done_ids[i];
+  }
+  napi_create_typedarray(env, napi_float64_array, q->done_n * 2, ab, 0, &arr);
+  q->done_n = 0;
+  return arr;
+}
+
+/* clientInfo(q) -> {eventFd, inflight, free} */
+static napi_value js_info(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct client_queue *q = cq_arg(env, argv[0]);
+  if (!q) return NULL;
+  napi_value o;
+  napi_create_object(env, &o);
+  set_prop(env, o, "eventFd", make_i32(env, q->be->ops->event_fd(q->bq)));
+  set_prop(env, o, "inflight", make_u32(env, q->be->ops->inflight(q->bq) + q->done_n));
+  set_prop(env, o, "free", make_u32(env, q->free_top));
+  return o;
+}
+
+static napi_value js_close_q(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  void *data; napi_valuetype t;
+  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external || napi_get_value_external(env, argv[0], &data) != napi_ok)
+    return throw_msg(env, "expected a client queue handle");
+  cq_close(env, data);
+  return make_undefined(env);
+}
+
+void client_init(napi_env env, napi_value exports) {
+  export_fn(env, exports, "clientQueueOpen", js_open);
+  export_fn(env, exports, "clientSubmit", js_submit);
+  export_fn(env, exports, "clientCommit", js_commit);
+  export_fn(env, exports, "clientReap", js_reap);
+  export_fn(env, exports, "clientInfo", js_info);
+  export_fn(env, exports, "clientQueueClose", js_close_q);
+}

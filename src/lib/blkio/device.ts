@@ -1,0 +1,386 @@
+// A libblkio-style client. open() a target — a vhost-user-blk socket (virtio-blk over
+// vhost-user, zero copy from shared memory regions), a file or block device (io_uring), or an
+// in-process null/mem backend — and issue reads, writes, flushes, discards and write-zeroes as
+// promises. Requests run through the native data plane; JavaScript only submits and resolves.
+import { StorError, usageError } from '../errors.js';
+import {
+  native, STOR_OP, STOR_REQ_F_UNMAP, type BackendHandle, type ClientQueueHandle, type FdWatch, type VuClientRegion,
+} from '../native.js';
+import { parseTarget, type Target } from '../target.js';
+import { openBackend } from '../backend.js';
+import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../virtio/blk.js';
+import { ProtocolFeature } from '../vhost-user/protocol.js';
+import { VhostUserFrontend } from '../vhost-user/frontend.js';
+import { BlkioError } from './errors.js';
+
+export type Completion = 'event' | 'poll';
+
+export interface OpenOptions {
+  /** Queues to use (each is a virtqueue or an io_uring), default 1. */
+  numQueues?: number;
+  /** Ring entries per queue (requests in flight per queue), default 256. */
+  queueSize?: number;
+  /** event: completions through an eventfd watched by the Node event loop; poll: busy-polled. */
+  completion?: Completion;
+  readOnly?: boolean;
+  /** io_uring targets: O_DIRECT. */
+  direct?: boolean;
+  /** Control-plane reply timeout (vhost-user), default 5000 ms. */
+  timeoutMs?: number;
+  /** Polled completion: how long one poll attempt spins before yielding to the event loop. */
+  pollSpinUs?: number;
+}
+
+/** Named as libblkio names them (capacity, request-alignment, ...), in camelCase. */
+export interface Properties {
+  driver: 'virtio-blk-vhost-user' | 'io_uring' | 'null' | 'mem';
+  target: string;
+  capacity: number;
+  requestAlignment: number;
+  bufAlignment: number;
+  optimalIoAlignment: number;
+  optimalIoSize: number;
+  /** 0: no limit. */
+  maxTransfer: number;
+  maxQueues: number;
+  numQueues: number;
+  maxSegments: number;
+  readOnly: boolean;
+  canDiscard: boolean;
+  canWriteZeroes: boolean;
+  discardAlignment: number;
+  maxDiscardLength: number;
+  maxWriteZeroesLength: number;
+  maxMemRegions: number;
+  needsMemRegions: boolean;
+  /** virtio features negotiated (vhost-user) */
+  features: string[];
+}
+
+export interface RequestOptions { queue?: number }
+
+/** Shared memory the device reads and writes without copying (vhost-user), or an aligned buffer. */
+export interface MemRegion { buffer: Buffer; size: number }
+
+interface Pending { resolve: () => void; reject: (e: Error) => void; op: string; offset: number; length: number }
+
+/** Largest request sent from a buffer outside registered memory: it goes through a bounce buffer. */
+const BOUNCE_SIZE = 1 << 20;
+const NEG_ERRNO = (r: number): number => -r;
+
+class QueueRunner {
+  private tokens = new Map<number, Pending>();
+  private next = 1;
+  private waiting: Array<() => void> = [];
+  private watch?: FdWatch;
+  private pollScheduled = false;
+  private readonly eventFd: number;
+
+  constructor(readonly handle: ClientQueueHandle, private completion: Completion, private spinUs: number) {
+    this.eventFd = native().clientInfo(handle).eventFd;
+    if (completion === 'event' && this.eventFd >= 0) {
+      this.watch = native().watchFd(this.eventFd, true, false, () => this.reap(0, true));
+      // Only in-flight requests keep the process alive.
+      this.watch.ref(false);
+    }
+  }
+
+  get inflight(): number { return this.tokens.size; }
+
+  async submit(op: number, opName: string, offset: number, length: number, buf: Uint8Array | null, flags = 0): Promise<void> {
+    const n = native();
+    for (;;) {
+      const token = this.next++;
+      const p = new Promise<void>((resolve, reject) => this.tokens.set(token, { resolve, reject, op: opName, offset, length }));
+      let ok: boolean;
+      try { ok = n.clientSubmit(this.handle, op, offset, length, buf, token, flags); }
+      catch (e) { this.tokens.delete(token); throw new BlkioError(opName, offset, length, 22, (e as Error).message); }
+      if (!ok) {
+        // every slot is busy: wait for a completion, then try again
+        this.tokens.delete(token);
+        await new Promise<void>((r) => { this.waiting.push(r); this.kick(); });
+        continue;
+      }
+      this.kick();
+      return p;
+    }
+  }
+
+  /** Makes sure completions will be noticed: commit, then arm the event fd or schedule a poll. */
+  private kick(): void {
+    const n = native();
+    n.clientCommit(this.handle);
+    if (this.watch) {
+      this.watch.ref(true);
+      this.reap(0, true);   // arm, and take what already completed (synchronous or raced)
+    } else if (!this.pollScheduled) {
+      this.pollScheduled = true;
+      setImmediate(() => { this.pollScheduled = false; this.reap(this.spinUs, false); });
+    }
+  }
+
+  reap(spinUs: number, arm: boolean): void {
+    const done = native().clientReap(this.handle, spinUs, arm);
+    for (let i = 0; i < done.length; i += 2) {
+      const p = this.tokens.get(done[i]);
+      if (!p) continue;
+      this.tokens.delete(done[i]);
+      const r = done[i + 1];
+      if (r < 0) p.reject(new BlkioError(p.op, p.offset, p.length, NEG_ERRNO(r))); else p.resolve();
+    }
+    while (this.waiting.length && done.length) this.waiting.shift()!();
+    if (this.tokens.size === 0) { this.watch?.ref(false); return; }
+    if (!this.watch) {
+      if (!this.pollScheduled) {
+        this.pollScheduled = true;
+        setImmediate(() => { this.pollScheduled = false; this.reap(this.spinUs, false); });
+      }
+    }
+  }
+
+  close(): void {
+    this.watch?.stop();
+    this.watch = undefined;
+    native().clientQueueClose(this.handle);
+    for (const [, p] of this.tokens) p.reject(new BlkioError(p.op, p.offset, p.length, 107, 'the device was closed'));
+    this.tokens.clear();
+  }
+}
+
+export class BlockDevice {
+  readonly properties: Properties;
+  /** The native backend: engines (copy, bench) run on it without JavaScript per request. */
+  readonly backend: BackendHandle;
+  private queues: QueueRunner[];
+  private closed = false;
+  private regions: Array<{ start: bigint; end: bigint }> = [];
+  private ctlWatch?: FdWatch;
+
+  private constructor(props: Properties, backend: BackendHandle, queues: QueueRunner[], private fe?: VhostUserFrontend) {
+    this.properties = props;
+    this.backend = backend;
+    this.queues = queues;
+    if (fe) {
+      // The server going away must fail in-flight requests, not hang them.
+      this.ctlWatch = native().watchFd(fe.fd, true, false, () => {
+        const r = native().recvmsg(fe.fd, 64);
+        if (r && r.data.length > 0) { for (const f of r.fds) native().close(f); return; }
+        if (r === null) return;
+        this.ctlWatch?.stop(); this.ctlWatch = undefined;
+        native().vuClientMarkDead(this.backend);
+        for (const q of this.queues) q.reap(0, false);
+      });
+      // an open device must not keep the process alive by itself
+      this.ctlWatch.ref(false);
+    }
+  }
+
+  /** Opens a target: "vhost-user:/path.sock", "file:/img", "/dev/vdb", "null:1G", "mem:1G". */
+  static async open(target: string | Target, opts: OpenOptions = {}): Promise<BlockDevice> {
+    const t = typeof target === 'string' ? parseTarget(target) : target;
+    const numQueues = opts.numQueues ?? 1;
+    const queueSize = opts.queueSize ?? 256;
+    if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > 64) throw usageError('numQueues', `${numQueues} is not 1..64`);
+    if (!Number.isInteger(queueSize) || queueSize < 2 || queueSize > 32768 || (queueSize & (queueSize - 1))) {
+      throw usageError('queueSize', `${queueSize} is not a power of 2 from 2 to 32768`);
+    }
+    const completion = opts.completion ?? 'event';
+    const spin = opts.pollSpinUs ?? 200;
+    if (t.kind === 'vhost-user') return BlockDevice.openVhostUser(t.path, numQueues, queueSize, completion, spin, opts);
+    const { handle, info } = openBackend(t.kind === 'file' ? { ...t, direct: opts.direct ?? t.direct } : t, { readonly: opts.readOnly });
+    const driver = t.kind === 'file' ? 'io_uring' : t.kind;
+    const align = t.kind === 'file' && (opts.direct ?? t.direct) ? 4096 : 1;
+    const props: Properties = {
+      driver, target: info.desc, capacity: info.capacity, requestAlignment: 512, bufAlignment: align, optimalIoAlignment: 512,
+      optimalIoSize: 0, maxTransfer: 0, maxQueues: 64, numQueues, maxSegments: 1024, readOnly: info.readonly,
+      canDiscard: !info.readonly, canWriteZeroes: !info.readonly, discardAlignment: 512, maxDiscardLength: 0,
+      maxWriteZeroesLength: 0, maxMemRegions: 0, needsMemRegions: false, features: [],
+    };
+    const queues = Array.from({ length: numQueues }, () => new QueueRunner(native().clientQueueOpen(handle, queueSize), completion, spin));
+    return new BlockDevice(props, handle, queues);
+  }
+
+  private static openVhostUser(path: string, numQueues: number, queueSize: number, completion: Completion, spin: number,
+    opts: OpenOptions): BlockDevice {
+    let fe: VhostUserFrontend;
+    try { fe = VhostUserFrontend.connect(path, { timeoutMs: opts.timeoutMs ?? 5000 }); }
+    catch (e) {
+      throw new StorError(`cannot connect to vhost-user socket ${path}: ${(e as Error).message.replace(/^.*?: /, '')}`, {
+        hint: 'is a vhost-user-blk server (stor serve, qemu-storage-daemon) listening there?', cause: e,
+      });
+    }
+    try {
+      const want = bit(VIRTIO_F.VERSION_1) | bit(VIRTIO_F.RING_EVENT_IDX) | bit(VIRTIO_F.RING_INDIRECT_DESC)
+        | bit(VIRTIO_BLK_F.SEG_MAX) | bit(VIRTIO_BLK_F.BLK_SIZE) | bit(VIRTIO_BLK_F.FLUSH) | bit(VIRTIO_BLK_F.MQ)
+        | bit(VIRTIO_BLK_F.DISCARD) | bit(VIRTIO_BLK_F.WRITE_ZEROES) | bit(VIRTIO_BLK_F.RO) | bit(VIRTIO_BLK_F.TOPOLOGY);
+      const neg = fe.negotiate({
+        features: want,
+        protocolFeatures: bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG)
+          | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS),
+        required: bit(VIRTIO_F.VERSION_1) | bit(VIRTIO_F.RING_INDIRECT_DESC),
+      });
+      if (!hasBit(neg.protocolFeatures, ProtocolFeature.CONFIG)) throw new StorError(`${path}: the server does not offer the CONFIG protocol feature (capacity cannot be read)`);
+      const cfg = decodeBlkConfig(fe.getConfig(0, 60));
+      const f = neg.features;
+      const blockSize = hasBit(f, VIRTIO_BLK_F.BLK_SIZE) && cfg.blkSize >= 512 ? cfg.blkSize : 512;
+      const maxQueues = hasBit(f, VIRTIO_BLK_F.MQ) ? Math.max(1, cfg.numQueues) : 1;
+      if (numQueues > maxQueues) throw usageError('numQueues', `${numQueues} queues asked, the device has ${maxQueues}`);
+      const segMax = hasBit(f, VIRTIO_BLK_F.SEG_MAX) && cfg.segMax > 0 ? cfg.segMax : 1;
+      const readOnly = hasBit(f, VIRTIO_BLK_F.RO) || (opts.readOnly ?? false);
+      const capacity = Number(cfg.capacitySectors) * 512;
+      const created = native().vuClientCreate({
+        capacity, readonly: readOnly, queues: numQueues, queueSize, segMax, eventIdx: hasBit(f, VIRTIO_F.RING_EVENT_IDX),
+        bounceSize: BOUNCE_SIZE, desc: `vhost-user:${path}`, controlFd: fe.fd,
+      });
+      const slots = hasBit(neg.protocolFeatures, ProtocolFeature.CONFIGURE_MEM_SLOTS);
+      const region = { guestAddr: created.memAddr, userAddr: created.memAddr, size: BigInt(created.memSize), mmapOffset: 0n, fd: created.memFd };
+      if (slots) fe.addMemRegion(region); else fe.setMemTable([region]);
+      const pf = hasBit(f, 30);
+      created.queues.forEach((q, i) => {
+        fe.setVringNum(i, queueSize);
+        fe.setVringBase(i, 0);
+        fe.setVringAddr({ index: i, desc: q.desc, used: q.used, avail: q.avail });
+        fe.setVringCall(i, q.callFd);
+        fe.setVringKick(i, q.kickFd);
+        if (pf) fe.setVringEnable(i, true);
+      });
+      const props: Properties = {
+        driver: 'virtio-blk-vhost-user', target: `vhost-user:${path}`, capacity, requestAlignment: blockSize, bufAlignment: 1,
+        optimalIoAlignment: blockSize,
+        optimalIoSize: hasBit(f, VIRTIO_BLK_F.TOPOLOGY) ? cfg.optIoSize * blockSize : 0,
+        maxTransfer: 0, maxQueues, numQueues, maxSegments: segMax, readOnly,
+        canDiscard: hasBit(f, VIRTIO_BLK_F.DISCARD) && !readOnly, canWriteZeroes: hasBit(f, VIRTIO_BLK_F.WRITE_ZEROES) && !readOnly,
+        discardAlignment: Math.max(1, cfg.discardSectorAlignment) * 512,
+        maxDiscardLength: cfg.maxDiscardSectors * 512, maxWriteZeroesLength: cfg.maxWriteZeroesSectors * 512,
+        maxMemRegions: slots ? fe.getMaxMemSlots() : 8, needsMemRegions: true, features: featureNames(f),
+      };
+      const queues = created.queues.map(() => new QueueRunner(native().clientQueueOpen(created.backend, queueSize), completion, spin));
+      const dev = new BlockDevice(props, created.backend, queues, fe);
+      dev.memSlots = slots;
+      dev.registered.push({ guestAddr: created.memAddr, userAddr: created.memAddr, size: BigInt(created.memSize), mmapOffset: 0n, fd: created.memFd });
+      return dev;
+    } catch (e) {
+      fe.close();
+      if (e instanceof StorError) throw e;
+      throw new StorError(`vhost-user handshake with ${path} failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private memSlots = false;
+  private registered: Array<{ guestAddr: bigint; userAddr: bigint; size: bigint; mmapOffset: bigint; fd: number }> = [];
+
+  /** Memory for zero-copy I/O: for vhost-user, a shared region the server maps (ADD_MEM_REG). */
+  allocMemRegion(size: number): MemRegion {
+    this.assertOpen();
+    if (this.properties.driver !== 'virtio-blk-vhost-user' || !this.fe) {
+      return { buffer: Buffer.alloc(size), size };
+    }
+    const r: VuClientRegion = native().vuClientAllocRegion(this.backend, size);
+    const reg = { guestAddr: r.addr, userAddr: r.addr, size: BigInt(r.size), mmapOffset: 0n, fd: r.fd };
+    if (this.memSlots) this.fe.addMemRegion(reg);
+    else { this.registered.push(reg); this.fe.setMemTable(this.registered); }
+    this.regions.push({ start: r.addr, end: r.addr + BigInt(r.size) });
+    return { buffer: r.buffer, size: r.size };
+  }
+
+  private inRegion(buf: Uint8Array): boolean {
+    if (!this.regions.length) return false;
+    const a = native().bufferAddress(buf);
+    return this.regions.some((r) => a >= r.start && a + BigInt(buf.length) <= r.end);
+  }
+
+  private queue(opts?: RequestOptions): QueueRunner {
+    const i = opts?.queue ?? 0;
+    const q = this.queues[i];
+    if (!q) throw usageError('queue', `${i} is not a queue of this device (it has ${this.queues.length})`);
+    return q;
+  }
+
+  private assertOpen(): void { if (this.closed) throw new StorError('the device is closed'); }
+
+  private check(op: string, offset: number, length: number, needsWrite: boolean): void {
+    this.assertOpen();
+    const p = this.properties;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new BlkioError(op, offset, length, 22, 'offset must be a non-negative integer');
+    if (!Number.isSafeInteger(length) || length < 0) throw new BlkioError(op, offset, length, 22, 'length must be a non-negative integer');
+    if (offset % p.requestAlignment || length % p.requestAlignment) {
+      throw new BlkioError(op, offset, length, 22, `offset and length must be multiples of the request alignment (${p.requestAlignment})`);
+    }
+    if (offset + length > p.capacity) throw new BlkioError(op, offset, length, 22, `past the end of the device (capacity ${p.capacity})`);
+    if (needsWrite && p.readOnly) throw new BlkioError(op, offset, length, 30, 'the device is read-only');
+  }
+
+  /** Reads length bytes at offset into a new Buffer. */
+  async read(offset: number, length: number, opts?: RequestOptions): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    await this.readInto(offset, buf, opts);
+    return buf;
+  }
+
+  async readInto(offset: number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
+    this.check('read', offset, buf.length, false);
+    await this.dataRequest(STOR_OP.READ, 'read', offset, buf, opts);
+  }
+
+  async write(offset: number, data: Uint8Array, opts?: RequestOptions): Promise<void> {
+    this.check('write', offset, data.length, true);
+    await this.dataRequest(STOR_OP.WRITE, 'write', offset, data, opts);
+  }
+
+  private async dataRequest(op: number, name: string, offset: number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
+    if (buf.length === 0) return;
+    const q = this.queue(opts);
+    // Zero copy from registered memory; otherwise through bounce buffers of BOUNCE_SIZE each.
+    if (this.inRegion(buf) || buf.length <= BOUNCE_SIZE || this.properties.driver !== 'virtio-blk-vhost-user') {
+      await q.submit(op, name, offset, buf.length, buf);
+      return;
+    }
+    const parts: Promise<void>[] = [];
+    for (let o = 0; o < buf.length; o += BOUNCE_SIZE) {
+      const len = Math.min(BOUNCE_SIZE, buf.length - o);
+      parts.push(q.submit(op, name, offset + o, len, buf.subarray(o, o + len)));
+    }
+    await Promise.all(parts);
+  }
+
+  async flush(opts?: RequestOptions): Promise<void> {
+    this.assertOpen();
+    await this.queue(opts).submit(STOR_OP.FLUSH, 'flush', 0, 0, null);
+  }
+
+  async discard(offset: number, length: number, opts?: RequestOptions): Promise<void> {
+    this.check('discard', offset, length, true);
+    if (!this.properties.canDiscard) throw new BlkioError('discard', offset, length, 95, 'the device does not support discard');
+    await this.rangeRequest(STOR_OP.DISCARD, 'discard', offset, length, this.properties.maxDiscardLength, 0, opts);
+  }
+
+  async writeZeroes(offset: number, length: number, opts?: RequestOptions & { unmap?: boolean }): Promise<void> {
+    this.check('write-zeroes', offset, length, true);
+    if (!this.properties.canWriteZeroes) throw new BlkioError('write-zeroes', offset, length, 95, 'the device does not support write-zeroes');
+    await this.rangeRequest(STOR_OP.WRITE_ZEROES, 'write-zeroes', offset, length, this.properties.maxWriteZeroesLength,
+      opts?.unmap ? STOR_REQ_F_UNMAP : 0, opts);
+  }
+
+  private async rangeRequest(op: number, name: string, offset: number, length: number, max: number, flags: number, opts?: RequestOptions): Promise<void> {
+    const q = this.queue(opts);
+    const step = max > 0 ? max : length;
+    const parts: Promise<void>[] = [];
+    for (let o = 0; o < length; o += step) parts.push(q.submit(op, name, offset + o, Math.min(step, length - o), null, flags));
+    await Promise.all(parts);
+  }
+
+  /** Completes in-flight requests, stops the rings and disconnects. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ctlWatch?.stop();
+    for (const q of this.queues) q.close();
+    if (this.fe && !this.fe.isClosed) {
+      try { for (let i = 0; i < this.queues.length; i++) this.fe.getVringBase(i); } catch { /* server gone: nothing to stop */ }
+      native().vuClientMarkDead(this.backend, true);
+      this.fe.close();
+    }
+  }
+}
+
+export function open(target: string | Target, opts?: OpenOptions): Promise<BlockDevice> { return BlockDevice.open(target, opts); }
