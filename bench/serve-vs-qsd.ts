@@ -208,7 +208,12 @@ async function runPair(o: Opts, pair: Pair, backend: 'null' | 'file', cells: Cel
         const order = rep % 2 === 0 ? o.servers : [...o.servers].reverse();
         for (const name of order) {
           const job: BenchJob = { ...cell.job, runtimeS: o.runtimeS };
-          const s = await acquire(name, row.notes);
+          let s: Srv;
+          try { s = await acquire(name, row.notes); } catch (e) {
+            // Record and go on: one server failing to start must not lose the whole table.
+            row.errors.push(`${name} rep ${rep + 1}: could not start: ${(e as Error).message.trim()}`);
+            continue;
+          }
           try {
             row[name].push(await measure(s, job));
           } catch (e) {
