@@ -8,6 +8,7 @@ void vhost_blk_init(napi_env env, napi_value exports);
 void vu_client_init(napi_env env, napi_value exports);
 void bench_init(napi_env env, napi_value exports);
 void client_init(napi_env env, napi_value exports);
+void copy_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   stor_fault_guard_install();
@@ -17,6 +18,7 @@ static napi_value init(napi_env env, napi_value exports) {
   vu_client_init(env, exports);
   bench_init(env, exports);
   client_init(env, exports);
+  copy_init(env, exports);
   return exports;
 }
 

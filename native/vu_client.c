@@ -276,6 +276,8 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
 
 static int vu_arm(struct stor_bqueue *bq) {
   struct vu_queue *q = (struct vu_queue *)bq;
+  /* callers arm before they sleep: the moment to notice a server that went away */
+  if (vu_server_gone(q->be)) return vu_reap(bq, false);
   vq_interrupts(q, true);
   return vu_reap_ready(q);
 }

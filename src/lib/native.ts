@@ -122,7 +122,15 @@ export interface NativeBench {
   benchRun(b: BackendHandle, cfg: BenchRunConfig, bufferPool?: Buffer): { promise: Promise<BenchRunResult>; progress(): number };
 }
 
-export type NativeAddon = NativeSys & NativeBackend & NativeBlkDevice & NativeVuClient & NativeClient & NativeBench;
+export interface CopyResult { bytesCopied: number; bytesVerified: number; zeroBytes: number; mismatchedChunks: number; firstMismatch: number | null }
+export interface NativeCopy {
+  copyRun(src: BackendHandle, dst: BackendHandle, cfg: {
+    srcOffset?: number; dstOffset?: number; length: number; chunk: number; queues: number; iodepth: number;
+    verify: boolean; zeroDetect: boolean; flush?: boolean;
+  }, pool?: Buffer): { promise: Promise<CopyResult>; progress(): { copied: number; verified: number } };
+}
+
+export type NativeAddon = NativeSys & NativeBackend & NativeBlkDevice & NativeVuClient & NativeClient & NativeBench & NativeCopy;
 
 let addon: NativeAddon | undefined;
 

@@ -151,15 +151,17 @@ export class BlockDevice {
   readonly properties: Properties;
   /** The native backend: engines (copy, bench) run on it without JavaScript per request. */
   readonly backend: BackendHandle;
-  private queues: QueueRunner[];
+  /** Opened on first use, so that native engines (copy, bench) can claim the queues instead. */
+  private queues: Array<QueueRunner | undefined>;
   private closed = false;
   private regions: Array<{ start: bigint; end: bigint }> = [];
   private ctlWatch?: FdWatch;
 
-  private constructor(props: Properties, backend: BackendHandle, queues: QueueRunner[], private fe?: VhostUserFrontend) {
+  private constructor(props: Properties, backend: BackendHandle, private queueSize: number, private completion: Completion,
+    private spinUs: number, private fe?: VhostUserFrontend) {
     this.properties = props;
     this.backend = backend;
-    this.queues = queues;
+    this.queues = new Array(props.numQueues).fill(undefined);
     if (fe) {
       // The server going away must fail in-flight requests, not hang them.
       this.ctlWatch = native().watchFd(fe.fd, true, false, () => {
@@ -168,7 +170,7 @@ export class BlockDevice {
         if (r === null) return;
         this.ctlWatch?.stop(); this.ctlWatch = undefined;
         native().vuClientMarkDead(this.backend);
-        for (const q of this.queues) q.reap(0, false);
+        for (const q of this.queues) q?.reap(0, false);
       });
       // an open device must not keep the process alive by itself
       this.ctlWatch.ref(false);
@@ -196,8 +198,7 @@ export class BlockDevice {
       canDiscard: !info.readonly, canWriteZeroes: !info.readonly, discardAlignment: 512, maxDiscardLength: 0,
       maxWriteZeroesLength: 0, maxMemRegions: 0, needsMemRegions: false, features: [],
     };
-    const queues = Array.from({ length: numQueues }, () => new QueueRunner(native().clientQueueOpen(handle, queueSize), completion, spin));
-    return new BlockDevice(props, handle, queues);
+    return new BlockDevice(props, handle, queueSize, completion, spin);
   }
 
   private static openVhostUser(path: string, numQueues: number, queueSize: number, completion: Completion, spin: number,
@@ -254,8 +255,7 @@ export class BlockDevice {
         maxDiscardLength: cfg.maxDiscardSectors * 512, maxWriteZeroesLength: cfg.maxWriteZeroesSectors * 512,
         maxMemRegions: slots ? fe.getMaxMemSlots() : 8, needsMemRegions: true, features: featureNames(f),
       };
-      const queues = created.queues.map(() => new QueueRunner(native().clientQueueOpen(created.backend, queueSize), completion, spin));
-      const dev = new BlockDevice(props, created.backend, queues, fe);
+      const dev = new BlockDevice(props, created.backend, queueSize, completion, spin, fe);
       dev.memSlots = slots;
       dev.registered.push({ guestAddr: created.memAddr, userAddr: created.memAddr, size: BigInt(created.memSize), mmapOffset: 0n, fd: created.memFd });
       return dev;
@@ -291,8 +291,14 @@ export class BlockDevice {
 
   private queue(opts?: RequestOptions): QueueRunner {
     const i = opts?.queue ?? 0;
-    const q = this.queues[i];
-    if (!q) throw usageError('queue', `${i} is not a queue of this device (it has ${this.queues.length})`);
+    if (!Number.isInteger(i) || i < 0 || i >= this.queues.length) throw usageError('queue', `${i} is not a queue of this device (it has ${this.queues.length})`);
+    let q = this.queues[i];
+    if (!q) {
+      let h;
+      try { h = native().clientQueueOpen(this.backend, this.queueSize); }
+      catch (e) { throw new StorError(`cannot open queue ${i}: ${(e as Error).message}`); }
+      q = this.queues[i] = new QueueRunner(h, this.completion, this.spinUs);
+    }
     return q;
   }
 
@@ -374,7 +380,7 @@ export class BlockDevice {
     if (this.closed) return;
     this.closed = true;
     this.ctlWatch?.stop();
-    for (const q of this.queues) q.close();
+    for (const q of this.queues) q?.close();
     if (this.fe && !this.fe.isClosed) {
       try { for (let i = 0; i < this.queues.length; i++) this.fe.getVringBase(i); } catch { /* server gone: nothing to stop */ }
       native().vuClientMarkDead(this.backend, true);

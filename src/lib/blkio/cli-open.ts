@@ -1,0 +1,22 @@
+// What the client commands share: turning a TARGET argument and flags into an open device, with
+// errors a user can act on.
+import { Flags } from '@oclif/core';
+import { BlockDevice, type Completion } from './device.js';
+import { parseTarget, TARGET_FORMS } from '../target.js';
+
+export const clientFlags = {
+  queues: Flags.integer({ description: 'queues to use (virtqueues or io_uring instances)', default: 1, min: 1, max: 64 }),
+  completion: Flags.string({ description: 'how completions are noticed', options: ['event', 'poll'], default: 'event' }),
+  timeout: Flags.integer({ description: 'control-plane reply timeout in milliseconds (vhost-user)', default: 5000, min: 1 }),
+};
+
+export const TARGET_DESCRIPTION = `what to open: ${TARGET_FORMS}`;
+
+export async function openTarget(text: string, what: string, f: { queues: number; completion: string; timeout: number },
+  extra: { readOnly?: boolean; queueSize?: number } = {}): Promise<BlockDevice> {
+  const t = parseTarget(text, what);
+  return BlockDevice.open(t, {
+    numQueues: f.queues, completion: f.completion as Completion, timeoutMs: f.timeout, readOnly: extra.readOnly,
+    queueSize: extra.queueSize,
+  });
+}
