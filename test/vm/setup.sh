@@ -19,7 +19,7 @@ die() { printf 'test/vm/setup.sh: %s\n' "$*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # Bump when /init or the module list changes, so cached initramfs images are rebuilt.
-INIT_REV=4
+INIT_REV=5
 
 # Modules the guest loads at boot. Their dependencies (including soft ones, e.g. ext4 -> crc32c)
 # are added by modprobe --show-depends below, in load order.
@@ -124,7 +124,7 @@ fail() { echo "stor-vm: $*" >/dev/console; sleep 1; poweroff -f; }
 for m in $(cat /modules.list); do
   insmod "/lib/modules/$m" || echo "stor-vm: insmod $m failed" >/dev/console
 done
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288 hostroot /mnt || fail "cannot mount the host root over 9p"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /mnt || fail "cannot mount the host root over 9p"
 mount -t tmpfs tmp /mnt/tmp
 mount -t tmpfs run /mnt/run
 mount -t proc proc /mnt/proc
