@@ -125,12 +125,15 @@ static void vq_kick_if_needed(struct vu_queue *q) {
 }
 
 static void vq_interrupts(struct vu_queue *q, bool on) {
-  if (q->interrupts_on == on) return;
-  q->interrupts_on = on;
   if (q->be->event_idx) {
-    /* used_event: ask for a call when the next completion lands, or leave it stale (off) */
-    if (on) __atomic_store_n(&q->avail->ring[q->num], q->last_used, __ATOMIC_RELAXED);
+    /* used_event: ask for a call when the next completion lands — rewritten on every arm, since
+     * last_used moves on — or leave it stale (off) */
+    q->interrupts_on = on;
+    if (!on) return;
+    __atomic_store_n(&q->avail->ring[q->num], q->last_used, __ATOMIC_RELAXED);
   } else {
+    if (q->interrupts_on == on) return;
+    q->interrupts_on = on;
     uint16_t f = q->avail->flags;
     __atomic_store_n(&q->avail->flags, (uint16_t)(on ? f & ~VRING_AVAIL_F_NO_INTERRUPT : f | VRING_AVAIL_F_NO_INTERRUPT), __ATOMIC_RELAXED);
   }

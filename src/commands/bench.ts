@@ -1,0 +1,84 @@
+import { Args, Flags } from '@oclif/core';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { StorCommand } from '../lib/cli.js';
+import { EXIT, StorError, usageError } from '../lib/errors.js';
+import { parsePositiveSize, SIZE_FORMS } from '../lib/size.js';
+import { parseDuration, DURATION_FORMS } from '../lib/bench/duration.js';
+import { runBench, type Mode, type Rw } from '../lib/bench/run.js';
+import { renderTable, toJson } from '../lib/bench/report.js';
+import { renderHtml } from '../lib/bench/html.js';
+import { TARGET_FORMS } from '../lib/target.js';
+
+const MODES: Mode[] = ['notify', 'poll', 'adaptive'];
+
+export default class Bench extends StorCommand {
+  static override summary = 'Measure a target under fio-like workloads, comparing notification, polling and adaptive completion side by side';
+  static override description = `For each completion mode the same workload runs on a fresh connection, in native threads (one per queue):
+IOPS, bandwidth, latency percentiles from an HDR-style histogram, and the CPU each mode costs (client threads, and server threads when the server is the embedded one).
+With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, running the same completion mode.`;
+  static override examples = [
+    '<%= config.bin %> bench',
+    '<%= config.bin %> bench vhost-user:/tmp/qsd.sock --rw randread --iodepth 32 --runtime 10s',
+    '<%= config.bin %> bench /var/tmp/disk.img --rw randrw --rwmixread 70 --verify --modes notify,poll --report bench.html',
+  ];
+  static override args = { target: Args.string({ description: `what to measure: ${TARGET_FORMS} (default: an embedded stor serve, null backend)` }) };
+  static override flags = {
+    rw: Flags.string({ description: 'workload', options: ['read', 'write', 'randread', 'randwrite', 'randrw', 'rw'], default: 'randread' }),
+    rwmixread: Flags.integer({ description: 'percent reads in rw/randrw', default: 50, min: 0, max: 100 }),
+    bs: Flags.string({ description: `block size (${SIZE_FORMS})`, default: '4k' }),
+    iodepth: Flags.integer({ description: 'requests in flight per queue', default: 1, min: 1, max: 4096 }),
+    queues: Flags.integer({ description: 'queues, one native thread each', default: 1, min: 1, max: 64 }),
+    runtime: Flags.string({ description: `measured time per mode (${DURATION_FORMS})`, default: '5s' }),
+    ramp: Flags.string({ description: 'unmeasured warm-up per mode', default: '1s' }),
+    size: Flags.string({ description: 'bytes of the target the workload touches (default: all; embedded server: 1G)' }),
+    modes: Flags.string({ description: 'completion modes to compare, comma-separated: notify, poll, adaptive', default: 'notify,poll,adaptive' }),
+    verify: Flags.boolean({ description: 'write patterns with a header (offset, generation) and check every read; exit 3 on a mismatch', default: false }),
+    direct: Flags.boolean({ description: 'files and block devices: O_DIRECT', default: false }),
+    'spin-us': Flags.integer({ description: 'adaptive mode: microseconds to spin before sleeping', default: 50, min: 0, max: 1_000_000 }),
+    seed: Flags.integer({ description: 'random seed for offsets and patterns', default: 1 }),
+    report: Flags.string({ description: 'also write a self-contained HTML report (latency CDF and histogram, IOPS over time)' }),
+  };
+
+  async run(): Promise<Record<string, unknown>> {
+    const { args, flags } = await this.parse(Bench);
+    const bs = parsePositiveSize(flags.bs, '--bs');
+    if (bs % 512) throw usageError('--bs', `${flags.bs} is not a multiple of 512`, 'e.g. 512, 4k, 64k, 1M');
+    const runtimeMs = parseDuration(flags.runtime, '--runtime');
+    if (runtimeMs < 100) throw usageError('--runtime', `${flags.runtime} is shorter than 100ms`, DURATION_FORMS);
+    const rampMs = parseDuration(flags.ramp, '--ramp');
+    const size = flags.size !== undefined ? parsePositiveSize(flags.size, '--size') : undefined;
+    const modes = flags.modes.split(',').map((m) => m.trim()).filter(Boolean);
+    for (const m of modes) if (!MODES.includes(m as Mode)) throw usageError('--modes', `'${m}' is not a completion mode`, 'notify, poll, adaptive (comma-separated)');
+    if (!modes.length || new Set(modes).size !== modes.length) throw usageError('--modes', 'name each mode once', 'notify, poll, adaptive (comma-separated)');
+    const json = this.jsonEnabled();
+    const tty = process.stderr.isTTY && !json;
+    let spinner: { text: string; stop(): void } | undefined;
+    if (tty) { const { default: ora } = await import('ora'); spinner = ora({ stream: process.stderr }).start(); }
+    let report;
+    try {
+      report = await runBench({
+        target: args.target, rw: flags.rw as Rw, rwmixread: flags.rwmixread, bs, iodepth: flags.iodepth, queues: flags.queues,
+        runtimeMs, rampMs, size, modes: modes as Mode[], verify: flags.verify, direct: flags.direct, spinUs: flags['spin-us'], seed: flags.seed,
+        onProgress: spinner ? (mode, ios, ms) => {
+          const measured = Math.max(0, ms - rampMs) / 1000;
+          spinner!.text = `${mode}: ${(ms / 1000).toFixed(1)} s / ${((runtimeMs + rampMs) / 1000).toFixed(1)} s, ${ms > rampMs ? `${Math.round(ios / Math.max(ms / 1000, 0.001) / 1000)} kIOPS` : 'ramping up'}${measured ? '' : ''}`;
+        } : undefined,
+      });
+    } finally { spinner?.stop(); }
+    const table = renderTable(report);
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const doc = toJson(report, { version: pkg.version });
+    if (flags.report) writeFileSync(flags.report, renderHtml(report, table.replace(/\x1b\[[0-9;]*m/g, '')));
+    if (!json) {
+      process.stdout.write(`${report.target} — ${flags.rw} ${flags.bs}, iodepth ${flags.iodepth} × ${flags.queues} queue(s), ${flags.runtime} per mode\n\n${table}\n`);
+      if (flags.report) process.stderr.write(`report: ${flags.report}\n`);
+    }
+    const failures = report.results.filter((r) => r.verify && r.verify.failures > 0);
+    if (failures.length) {
+      if (json) process.stdout.write(JSON.stringify(doc) + '\n');
+      const f = failures[0].verify!;
+      throw new StorError(`verification failed: ${failures.reduce((a, r) => a + r.verify!.failures, 0)} read(s) did not match what was written (first at offset ${f.firstBadOffset})`, { exitCode: EXIT.MISMATCH });
+    }
+    return doc;
+  }
+}
