@@ -9,7 +9,8 @@ const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', 
 
 function axes(xLabel: string, yLabel: string, xTicks: Array<[number, string]>, yTicks: Array<[number, string]>): string {
   const parts = [`<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#333"/>`, `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#333"/>`];
-  for (const [x, s] of xTicks) parts.push(`<line x1="${x}" y1="${H - B}" x2="${x}" y2="${H - B + 4}" stroke="#333"/><text x="${x}" y="${H - B + 16}" text-anchor="middle">${esc(s)}</text>`);
+  xTicks.forEach(([x, s], i) => parts.push(`<line x1="${x}" y1="${H - B}" x2="${x}" y2="${H - B + 4}" stroke="#333"/>` +
+    `<text x="${x}" y="${H - B + 16}" text-anchor="${i === xTicks.length - 1 ? 'end' : 'middle'}">${esc(s)}</text>`));
   for (const [y, s] of yTicks) parts.push(`<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`);
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 8}" text-anchor="middle">${esc(xLabel)}</text>`);
   parts.push(`<text transform="translate(14 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
@@ -41,7 +42,7 @@ function cdfChart(results: ModeResult[]): string {
     const pts = m.histogram.map(([v, c]) => { seen += c; return `${x(v).toFixed(1)},${y(seen / total).toFixed(1)}`; });
     return `<polyline class="cdf" data-mode="${m.mode}" fill="none" stroke="${COLORS[m.mode] ?? '#555'}" stroke-width="2" points="${pts.join(' ')}"/>`;
   });
-  const yTicks: Array<[number, string]> = [0, 0.25, 0.5, 0.75, 0.9, 0.99, 1].map((f) => [y(f), `${(f * 100).toFixed(f === 0.99 ? 0 : 0)}%`]);
+  const yTicks: Array<[number, string]> = [0, 0.25, 0.5, 0.75, 1].map((f) => [y(f), `${f * 100}%`]);
   return `<svg id="cdf" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes('latency (log scale)', 'fraction of I/Os ≤ latency', ticks, yTicks)}${lines.join('')}${legend(results)}</svg>`;
 }
 
