@@ -1,0 +1,116 @@
+// stor's native client loop against libblkio itself, on the same server (qemu-storage-daemon,
+// null-co): `stor bench --modes notify|poll` vs `blkio-bench [--poll]`, 4 KiB random reads at
+// queue depth 1 and 32, alternating per repetition, medians; then a 1 GiB copy from a file into
+// the device, `stor copy` vs `blkio-copy`. Prints kIOPS, mean latency and the ratio stor/libblkio.
+//
+//   node dist/bench/client-vs-libblkio.js [--runtime 3] [--repeat 3] [--copy-size 1G] [--out bench/RESULTS.md]
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT, STOR_BIN } from '../test/helpers/paths.js';
+import { startQsd, cleanupSocket, type RunningServer } from '../test/helpers/servers.js';
+import { blkioBench, runPeer, ok } from '../test/peers/blkio.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: string): string => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : dflt; };
+const RUNTIME = Number(opt('runtime', '3'));
+const REPEAT = Number(opt('repeat', '3'));
+const COPY_SIZE = opt('copy-size', '1G');
+const OUT = opt('out', '');
+const SRC_IMAGE = opt('image', '/var/tmp/stor-copy-src-1g.img');
+
+interface Sample { kiops: number; meanUs: number }
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+
+function run(cmd: string, argv: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', (d) => { stdout += d; });
+    p.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr, seconds: (performance.now() - t0) / 1000 }); });
+  });
+}
+
+async function storBench(socket: string, qd: number, poll: boolean): Promise<Sample> {
+  const r = await run(process.execPath, [STOR_BIN, 'bench', `vhost-user:${socket}`, '--rw', 'randread', '--bs', '4k', '--iodepth', String(qd),
+    '--modes', poll ? 'poll' : 'notify', '--runtime', `${RUNTIME}s`, '--ramp', '0ms', '--json'], RUNTIME * 1000 + 30_000);
+  if (r.code !== 0) throw new Error(`stor bench failed (${r.code}): ${r.stderr}`);
+  const j = JSON.parse(r.stdout).jobs[0];
+  return { kiops: j.read.iops / 1000, meanUs: j.read.lat_ns.mean / 1000 };
+}
+
+async function libblkioBench(socket: string, qd: number, poll: boolean): Promise<Sample> {
+  const { result, out } = await blkioBench(socket, { readwrite: 'randread', iodepth: qd, poll, runtimeS: RUNTIME });
+  if (!out) throw new Error(`blkio-bench failed: ${result.stderr}`);
+  return { kiops: out.aggregate.kiops, meanUs: out.aggregate.mean_lat_us };
+}
+
+function loadLine(): string {
+  const [l1, l5] = readFileSync('/proc/loadavg', 'utf8').split(' ');
+  return `load average ${l1} (1 min), ${l5} (5 min) on ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()} cores`;
+}
+
+async function main(): Promise<void> {
+  const lines: string[] = [];
+  const say = (s: string): void => { console.log(s); lines.push(s); };
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
+  say(`client-vs-libblkio — ${new Date().toISOString()}, commit ${commit}, ${loadLine()}`);
+  say(`server: qemu-storage-daemon null-co (1 GiB, read-zeroes); ${RUNTIME} s per run, median of ${REPEAT}, stor and libblkio alternating`);
+  say('');
+  say('| cell | libblkio kIOPS | stor kIOPS | ratio | libblkio mean µs | stor mean µs | ratio |');
+  say('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const qsd: RunningServer = await startQsd({ backend: { kind: 'null', size: 1 << 30 } });
+  try {
+    for (const qd of [1, 32]) for (const poll of [false, true]) {
+      const s: Sample[] = [], l: Sample[] = [];
+      for (let i = 0; i < REPEAT; i++) {
+        if (i % 2 === 0) { l.push(await libblkioBench(qsd.socket, qd, poll)); s.push(await storBench(qsd.socket, qd, poll)); }
+        else { s.push(await storBench(qsd.socket, qd, poll)); l.push(await libblkioBench(qsd.socket, qd, poll)); }
+      }
+      const lk = median(l.map((x) => x.kiops)), sk = median(s.map((x) => x.kiops));
+      const lm = median(l.map((x) => x.meanUs)), sm = median(s.map((x) => x.meanUs));
+      say(`| randread 4k QD${qd} ${poll ? 'poll' : 'notify'} | ${lk.toFixed(1)} | ${sk.toFixed(1)} | ${(sk / lk).toFixed(2)} | ${lm.toFixed(2)} | ${sm.toFixed(2)} | ${(sm / lm).toFixed(2)} |`);
+    }
+  } finally { await qsd.stop(); cleanupSocket(qsd.socket); }
+
+  // copy: a file of random bytes into the device (null-co drops the writes: this measures the client path)
+  const size = COPY_SIZE.toUpperCase() === '1G' ? 1 << 30 : Number(COPY_SIZE);
+  if (!existsSync(SRC_IMAGE) || statSync(SRC_IMAGE).size !== size) {
+    spawnSync('sh', ['-c', `head -c ${size} /dev/urandom > ${SRC_IMAGE}`]);
+  }
+  const dst: RunningServer = await startQsd({ backend: { kind: 'null', size } });
+  try {
+    const times: { stor: number[]; libblkio: number[] } = { stor: [], libblkio: [] };
+    for (let i = 0; i < REPEAT; i++) {
+      const b = await runPeer('blkio-copy', [`--input-file=${SRC_IMAGE}`, '--output-blkio=virtio-blk-vhost-user', `path=${dst.socket}`], 300_000);
+      if (!ok(b)) throw new Error(`blkio-copy failed: ${b.stderr}`);
+      times.libblkio.push(b.ms / 1000);
+      const s = await run(process.execPath, [STOR_BIN, 'copy', SRC_IMAGE, `vhost-user:${dst.socket}`, '--no-zero-detect'], 300_000);
+      if (s.code !== 0) throw new Error(`stor copy failed: ${s.stderr}`);
+      times.stor.push(s.seconds);
+    }
+    const lt = median(times.libblkio), st = median(times.stor);
+    const mib = size / 2 ** 20;
+    say('');
+    say(`| copy ${COPY_SIZE} file -> vhost-user | libblkio (blkio-copy) | stor copy | ratio |`);
+    say('| --- | ---: | ---: | ---: |');
+    say(`| wall time (s), incl. process start | ${lt.toFixed(2)} | ${st.toFixed(2)} | ${(st / lt).toFixed(2)} |`);
+    say(`| throughput (MiB/s) | ${(mib / lt).toFixed(0)} | ${(mib / st).toFixed(0)} | ${(lt / st).toFixed(2)} |`);
+    say('');
+    say('stor copy ran with its defaults (1 queue, 8 chunks of 1 MiB in flight, zero-detection off); blkio-copy copies one buffer at a time.');
+  } finally { await dst.stop(); cleanupSocket(dst.socket); }
+
+  if (OUT) {
+    const begin = '<!-- client-vs-libblkio:begin -->', end = '<!-- client-vs-libblkio:end -->';
+    const section = `${begin}\n## Client: stor vs libblkio (issue 4, issue 5)\n\n\`node dist/bench/client-vs-libblkio.js --runtime ${RUNTIME} --repeat ${REPEAT}\`\n\n${lines.join('\n')}\n${end}`;
+    const path = join(ROOT, OUT);
+    let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmark results\n';
+    text = text.includes(begin) ? text.replace(new RegExp(`${begin}[\\s\\S]*?${end}`), section) : `${text.trimEnd()}\n\n${section}\n`;
+    writeFileSync(path, text);
+  }
+}
+
+main().catch((e) => { console.error(e instanceof Error ? e.message : e); process.exit(1); });
