@@ -2,7 +2,7 @@
 // vhost-user, zero copy from shared memory regions), a file or block device (io_uring), or an
 // in-process null/mem backend — and issue reads, writes, flushes, discards and write-zeroes as
 // promises. Requests run through the native data plane; JavaScript only submits and resolves.
-import { StorError, usageError } from '../errors.js';
+import { EXIT, StorError, usageError } from '../errors.js';
 import {
   native, STOR_OP, STOR_REQ_F_UNMAP, type BackendHandle, type ClientQueueHandle, type FdWatch, type VuClientRegion,
 } from '../native.js';
@@ -304,16 +304,18 @@ export class BlockDevice {
 
   private assertOpen(): void { if (this.closed) throw new StorError('the device is closed'); }
 
+  /** Validates a request before submission; what fails here is the caller's mistake (exit 2). */
   private check(op: string, offset: number, length: number, needsWrite: boolean): void {
     this.assertOpen();
     const p = this.properties;
-    if (!Number.isSafeInteger(offset) || offset < 0) throw new BlkioError(op, offset, length, 22, 'offset must be a non-negative integer');
-    if (!Number.isSafeInteger(length) || length < 0) throw new BlkioError(op, offset, length, 22, 'length must be a non-negative integer');
+    const bad = (detail: string, errno = 22): BlkioError => new BlkioError(op, offset, length, errno, detail, EXIT.USAGE);
+    if (!Number.isSafeInteger(offset) || offset < 0) throw bad('offset must be a non-negative integer');
+    if (!Number.isSafeInteger(length) || length < 0) throw bad('length must be a non-negative integer');
     if (offset % p.requestAlignment || length % p.requestAlignment) {
-      throw new BlkioError(op, offset, length, 22, `offset and length must be multiples of the request alignment (${p.requestAlignment})`);
+      throw bad(`offset and length must be multiples of the request alignment (${p.requestAlignment})`);
     }
-    if (offset + length > p.capacity) throw new BlkioError(op, offset, length, 22, `past the end of the device (capacity ${p.capacity})`);
-    if (needsWrite && p.readOnly) throw new BlkioError(op, offset, length, 30, 'the device is read-only');
+    if (offset + length > p.capacity) throw bad(`past the end of the device (capacity ${p.capacity})`);
+    if (needsWrite && p.readOnly) throw bad('the device is read-only', 30);
   }
 
   /** Reads length bytes at offset into a new Buffer. */

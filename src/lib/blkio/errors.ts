@@ -1,4 +1,4 @@
-import { StorError } from '../errors.js';
+import { StorError, type ExitCode } from '../errors.js';
 
 const ERRNO_TEXT: Record<number, string> = {
   5: 'I/O error (the device answered VIRTIO_BLK_S_IOERR)',
@@ -15,8 +15,8 @@ export class BlkioError extends StorError {
   readonly op: string;
   readonly offset: number;
   readonly length: number;
-  constructor(op: string, offset: number, length: number, errno: number, detail?: string) {
-    super(`${op} at offset ${offset} length ${length} failed: ${detail ?? ERRNO_TEXT[errno] ?? `errno ${errno}`}`, { errno });
+  constructor(op: string, offset: number, length: number, errno: number, detail?: string, exitCode?: ExitCode) {
+    super(`${op} at offset ${offset} length ${length} failed: ${detail ?? ERRNO_TEXT[errno] ?? `errno ${errno}`}`, { errno, exitCode });
     this.name = 'BlkioError';
     this.op = op; this.offset = offset; this.length = length;
   }
