@@ -19,7 +19,7 @@ die() { printf 'test/vm/setup.sh: %s\n' "$*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # Bump when /init or the module list changes, so cached initramfs images are rebuilt.
-INIT_REV=5
+INIT_REV=6
 
 # Modules the guest loads at boot. Their dependencies (including soft ones, e.g. ext4 -> crc32c)
 # are added by modprobe --show-depends below, in load order.
@@ -160,6 +160,11 @@ echo "$INIT_REV" > "$STAGE/ready"
 rm -rf "$OUT"
 mv "$STAGE" "$OUT"
 ln -sfn "$KVER" "$VM/current"
+# Guests of kernels no longer current are dead weight (18 MiB each).
+for d in "$VM"/*/; do
+  d=${d%/}
+  case "${d##*/}" in "$KVER"|current) ;; *) [ -f "$d/ready" ] && rm -rf "$d" ;; esac
+done
 # The .deb (100 MiB) is only needed to rebuild, and downloads again in seconds.
 rm -f "$DEB"
 log "guest ready: $OUT"
