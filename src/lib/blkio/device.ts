@@ -74,6 +74,7 @@ class QueueRunner {
   private waiting: Array<() => void> = [];
   private watch?: FdWatch;
   private pollScheduled = false;
+  private closed = false;
   private readonly eventFd: number;
 
   constructor(readonly handle: ClientQueueHandle, private completion: Completion, private spinUs: number) {
@@ -120,6 +121,7 @@ class QueueRunner {
   }
 
   reap(spinUs: number, arm: boolean): void {
+    if (this.closed) return;   // a poll scheduled before close()
     const done = native().clientReap(this.handle, spinUs, arm);
     for (let i = 0; i < done.length; i += 2) {
       const p = this.tokens.get(done[i]);
@@ -139,6 +141,8 @@ class QueueRunner {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.watch?.stop();
     this.watch = undefined;
     native().clientQueueClose(this.handle);
