@@ -100,11 +100,14 @@ export async function startTarget(spec: TargetSpec, o: StartOptions): Promise<Ta
     backend = { kind: spec.backend as 'null' | 'mem', size: o.size };
   }
   const opts = { backend, queues: spec.queues, readonly: o.readonly, extraArgs: o.extraArgs?.[spec.server] };
-  const start = (socket?: string) => (spec.server === 'stor' ? startStor({ ...opts, socket }) : startQsd({ ...opts, socket }));
+  const start = (socket: string) => (spec.server === 'stor' ? startStor({ ...opts, socket }) : startQsd({ ...opts, socket }));
+  // The socket's directory is made here so that a server that fails to start leaves nothing behind.
+  const sockDir = mkdtempSync(join(tmpdir(), `stor-peer-${spec.server}-`));
   let srv: RunningServer;
   try {
-    srv = await start();
+    srv = await start(join(sockDir, `${spec.server}.sock`));
   } catch (e) {
+    rmSync(sockDir, { recursive: true, force: true });
     if (imageDir) rmSync(imageDir, { recursive: true, force: true });
     throw e;
   }
