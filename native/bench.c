@@ -6,6 +6,7 @@
 #include "napi_util.h"
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,10 +205,11 @@ static void reap(struct bench_thread *t) {
   struct bench_cfg *c = t->cfg;
   if (c->wait == WAIT_NOTIFY) { ops->reap(t->bq, true); return; }
   uint64_t spin_until = c->wait == WAIT_ADAPTIVE ? now_ns() + c->spin_ns : UINT64_MAX;
-  for (;;) {
+  for (unsigned spins = 1;; spins++) {
     if (ops->reap(t->bq, false) > 0 || !t->inflight) return;
     if (c->wait == WAIT_ADAPTIVE && now_ns() >= spin_until) { ops->reap(t->bq, true); return; }
-    __builtin_ia32_pause();
+    /* on a shared machine the server we wait for may need this core now and then */
+    if (spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
   }
 }
 

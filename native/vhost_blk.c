@@ -9,6 +9,7 @@
 #include "vring.h"
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -366,6 +367,11 @@ static void *queue_thread(void *arg) {
   int be_fd = ops->event_fd(q->bq);
   bool kicks_on = true;   /* the driver starts with kicks enabled */
   uint64_t idle_since = 0;
+  /* adaptive: the spin window adapts between 0 and poll_ns, as QEMU's AioContext polling does:
+   * it grows when a sleep ended soon (spinning a little longer would have caught the request)
+   * and shrinks when a sleep was long (spinning was wasted) */
+  uint64_t spin_ns = d->poll_ns;
+  unsigned empty_spins = 0;
   char name[16];
   snprintf(name, sizeof name, "stor-vq%d", q->index);
   pthread_setname_np(pthread_self(), name);
@@ -389,24 +395,35 @@ static void *queue_thread(void *arg) {
     if (n > 0 || c > 0) {
       if (kicks_on) { vring_disable_kicks(&q->vr); kicks_on = false; }
       idle_since = 0;
+      empty_spins = 0;
       continue;
     }
-    /* Idle. Poll mode spins; adaptive spins for poll_ns; notify (or adaptive past its budget) sleeps. */
+    /* Idle. Poll mode spins; adaptive spins for its window; notify (or adaptive past it) sleeps. */
     bool sleep = d->mode == MODE_NOTIFY;
     if (d->mode == MODE_ADAPTIVE) {
       uint64_t t = now_ns();
       if (!idle_since) idle_since = t;
-      else if (t - idle_since >= d->poll_ns) sleep = true;
+      if (t - idle_since >= spin_ns) sleep = true;
     }
     if (q->kick_fd < 0 && be_fd < 0) sleep = false;   /* nothing to wait on: the driver expects polling */
-    if (!sleep) { __builtin_ia32_pause(); continue; }
+    if (!sleep) {
+      /* Give the CPU away now and then: on a shared machine the driver we wait for may need this core. */
+      if (++empty_spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
+      continue;
+    }
     if (q->kick_fd >= 0 && !kicks_on) {
       kicks_on = true;
       if (vring_enable_kicks(&q->vr)) continue;   /* arrived while we were turning kicks on */
     }
     struct pollfd pf[3] = { { q->wake_fd, POLLIN, 0 }, { q->kick_fd, POLLIN, 0 }, { be_fd, POLLIN, 0 } };
+    uint64_t slept_at = d->mode == MODE_ADAPTIVE ? now_ns() : 0;
     int r = poll(pf, 3, -1);
     q->st.wakeups++;
+    if (d->mode == MODE_ADAPTIVE) {
+      uint64_t blocked = now_ns() - slept_at;
+      if (blocked <= d->poll_ns) spin_ns = spin_ns ? (spin_ns * 2 > d->poll_ns ? d->poll_ns : spin_ns * 2) : (d->poll_ns < 4000 ? d->poll_ns : 4000);
+      else spin_ns /= 2;
+    }
     if (r < 0) continue;
     if (pf[1].revents & POLLIN) { drain_fd(q->kick_fd); q->st.kicks++; }
     if (pf[2].revents & POLLIN) drain_fd(be_fd);

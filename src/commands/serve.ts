@@ -60,14 +60,8 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     });
     server.listen();
 
-    const ready = {
-      event: 'ready', socket: flags.socket, backend: formatTarget(target), capacity: info.capacity, blockSize,
-      queues: flags.queues, queueSize: qs, mode: flags.mode, readonly: flags.readonly || info.readonly, pid: process.pid,
-    };
-    if (json) process.stdout.write(JSON.stringify(ready) + '\n');
-    else this.printReady(ready, info.capacity);
-
-    await new Promise<void>((resolve) => {
+    // Signal handlers go in before "ready" is printed: whoever reads that line may stop us at once.
+    const stopped = new Promise<void>((resolve) => {
       let stopping = false;
       const stop = (sig: string): void => {
         if (stopping) return;
@@ -84,6 +78,14 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
+    const ready = {
+      event: 'ready', socket: flags.socket, backend: formatTarget(target), capacity: info.capacity, blockSize,
+      queues: flags.queues, queueSize: qs, mode: flags.mode, readonly: flags.readonly || info.readonly, pid: process.pid,
+    };
+    if (json) process.stdout.write(JSON.stringify(ready) + '\n');
+    else this.printReady(ready, info.capacity);
+
+    await stopped;
   }
 
   private printReady(r: { socket: string; backend: string; queues: number; queueSize: number; mode: string; readonly: boolean; blockSize: number }, capacity: number): void {
