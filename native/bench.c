@@ -448,17 +448,7 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
     void *p; size_t len;
     if (arg_buffer(env, argv[2], &p, &len)) { j->pool = p; j->pool_len = len; napi_create_reference(env, argv[2], 1, &j->pool_ref); }
   }
-  napi_value promise, name, res, progress;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "stor-bench", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, job_execute, job_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  napi_create_object(env, &res);
-  set_prop(env, res, "promise", promise);
-  napi_create_function(env, "progress", NAPI_AUTO_LENGTH, js_bench_progress, j, &progress);
-  napi_add_finalizer(env, progress, j, job_finalize, NULL, NULL);
-  set_prop(env, res, "progress", progress);
-  return res;
+  return start_job(env, "stor-bench", job_execute, job_complete, j, &j->work, &j->deferred, js_bench_progress, job_finalize);
 }
 
 void bench_init(napi_env env, napi_value exports) {

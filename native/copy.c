@@ -358,17 +358,7 @@ static napi_value js_copy_run(napi_env env, napi_callback_info info) {
     void *p; size_t len;
     if (arg_buffer(env, argv[3], &p, &len)) { j->pool = p; j->pool_len = len; napi_create_reference(env, argv[3], 1, &j->pool_ref); }
   }
-  napi_value promise, name, res, progress;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "stor-copy", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, copy_execute, copy_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  napi_create_object(env, &res);
-  set_prop(env, res, "promise", promise);
-  napi_create_function(env, "progress", NAPI_AUTO_LENGTH, js_copy_progress, j, &progress);
-  napi_add_finalizer(env, progress, j, copy_finalize, NULL, NULL);
-  set_prop(env, res, "progress", progress);
-  return res;
+  return start_job(env, "stor-copy", copy_execute, copy_complete, j, &j->work, &j->deferred, js_copy_progress, copy_finalize);
 }
 
 void copy_init(napi_env env, napi_value exports) {

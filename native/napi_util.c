@@ -105,3 +105,18 @@ void export_fn(napi_env env, napi_value exports, const char *name, napi_callback
   napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
   napi_set_named_property(env, exports, name, fn);
 }
+
+napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete,
+                     void *data, napi_async_work *work, napi_deferred *deferred, napi_callback progress, napi_finalize finalize) {
+  napi_value promise, resource_name, res, progress_fn;
+  NAPI_CALL(env, napi_create_promise(env, deferred, &promise));
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
+  NAPI_CALL(env, napi_create_async_work(env, NULL, resource_name, execute, complete, data, work));
+  NAPI_CALL(env, napi_queue_async_work(env, *work));
+  napi_create_object(env, &res);
+  set_prop(env, res, "promise", promise);
+  napi_create_function(env, "progress", NAPI_AUTO_LENGTH, progress, data, &progress_fn);
+  napi_add_finalizer(env, progress_fn, data, finalize, NULL, NULL);
+  set_prop(env, res, "progress", progress_fn);
+  return res;
+}

@@ -58,4 +58,10 @@ bool prop_bool(napi_env env, napi_value obj, const char *name, bool *out, bool d
 bool prop_str(napi_env env, napi_value obj, const char *name, char *buf, size_t len, const char *dflt);
 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+
+/* Queues a long-running native job (execute runs on a libuv worker, complete on the JS thread) and
+ * returns {promise, progress()}: progress is called with `data`, which lives until progress is
+ * garbage-collected (then finalize frees it), so reading it after the job settled is safe. */
+napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete,
+                     void *data, napi_async_work *work, napi_deferred *deferred, napi_callback progress, napi_finalize finalize);
 #endif
