@@ -27,9 +27,9 @@ process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } ca
 
 /**
  * Runs `node bin/run.js ARGS`; SIGKILLs it after timeoutMs (timedOut is then true). Never rejects for
- * a non-zero exit.
+ * a non-zero exit. onSpawn sees the child process.
  */
-export function stor(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+export function stor(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = {}, onSpawn?: (p: ChildProcess) => void): Promise<CliResult> {
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
     // No TTY, no colour, no debug stack traces: what a script sees.
@@ -38,6 +38,7 @@ export function stor(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv 
       env: { ...process.env, STOR_DEBUG: '', NO_COLOR: '1', FORCE_COLOR: '0', ...env },
     });
     live.add(proc);
+    onSpawn?.(proc);
     let stdout = '';
     let stderr = '';
     let timedOut = false;
