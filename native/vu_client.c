@@ -281,8 +281,17 @@ static int vu_arm(struct stor_bqueue *bq) {
   struct vu_queue *q = (struct vu_queue *)bq;
   /* callers arm before they sleep: the moment to notice a server that went away */
   if (vu_server_gone(q->be)) return vu_reap(bq, false);
-  vq_interrupts(q, true);
-  return vu_reap_ready(q);
+  /* used_event must name the next completion we have NOT seen: completions reaped after writing it
+   * would leave it behind, and the device (rightly) would never signal again. Re-arm until a pass
+   * after arming finds nothing. */
+  int total = 0;
+  for (;;) {
+    vq_interrupts(q, true);
+    int n = vu_reap_ready(q);
+    total += n;
+    if (!n || !vu_inflight(bq)) break;
+  }
+  return total;
 }
 
 static int vu_event_fd(struct stor_bqueue *bq) { return ((struct vu_queue *)bq)->call_fd; }

@@ -75,9 +75,9 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     }
     const failures = report.results.filter((r) => r.verify && r.verify.failures > 0);
     if (failures.length) {
-      if (json) process.stdout.write(JSON.stringify(doc) + '\n');
       const f = failures[0].verify!;
-      throw new StorError(`verification failed: ${failures.reduce((a, r) => a + r.verify!.failures, 0)} read(s) did not match what was written (first at offset ${f.firstBadOffset})`, { exitCode: EXIT.MISMATCH });
+      throw new StorError(`verification failed: ${failures.reduce((a, r) => a + r.verify!.failures, 0)} read(s) did not match what was written (first at offset ${f.firstBadOffset})`,
+        { exitCode: EXIT.MISMATCH, details: doc });
     }
     return doc;
   }

@@ -38,14 +38,21 @@ A destination file that does not exist is created with the size of the copy.`;
     if (chunk % 512 || chunk > 64 << 20) throw usageError('--chunk', `${flags.chunk} must be a multiple of 512 up to 64M`, 'e.g. 256k, 1M, 4M');
     const srcOffset = parseSize(flags['src-offset'], '--src-offset');
     const dstOffset = parseSize(flags['dst-offset'], '--dst-offset');
+    // checked here for the common 512; against each side's own alignment once it is open
+    for (const [flag, v] of [['--src-offset', srcOffset], ['--dst-offset', dstOffset]] as const) {
+      if (v % 512) throw usageError(flag, `${v} is not a multiple of 512`, 'offsets and lengths in whole sectors');
+    }
     const srcT = parseTarget(args.source, 'source');
     let dstT = parseTarget(args.destination, 'destination');
     const openOpts = { numQueues: flags.queues, completion: flags.completion as Completion, timeoutMs: flags.timeout };
     const src = await BlockDevice.open(srcT, { ...openOpts, readOnly: true });
     let dst: BlockDevice | undefined;
     try {
+      if (srcOffset >= src.properties.capacity) throw usageError('--src-offset', `${srcOffset} is at or past the end of the source (${src.properties.capacity} bytes)`);
       const length = flags.length ? parseSize(flags.length, '--length') : src.properties.capacity - srcOffset;
       if (length % 512) throw usageError('--length', `${length} is not a multiple of 512`);
+      const align = src.properties.requestAlignment;
+      if (srcOffset % align || length % align) throw usageError('--src-offset/--length', `must be multiples of the source's request alignment (${align})`);
       if (srcOffset + length > src.properties.capacity) throw usageError('--length', `the source has ${src.properties.capacity} bytes, the range ends at ${srcOffset + length}`);
       if (dstT.kind === 'file' && !existsSync(dstT.path) && dstT.create === undefined) dstT = { ...dstT, create: dstOffset + length };
       dst = await BlockDevice.open(dstT, openOpts);
@@ -53,6 +60,8 @@ A destination file that does not exist is created with the size of the copy.`;
         throw usageError('destination', `it has ${dst.properties.capacity} bytes, the copy needs ${dstOffset + length}`);
       }
       if (dst.properties.readOnly) throw new StorError('the destination is read-only');
+      const dalign = dst.properties.requestAlignment;
+      if (dstOffset % dalign || length % dalign) throw usageError('--dst-offset/--length', `must be multiples of the destination's request alignment (${dalign})`);
       const buffers = flags.queues * flags.iodepth * (flags.verify ? 2 : 1) * chunk;
       // Buffers in the shared memory of a vhost-user side make that side zero-copy.
       const zc = [src, dst].find((d) => d.properties.driver === 'virtio-blk-vhost-user');
@@ -81,8 +90,8 @@ A destination file that does not exist is created with the size of the copy.`;
           `${formatSize(r.zeroBytes)} as write-zeroes${flags.verify ? `, verified: ${r.mismatchedChunks ? 'MISMATCH' : 'identical'}` : ''}\n`);
       }
       if (r.mismatchedChunks) {
-        if (this.jsonEnabled()) process.stdout.write(JSON.stringify(result) + '\n');
-        throw new StorError(`verification failed: ${r.mismatchedChunks} chunk(s) differ, the first at byte ${r.firstMismatch}`, { exitCode: EXIT.MISMATCH });
+        throw new StorError(`verification failed: ${r.mismatchedChunks} chunk(s) differ, the first at byte ${r.firstMismatch}`,
+          { exitCode: EXIT.MISMATCH, details: result });
       }
       return result;
     } finally {

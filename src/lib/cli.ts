@@ -11,9 +11,11 @@ export abstract class StorCommand extends Command {
     let code: number = EXIT.RUNTIME;
     let message = err.message ?? String(err);
     let hint: string | undefined;
+    let details: Record<string, unknown> | undefined;
     if (err instanceof StorError) {
       code = err.exitCode;
       hint = err.hint;
+      details = err.details;
     } else if (err instanceof Errors.ExitError) {
       process.exitCode = err.oclif.exit;
       return;
@@ -26,7 +28,7 @@ export abstract class StorCommand extends Command {
     }
     process.exitCode = code;
     if (this.jsonEnabled()) {
-      process.stdout.write(JSON.stringify({ error: { code, message, ...(hint ? { hint } : {}) } }) + '\n');
+      process.stdout.write(JSON.stringify({ error: { code, message, ...(hint ? { hint } : {}) }, ...(details ? { result: details } : {}) }) + '\n');
     } else {
       process.stderr.write(`stor: ${message}\n${hint ? `  ${hint}\n` : ''}`);
       if (process.env.STOR_DEBUG && err.stack) process.stderr.write(err.stack + '\n');

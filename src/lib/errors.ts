@@ -8,12 +8,15 @@ export class StorError extends Error {
   readonly hint?: string;
   /** errno or virtio status when the failure came from a syscall or a device. */
   readonly errno?: number;
-  constructor(message: string, opts: { exitCode?: ExitCode; hint?: string; errno?: number; cause?: unknown } = {}) {
+  /** What the command produced before failing (e.g. a verify report): goes into --json output. */
+  readonly details?: Record<string, unknown>;
+  constructor(message: string, opts: { exitCode?: ExitCode; hint?: string; errno?: number; cause?: unknown; details?: Record<string, unknown> } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'StorError';
     this.exitCode = opts.exitCode ?? EXIT.RUNTIME;
     this.hint = opts.hint;
     this.errno = opts.errno;
+    this.details = opts.details;
   }
 }
 

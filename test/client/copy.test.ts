@@ -118,12 +118,13 @@ copy('file -> null: with non-zero data, --verify fails: exit 3, one-line "verifi
   writeFileSync(f, Buffer.concat([Buffer.alloc(MiB), randomBytes(3 * MiB)]));
   const r = await stor(['copy', f, `null:${SIZE}`, '--verify']);
   assertMismatch(r, /^stor: verification failed: 3 chunk\(s\) differ, the first at byte 1048576$/);
-  // and with --json: the result (mismatchedChunks, firstMismatch) and an error with code 3 on stdout
+  // and with --json: ONE document on stdout: the error (code 3) with the copy's result in it
   const rj = await stor(['copy', f, `null:${SIZE}`, '--verify', '--json']);
   assert.is(rj.code, 3, describeRun(rj));
   const docs = rj.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
-  const result = docs.find((d) => 'mismatchedChunks' in d);
-  const error = docs.find((d) => 'error' in d)?.['error'] as { code?: number } | undefined;
+  assert.is(docs.length, 1, `one JSON document: ${describeRun(rj)}`);
+  const result = docs[0]['result'] as Record<string, unknown> | undefined;
+  const error = docs[0]['error'] as { code?: number } | undefined;
   assert.ok(result, `no result on stdout: ${describeRun(rj)}`);
   assert.is(result!['mismatchedChunks'], 3, 'mismatchedChunks');
   assert.is(result!['firstMismatch'], MiB, 'firstMismatch');

@@ -3,6 +3,7 @@
 import { Flags } from '@oclif/core';
 import { BlockDevice, type Completion } from './device.js';
 import { parseTarget, TARGET_FORMS } from '../target.js';
+import { StorError, usageError } from '../errors.js';
 
 export const clientFlags = {
   queues: Flags.integer({ description: 'queues to use (virtqueues or io_uring instances)', default: 1, min: 1, max: 64 }),
@@ -15,8 +16,14 @@ export const TARGET_DESCRIPTION = `what to open: ${TARGET_FORMS}`;
 export async function openTarget(text: string, what: string, f: { queues: number; completion: string; timeout: number },
   extra: { readOnly?: boolean; queueSize?: number } = {}): Promise<BlockDevice> {
   const t = parseTarget(text, what);
-  return BlockDevice.open(t, {
-    numQueues: f.queues, completion: f.completion as Completion, timeoutMs: f.timeout, readOnly: extra.readOnly,
-    queueSize: extra.queueSize,
-  });
+  try {
+    return await BlockDevice.open(t, {
+      numQueues: f.queues, completion: f.completion as Completion, timeoutMs: f.timeout, readOnly: extra.readOnly,
+      queueSize: extra.queueSize,
+    });
+  } catch (e) {
+    // the library names its option; on the command line it is --queues
+    if (e instanceof StorError && e.exitCode === 2 && e.message.startsWith('numQueues')) throw usageError('--queues', e.message.replace(/^numQueues: /, ''));
+    throw e;
+  }
 }

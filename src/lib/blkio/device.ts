@@ -2,6 +2,7 @@
 // vhost-user, zero copy from shared memory regions), a file or block device (io_uring), or an
 // in-process null/mem backend — and issue reads, writes, flushes, discards and write-zeroes as
 // promises. Requests run through the native data plane; JavaScript only submits and resolves.
+import { statSync } from 'node:fs';
 import { EXIT, StorError, usageError } from '../errors.js';
 import {
   native, STOR_OP, STOR_REQ_F_UNMAP, type BackendHandle, type ClientQueueHandle, type FdWatch, type VuClientRegion,
@@ -208,6 +209,9 @@ export class BlockDevice {
   private static openVhostUser(path: string, numQueues: number, queueSize: number, completion: Completion, spin: number,
     opts: OpenOptions): BlockDevice {
     let fe: VhostUserFrontend;
+    let st;
+    try { st = statSync(path); } catch { /* connect says what is wrong */ }
+    if (st && !st.isSocket()) throw new StorError(`${path} is not a socket`, { hint: 'vhost-user: needs the Unix socket of a vhost-user-blk server' });
     try { fe = VhostUserFrontend.connect(path, { timeoutMs: opts.timeoutMs ?? 5000 }); }
     catch (e) {
       throw new StorError(`cannot connect to vhost-user socket ${path}: ${(e as Error).message.replace(/^.*?: /, '')}`, {
