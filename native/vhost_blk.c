@@ -574,7 +574,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   char serial[64], mode[16];
   if (!prop_u32(env, argv[1], "queues", &queues, 1) || !prop_u32(env, argv[1], "blockSize", &block_size, 512) ||
       !prop_bool(env, argv[1], "readonly", &readonly, false) || !prop_str(env, argv[1], "serial", serial, sizeof serial, "") ||
-      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, 32) ||
+      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, 64) ||
       !prop_u32(env, argv[1], "maxDiscardSectors", &mds, 1u << 22) ||
       !prop_u32(env, argv[1], "maxWriteZeroesSectors", &mwzs, 1u << 22))
     return NULL;

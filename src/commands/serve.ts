@@ -31,7 +31,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     'queue-size': Flags.integer({ description: 'largest virtqueue a front-end may set up (power of 2, 4..32768); seg_max follows it', default: 1024 }),
     'block-size': Flags.string({ description: 'logical block size advertised to the driver', options: ['512', '4096'], default: '512' }),
     mode: Flags.string({ description: 'completion mode of the queue threads', options: ['notify', 'poll', 'adaptive'], default: 'adaptive' }),
-    'poll-us': Flags.integer({ description: 'adaptive mode: microseconds a queue spins after its last request before sleeping', default: 32, min: 0, max: 1_000_000 }),
+    'poll-us': Flags.integer({ description: 'adaptive mode: the longest a queue spins after its last request before sleeping (the window adapts below it)', default: 64, min: 0, max: 1_000_000 }),
     serial: Flags.string({ description: 'serial number returned to VIRTIO_BLK_T_GET_ID (at most 20 bytes)', default: 'stor' }),
   };
 

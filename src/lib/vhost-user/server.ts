@@ -100,7 +100,7 @@ export class VhostUserBlkServer extends EventEmitter {
     }
     this.device = n.blkDeviceCreate(this.options.backend, {
       queues: this.options.queues, blockSize: this.options.blockSize, readonly: this.options.readonly,
-      serial: this.options.serial, mode: this.options.mode, pollUs: this.options.pollUs ?? 32,
+      serial: this.options.serial, mode: this.options.mode, pollUs: this.options.pollUs ?? 64,
       maxDiscardSectors: MAX_DISCARD_SECTORS, maxWriteZeroesSectors: MAX_DISCARD_SECTORS,
     }, (kind, queue, message) => this.onDeviceEvent(kind, queue, message));
     this.listenWatch = n.watchFd(this.listenFd, true, false, () => this.acceptPending());
