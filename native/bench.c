@@ -91,6 +91,7 @@ struct bench_thread {
   int error;               /* -errno that stopped the thread early */
   char errmsg[160];
   uint64_t first_bad_offset;
+  bool ring_full;          /* the backend said -EBUSY: submit no more until something completes */
   atomic_uint_fast64_t progress;   /* completed I/Os, for live display */
 };
 
@@ -126,8 +127,9 @@ static void io_complete(struct stor_req *r) {
   uint64_t now = now_ns();
   t->inflight--;
   t->free_ios[t->free_top++] = (uint32_t)(io - t->ios);
-  atomic_fetch_add_explicit(&t->progress, 1, memory_order_relaxed);
   if (t->cfg->verify) t->busy[io->block] = 0;
+  if (r->result == -EBUSY) { t->ring_full = true; return; }   /* back-pressure: not an I/O */
+  atomic_fetch_add_explicit(&t->progress, 1, memory_order_relaxed);
   if (r->result < 0) {
     t->errors++;
     if (!t->error) { t->error = r->result; snprintf(t->errmsg, sizeof t->errmsg, "%s at offset %llu: %s", io->write ? "write" : "read",
@@ -220,7 +222,10 @@ static void drain(struct bench_thread *t) {
 /* Writes this thread's whole share once so that every later read can be verified. */
 static void prefill(struct bench_thread *t) {
   for (uint64_t k = 0; k < t->nblocks && !t->error; ) {
-    for (unsigned n = 0; n < t->cfg->iodepth && t->inflight < t->cfg->iodepth && k < t->nblocks; n++) submit_one(t, true, k++, 1);
+    for (unsigned n = 0; n < t->cfg->iodepth && t->inflight < t->cfg->iodepth && k < t->nblocks; n++) {
+      submit_one(t, true, k++, 1);
+      if (t->ring_full) { t->ring_full = false; k--; break; }
+    }
     t->be->ops->commit(t->bq);
     reap(t);
   }
@@ -252,6 +257,7 @@ static void *bench_thread_main(void *arg) {
       bool w = pick_write(t);
       submit_one(t, w, k, w ? gen++ : 0);
       if (gen == 0) gen = 1;
+      if (t->ring_full) { t->ring_full = false; if (w) gen--; break; }
     }
     ops->commit(t->bq);
     reap(t);

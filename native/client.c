@@ -123,6 +123,14 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
     napi_create_reference(env, argv[4], 1, &c->buf_ref);
   }
   q->be->ops->submit(q->bq, &c->req);
+  /* -EBUSY inline: the ring has no descriptors left right now. Back-pressure, not a failure: take
+   * the request back; the caller retries after a completion. */
+  if (q->done_n && q->done_ids[q->done_n - 1] == id && c->req.result == -EBUSY) {
+    q->done_n--;
+    if (c->buf_ref) { napi_delete_reference(env, c->buf_ref); c->buf_ref = NULL; }
+    q->free_ids[q->free_top++] = id;
+    return make_bool(env, false);
+  }
   return make_bool(env, true);
 }
 

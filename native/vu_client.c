@@ -26,6 +26,7 @@
 
 #define VU_MAX_QUEUES 64
 #define VU_MAX_REGIONS 32
+#define VU_MAX_CHAIN (1024 + 3)    /* seg_max is capped at 1024 */
 #define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
 
 struct vu_slot {
@@ -48,8 +49,11 @@ struct vu_queue {
   uint8_t *bounce;                 /* num * bounce_size */
   struct stor_req **reqs;          /* num: the request in each slot (private: not in shared memory) */
   bool *bounced;                   /* num: the slot's data went through its bounce buffer */
-  uint16_t *free_stack;            /* free slot ids */
+  uint16_t *free_stack;            /* free descriptor ids */
   unsigned free_top;
+  uint16_t *chain_next;            /* num: our private copy of each chain's links */
+  uint16_t *chain_len;             /* num, by head: descriptors the chain holds (0: free) */
+  unsigned inflight;
   uint16_t avail_shadow, avail_published, last_used;
   int kick_fd, call_fd;
   atomic_bool claimed;             /* one backend queue (thread) per virtqueue */
@@ -65,6 +69,7 @@ struct vu_backend {
   uint32_t itable_len;             /* seg_max + 2 */
   uint64_t bounce_size;
   bool event_idx;
+  bool indirect;                   /* VIRTIO_RING_F_INDIRECT_DESC negotiated */
   uint8_t *mem;                    /* the ring/slot/bounce memfd mapping */
   uint64_t mem_size;
   int mem_fd;
@@ -160,60 +165,96 @@ static void vu_queue_close(struct stor_bqueue *bq) {
   atomic_store(&q->claimed, false);
 }
 
+/* Returns descriptor ids of a finished chain to the free list (walking our private copy of the
+ * chain: the shared table may have been scribbled on by the device). */
+static void free_chain(struct vu_queue *q, uint16_t head) {
+  uint16_t id = head;
+  for (unsigned i = 0; i < q->chain_len[head]; i++) {
+    q->free_stack[q->free_top++] = id;
+    id = q->chain_next[id];
+  }
+  q->chain_len[head] = 0;
+}
+
+/* Each request is a chain [header][data...][status] (discard/write-zeroes: [header][segment][status]).
+ * Direct descriptors while the ring has enough free ones — what most drivers and libblkio do, and
+ * the cheapest for the device; one indirect descriptor otherwise (when negotiated). */
 static void vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
   struct vu_queue *q = (struct vu_queue *)bq;
   struct vu_backend *b = q->be;
   if (atomic_load_explicit(&b->dead, memory_order_relaxed)) { stor_req_done(r, -ENOTCONN); return; }
-  if (q->free_top == 0) { stor_req_done(r, -EBUSY); return; }
-  uint16_t id = q->free_stack[--q->free_top];
-  struct vu_slot *s = &q->slots[id];
-  struct vring_desc *t = &q->itables[(size_t)id * b->itable_len];
-  unsigned n = 0;
+  bool data = r->op == STOR_OP_READ || r->op == STOR_OP_WRITE;
+  if (!data && r->op != STOR_OP_FLUSH && r->op != STOR_OP_DISCARD && r->op != STOR_OP_WRITE_ZEROES) { stor_req_done(r, -EOPNOTSUPP); return; }
+  bool zero_copy = false;
+  unsigned ndata = 0;
+  if (data) {
+    zero_copy = (unsigned)r->niov <= b->seg_max;
+    for (int i = 0; zero_copy && i < r->niov; i++) zero_copy = in_regions(b, r->iov[i].iov_base, r->iov[i].iov_len);
+    if (zero_copy) { for (int i = 0; i < r->niov; i++) if (r->iov[i].iov_len) ndata++; }
+    else {
+      if (r->length > b->bounce_size) { stor_req_done(r, -E2BIG); return; }
+      ndata = 1;
+    }
+  } else if (r->op != STOR_OP_FLUSH) {
+    ndata = 1;   /* the discard / write-zeroes segment */
+  }
+  unsigned n = ndata + 2;
+  bool direct = q->free_top >= n;
+  if (!direct && !(b->indirect && q->free_top >= 1)) { stor_req_done(r, -EBUSY); return; }
+  uint16_t head = q->free_stack[q->free_top - 1];
+  struct vu_slot *s = &q->slots[head];
+  struct vring_desc chain[VU_MAX_CHAIN];
+  struct vring_desc *t = direct ? chain : &q->itables[(size_t)head * b->itable_len];
+  unsigned k = 0;
   s->status = 0xff;
   s->hdr.ioprio = 0;
   s->hdr.sector = r->offset / 512;
-  t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->hdr, sizeof s->hdr, VRING_DESC_F_NEXT, 0 };
-  bool data_in = false;
-  switch (r->op) {
-  case STOR_OP_READ: case STOR_OP_WRITE: {
+  t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->hdr, sizeof s->hdr, VRING_DESC_F_NEXT, 0 };
+  q->bounced[head] = false;
+  if (data) {
     bool read = r->op == STOR_OP_READ;
+    uint16_t dflags = (uint16_t)(VRING_DESC_F_NEXT | (read ? VRING_DESC_F_WRITE : 0));
     s->hdr.type = read ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT;
-    data_in = read;
-    bool direct = (unsigned)r->niov <= b->seg_max;
-    for (int i = 0; direct && i < r->niov; i++) direct = in_regions(b, r->iov[i].iov_base, r->iov[i].iov_len);
-    q->bounced[id] = !direct;
-    if (direct) {
-      for (int i = 0; i < r->niov; i++) {
-        if (!r->iov[i].iov_len) continue;
-        t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)r->iov[i].iov_base, (uint32_t)r->iov[i].iov_len,
-                                      (uint16_t)(VRING_DESC_F_NEXT | (read ? VRING_DESC_F_WRITE : 0)), 0 };
-      }
+    if (zero_copy) {
+      for (int i = 0; i < r->niov; i++)
+        if (r->iov[i].iov_len) t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)r->iov[i].iov_base, (uint32_t)r->iov[i].iov_len, dflags, 0 };
     } else {
-      if (r->length > b->bounce_size) { q->free_stack[q->free_top++] = id; stor_req_done(r, -E2BIG); return; }
-      uint8_t *bb = q->bounce + (size_t)id * b->bounce_size;
+      uint8_t *bb = q->bounce + (size_t)head * b->bounce_size;
       if (!read) iov_to_buf(r->iov, r->niov, 0, bb, r->length);
-      t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)bb, (uint32_t)r->length,
-                                    (uint16_t)(VRING_DESC_F_NEXT | (read ? VRING_DESC_F_WRITE : 0)), 0 };
+      q->bounced[head] = true;
+      t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)bb, (uint32_t)r->length, dflags, 0 };
     }
-    break;
-  }
-  case STOR_OP_FLUSH: s->hdr.type = VIRTIO_BLK_T_FLUSH; s->hdr.sector = 0; break;
-  case STOR_OP_DISCARD: case STOR_OP_WRITE_ZEROES:
+  } else if (r->op == STOR_OP_FLUSH) {
+    s->hdr.type = VIRTIO_BLK_T_FLUSH;
+    s->hdr.sector = 0;
+  } else {
     s->hdr.type = r->op == STOR_OP_DISCARD ? VIRTIO_BLK_T_DISCARD : VIRTIO_BLK_T_WRITE_ZEROES;
     s->hdr.sector = 0;
     s->seg.sector = r->offset / 512;
     s->seg.num_sectors = (uint32_t)(r->length / 512);
     s->seg.flags = (r->flags & STOR_REQ_F_UNMAP) ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0;
-    t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->seg, sizeof s->seg, VRING_DESC_F_NEXT, 0 };
-    break;
-  default: q->free_stack[q->free_top++] = id; stor_req_done(r, -EOPNOTSUPP); return;
+    t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->seg, sizeof s->seg, VRING_DESC_F_NEXT, 0 };
   }
-  t[n++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->status, 1, VRING_DESC_F_WRITE, 0 };
-  for (unsigned i = 0; i + 1 < n; i++) t[i].next = (uint16_t)(i + 1);
-  (void)data_in;
-  q->reqs[id] = r;
-  q->desc[id] = (struct vring_desc){ (uint64_t)(uintptr_t)t, n * 16, VRING_DESC_F_INDIRECT, 0 };
-  q->avail->ring[q->avail_shadow % q->num] = id;
+  t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->status, 1, VRING_DESC_F_WRITE, 0 };
+  if (direct) {
+    /* pop k descriptor ids (the first is head) and link them in the shared table */
+    uint16_t prev = 0;
+    for (unsigned i = 0; i < k; i++) {
+      uint16_t id = q->free_stack[--q->free_top];
+      if (i) { q->desc[prev].next = id; q->chain_next[prev] = id; }
+      q->desc[id] = t[i];
+      prev = id;
+    }
+    q->chain_len[head] = (uint16_t)k;
+  } else {
+    for (unsigned i = 0; i + 1 < k; i++) t[i].next = (uint16_t)(i + 1);
+    q->free_top--;
+    q->desc[head] = (struct vring_desc){ (uint64_t)(uintptr_t)t, k * 16, VRING_DESC_F_INDIRECT, 0 };
+    q->chain_len[head] = 1;
+  }
+  q->reqs[head] = r;
+  q->inflight++;
+  q->avail->ring[q->avail_shadow % q->num] = head;
   q->avail_shadow++;
 }
 
@@ -232,17 +273,15 @@ static int vu_reap_ready(struct vu_queue *q) {
     uint8_t st = q->slots[e.id].status;
     if (st == VIRTIO_BLK_S_OK && r->op == STOR_OP_READ && q->bounced[e.id])
       buf_to_iov(r->iov, r->niov, 0, q->bounce + (size_t)e.id * b->bounce_size, r->length);
-    q->free_stack[q->free_top++] = (uint16_t)e.id;
+    free_chain(q, (uint16_t)e.id);
+    q->inflight--;
     n++;
     stor_req_done(r, st == VIRTIO_BLK_S_OK ? 0 : st == VIRTIO_BLK_S_UNSUPP ? -EOPNOTSUPP : -EIO);
   }
   return n;
 }
 
-static unsigned vu_inflight(struct stor_bqueue *bq) {
-  struct vu_queue *q = (struct vu_queue *)bq;
-  return q->num - q->free_top;
-}
+static unsigned vu_inflight(struct stor_bqueue *bq) { return ((struct vu_queue *)bq)->inflight; }
 
 static int vu_reap(struct stor_bqueue *bq, bool wait) {
   struct vu_queue *q = (struct vu_queue *)bq;
@@ -269,7 +308,8 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
       struct stor_req *r = q->reqs[id];
       if (!r) continue;
       q->reqs[id] = NULL;
-      q->free_stack[q->free_top++] = (uint16_t)id;
+      free_chain(q, (uint16_t)id);
+      q->inflight--;
       n++;
       stor_req_done(r, -ENOTCONN);
     }
@@ -303,7 +343,7 @@ static void vu_destroy(struct stor_backend *be) {
     struct vu_queue *q = &b->q[i];
     if (q->kick_fd >= 0) close(q->kick_fd);
     if (q->call_fd >= 0) close(q->call_fd);
-    free(q->reqs); free(q->free_stack); free(q->bounced);
+    free(q->reqs); free(q->free_stack); free(q->bounced); free(q->chain_next); free(q->chain_len);
   }
   for (unsigned i = 0; i < b->nregions; i++) {
     if (b->regions[i].owned) { munmap(b->regions[i].addr, b->regions[i].size); close(b->regions[i].fd); }
@@ -337,11 +377,12 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   uint64_t capacity, bounce;
   uint32_t nq, qs, seg_max;
-  bool ro, event_idx;
+  bool ro, event_idx, indirect;
   char desc[256];
   if (!prop_u64(env, argv[0], "capacity", &capacity, 0) || !prop_bool(env, argv[0], "readonly", &ro, false) ||
       !prop_u32(env, argv[0], "queues", &nq, 1) || !prop_u32(env, argv[0], "queueSize", &qs, 256) ||
       !prop_u32(env, argv[0], "segMax", &seg_max, 126) || !prop_bool(env, argv[0], "eventIdx", &event_idx, true) ||
+      !prop_bool(env, argv[0], "indirect", &indirect, true) ||
       !prop_u64(env, argv[0], "bounceSize", &bounce, 1 << 20) || !prop_str(env, argv[0], "desc", desc, sizeof desc, "vhost-user"))
     return NULL;
   int32_t ctl_fd;
@@ -355,7 +396,7 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   if (!b) return throw_errno(env, "vuClientCreate", ENOMEM);
   pthread_mutex_init(&b->lock, NULL);
   b->ctl_fd = -1;
-  b->nqueues = nq; b->seg_max = seg_max; b->itable_len = seg_max + 2; b->bounce_size = bounce; b->event_idx = event_idx;
+  b->nqueues = nq; b->seg_max = seg_max; b->itable_len = seg_max + 2; b->bounce_size = bounce; b->event_idx = event_idx; b->indirect = indirect;
   /* per-queue sizes */
   uint64_t ring_sz = ALIGN_UP(16ull * qs, 4096) + ALIGN_UP(6 + 2ull * qs, 4096) + ALIGN_UP(6 + 8ull * qs, 4096);
   uint64_t slots_sz = ALIGN_UP(sizeof(struct vu_slot) * qs, 4096);
@@ -391,6 +432,8 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
     q->bounce = base + ring_sz + slots_sz + itab_sz;
     q->reqs = calloc(qs, sizeof *q->reqs);
     q->bounced = calloc(qs, sizeof *q->bounced);
+    q->chain_next = calloc(qs, sizeof *q->chain_next);
+    q->chain_len = calloc(qs, sizeof *q->chain_len);
     q->free_stack = calloc(qs, sizeof *q->free_stack);
     for (unsigned k = 0; k < qs; k++) q->free_stack[k] = (uint16_t)(qs - 1 - k);
     q->free_top = qs;

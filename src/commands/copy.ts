@@ -44,7 +44,9 @@ A destination file that does not exist is created with the size of the copy.`;
     }
     const srcT = parseTarget(args.source, 'source');
     let dstT = parseTarget(args.destination, 'destination');
-    const openOpts = { numQueues: flags.queues, completion: flags.completion as Completion, timeoutMs: flags.timeout };
+    // a chunk is at most 3 descriptors (header, data, status) in a direct chain
+    const queueSize = Math.min(1024, Math.max(256, 2 ** Math.ceil(Math.log2(flags.iodepth * 3))));
+    const openOpts = { numQueues: flags.queues, completion: flags.completion as Completion, timeoutMs: flags.timeout, queueSize };
     const src = await BlockDevice.open(srcT, { ...openOpts, readOnly: true });
     let dst: BlockDevice | undefined;
     try {

@@ -86,7 +86,7 @@ export interface VuClientRegion { fd: number; addr: bigint; size: number; buffer
 
 /** The driver side of a remote vhost-user-blk device, as a backend. */
 export interface NativeVuClient {
-  vuClientCreate(o: { capacity: number; readonly: boolean; queues: number; queueSize: number; segMax: number; eventIdx: boolean;
+  vuClientCreate(o: { capacity: number; readonly: boolean; queues: number; queueSize: number; segMax: number; eventIdx: boolean; indirect: boolean;
     bounceSize?: number; desc?: string; controlFd?: number }): VuClientCreated;
   vuClientAllocRegion(b: BackendHandle, size: number): VuClientRegion;
   vuClientMarkDead(b: BackendHandle, shutdown?: boolean): void;

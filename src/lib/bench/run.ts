@@ -136,7 +136,7 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
     let dev: BlockDevice;
     try {
       dev = await BlockDevice.open(t.kind === 'file' ? { ...t, direct: o.direct || t.direct } : t, {
-        numQueues: o.queues, queueSize: Math.max(256, 2 ** Math.ceil(Math.log2(o.iodepth))), readOnly: !o.rw.includes('write') && o.rw !== 'rw' && o.rw !== 'randrw',
+        numQueues: o.queues, queueSize: Math.min(1024, Math.max(256, 2 ** Math.ceil(Math.log2(o.iodepth * 3)))), readOnly: !o.rw.includes('write') && o.rw !== 'rw' && o.rw !== 'randrw',
       });
     } catch (e) {
       if (e instanceof StorError && e.exitCode === 2) throw e;

@@ -226,7 +226,7 @@ export class BlockDevice {
         features: want,
         protocolFeatures: bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG)
           | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS),
-        required: bit(VIRTIO_F.VERSION_1) | bit(VIRTIO_F.RING_INDIRECT_DESC),
+        required: bit(VIRTIO_F.VERSION_1),
       });
       if (!hasBit(neg.protocolFeatures, ProtocolFeature.CONFIG)) throw new StorError(`${path}: the server does not offer the CONFIG protocol feature (capacity cannot be read)`);
       const cfg = decodeBlkConfig(fe.getConfig(0, 60));
@@ -239,6 +239,7 @@ export class BlockDevice {
       const capacity = Number(cfg.capacitySectors) * 512;
       const created = native().vuClientCreate({
         capacity, readonly: readOnly, queues: numQueues, queueSize, segMax, eventIdx: hasBit(f, VIRTIO_F.RING_EVENT_IDX),
+        indirect: hasBit(f, VIRTIO_F.RING_INDIRECT_DESC),
         bounceSize: BOUNCE_SIZE, desc: `vhost-user:${path}`, controlFd: fe.fd,
       });
       const slots = hasBit(neg.protocolFeatures, ProtocolFeature.CONFIGURE_MEM_SLOTS);
