@@ -205,17 +205,7 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
 static void reap(struct bench_thread *t) {
   const struct stor_backend_ops *ops = t->be->ops;
   struct bench_cfg *c = t->cfg;
-  if (c->wait == WAIT_NOTIFY) {
-    /* After a wake-up, drain before refilling, as blkio-bench and libblkio applications do: look
-     * again until a look finds nothing, then arm and look once more (a completion can land between
-     * the last look and arming). */
-    ops->reap(t->bq, true);
-    while (t->inflight) {
-      if (ops->reap(t->bq, false) > 0) continue;
-      if (!ops->arm || ops->arm(t->bq) == 0) break;
-    }
-    return;
-  }
+  if (c->wait == WAIT_NOTIFY) { ops->reap(t->bq, true); return; }
   uint64_t spin_until = c->wait == WAIT_ADAPTIVE ? now_ns() + c->spin_ns : UINT64_MAX;
   for (unsigned spins = 1;; spins++) {
     if (ops->reap(t->bq, false) > 0 || !t->inflight) return;
