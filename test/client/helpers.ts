@@ -1,57 +1,29 @@
 // What the client tests (stor info | read | write | copy and the library) share: running the stor
 // CLI bounded by a timeout, starting the two servers (stor serve, qemu-storage-daemon) on an image
 // file whose bytes are checked on disk, and comparing buffers with a useful message.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { STOR_BIN } from '../helpers/paths.js';
+import { runBounded, type RunResult } from '../helpers/run.js';
 import { cleanupSocket, startQsd, startStor, type BackendSpec, type RunningServer } from '../helpers/servers.js';
 
 export type ServerName = 'stor' | 'qsd';
 export const SERVERS: ServerName[] = ['stor', 'qsd'];
 
-export interface CliResult {
-  args: string[];
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  timedOut: boolean;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-const live = new Set<ChildProcess>();
-process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
+export interface CliResult extends RunResult { args: string[] }
 
 /**
- * Runs `node bin/run.js ARGS`; SIGKILLs it after timeoutMs (timedOut is then true). Never rejects for
- * a non-zero exit. onSpawn sees the child process.
+ * Runs `node bin/run.js ARGS` bounded by timeoutMs (see runBounded); onSpawn sees the child process.
  */
-export function stor(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = {}, onSpawn?: (p: ChildProcess) => void): Promise<CliResult> {
-  const t0 = Date.now();
-  return new Promise((resolve, reject) => {
-    // No TTY, no colour, no debug stack traces: what a script sees.
-    const proc = spawn(process.execPath, [STOR_BIN, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, STOR_DEBUG: '', NO_COLOR: '1', FORCE_COLOR: '0', ...env },
-    });
-    live.add(proc);
-    onSpawn?.(proc);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    proc.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-    proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutMs);
-    proc.once('error', (e) => { clearTimeout(timer); live.delete(proc); reject(e); });
-    proc.once('close', (code, signal) => {
-      clearTimeout(timer);
-      live.delete(proc);
-      resolve({ args, code, signal, timedOut, stdout, stderr, ms: Date.now() - t0 });
-    });
+export async function stor(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = {}, onSpawn?: (p: ChildProcess) => void): Promise<CliResult> {
+  // No TTY, no colour, no debug stack traces: what a script sees.
+  const r = await runBounded(process.execPath, [STOR_BIN, ...args], timeoutMs, {
+    env: { ...process.env, STOR_DEBUG: '', NO_COLOR: '1', FORCE_COLOR: '0', ...env }, onSpawn,
   });
+  return { args, ...r };
 }
 
 export function describeRun(r: CliResult): string {

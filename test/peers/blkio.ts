@@ -1,25 +1,14 @@
 // Runs libblkio's example programs (blkio-info, blkio-copy, blkio-bench) against a
 // vhost-user-blk socket, each bounded by a timeout, and parses what they print.
 // Shared by test/peers/*.test.ts and bench/serve-vs-qsd.ts.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PEER_BIN } from '../helpers/paths.js';
+import { runBounded, type RunResult } from '../helpers/run.js';
 
 export type PeerProgram = 'blkio-info' | 'blkio-copy' | 'blkio-bench';
 
-export interface PeerResult {
-  cmd: string;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  timedOut: boolean;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-const live = new Set<ReturnType<typeof spawn>>();
-process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
+export interface PeerResult extends RunResult { cmd: string }
 
 export function peerPath(prog: PeerProgram): string {
   const p = join(PEER_BIN, prog);
@@ -28,26 +17,9 @@ export function peerPath(prog: PeerProgram): string {
 }
 
 /** Runs one peer program; SIGKILLs it after timeoutMs. Never rejects for a non-zero exit. */
-export function runPeer(prog: PeerProgram, args: string[], timeoutMs: number): Promise<PeerResult> {
-  const bin = peerPath(prog);
-  const cmd = [prog, ...args].join(' ');
-  const t0 = Date.now();
-  return new Promise((resolve, reject) => {
-    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(proc);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    proc.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-    proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutMs);
-    proc.once('error', (e) => { clearTimeout(timer); live.delete(proc); reject(e); });
-    proc.once('close', (code, signal) => {
-      clearTimeout(timer);
-      live.delete(proc);
-      resolve({ cmd, code, signal, timedOut, stdout, stderr, ms: Date.now() - t0 });
-    });
-  });
+export async function runPeer(prog: PeerProgram, args: string[], timeoutMs: number): Promise<PeerResult> {
+  const r = await runBounded(peerPath(prog), args, timeoutMs);
+  return { cmd: [prog, ...args].join(' '), ...r };
 }
 
 /** A one-paragraph description of a run, for assertion messages. */
