@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +48,7 @@ struct bench_cfg {
   uint64_t runtime_ns, ramp_ns;
   enum waitmode wait;
   uint64_t spin_ns;        /* adaptive */
+  bool refill_after_drain; /* after a wake-up, reap until a look finds nothing before refilling */
   bool verify;
   uint64_t seed;
   uint32_t tick_ms;        /* timeline bucket width */
@@ -92,7 +94,15 @@ struct bench_thread {
   char errmsg[160];
   uint64_t first_bad_offset;
   bool ring_full;          /* the backend said -EBUSY: submit no more until something completes */
-  atomic_uint_fast64_t progress;   /* completed I/Os, for live display */
+  atomic_uint_fast64_t progress;   /* completed I/Os, for live display (published once per pass) */
+  uint64_t completed;      /* completed I/Os: the thread's own count behind progress */
+  /* One clock read per batch, as blkio-bench does: every I/O of a submission batch is stamped with
+   * the time the batch started, every completion of a reap pass with the time the pass saw its
+   * first completion. 0: not read yet in this pass. */
+  uint64_t batch_now;
+  uint64_t reap_now;
+  unsigned reap_tick;
+  int wait_fd;             /* --refill drain: epoll on the backend's completion fd (-1: not yet; -2: unusable) */
 };
 
 static inline uint64_t now_ns(void) {
@@ -124,12 +134,11 @@ static bool check_pattern(const uint8_t *p, uint32_t len, uint64_t offset, uint3
 static void io_complete(struct stor_req *r) {
   struct bench_io *io = (struct bench_io *)r;
   struct bench_thread *t = io->t;
-  uint64_t now = now_ns();
   t->inflight--;
   t->free_ios[t->free_top++] = (uint32_t)(io - t->ios);
   if (t->cfg->verify) t->busy[io->block] = 0;
   if (r->result == -EBUSY) { t->ring_full = true; return; }   /* back-pressure: not an I/O */
-  atomic_fetch_add_explicit(&t->progress, 1, memory_order_relaxed);
+  t->completed++;
   if (r->result < 0) {
     t->errors++;
     if (!t->error) { t->error = r->result; snprintf(t->errmsg, sizeof t->errmsg, "%s at offset %llu: %s", io->write ? "write" : "read",
@@ -147,14 +156,17 @@ static void io_complete(struct stor_req *r) {
     }
   }
   if (!t->measuring || io->t_submit < t->t_measure) return;
-  uint64_t lat = now - io->t_submit;
+  if (!t->reap_now) {
+    t->reap_now = now_ns();
+    t->reap_tick = (unsigned)((t->reap_now - t->t_measure) / (t->cfg->tick_ms * 1000000ull));
+  }
+  uint64_t lat = t->reap_now - io->t_submit;
   t->hist[hist_index(lat)]++;
   if (lat < t->lat_min) t->lat_min = lat;
   if (lat > t->lat_max) t->lat_max = lat;
   t->lat_sum += lat;
   if (io->write) { t->ios_write++; t->bytes_write += t->cfg->bs; } else { t->ios_read++; t->bytes_read += t->cfg->bs; }
-  unsigned tick = (unsigned)((now - t->t_measure) / (t->cfg->tick_ms * 1000000ull));
-  if (tick < t->timeline_len) t->timeline[tick]++;
+  if (t->reap_tick < t->timeline_len) t->timeline[t->reap_tick]++;
 }
 
 /* Picks the next block of this thread's share; false if every candidate is busy (verify). */
@@ -162,7 +174,9 @@ static bool next_block(struct bench_thread *t, uint64_t *block) {
   struct bench_cfg *c = t->cfg;
   bool random = c->rw == RW_RANDREAD || c->rw == RW_RANDWRITE || c->rw == RW_RANDRW;
   for (int tries = 0; tries < 16; tries++) {
-    uint64_t k = random ? xorshift(&t->rng) % t->nblocks : t->seq_next++ % t->nblocks;
+    /* multiply-shift instead of a 64-bit division per I/O */
+    uint64_t k = random ? (uint64_t)(((unsigned __int128)xorshift(&t->rng) * t->nblocks) >> 64) : t->seq_next;
+    if (!random && ++t->seq_next == t->nblocks) t->seq_next = 0;
     if (!c->verify || !t->busy[k]) { *block = k; return true; }
   }
   return false;
@@ -196,20 +210,72 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
   if (write && c->verify) fill_pattern(io->iov.iov_base, c->bs, off, gen, c->seed);
   if (c->verify) t->busy[k] = 1;
   t->inflight++;
-  io->t_submit = now_ns();
+  if (!t->batch_now) t->batch_now = now_ns();
+  io->t_submit = t->batch_now;
   t->be->ops->submit(t->bq, &io->req);
+  t->reap_now = 0;   /* synchronous backends complete inside submit: their next completion reads the clock */
   return true;
+}
+
+/* --refill drain: what blkio-bench and event-driven libblkio applications do after a wake-up —
+ * look again until a look finds nothing, then arm notification and look once more (a completion
+ * can land between the last look and arming); only then refill. Each look stamps its own
+ * completions, as blkio-bench does. */
+/* --refill drain sleeps the way an event-loop application does: on the completion fd, every time,
+ * even when completions are already waiting (then the fd is already readable and epoll_wait returns
+ * at once), exactly as blkio-bench's notify loop does. Backends without a completion fd (in-process
+ * ones) and a queue with nothing in flight use the backend's own wait. */
+static void wait_on_completion_fd(struct bench_thread *t) {
+  const struct stor_backend_ops *ops = t->be->ops;
+  int fd = ops->event_fd(t->bq);
+  if (fd < 0 || !t->inflight) { ops->reap(t->bq, true); return; }
+  if (t->wait_fd < 0) {
+    t->wait_fd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    if (t->wait_fd < 0 || epoll_ctl(t->wait_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      if (t->wait_fd >= 0) close(t->wait_fd);
+      t->wait_fd = -2;   /* never again: fall back to the backend's wait */
+    }
+    if (ops->arm) ops->arm(t->bq);   /* first sleep: nothing armed the fd yet */
+  }
+  if (t->wait_fd == -2) { ops->reap(t->bq, true); return; }
+  struct epoll_event ev;
+  /* a second without a completion: let the backend's own wait decide (it also notices a dead server) */
+  if (epoll_wait(t->wait_fd, &ev, 1, 1000) != 1) { ops->reap(t->bq, true); return; }
+  uint64_t v;
+  if (read(fd, &v, sizeof v) < 0) { /* another reader got it: harmless */ }
+  ops->reap(t->bq, false);
+}
+
+static void drain_after_wakeup(struct bench_thread *t) {
+  const struct stor_backend_ops *ops = t->be->ops;
+  /* arm even with nothing in flight: the refill that follows sleeps on the fd */
+  for (;;) {
+    t->reap_now = 0;
+    if (t->inflight && ops->reap(t->bq, false) > 0) continue;
+    t->reap_now = 0;
+    if (!ops->arm || ops->arm(t->bq) == 0) break;
+  }
 }
 
 /* Waits for at least one completion in the configured way. */
 static void reap(struct bench_thread *t) {
   const struct stor_backend_ops *ops = t->be->ops;
   struct bench_cfg *c = t->cfg;
-  if (c->wait == WAIT_NOTIFY) { ops->reap(t->bq, true); return; }
+  t->reap_now = 0;
+  if (c->wait == WAIT_NOTIFY) {
+    if (c->refill_after_drain) { wait_on_completion_fd(t); drain_after_wakeup(t); }
+    else ops->reap(t->bq, true);
+    return;
+  }
   uint64_t spin_until = c->wait == WAIT_ADAPTIVE ? now_ns() + c->spin_ns : UINT64_MAX;
   for (unsigned spins = 1;; spins++) {
     if (ops->reap(t->bq, false) > 0 || !t->inflight) return;
-    if (c->wait == WAIT_ADAPTIVE && now_ns() >= spin_until) { ops->reap(t->bq, true); return; }
+    if (c->wait == WAIT_ADAPTIVE && now_ns() >= spin_until) {
+      if (c->refill_after_drain) { wait_on_completion_fd(t); drain_after_wakeup(t); }
+      else ops->reap(t->bq, true);
+      return;
+    }
     /* on a shared machine the server we wait for may need this core now and then */
     if (spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
   }
@@ -217,17 +283,20 @@ static void reap(struct bench_thread *t) {
 
 static void drain(struct bench_thread *t) {
   while (t->inflight) { t->be->ops->commit(t->bq); reap(t); }
+  atomic_store_explicit(&t->progress, t->completed, memory_order_relaxed);
 }
 
 /* Writes this thread's whole share once so that every later read can be verified. */
 static void prefill(struct bench_thread *t) {
   for (uint64_t k = 0; k < t->nblocks && !t->error; ) {
+    t->batch_now = 0;
     for (unsigned n = 0; n < t->cfg->iodepth && t->inflight < t->cfg->iodepth && k < t->nblocks; n++) {
       submit_one(t, true, k++, 1);
       if (t->ring_full) { t->ring_full = false; k--; break; }
     }
     t->be->ops->commit(t->bq);
     reap(t);
+    atomic_store_explicit(&t->progress, t->completed, memory_order_relaxed);
   }
   drain(t);
 }
@@ -250,6 +319,7 @@ static void *bench_thread_main(void *arg) {
   if (!c->ramp_ns) t->measuring = true;
   uint64_t now = t->t_start;
   while (now < t->t_end && !t->error) {
+    t->batch_now = 0;
     /* at most iodepth per pass: synchronous backends complete inside submit */
     for (unsigned n = 0; n < c->iodepth && t->inflight < c->iodepth; n++) {
       uint64_t k;
@@ -261,7 +331,8 @@ static void *bench_thread_main(void *arg) {
     }
     ops->commit(t->bq);
     reap(t);
-    now = now_ns();
+    atomic_store_explicit(&t->progress, t->completed, memory_order_relaxed);
+    now = t->reap_now ? t->reap_now : now_ns();
     if (!t->measuring && now >= t->t_measure) {
       t->measuring = true;
       getrusage(RUSAGE_THREAD, &ru0);   /* CPU is measured over the measured window only */
@@ -297,7 +368,7 @@ static void job_execute(napi_env env, void *data) {
   unsigned started = 0;
   for (unsigned i = 0; i < c->threads; i++) {
     struct bench_thread *t = &j->threads[i];
-    t->cfg = c; t->be = j->be; t->index = i;
+    t->cfg = c; t->be = j->be; t->index = i; t->wait_fd = -1;
     t->rng = c->seed * 0x9e3779b97f4a7c15ull + i * 0x632be59bd9b4e019ull + 1;
     t->nblocks = blocks / c->threads + (i < blocks % c->threads ? 1 : 0);
     int r = j->be->ops->queue_open(j->be, c->iodepth, &t->bq);
@@ -328,7 +399,10 @@ static void job_execute(napi_env env, void *data) {
     for (unsigned i = 0; i < c->threads; i++) pthread_join(j->threads[i].thread, NULL);
     j->wall_seconds = (now_ns() - t0) / 1e9;
   }
-  for (unsigned i = 0; i < c->threads; i++) if (j->threads[i].bq) j->be->ops->queue_close(j->threads[i].bq);
+  for (unsigned i = 0; i < c->threads; i++) {
+    if (j->threads[i].wait_fd >= 0) close(j->threads[i].wait_fd);
+    if (j->threads[i].bq) j->be->ops->queue_close(j->threads[i].bq);
+  }
   atomic_store(&j->done, true);
 }
 
@@ -428,7 +502,7 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
   if (!be) return NULL;
   struct bench_job *j = calloc(1, sizeof *j);
   struct bench_cfg *c = &j->cfg;
-  char rw[16], wait[16];
+  char rw[16], wait[16], refill[16];
   uint32_t runtime_ms, ramp_ms, spin_us;
   if (!prop_str(env, argv[1], "rw", rw, sizeof rw, "randread") || !prop_u32(env, argv[1], "rwmixread", &c->rwmixread, 50) ||
       !prop_u32(env, argv[1], "bs", &c->bs, 4096) || !prop_u32(env, argv[1], "iodepth", &c->iodepth, 1) ||
@@ -436,10 +510,12 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
       !prop_u64(env, argv[1], "span", &c->span, be->capacity) || !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) ||
       !prop_u32(env, argv[1], "rampMs", &ramp_ms, 0) || !prop_str(env, argv[1], "wait", wait, sizeof wait, "notify") ||
       !prop_u32(env, argv[1], "spinUs", &spin_us, 32) || !prop_bool(env, argv[1], "verify", &c->verify, false) ||
-      !prop_u64(env, argv[1], "seed", &c->seed, 1) || !prop_u32(env, argv[1], "tickMs", &c->tick_ms, 100)) {
+      !prop_u64(env, argv[1], "seed", &c->seed, 1) || !prop_str(env, argv[1], "refill", refill, sizeof refill, "eager") || !prop_u32(env, argv[1], "tickMs", &c->tick_ms, 100)) {
     free(j); return NULL;
   }
   if (parse_rw(rw, &c->rw)) { free(j); return throw_msg(env, "rw must be read, write, randread, randwrite, randrw or rw"); }
+  if (strcmp(refill, "eager") && strcmp(refill, "drain")) { free(j); return throw_msg(env, "refill must be eager or drain"); }
+  c->refill_after_drain = !strcmp(refill, "drain");
   c->wait = !strcmp(wait, "poll") ? WAIT_POLL : !strcmp(wait, "adaptive") ? WAIT_ADAPTIVE : WAIT_NOTIFY;
   c->runtime_ns = runtime_ms * 1000000ull; c->ramp_ns = ramp_ms * 1000000ull; c->spin_ns = spin_us * 1000ull;
   if (!c->tick_ms) c->tick_ms = 100;

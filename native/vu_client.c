@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -56,6 +57,7 @@ struct vu_queue {
   unsigned inflight;
   uint16_t avail_shadow, avail_published, last_used;
   int kick_fd, call_fd;
+  int wait_fd;                     /* epoll: call_fd and the control socket, registered once (-1: not yet) */
   atomic_bool claimed;             /* one backend queue (thread) per virtqueue */
   bool interrupts_on;
   uint64_t kicks, waits;
@@ -281,6 +283,21 @@ static int vu_reap_ready(struct vu_queue *q) {
   return n;
 }
 
+/* The sleep of a waiting reap: one epoll set per queue, so a wake-up costs epoll_wait and the read
+ * of the call eventfd, nothing more (poll(2) would register both fds on every sleep). */
+static int vu_wait_fd_open(struct vu_queue *q) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return -errno;
+  struct epoll_event ev = { .events = EPOLLIN, .data.fd = q->call_fd };
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, q->call_fd, &ev) < 0) { int e = errno; close(ep); return -e; }
+  if (q->be->ctl_fd >= 0) {
+    struct epoll_event hup = { .events = EPOLLRDHUP, .data.fd = q->be->ctl_fd };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, q->be->ctl_fd, &hup) < 0) { int e = errno; close(ep); return -e; }
+  }
+  q->wait_fd = ep;
+  return 0;
+}
+
 static unsigned vu_inflight(struct stor_bqueue *bq) { return ((struct vu_queue *)bq)->inflight; }
 
 static int vu_reap(struct stor_bqueue *bq, bool wait) {
@@ -288,14 +305,21 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
   struct vu_backend *b = q->be;
   vq_kick_if_needed(q);
   int n = vu_reap_ready(q);
-  while (n == 0 && wait && vu_inflight(bq) && !vu_server_gone(b)) {
+  /* No liveness syscall before sleeping: the sleep itself watches the control socket, so a server
+   * that goes away wakes us (a check per wait cost more than the wait at high rates). */
+  while (n == 0 && wait && vu_inflight(bq) && !atomic_load_explicit(&b->dead, memory_order_relaxed)) {
     vq_interrupts(q, true);
     n = vu_reap_ready(q);   /* completions that raced with turning interrupts on */
     if (n) break;
-    struct pollfd p[2] = { { q->call_fd, POLLIN, 0 }, { b->ctl_fd, POLLRDHUP, 0 } };
-    int r = poll(p, b->ctl_fd >= 0 ? 2 : 1, 1000);
+    if (q->wait_fd < 0 && vu_wait_fd_open(q) < 0) { atomic_store(&b->dead, true); break; }
+    struct epoll_event ev[2];
+    int r = epoll_wait(q->wait_fd, ev, 2, 1000);
     q->waits++;
-    if (r > 0 && (p[0].revents & POLLIN)) { uint64_t v; if (read(q->call_fd, &v, 8) < 0) { /* spurious */ } }
+    for (int i = 0; i < r; i++) {
+      if (ev[i].data.fd == q->call_fd) { uint64_t v; if (read(q->call_fd, &v, 8) < 0) { /* spurious */ } }
+      else atomic_store(&b->dead, true);   /* the control socket hung up */
+    }
+    if (r == 0) vu_server_gone(b);   /* a second without a call: look closer */
     n = vu_reap_ready(q);
   }
   if (q->interrupts_on && !wait) vq_interrupts(q, false);
@@ -319,8 +343,9 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
 
 static int vu_arm(struct stor_bqueue *bq) {
   struct vu_queue *q = (struct vu_queue *)bq;
-  /* callers arm before they sleep: the moment to notice a server that went away */
-  if (vu_server_gone(q->be)) return vu_reap(bq, false);
+  /* A server that went away is noticed by whoever sleeps on event_fd (the client watches the
+   * control socket; vu_reap's sleep polls it): no syscall here, arming is on the hot path. */
+  if (atomic_load_explicit(&q->be->dead, memory_order_relaxed)) return vu_reap(bq, false);
   /* used_event must name the next completion we have NOT seen: completions reaped after writing it
    * would leave it behind, and the device (rightly) would never signal again. Re-arm until a pass
    * after arming finds nothing. */
@@ -343,6 +368,7 @@ static void vu_destroy(struct stor_backend *be) {
     struct vu_queue *q = &b->q[i];
     if (q->kick_fd >= 0) close(q->kick_fd);
     if (q->call_fd >= 0) close(q->call_fd);
+    if (q->wait_fd >= 0) close(q->wait_fd);
     free(q->reqs); free(q->free_stack); free(q->bounced); free(q->chain_next); free(q->chain_len);
   }
   for (unsigned i = 0; i < b->nregions; i++) {
@@ -437,6 +463,7 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
     q->free_stack = calloc(qs, sizeof *q->free_stack);
     for (unsigned k = 0; k < qs; k++) q->free_stack[k] = (uint16_t)(qs - 1 - k);
     q->free_top = qs;
+    q->wait_fd = -1;
     q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     q->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     /* start with interrupts off: a waiting reap turns them on */

@@ -4,7 +4,7 @@ import { StorCommand } from '../lib/cli.js';
 import { EXIT, StorError, usageError } from '../lib/errors.js';
 import { parsePositiveSize, SIZE_FORMS } from '../lib/size.js';
 import { parseDuration, DURATION_FORMS } from '../lib/bench/duration.js';
-import { runBench, type Mode, type Rw } from '../lib/bench/run.js';
+import { runBench, type Mode, type Refill, type Rw } from '../lib/bench/run.js';
 import { renderTable, toJson } from '../lib/bench/report.js';
 import { renderHtml } from '../lib/bench/html.js';
 import { TARGET_FORMS } from '../lib/target.js';
@@ -35,6 +35,7 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     verify: Flags.boolean({ description: 'write patterns with a header (offset, generation) and check every read; exit 3 on a mismatch', default: false }),
     direct: Flags.boolean({ description: 'files and block devices: O_DIRECT', default: false }),
     'spin-us': Flags.integer({ description: 'adaptive mode: microseconds to spin before sleeping', default: 50, min: 0, max: 1_000_000 }),
+    refill: Flags.string({ description: 'when requests are resubmitted: eager (after every look at the completions, as fio does) or drain (after a wake-up, only once a look finds nothing new, as blkio-bench does)', options: ['eager', 'drain'], default: 'eager' }),
     seed: Flags.integer({ description: 'random seed for offsets and patterns', default: 1 }),
     report: Flags.string({ description: 'also write a self-contained HTML report (latency CDF and histogram, IOPS over time)' }),
   };
@@ -58,7 +59,7 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     try {
       report = await runBench({
         target: args.target, rw: flags.rw as Rw, rwmixread: flags.rwmixread, bs, iodepth: flags.iodepth, queues: flags.queues,
-        runtimeMs, rampMs, size, modes: modes as Mode[], verify: flags.verify, direct: flags.direct, spinUs: flags['spin-us'], seed: flags.seed,
+        runtimeMs, rampMs, size, modes: modes as Mode[], verify: flags.verify, direct: flags.direct, spinUs: flags['spin-us'], refill: flags.refill as Refill, seed: flags.seed,
         onProgress: spinner ? (mode, ios, ms) => {
           const measured = Math.max(0, ms - rampMs) / 1000;
           spinner!.text = `${mode}: ${(ms / 1000).toFixed(1)} s / ${((runtimeMs + rampMs) / 1000).toFixed(1)} s, ${ms > rampMs ? `${Math.round(ios / Math.max(ms / 1000, 0.001) / 1000)} kIOPS` : 'ramping up'}${measured ? '' : ''}`;

@@ -116,7 +116,7 @@ export interface BenchRunResult { threads: BenchThreadResult[]; histogram: Array
 export interface BenchRunConfig {
   rw: 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw'; rwmixread?: number; bs: number; iodepth: number;
   threads: number; offset?: number; span?: number; runtimeMs: number; rampMs?: number; wait: 'notify' | 'poll' | 'adaptive';
-  spinUs?: number; verify?: boolean; seed?: number; tickMs?: number;
+  spinUs?: number; refill?: 'eager' | 'drain'; verify?: boolean; seed?: number; tickMs?: number;
 }
 export interface NativeBench {
   benchRun(b: BackendHandle, cfg: BenchRunConfig, bufferPool?: Buffer): { promise: Promise<BenchRunResult>; progress(): number };

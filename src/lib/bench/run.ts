@@ -33,9 +33,13 @@ export interface BenchOptions {
   direct: boolean;
   /** adaptive: spin budget after the last completion before sleeping */
   spinUs: number;
+  /** eager: refill after every reap pass (fio's default); drain: after a wake-up, reap until nothing is left, then refill (blkio-bench, event-driven libblkio applications) */
+  refill?: Refill;
   seed: number;
   onProgress?: (mode: Mode, ios: number, elapsedMs: number) => void;
 }
+
+export type Refill = 'eager' | 'drain';
 
 export interface IoStats { ios: number; bytes: number; iops: number; bwBytes: number }
 export interface CpuSeconds { user: number; sys: number }
@@ -152,7 +156,7 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
       const job = native().benchRun(dev.backend, {
         rw: o.rw, rwmixread: o.rwmixread, bs: o.bs, iodepth: o.iodepth, threads: o.queues, offset: 0,
         span: Math.floor(span / o.bs) * o.bs, runtimeMs: o.runtimeMs, rampMs: o.rampMs, wait: mode, spinUs: o.spinUs,
-        verify: o.verify, seed: o.seed, tickMs: 100,
+        refill: o.refill ?? 'eager', verify: o.verify, seed: o.seed, tickMs: 100,
       }, pool);
       // server CPU over the measured window: sampled when the ramp ends and when the run ends
       let serverStart: CpuSeconds | undefined;
@@ -225,12 +229,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const ioEngineNote = driver === 'io_uring'
     ? 'io_uring: IORING_OP_READV/WRITEV, one ring per queue; notify waits in io_uring_enter(GETEVENTS) (interrupt-driven completion, eventfd registered), poll spins on the completion ring in user space without syscalls (no IORING_SETUP_IOPOLL/SQPOLL)'
     : driver === 'virtio-blk-vhost-user'
-      ? 'virtio-blk over vhost-user: split virtqueues in shared memory, one indirect descriptor per request, EVENT_IDX; notify sleeps on the call eventfd, poll spins on the used ring with interrupts suppressed'
+      ? 'virtio-blk over vhost-user: split virtqueues in shared memory, direct descriptor chains (indirect when the ring is short of descriptors), EVENT_IDX; notify sleeps on the call eventfd, poll spins on the used ring with interrupts suppressed'
       : `${driver}: in-process backend (no device latency)`;
   const { onProgress: _p, target: _t, ...rest } = o;
   void _p; void _t;
   return {
     target: target ? formatTarget(target) : `embedded stor serve (null:${size})`, embeddedServer: !target, driver, ioEngineNote,
-    options: { ...rest, size: target ? (o.size ?? 0) : size }, results, comparisons,
+    options: { ...rest, refill: o.refill ?? 'eager', size: target ? (o.size ?? 0) : size }, results, comparisons,
   };
 }
