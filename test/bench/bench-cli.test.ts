@@ -2,7 +2,7 @@
 // --verify catches a target that does not keep data, and bad input is refused with the right code.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,12 +81,58 @@ t('verify over vhost-user against stor serve (mem backend) passes', async () => 
   } finally { await s.stop(); cleanupSocket(s.socket); }
 });
 
+t('--refill drain (blkio-bench\'s loop) over vhost-user and io_uring: data verified, the loop recorded in the JSON', async () => {
+  const s = await startStor({ backend: { kind: 'mem', size: 32 << 20 }, queues: 2 });
+  try {
+    const img = join(dir, 'drain.img');
+    for (const target of [`vhost-user:${s.socket}`, `file:${img},create=16M`]) {
+      const r = stor(['bench', target, '--rw', 'randrw', '--verify', '--refill', 'drain', '--queues', '2', '--iodepth', '8',
+        '--modes', 'notify,adaptive', '--spin-us', '1', '--runtime', '300ms', '--ramp', '0ms', '--json']);
+      assert.is(r.status, 0, `${target}: ${r.stderr}`);
+      const doc = JSON.parse(r.stdout);
+      assert.is(doc['global options'].refill, 'drain');
+      for (const j of doc.jobs) {
+        assert.ok(j.read.total_ios > 0 && j.write.total_ios > 0, `${target} ${j.jobname}: both directions`);
+        assert.ok(j.verify.verified > 0, `${target} ${j.jobname}: reads verified`);
+        assert.is(j.verify.failures, 0);
+        assert.is(j.error, 0);
+      }
+    }
+    const d = JSON.parse(stor(['bench', 'null:16M', '--modes', 'notify', '--runtime', '100ms', '--ramp', '0ms', '--json']).stdout);
+    assert.is(d['global options'].refill, 'eager', 'the default loop is fio\'s');
+  } finally { await s.stop(); cleanupSocket(s.socket); }
+});
+
+t('a server killed mid-run: stor bench fails with exit 1 in bounded time, in both loops', async () => {
+  for (const refill of ['eager', 'drain']) {
+    const s = await startStor({ backend: { kind: 'null', size: 64 << 20 } });
+    const t0 = Date.now();
+    const p = spawn(process.execPath, [STOR_BIN, 'bench', `vhost-user:${s.socket}`, '--modes', 'notify', '--refill', refill, '--iodepth', '16',
+      '--runtime', '20s', '--ramp', '0ms'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    p.stderr.on('data', (d) => { stderr += d; });
+    const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
+    await new Promise((r) => setTimeout(r, 1500));
+    s.proc.kill('SIGKILL');
+    const killedAt = Date.now();
+    const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
+    const code = await exited;
+    clearTimeout(timer);
+    cleanupSocket(s.socket);
+    assert.is(code, 1, `${refill}: exit 1 after the server died; stderr: ${stderr}`);
+    assert.ok(Date.now() - killedAt < 5000, `${refill}: failed ${Date.now() - killedAt} ms after the kill`);
+    assert.match(stderr, /^stor: /m);
+    assert.ok(Date.now() - t0 < 20_000);
+  }
+});
+
 const bad: Array<[string, string[], number, RegExp]> = [
   ['zero size', ['--size', '0'], 2, /--size.*greater than zero/],
   ['negative size', ['--size=-1G'], 2, /--size/],
   ['block size not a multiple of 512', ['--bs', '1000'], 2, /--bs.*multiple of 512/],
   ['runtime without a unit', ['--runtime', '5'], 2, /--runtime.*no unit/],
   ['unknown mode', ['--modes', 'notify,turbo'], 2, /--modes.*turbo/],
+  ['unknown refill loop', ['--refill', 'lazy'], 2, /--refill.*lazy.*eager.*drain|--refill.*eager, drain/],
   ['unreachable target', ['vhost-user:/nonexistent/stor.sock'], 1, /cannot (open|connect)/],
 ];
 for (const [name, args, code, re] of bad) {

@@ -193,7 +193,12 @@ function summarize(mode: Mode, o: BenchOptions, raw: BenchRunResult, server?: Cp
   const cpu = client.user + client.sys + (server ? server.user + server.sys : 0);
   const errors = sum((t) => t.errors);
   const firstError = th.find((t) => t.error)?.error;
-  if (errors && !total.ios) throw new StorError(`benchmark (${mode}) failed: ${firstError ?? 'every request failed'}`);
+  // A failed request ends the run (as fio does without continue_on_error): the figures of a run cut
+  // short would be neither the workload asked for nor comparable, so none are reported as a result.
+  if (errors) {
+    throw new StorError(`benchmark (${mode}) stopped: ${firstError ?? 'a request failed'} (${errors} request(s) failed, ${total.ios} completed)`,
+      { hint: /not connected|broken pipe|reset by peer/i.test(firstError ?? '') ? 'the server went away during the run' : undefined });
+  }
   const bad = th.filter((t) => t.verifyFailures > 0).map((t) => t.firstBadOffset);
   return {
     mode, runtimeMs: ms, read, write, total, latency: summarizeLatency(raw), histogram: raw.histogram,
