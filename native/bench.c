@@ -90,6 +90,7 @@ struct bench_thread {
   uint64_t lat_min, lat_max, lat_sum;
   uint64_t *timeline; unsigned timeline_len;
   double cpu_user, cpu_sys;
+  uint64_t ctx_voluntary, ctx_involuntary;   /* context switches over the measured window */
   int error;               /* -errno that stopped the thread early */
   char errmsg[160];
   uint64_t first_bad_offset;
@@ -342,6 +343,8 @@ static void *bench_thread_main(void *arg) {
   getrusage(RUSAGE_THREAD, &ru1);
   t->cpu_user = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6;
   t->cpu_sys = (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+  t->ctx_voluntary = (uint64_t)(ru1.ru_nvcsw - ru0.ru_nvcsw);
+  t->ctx_involuntary = (uint64_t)(ru1.ru_nivcsw - ru0.ru_nivcsw);
   return NULL;
 }
 
@@ -452,6 +455,7 @@ static void job_complete(napi_env env, napi_status status, void *data) {
     F("errors", t->errors); F("verifyFailures", t->verify_failures); F("verified", t->verified);
     F("latMinNs", t->lat_min == UINT64_MAX ? 0 : t->lat_min); F("latMaxNs", t->lat_max); F("latSumNs", t->lat_sum);
     F("cpuUser", t->cpu_user); F("cpuSys", t->cpu_sys);
+    F("ctxVoluntary", t->ctx_voluntary); F("ctxInvoluntary", t->ctx_involuntary);
     F("firstBadOffset", t->first_bad_offset);
 #undef F
     if (t->errmsg[0]) { napi_value s; napi_create_string_utf8(env, t->errmsg, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "error", s); }

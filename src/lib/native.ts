@@ -109,7 +109,7 @@ export interface NativeClient {
 
 export interface BenchThreadResult {
   readIos: number; writeIos: number; readBytes: number; writeBytes: number; errors: number; verifyFailures: number;
-  verified: number; latMinNs: number; latMaxNs: number; latSumNs: number; cpuUser: number; cpuSys: number;
+  verified: number; latMinNs: number; latMaxNs: number; latSumNs: number; cpuUser: number; cpuSys: number; ctxVoluntary: number; ctxInvoluntary: number;
   firstBadOffset: number; error?: string; timeline: number[];
 }
 export interface BenchRunResult { threads: BenchThreadResult[]; histogram: Array<[number, number]>; wallSeconds: number; tickMs: number }

@@ -46,6 +46,10 @@ t('with no target: every mode, every figure, in fio-shaped JSON; percentiles ord
     assert.type(j.usr_cpu, 'number');
   }
   assert.ok(doc.jobs[1].cpu.client.user > 0, 'poll mode burns user CPU in the client');
+  for (const j of doc.jobs) assert.ok(Number.isInteger(j.ctx) && j.ctx >= j.ctx_voluntary && j.ctx_voluntary >= 0, `${j.jobname}: context switches`);
+  // notify at QD4 sleeps waiting for completions; poll never asks to sleep (preemption is involuntary)
+  assert.ok(doc.jobs[0].ctx_voluntary > 0, 'the notify client sleeps');
+  assert.ok(doc.jobs[1].ctx_voluntary < doc.jobs[0].ctx_voluntary / 10, `poll sleeps far less than notify: ${doc.jobs[1].ctx_voluntary} vs ${doc.jobs[0].ctx_voluntary}`);
   const pv = doc.comparisons.find((c: { of: string; over: string }) => c.of === 'poll' && c.over === 'notify');
   assert.ok(pv && pv.meanLatencyRatio > 0 && pv.iopsRatio > 0, 'poll over notify comparison');
 });

@@ -30,6 +30,7 @@ export function renderTable(r: BenchReport): string {
     rows.push({ label: 'server CPU user (s)', values: res.map((m) => m.cpu.server?.user ?? NaN), fmt: (v) => (Number.isNaN(v) ? '-' : v.toFixed(2)) });
     rows.push({ label: 'server CPU sys (s)', values: res.map((m) => m.cpu.server?.sys ?? NaN), fmt: (v) => (Number.isNaN(v) ? '-' : v.toFixed(2)) });
   }
+  rows.push({ label: 'client sleeps per 1k I/O', values: res.map((m) => (m.total.ios ? (m.contextSwitches.voluntary / m.total.ios) * 1000 : 0)), fmt: (v) => v.toFixed(1) });
   rows.push({ label: 'CPU per I/O (µs)', values: res.map((m) => m.cpuPerIoUs), fmt: (v) => v.toFixed(2), better: 'low' });
   rows.push({ label: 'IOPS per CPU', values: res.map((m) => m.iopsPerCpu), fmt: k, better: 'high' });
   if (res.some((m) => m.verify)) rows.push({ label: 'verified reads', values: res.map((m) => m.verify?.verified ?? 0), fmt: (v) => String(v) });
@@ -85,6 +86,8 @@ export function toJson(r: BenchReport, meta: { version: string }): Record<string
       read: side(m, 'read'),
       write: side(m, 'write'),
       usr_cpu: (m.cpu.client.user / (m.runtimeMs / 1000)) * 100,
+      ctx: m.contextSwitches.voluntary + m.contextSwitches.involuntary,
+      ctx_voluntary: m.contextSwitches.voluntary,
       sys_cpu: (m.cpu.client.sys / (m.runtimeMs / 1000)) * 100,
       cpu: { client: m.cpu.client, ...(m.cpu.server ? { server: m.cpu.server } : {}) },
       cpu_per_io_us: m.cpuPerIoUs,

@@ -56,6 +56,8 @@ export interface ModeResult {
   timeline: number[];
   tickMs: number;
   cpu: { client: CpuSeconds; server?: CpuSeconds };
+  /** context switches of the client threads: voluntary ones are sleeps waiting for completions */
+  contextSwitches: { voluntary: number; involuntary: number };
   /** CPU seconds (client + server when known) per I/O, in microseconds; and IOPS per CPU core used */
   cpuPerIoUs: number;
   iopsPerCpu: number;
@@ -203,6 +205,7 @@ function summarize(mode: Mode, o: BenchOptions, raw: BenchRunResult, server?: Cp
   return {
     mode, runtimeMs: ms, read, write, total, latency: summarizeLatency(raw), histogram: raw.histogram,
     timeline: timeline(raw), tickMs: raw.tickMs, cpu: { client, ...(server ? { server } : {}) },
+    contextSwitches: { voluntary: sum((t) => t.ctxVoluntary), involuntary: sum((t) => t.ctxInvoluntary) },
     cpuPerIoUs: total.ios ? (cpu / total.ios) * 1e6 : 0, iopsPerCpu: cpu ? total.ios / cpu : 0, errors,
     ...(o.verify ? { verify: { verified: sum((t) => t.verified), failures: sum((t) => t.verifyFailures), firstBadOffset: bad.length ? Math.min(...bad) : null } } : {}),
   };
