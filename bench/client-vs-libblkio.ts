@@ -102,8 +102,8 @@ async function main(): Promise<void> {
       }
       const iopsRatio = median(s.map((x, i) => x.kiops / l[i].kiops));
       const latRatio = median(s.map((x, i) => x.meanUs / l[i].meanUs));
-      if (c.dflt) worst = Math.max(worst, Math.abs(iopsRatio - 1), Math.abs(latRatio - 1));
       if (c.qd === 32 && !c.poll) qd32Notify.push(iopsRatio);
+      if (c.dflt) worst = Math.max(worst, Math.abs(iopsRatio - 1), Math.abs(latRatio - 1));
       else if (c.spinUs === undefined) drainRows.push(`QD${c.qd} IOPS ${iopsRatio.toFixed(2)}, latency ${latRatio.toFixed(2)}`);
       const loop = c.poll ? 'poll' : c.spinUs !== undefined ? `\`--modes adaptive --spin-us ${c.spinUs}\` (sensitivity: ${c.spinUs} µs spin before each sleep)` : c.refill === 'drain' ? 'notify, `--refill drain` (blkio-bench\'s loop)' : 'notify, `--refill eager` (default, fio\'s loop)';
       say(`| randread 4k QD${c.qd} ${c.poll ? 'poll' : 'notify'} | ${loop} | ${median(l.map((x) => x.kiops)).toFixed(1)} | ${median(s.map((x) => x.kiops)).toFixed(1)} | ${iopsRatio.toFixed(2)} | ` +
