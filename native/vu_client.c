@@ -7,8 +7,9 @@
  * Layout of the shared memory (one memfd, registered with the server, guest address = our own
  * virtual address): per queue, the rings, then one slot per ring entry (request header, status
  * byte, discard segment, an indirect descriptor table), then one bounce buffer per slot for data
- * that does not live in registered memory. Each request uses exactly one ring descriptor (an
- * indirect one), so a ring of N entries carries N requests in flight. */
+ * that does not live in registered memory. A request is a direct descriptor chain while the ring
+ * has free descriptors for it, else one indirect descriptor (its slot's table), so a ring of N
+ * entries always carries N requests in flight. */
 #include "backend.h"
 #include "napi_util.h"
 #include "virtio_blk.h"
