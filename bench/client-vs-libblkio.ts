@@ -14,13 +14,14 @@
 // refill, sleep on the completion fd).
 //
 //   node dist/bench/client-vs-libblkio.js [--runtime 1] [--repeat 15] [--copy-size 1G] [--no-pin] [--out bench/RESULTS.md]
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, STOR_BIN } from '../test/helpers/paths.js';
+import { runBounded, type RunResult } from '../test/helpers/run.js';
 import { startQsd, cleanupSocket, type RunningServer } from '../test/helpers/servers.js';
-import { benchArgs, parseBench, peerPath, runPeer, ok } from '../test/peers/blkio.js';
+import { benchArgs, parseBench, peerPath } from '../test/peers/blkio.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : dflt; };
@@ -36,17 +37,10 @@ const CLIENT_CPU = '0', SERVER_CPU = String(NCPU - 1);
 interface Sample { kiops: number; meanUs: number }
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
-function run(cmd: string, argv: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const [c, a] = PIN ? ['taskset', ['-c', CLIENT_CPU, cmd, ...argv]] : [cmd, argv];
-    const p = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => { stdout += d; });
-    p.stderr.on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr, seconds: (performance.now() - t0) / 1000 }); });
-  });
+/** A client run, pinned to the client CPU when pinning; the shared bounded runner from the tests. */
+async function run(cmd: string, argv: string[], timeoutMs: number): Promise<RunResult & { seconds: number }> {
+  const r = PIN ? await runBounded('taskset', ['-c', CLIENT_CPU, cmd, ...argv], timeoutMs) : await runBounded(cmd, argv, timeoutMs);
+  return { ...r, seconds: r.ms / 1000 };
 }
 
 type Refill = 'eager' | 'drain';
@@ -124,12 +118,13 @@ async function main(): Promise<void> {
     spawnSync('sh', ['-c', `head -c ${size} /dev/urandom > ${SRC_IMAGE}`]);
   }
   const dst: RunningServer = await startQsd({ backend: { kind: 'null', size } });
+  if (PIN) spawnSync('taskset', ['-a', '-p', '-c', SERVER_CPU, String(dst.pid)]);
   try {
     const times: { stor: number[]; libblkio: number[] } = { stor: [], libblkio: [] };
     for (let i = 0; i < REPEAT; i++) {
-      const b = await runPeer('blkio-copy', [`--input-file=${SRC_IMAGE}`, '--output-blkio=virtio-blk-vhost-user', `path=${dst.socket}`], 300_000);
-      if (!ok(b)) throw new Error(`blkio-copy failed: ${b.stderr}`);
-      times.libblkio.push(b.ms / 1000);
+      const b = await run(peerPath('blkio-copy'), [`--input-file=${SRC_IMAGE}`, '--output-blkio=virtio-blk-vhost-user', `path=${dst.socket}`], 300_000);
+      if (b.code !== 0) throw new Error(`blkio-copy failed: ${b.stderr}`);
+      times.libblkio.push(b.seconds);
       const s = await run(process.execPath, [STOR_BIN, 'copy', SRC_IMAGE, `vhost-user:${dst.socket}`, '--no-zero-detect'], 300_000);
       if (s.code !== 0) throw new Error(`stor copy failed: ${s.stderr}`);
       times.stor.push(s.seconds);

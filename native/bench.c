@@ -218,10 +218,6 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
   return true;
 }
 
-/* --refill drain: what blkio-bench and event-driven libblkio applications do after a wake-up —
- * look again until a look finds nothing, then arm notification and look once more (a completion
- * can land between the last look and arming); only then refill. Each look stamps its own
- * completions, as blkio-bench does. */
 /* --refill drain sleeps the way an event-loop application does: on the completion fd, every time,
  * even when completions are already waiting (then the fd is already readable and epoll_wait returns
  * at once), exactly as blkio-bench's notify loop does. Backends without a completion fd (in-process
@@ -248,15 +244,24 @@ static void wait_on_completion_fd(struct bench_thread *t) {
   ops->reap(t->bq, false);
 }
 
+/* --refill drain: what blkio-bench and event-driven libblkio applications do after a wake-up —
+ * look again until a look finds nothing, then arm notification and look once more (a completion
+ * can land between the last look and arming); only then refill. Each look stamps its own
+ * completions, as blkio-bench does. Arms even with nothing in flight: the refill that follows
+ * sleeps on the fd. */
 static void drain_after_wakeup(struct bench_thread *t) {
   const struct stor_backend_ops *ops = t->be->ops;
-  /* arm even with nothing in flight: the refill that follows sleeps on the fd */
   for (;;) {
-    t->reap_now = 0;
+    t->reap_now = 0;   /* a look that finds nothing leaves it 0 for the arm's own look */
     if (t->inflight && ops->reap(t->bq, false) > 0) continue;
-    t->reap_now = 0;
     if (!ops->arm || ops->arm(t->bq) == 0) break;
   }
+}
+
+/* Sleeps until something completes, the way --refill asks. */
+static void sleep_for_completions(struct bench_thread *t) {
+  if (t->cfg->refill_after_drain) { wait_on_completion_fd(t); drain_after_wakeup(t); }
+  else t->be->ops->reap(t->bq, true);
 }
 
 /* Waits for at least one completion in the configured way. */
@@ -264,19 +269,11 @@ static void reap(struct bench_thread *t) {
   const struct stor_backend_ops *ops = t->be->ops;
   struct bench_cfg *c = t->cfg;
   t->reap_now = 0;
-  if (c->wait == WAIT_NOTIFY) {
-    if (c->refill_after_drain) { wait_on_completion_fd(t); drain_after_wakeup(t); }
-    else ops->reap(t->bq, true);
-    return;
-  }
+  if (c->wait == WAIT_NOTIFY) { sleep_for_completions(t); return; }
   uint64_t spin_until = c->wait == WAIT_ADAPTIVE ? now_ns() + c->spin_ns : UINT64_MAX;
   for (unsigned spins = 1;; spins++) {
     if (ops->reap(t->bq, false) > 0 || !t->inflight) return;
-    if (c->wait == WAIT_ADAPTIVE && now_ns() >= spin_until) {
-      if (c->refill_after_drain) { wait_on_completion_fd(t); drain_after_wakeup(t); }
-      else ops->reap(t->bq, true);
-      return;
-    }
+    if (c->wait == WAIT_ADAPTIVE && now_ns() >= spin_until) { sleep_for_completions(t); return; }
     /* on a shared machine the server we wait for may need this core now and then */
     if (spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
   }

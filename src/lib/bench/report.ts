@@ -78,7 +78,7 @@ export function toJson(r: BenchReport, meta: { version: string }): Record<string
     'io engine': r.ioEngineNote,
     'global options': {
       rw: o.rw, rwmixread: o.rwmixread, bs: o.bs, iodepth: o.iodepth, numjobs: o.queues, runtime: o.runtimeMs,
-      ramp_time: o.rampMs, size: o.size, verify: o.verify, direct: o.direct, refill: o.refill ?? 'eager', spin_us: o.spinUs,
+      ramp_time: o.rampMs, size: o.size, verify: o.verify, direct: o.direct, refill: o.refill, spin_us: o.spinUs,
     },
     jobs: r.results.map((m) => ({
       jobname: m.mode,

@@ -158,7 +158,7 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
       const job = native().benchRun(dev.backend, {
         rw: o.rw, rwmixread: o.rwmixread, bs: o.bs, iodepth: o.iodepth, threads: o.queues, offset: 0,
         span: Math.floor(span / o.bs) * o.bs, runtimeMs: o.runtimeMs, rampMs: o.rampMs, wait: mode, spinUs: o.spinUs,
-        refill: o.refill ?? 'eager', verify: o.verify, seed: o.seed, tickMs: 100,
+        refill: o.refill, verify: o.verify, seed: o.seed, tickMs: 100,
       }, pool);
       // server CPU over the measured window: sampled when the ramp ends and when the run ends
       let serverStart: CpuSeconds | undefined;
@@ -211,7 +211,8 @@ function summarize(mode: Mode, o: BenchOptions, raw: BenchRunResult, server?: Cp
   };
 }
 
-export async function runBench(o: BenchOptions): Promise<BenchReport> {
+export async function runBench(options: BenchOptions): Promise<BenchReport> {
+  const o = { ...options, refill: options.refill ?? 'eager' };
   const target = o.target !== undefined ? parseTarget(o.target, 'target') : undefined;
   const size = o.size ?? (target ? Number.MAX_SAFE_INTEGER : 1 << 30);
   const results: ModeResult[] = [];
@@ -243,6 +244,6 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   void _p; void _t;
   return {
     target: target ? formatTarget(target) : `embedded stor serve (null:${size})`, embeddedServer: !target, driver, ioEngineNote,
-    options: { ...rest, refill: o.refill ?? 'eager', size: target ? (o.size ?? 0) : size }, results, comparisons,
+    options: { ...rest, size: target ? (o.size ?? 0) : size }, results, comparisons,
   };
 }
