@@ -13,7 +13,11 @@
 // blkio-bench's own loop (`--refill drain`: after a wake-up, reap until nothing is left, re-arm,
 // refill, sleep on the completion fd).
 //
-//   node dist/bench/client-vs-libblkio.js [--runtime 1] [--repeat 15] [--copy-size 1G] [--no-pin] [--out bench/RESULTS.md]
+// On a VM the notify cells also measure the guest's idle policy (see idle.ts): the header records
+// it, and --halt-poll-ns sets it for the run (RESULTS.md keeps one section per setting).
+//
+//   node dist/bench/client-vs-libblkio.js [--runtime 1] [--repeat 15] [--copy-size 1G] [--no-pin]
+//        [--halt-poll-ns N|default] [--out bench/RESULTS.md]
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -22,6 +26,7 @@ import { ROOT, STOR_BIN } from '../test/helpers/paths.js';
 import { runBounded, type RunResult } from '../test/helpers/run.js';
 import { startQsd, cleanupSocket, type RunningServer } from '../test/helpers/servers.js';
 import { benchArgs, parseBench, peerPath } from '../test/peers/blkio.js';
+import { describeIdle, parseHaltPollNs, withHaltPollNs } from './idle.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : dflt; };
@@ -32,6 +37,7 @@ const OUT = opt('out', '');
 const SRC_IMAGE = opt('image', '/var/tmp/stor-copy-src-1g.img');
 const NCPU = cpus().length;
 const PIN = !args.includes('--no-pin') && NCPU >= 2;
+const HALT_POLL_ARG = args.includes('--halt-poll-ns') ? opt('halt-poll-ns', '') : undefined;
 const CLIENT_CPU = '0', SERVER_CPU = String(NCPU - 1);
 
 interface Sample { kiops: number; meanUs: number }
@@ -73,6 +79,7 @@ async function main(): Promise<void> {
   say(`client-vs-libblkio — ${new Date().toISOString()}, commit ${commit}, ${loadLine()}`);
   say(`server: qemu-storage-daemon null-co (1 GiB, read-zeroes)${PIN ? ` on CPU ${SERVER_CPU}, clients on CPU ${CLIENT_CPU}` : ', unpinned'}; ` +
     `${REPEAT} pairs of ${RUNTIME} s runs per cell, stor and libblkio taking turns; kIOPS and mean latency are medians, ratios the median of per-pair ratios`);
+  say(`guest idle: ${describeIdle()}${HALT_POLL_ARG !== undefined ? ' (set by --halt-poll-ns for this run)' : ' (unchanged by this run)'}`);
   say('');
   say('| cell | stor loop | libblkio kIOPS | stor kIOPS | stor/libblkio IOPS | libblkio mean µs | stor mean µs | stor/libblkio latency |');
   say('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
@@ -110,7 +117,8 @@ async function main(): Promise<void> {
   say('');
   say(`The QD32 notify cell measures how soon a client falls asleep after re-arming more than what a request costs: ` +
     `spinning just 1 µs before each sleep moves stor from ${qd32Notify[0]?.toFixed(2)} to ${qd32Notify[2]?.toFixed(2)} of libblkio's IOPS ` +
-    '(each sleep/wake cycle costs tens of µs on this VM, and qsd finishes the whole batch meanwhile).');
+    '(each sleep that halts the vCPU costs tens of µs on this VM, and qsd finishes the whole batch meanwhile). ' +
+    'Compare the runs with guest halt polling off and on: the idle policy, not the request path, sets this cell.');
 
   // copy: a file of random bytes into the device (null-co drops the writes: this measures the client path)
   const size = COPY_SIZE.toUpperCase() === '1G' ? 1 << 30 : Number(COPY_SIZE);
@@ -141,8 +149,12 @@ async function main(): Promise<void> {
   } finally { await dst.stop(); cleanupSocket(dst.socket); }
 
   if (OUT) {
-    const begin = '<!-- client-vs-libblkio:begin -->', end = '<!-- client-vs-libblkio:end -->';
-    const section = `${begin}\n## Client: stor vs libblkio (issue 4, issue 5)\n\n\`node dist/bench/client-vs-libblkio.js --runtime ${RUNTIME} --repeat ${REPEAT}\`\n\n${lines.join('\n')}\n${end}`;
+    const tag = HALT_POLL_ARG === undefined ? 'client-vs-libblkio' : `client-vs-libblkio:halt-poll-${HALT_POLL_ARG}`;
+    const begin = `<!-- ${tag}:begin -->`, end = `<!-- ${tag}:end -->`;
+    const title = HALT_POLL_ARG === undefined ? 'Client: stor vs libblkio (issue 4, issue 5), the machine as booted'
+      : `Client: stor vs libblkio (issue 4, issue 5), guest halt polling ${HALT_POLL_ARG}`;
+    const flag = HALT_POLL_ARG === undefined ? '' : ` --halt-poll-ns ${HALT_POLL_ARG}`;
+    const section = `${begin}\n## ${title}\n\n\`node dist/bench/client-vs-libblkio.js --runtime ${RUNTIME} --repeat ${REPEAT}${flag}\`\n\n${lines.join('\n')}\n${end}`;
     const path = join(ROOT, OUT);
     let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmark results\n';
     text = text.includes(begin) ? text.replace(new RegExp(`${begin}[\\s\\S]*?${end}`), section) : `${text.trimEnd()}\n\n${section}\n`;
@@ -150,4 +162,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => { console.error(e instanceof Error ? e.message : e); process.exit(1); });
+withHaltPollNs(HALT_POLL_ARG === undefined ? undefined : parseHaltPollNs(HALT_POLL_ARG), main).catch((e) => { console.error(e instanceof Error ? e.message : e); process.exit(1); });
