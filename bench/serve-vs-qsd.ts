@@ -2,7 +2,7 @@
 // side by side in one run. See bench/README.md for how to run it and why the modes are paired so.
 //
 //   node dist/bench/serve-vs-qsd.js [--runtime S] [--repeat N] [--pairs adaptive,notify,poll]
-//                                   [--cells LIST] [--image PATH] [--out bench/RESULTS.md]
+//                                   [--cells LIST] [--image PATH] [--halt-poll-ns N|default] [--out bench/RESULTS.md]
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { ROOT } from '../test/helpers/paths.js';
 import { cleanupSocket, startStor, type RunningServer } from '../test/helpers/servers.js';
 import { blkioBench, describe, ok, type BenchJob } from '../test/peers/blkio.js';
+import { describeHostIdle, parseHaltPollNs, withHaltPollNs } from './idle.js';
 
 const GiB = 1024 ** 3;
 
@@ -269,7 +270,7 @@ function sh(cmd: string, args: string[]): string {
   try { return execFileSync(cmd, args, { encoding: 'utf8', cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return '?'; }
 }
 
-function report(o: Opts, rows: Row[], started: Date, loadStart: number): string {
+function report(o: Opts, rows: Row[], started: Date, loadStart: number, idle: string): string {
   const commit = sh('git', ['rev-parse', '--short', 'HEAD']);
   const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'native']) ? ' (+ uncommitted changes in src/native)' : '';
   const qsdVer = sh('qemu-storage-daemon', ['--version']).split('\n')[0];
@@ -284,7 +285,7 @@ function report(o: Opts, rows: Row[], started: Date, loadStart: number): string 
     `Client "notify"/"poll" is blkio-bench without/with --poll; "server modes" pairs: ` +
     o.pairs.map((p) => `${p} = ${PAIRS[p].desc}`).join('; ') + '. CPU % is the server process over the run.',
     '',
-    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}, ${qsdVer}, Node ${process.version}; 1-minute load average ${loadStart.toFixed(1)} at start, ${loadavg()[0]!.toFixed(1)} at end.`,
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}, ${qsdVer}, Node ${process.version}; 1-minute load average ${loadStart.toFixed(1)} at start, ${loadavg()[0]!.toFixed(1)} at end. Guest idle: ${idle}.`,
     '',
     markdownTable(rows),
     ...(errs.length ? ['', 'Errors:', ...errs] : []),
@@ -293,10 +294,8 @@ function report(o: Opts, rows: Row[], started: Date, loadStart: number): string 
   ].join('\n');
 }
 
-const START = '<!-- serve-vs-qsd:start -->';
-const END = '<!-- serve-vs-qsd:end -->';
-
-function writeResults(path: string, section: string): void {
+function writeResults(path: string, section: string, tag: string): void {
+  const START = `<!-- ${tag}:start -->`, END = `<!-- ${tag}:end -->`;
   const block = `${START}\n${section}${END}\n`;
   let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmark results\n\nLatest output of the scripts in bench/ (see bench/README.md).\n\n';
   const a = text.indexOf(START);
@@ -318,12 +317,13 @@ async function main(): Promise<void> {
       image: { type: 'string', default: '/var/tmp/stor-bench-1g.img' },
       servers: { type: 'string', default: 'qsd,stor' },
       out: { type: 'string' },
+      'halt-poll-ns': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     process.stdout.write('usage: node dist/bench/serve-vs-qsd.js [--runtime S=3] [--repeat N=3] [--pairs adaptive,notify,poll]\n' +
-      '         [--cells SUBSTRING,...] [--image PATH] [--servers qsd,stor] [--out bench/RESULTS.md]\n' +
+      '         [--cells SUBSTRING,...] [--image PATH] [--servers qsd,stor] [--halt-poll-ns N|default] [--out bench/RESULTS.md]\n' +
       `cells: ${CELLS.map((c) => c.id).join('; ')}\n`);
     return;
   }
@@ -342,16 +342,22 @@ async function main(): Promise<void> {
   if (o.cells.some((c) => c.backend === 'file')) ensureImage(o.image);
 
   const rows: Row[] = [];
-  for (const backend of ['null', 'file'] as const) {
-    const cs = o.cells.filter((c) => c.backend === backend);
-    if (cs.length === 0) continue;
-    for (const pair of o.pairs) {
-      await runPair(o, pair, backend, cs, rows);
+  const haltPoll = values['halt-poll-ns'];
+  let idle = '';
+  await withHaltPollNs(haltPoll === undefined ? undefined : parseHaltPollNs(haltPoll), async () => {
+    idle = `${describeHostIdle()}${haltPoll === undefined ? '' : ' (set by --halt-poll-ns for this run)'}`;
+    for (const backend of ['null', 'file'] as const) {
+      const cs = o.cells.filter((c) => c.backend === backend);
+      if (cs.length === 0) continue;
+      for (const pair of o.pairs) {
+        await runPair(o, pair, backend, cs, rows);
+      }
     }
-  }
-  const section = report(o, rows, started, loadStart);
+  });
+  const section = report(o, rows, started, loadStart, idle);
   process.stdout.write(`\n${section}`);
-  if (values.out) { writeResults(values.out, section); process.stdout.write(`wrote ${values.out}\n`); }
+  const tag = haltPoll === undefined ? 'serve-vs-qsd' : `serve-vs-qsd:halt-poll-${haltPoll}`;
+  if (values.out) { writeResults(values.out, section, tag); process.stdout.write(`wrote ${values.out}\n`); }
   if (rows.some((r) => r.errors.length)) process.exitCode = 1;
 }
 

@@ -52,6 +52,9 @@ t('with no target: every mode, every figure, in fio-shaped JSON; percentiles ord
   assert.ok(doc.jobs[1].ctx_voluntary < doc.jobs[0].ctx_voluntary / 10, `poll sleeps far less than notify: ${doc.jobs[1].ctx_voluntary} vs ${doc.jobs[0].ctx_voluntary}`);
   const pv = doc.comparisons.find((c: { of: string; over: string }) => c.of === 'poll' && c.over === 'notify');
   assert.ok(pv && pv.meanLatencyRatio > 0 && pv.iopsRatio > 0, 'poll over notify comparison');
+  // how this machine sleeps, which sets what notify costs on a VM
+  assert.ok(doc.host.cpus >= 1 && typeof doc.host.cpuidle_driver === 'string', 'host CPUs and cpuidle driver');
+  assert.ok(doc.host.guest_halt_poll_ns === null || Number.isInteger(doc.host.guest_halt_poll_ns), 'guest halt polling window or null');
 });
 
 t('a file target through io_uring with --verify (randrw): reads check out, the I/O engine is named', () => {

@@ -3,6 +3,7 @@
 import chalk from 'chalk';
 import type { BenchReport, ModeResult } from './run.js';
 import { formatSize } from '../size.js';
+import { sleepCostWarning } from '../host.js';
 
 const us = (ns: number): string => (ns / 1000 >= 100 ? (ns / 1000).toFixed(0) : (ns / 1000).toFixed(2));
 const k = (n: number): string => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(0));
@@ -53,6 +54,8 @@ export function renderTable(r: BenchReport): string {
     out.push(chalk.dim(`${c.of} vs ${c.over}: mean latency ×${c.meanLatencyRatio.toFixed(2)}, p99 ×${c.p99LatencyRatio.toFixed(2)}, ` +
       `IOPS ×${c.iopsRatio.toFixed(2)}, CPU per I/O ×${c.cpuPerIoRatio.toFixed(2)}`));
   }
+  const warning = res.some((m) => m.mode !== 'poll') ? sleepCostWarning(r.host) : undefined;
+  if (warning) out.push(chalk.yellow(`note: ${warning}`));
   return out.join('\n');
 }
 
@@ -76,6 +79,7 @@ export function toJson(r: BenchReport, meta: { version: string }): Record<string
     target: r.target,
     driver: r.driver,
     'io engine': r.ioEngineNote,
+    host: { cpus: r.host.cpus, cpuidle_driver: r.host.cpuidleDriver, guest_halt_poll_ns: r.host.guestHaltPollNs },
     'global options': {
       rw: o.rw, rwmixread: o.rwmixread, bs: o.bs, iodepth: o.iodepth, numjobs: o.queues, runtime: o.runtimeMs,
       ramp_time: o.rampMs, size: o.size, verify: o.verify, direct: o.direct, refill: o.refill, spin_us: o.spinUs,

@@ -12,6 +12,7 @@ import { StorError, usageError } from '../errors.js';
 import { native, type BenchRunConfig, type BenchRunResult } from '../native.js';
 import { parseTarget, formatTarget, type Target } from '../target.js';
 import { summarizeLatency, timeline, type LatencySummary } from './stats.js';
+import { hostIdle, type HostIdle } from '../host.js';
 
 export type Mode = 'notify' | 'poll' | 'adaptive';
 export type Rw = BenchRunConfig['rw'];
@@ -70,6 +71,8 @@ export interface BenchReport {
   embeddedServer: boolean;
   driver: string;
   ioEngineNote: string;
+  /** how this machine sleeps: sets what notify costs on a VM */
+  host: HostIdle;
   options: Omit<BenchOptions, 'onProgress' | 'target'> & { size: number };
   results: ModeResult[];
   comparisons: Array<{ of: Mode; over: Mode; meanLatencyRatio: number; p99LatencyRatio: number; iopsRatio: number; cpuPerIoRatio: number }>;
@@ -243,7 +246,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const { onProgress: _p, target: _t, ...rest } = o;
   void _p; void _t;
   return {
-    target: target ? formatTarget(target) : `embedded stor serve (null:${size})`, embeddedServer: !target, driver, ioEngineNote,
+    target: target ? formatTarget(target) : `embedded stor serve (null:${size})`, embeddedServer: !target, driver, ioEngineNote, host: hostIdle(),
     options: { ...rest, size: target ? (o.size ?? 0) : size }, results, comparisons,
   };
 }
