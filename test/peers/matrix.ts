@@ -142,6 +142,8 @@ export async function startTarget(spec: TargetSpec, o: StartOptions): Promise<Ta
 // QEMU). The reference crashing is not what these tests check, so a qsd that died of exactly this is
 // restarted on the same socket and image and the peer program run again. stor gets no such leniency.
 export const QSD_KNOWN_CRASH = /vhost_user_server_ref: Assertion `!server->wait_idle' failed/;
+/** blkio-bench's own watchdog: no completion event for 500 ms. */
+const QSD_STALL = /Timeout receiving completion event/;
 
 function knownQsdCrash(t: Target): boolean {
   const p = t.srv.proc;
@@ -162,7 +164,12 @@ export async function peer<R extends PeerResult | { result: PeerResult }>(t: Tar
     const res: PeerResult = 'cmd' in r ? r : r.result;
     if (ok(res) || t.server !== 'qsd' || attempt === 3) return r;
     await sleep(200); // the abort follows the client's disconnect by a moment
-    if (!(await t.recover())) return r;
+    if (await t.recover()) continue;
+    // qsd alive but a completion never came within blkio-bench's 500 ms watchdog: seen once in a
+    // full CI run (file backend, 2 queues, QD32 notify) while the shared disk was busy. The
+    // reference stalling is not what these tests check; stor gets no such leniency.
+    if (!QSD_STALL.test(res.stderr)) return r;
+    console.warn(`  (${t.label}: ${res.cmd.split(' ')[0]} saw no completion from qemu-storage-daemon within its 500 ms watchdog; run again)`);
   }
 }
 
