@@ -19,14 +19,15 @@
 //   node dist/bench/client-vs-libblkio.js [--runtime 1] [--repeat 15] [--copy-size 1G] [--no-pin]
 //        [--halt-poll-ns N|default] [--out bench/RESULTS.md]
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, STOR_BIN } from '../test/helpers/paths.js';
 import { runBounded, type RunResult } from '../test/helpers/run.js';
 import { startQsd, cleanupSocket, type RunningServer } from '../test/helpers/servers.js';
 import { benchArgs, parseBench, peerPath } from '../test/peers/blkio.js';
-import { describeHostIdle, parseHaltPollNs, withHaltPollNs } from './idle.js';
+import { describeHostIdle, withHaltPollNs } from './idle.js';
+import { resultsTag, writeResultsSection } from './results.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : dflt; };
@@ -79,7 +80,7 @@ async function main(): Promise<void> {
   say(`client-vs-libblkio — ${new Date().toISOString()}, commit ${commit}, ${loadLine()}`);
   say(`server: qemu-storage-daemon null-co (1 GiB, read-zeroes)${PIN ? ` on CPU ${SERVER_CPU}, clients on CPU ${CLIENT_CPU}` : ', unpinned'}; ` +
     `${REPEAT} pairs of ${RUNTIME} s runs per cell, stor and libblkio taking turns; kIOPS and mean latency are medians, ratios the median of per-pair ratios`);
-  say(`guest idle: ${describeHostIdle()}${HALT_POLL_ARG !== undefined ? ' (set by --halt-poll-ns for this run)' : ' (unchanged by this run)'}`);
+  say(`guest idle: ${describeHostIdle(HALT_POLL_ARG)}`);
   say('');
   say('| cell | stor loop | libblkio kIOPS | stor kIOPS | stor/libblkio IOPS | libblkio mean µs | stor mean µs | stor/libblkio latency |');
   say('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
@@ -153,17 +154,12 @@ async function main(): Promise<void> {
   } finally { await dst.stop(); cleanupSocket(dst.socket); }
 
   if (OUT) {
-    const tag = HALT_POLL_ARG === undefined ? 'client-vs-libblkio' : `client-vs-libblkio:halt-poll-${HALT_POLL_ARG}`;
-    const begin = `<!-- ${tag}:begin -->`, end = `<!-- ${tag}:end -->`;
     const title = HALT_POLL_ARG === undefined ? 'Client: stor vs libblkio (issue 4, issue 5), the machine as booted'
       : `Client: stor vs libblkio (issue 4, issue 5), guest halt polling ${HALT_POLL_ARG}`;
     const flag = HALT_POLL_ARG === undefined ? '' : ` --halt-poll-ns ${HALT_POLL_ARG}`;
-    const section = `${begin}\n## ${title}\n\n\`node dist/bench/client-vs-libblkio.js --runtime ${RUNTIME} --repeat ${REPEAT}${flag}\`\n\n${lines.join('\n')}\n${end}`;
-    const path = join(ROOT, OUT);
-    let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmark results\n';
-    text = text.includes(begin) ? text.replace(new RegExp(`${begin}[\\s\\S]*?${end}`), section) : `${text.trimEnd()}\n\n${section}\n`;
-    writeFileSync(path, text);
+    const section = `## ${title}\n\n\`node dist/bench/client-vs-libblkio.js --runtime ${RUNTIME} --repeat ${REPEAT}${flag}\`\n\n${lines.join('\n')}`;
+    writeResultsSection(join(ROOT, OUT), resultsTag('client-vs-libblkio', HALT_POLL_ARG), section);
   }
 }
 
-withHaltPollNs(HALT_POLL_ARG === undefined ? undefined : parseHaltPollNs(HALT_POLL_ARG), main).catch((e) => { console.error(e instanceof Error ? e.message : e); process.exit(1); });
+withHaltPollNs(HALT_POLL_ARG, main).catch((e) => { console.error(e instanceof Error ? e.message : e); process.exit(1); });

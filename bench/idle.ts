@@ -4,18 +4,22 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { HALT_POLL_PARAM, KERNEL_DEFAULT_HALT_POLL_NS, describeIdle, hostIdle } from '../src/lib/host.js';
 
-export const describeHostIdle = (): string => describeIdle(hostIdle());
+/** The header line: this machine's idle policy, and whether --halt-poll-ns set it. */
+export const describeHostIdle = (haltPollArg: string | undefined): string =>
+  `${describeIdle(hostIdle())}${haltPollArg === undefined ? ' (unchanged by this run)' : ' (set by --halt-poll-ns for this run)'}`;
 
 /** Parses a --halt-poll-ns value: a count of ns, or "default" for the kernel's default. */
-export function parseHaltPollNs(value: string): number {
+function parseHaltPollNs(value: string): number {
   if (value === 'default') return KERNEL_DEFAULT_HALT_POLL_NS;
   if (!/^\d+$/.test(value)) throw new Error(`--halt-poll-ns: expected a number of ns or "default", got "${value}"`);
   return Number(value);
 }
 
-/** Runs fn with guest_halt_poll_ns set to ns, then puts the old value back, also on SIGINT/SIGTERM. */
-export async function withHaltPollNs<T>(ns: number | undefined, fn: () => Promise<T>): Promise<T> {
-  if (ns === undefined) return fn();
+/** Runs fn with guest_halt_poll_ns set as --halt-poll-ns asks (untouched without it), then puts the
+ * old value back, also on SIGINT/SIGTERM. */
+export async function withHaltPollNs<T>(haltPollArg: string | undefined, fn: () => Promise<T>): Promise<T> {
+  if (haltPollArg === undefined) return fn();
+  const ns = parseHaltPollNs(haltPollArg);
   if (!existsSync(HALT_POLL_PARAM)) throw new Error(`--halt-poll-ns: ${HALT_POLL_PARAM} does not exist (this guest does not use the haltpoll cpuidle driver)`);
   const old = readFileSync(HALT_POLL_PARAM, 'utf8').trim();
   const restore = (): void => { try { writeFileSync(HALT_POLL_PARAM, old); } catch { /* the next report's header shows the value */ } };

@@ -4,14 +4,15 @@
 //   node dist/bench/serve-vs-qsd.js [--runtime S] [--repeat N] [--pairs adaptive,notify,poll]
 //                                   [--cells LIST] [--image PATH] [--halt-poll-ns N|default] [--out bench/RESULTS.md]
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT } from '../test/helpers/paths.js';
 import { cleanupSocket, startStor, type RunningServer } from '../test/helpers/servers.js';
 import { blkioBench, describe, ok, type BenchJob } from '../test/peers/blkio.js';
-import { describeHostIdle, parseHaltPollNs, withHaltPollNs } from './idle.js';
+import { describeHostIdle, withHaltPollNs } from './idle.js';
+import { resultsTag, writeResultsSection } from './results.js';
 
 const GiB = 1024 ** 3;
 
@@ -294,17 +295,6 @@ function report(o: Opts, rows: Row[], started: Date, loadStart: number, idle: st
   ].join('\n');
 }
 
-function writeResults(path: string, section: string, tag: string): void {
-  const START = `<!-- ${tag}:start -->`, END = `<!-- ${tag}:end -->`;
-  const block = `${START}\n${section}${END}\n`;
-  let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmark results\n\nLatest output of the scripts in bench/ (see bench/README.md).\n\n';
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + END.length).replace(/^\n/, '');
-  else text = `${text.replace(/\n*$/, '\n\n')}${block}`;
-  writeFileSync(path, text);
-}
-
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -344,8 +334,8 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const haltPoll = values['halt-poll-ns'];
   let idle = '';
-  await withHaltPollNs(haltPoll === undefined ? undefined : parseHaltPollNs(haltPoll), async () => {
-    idle = `${describeHostIdle()}${haltPoll === undefined ? '' : ' (set by --halt-poll-ns for this run)'}`;
+  await withHaltPollNs(haltPoll, async () => {
+    idle = describeHostIdle(haltPoll);
     for (const backend of ['null', 'file'] as const) {
       const cs = o.cells.filter((c) => c.backend === backend);
       if (cs.length === 0) continue;
@@ -356,8 +346,7 @@ async function main(): Promise<void> {
   });
   const section = report(o, rows, started, loadStart, idle);
   process.stdout.write(`\n${section}`);
-  const tag = haltPoll === undefined ? 'serve-vs-qsd' : `serve-vs-qsd:halt-poll-${haltPoll}`;
-  if (values.out) { writeResults(values.out, section, tag); process.stdout.write(`wrote ${values.out}\n`); }
+  if (values.out) { writeResultsSection(values.out, resultsTag('serve-vs-qsd', haltPoll), section); process.stdout.write(`wrote ${values.out}\n`); }
   if (rows.some((r) => r.errors.length)) process.exitCode = 1;
 }
 
