@@ -4,7 +4,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { liveGuests, runGuest } from './harness.js';
+import { liveGuests, qemuArgs, runGuest, vmImage } from './harness.js';
 
 function alive(pid: number | undefined): boolean {
   if (pid === undefined) return false;
@@ -13,9 +13,23 @@ function alive(pid: number | undefined): boolean {
 
 const h = suite('vm: harness');
 
+h('QEMU runs every vCPU on one TCG thread unless asked otherwise (multi-threaded TCG races with kernel text patching)', () => {
+  const saved = process.env.STOR_VM_TCG_THREAD;
+  delete process.env.STOR_VM_TCG_THREAD;
+  try {
+    const accel = (o: Parameters<typeof qemuArgs>[0]) => { const a = qemuArgs(o, '/nonexistent', vmImage()); return a[a.indexOf('-accel') + 1]; };
+    assert.is(accel({ script: '' }), 'tcg,thread=single');
+    assert.is(accel({ script: '', tcgThread: 'multi' }), 'tcg,thread=multi');
+    process.env.STOR_VM_TCG_THREAD = 'multi';
+    assert.is(accel({ script: '' }), 'tcg,thread=multi');
+  } finally {
+    if (saved === undefined) delete process.env.STOR_VM_TCG_THREAD; else process.env.STOR_VM_TCG_THREAD = saved;
+  }
+});
+
 h('the script\'s exit status, env, share files and results come back from the guest', async () => {
   const r = await runGuest({
-    script: 'echo "in guest: $GREETING"; cat "$STOR_VM_SHARE/input" > "$STOR_VM_RESULTS/echo"; uname -r > "$STOR_VM_RESULTS/kernel"; exit 7\n',
+    script: 'echo "in guest: $GREETING"; cat "$STOR_VM_SHARE/input" > "$STOR_VM_RESULTS/echo"; uname -r > "$STOR_VM_RESULTS/kernel"; nproc > "$STOR_VM_RESULTS/cpus"; exit 7\n',
     env: { GREETING: "it's here" }, files: { input: 'payload\n' }, memoryMiB: 256, timeoutMs: 60_000,
   });
   try {
@@ -25,6 +39,8 @@ h('the script\'s exit status, env, share files and results come back from the gu
     assert.is(readFileSync(join(r.resultsDir, 'echo'), 'utf8'), 'payload\n');
     // bookworm's own kernel (6.1) has no ublk or VDUSE: the guest must run the backports one.
     assert.match(readFileSync(join(r.resultsDir, 'kernel'), 'utf8'), /^(6\.(1[2-9]|[2-9]\d)|[7-9])\./);
+    // one TCG thread for both vCPUs still gives the guest two CPUs (and virtio-blk two queues)
+    assert.is(readFileSync(join(r.resultsDir, 'cpus'), 'utf8').trim(), '2');
   } finally { r.cleanup(); }
   assert.is(liveGuests(), 0);
 });

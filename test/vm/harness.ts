@@ -32,6 +32,9 @@ export interface GuestOptions {
   memoryMiB?: number;
   /** Guest vCPUs. Default 2 (virtio-blk uses at most one queue per vCPU). */
   cpus?: number;
+  /** TCG threading: 'single' (default; STOR_VM_TCG_THREAD overrides) runs every vCPU on one
+   *  host thread; 'multi' gives each its own. See TCG_THREAD_DEFAULT for why single. */
+  tcgThread?: 'single' | 'multi';
   /** QEMU is killed after this long. Default 120 000. */
   timeoutMs?: number;
   /** Exported to the script. */
@@ -106,12 +109,25 @@ function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** QEMU 7.2's multi-threaded TCG races with the guest kernel's live code patching (text_poke_bp
+ *  on static keys and alternatives): a vCPU can run a stale translation that still holds the
+ *  temporary int3 after patching is over, and the guest dies with "Oops: int3" (seen in CI, in
+ *  boot, while the host was busy). One TCG thread serialises the vCPUs, so a write to kernel text
+ *  invalidates translations before any vCPU runs again; guests still see 2 CPUs and 2 queues. */
+export const TCG_THREAD_DEFAULT: 'single' | 'multi' = 'single';
+
+function tcgThread(o: GuestOptions): 'single' | 'multi' {
+  const env = process.env.STOR_VM_TCG_THREAD;
+  if (env === 'single' || env === 'multi') return env;
+  return o.tcgThread ?? TCG_THREAD_DEFAULT;
+}
+
 /** QEMU command line for one run (exported for the CLI's --dry-run and for debugging). */
 export function qemuArgs(o: GuestOptions, shareDir: string, img: VmImage): string[] {
   const mem = o.memoryMiB ?? 1024;
   const timeoutS = Math.ceil((o.timeoutMs ?? 120_000) / 1000);
   const args = [
-    '-accel', 'tcg', '-cpu', 'max', '-smp', String(o.cpus ?? 2),
+    '-accel', `tcg,thread=${tcgThread(o)}`, '-cpu', 'max', '-smp', String(o.cpus ?? 2),
     // vhost-user maps guest RAM in the server: it must be a shareable memfd.
     '-m', `${mem}M`, '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
     '-machine', 'pc,memory-backend=mem',
@@ -223,6 +239,7 @@ its status (124 on timeout, 125 if it never finished). The console is copied to 
   --queues N              num-queues of the preceding --vhost-user-blk (default 1)
   --memory MIB            guest RAM (default 1024)
   --cpus N                guest vCPUs (default 2)
+  --tcg-thread single|multi  TCG threads: one for all vCPUs (default) or one each
   --timeout SECS          kill QEMU after SECS (default 120)
   --env NAME=VALUE        export to the script (repeatable)
   --keep                  keep the results directory (printed on stderr)
@@ -256,6 +273,12 @@ async function main(argv: string[]): Promise<number> {
       }
       case '--memory': o.memoryMiB = num(); break;
       case '--cpus': o.cpus = num(); break;
+      case '--tcg-thread': {
+        const v = val();
+        if (v !== 'single' && v !== 'multi') throw new Error('--tcg-thread takes single or multi');
+        o.tcgThread = v;
+        break;
+      }
       case '--timeout': o.timeoutMs = num() * 1000; break;
       case '--env': {
         const kv = val();
