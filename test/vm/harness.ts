@@ -23,6 +23,9 @@ export interface VhostUserBlkDisk {
   queues?: number;
 }
 
+/** How QEMU's TCG maps vCPUs to host threads: all on one, or one each. */
+export type TcgThread = 'single' | 'multi';
+
 export interface GuestOptions {
   /** Bash script run inside the guest, chrooted into the host root, cwd /tmp (a tmpfs). */
   script: string;
@@ -32,9 +35,8 @@ export interface GuestOptions {
   memoryMiB?: number;
   /** Guest vCPUs. Default 2 (virtio-blk uses at most one queue per vCPU). */
   cpus?: number;
-  /** TCG threading: 'single' (default; STOR_VM_TCG_THREAD overrides) runs every vCPU on one
-   *  host thread; 'multi' gives each its own. See TCG_THREAD_DEFAULT for why single. */
-  tcgThread?: 'single' | 'multi';
+  /** TCG threading; without it STOR_VM_TCG_THREAD, else TCG_THREAD_DEFAULT (see there for why single). */
+  tcgThread?: TcgThread;
   /** QEMU is killed after this long. Default 120 000. */
   timeoutMs?: number;
   /** Exported to the script. */
@@ -114,12 +116,14 @@ function shellQuote(s: string): string {
  *  temporary int3 after patching is over, and the guest dies with "Oops: int3" (seen in CI, in
  *  boot, while the host was busy). One TCG thread serialises the vCPUs, so a write to kernel text
  *  invalidates translations before any vCPU runs again; guests still see 2 CPUs and 2 queues. */
-export const TCG_THREAD_DEFAULT: 'single' | 'multi' = 'single';
+export const TCG_THREAD_DEFAULT: TcgThread = 'single';
 
-function tcgThread(o: GuestOptions): 'single' | 'multi' {
+const isTcgThread = (v: string | undefined): v is TcgThread => v === 'single' || v === 'multi';
+
+/** The caller's choice, else the environment's (for A/B runs of whole suites), else the default. */
+function tcgThread(o: GuestOptions): TcgThread {
   const env = process.env.STOR_VM_TCG_THREAD;
-  if (env === 'single' || env === 'multi') return env;
-  return o.tcgThread ?? TCG_THREAD_DEFAULT;
+  return o.tcgThread ?? (isTcgThread(env) ? env : TCG_THREAD_DEFAULT);
 }
 
 /** QEMU command line for one run (exported for the CLI's --dry-run and for debugging). */
@@ -275,7 +279,7 @@ async function main(argv: string[]): Promise<number> {
       case '--cpus': o.cpus = num(); break;
       case '--tcg-thread': {
         const v = val();
-        if (v !== 'single' && v !== 'multi') throw new Error('--tcg-thread takes single or multi');
+        if (!isTcgThread(v)) throw new Error('--tcg-thread takes single or multi');
         o.tcgThread = v;
         break;
       }
