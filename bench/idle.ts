@@ -1,8 +1,8 @@
-// On a VM the notify cells of a benchmark also measure the guest's idle policy (src/lib/host.ts):
+// On a VM the notify cells of a benchmark also measure the guest's idle policy (src/lib/engine/bench/host.ts):
 // benchmark scripts record it, and can set guest halt polling for their duration
 // (`--halt-poll-ns N|default`), restoring the old value on every way out.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { HALT_POLL_PARAM, KERNEL_DEFAULT_HALT_POLL_NS, describeIdle, hostIdle } from '../src/lib/host.js';
+import { HALT_POLL_PARAM, KERNEL_DEFAULT_HALT_POLL_NS, describeIdle, hostIdle } from '../src/lib/engine/bench/host.js';
 
 /** The header line: this machine's idle policy, and whether --halt-poll-ns set it. */
 export const describeHostIdle = (haltPollArg: string | undefined): string =>

@@ -1,13 +1,13 @@
 import { Args, Flags } from '@oclif/core';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { StorCommand } from '../lib/cli.js';
-import { EXIT, StorError, usageError } from '../lib/errors.js';
-import { parsePositiveSize, SIZE_FORMS } from '../lib/size.js';
-import { parseDuration, DURATION_FORMS } from '../lib/bench/duration.js';
-import { runBench, type Mode, type Refill, type Rw } from '../lib/bench/run.js';
-import { renderTable, toJson } from '../lib/bench/report.js';
-import { renderHtml } from '../lib/bench/html.js';
-import { TARGET_FORMS } from '../lib/target.js';
+import { StorCommand } from '../cli/command.js';
+import { EXIT, StorError, usageError } from '../lib/core/errors.js';
+import { parsePositiveSize, SIZE_FORMS } from '../lib/core/size.js';
+import { parseDuration, DURATION_FORMS } from '../lib/core/duration.js';
+import { runBench, type Mode, type Refill, type Rw } from '../lib/engine/bench/run.js';
+import { renderTable, toJson } from '../lib/engine/bench/report.js';
+import { renderHtml } from '../lib/engine/bench/html.js';
+import { TARGET_FORMS } from '../lib/core/target.js';
 
 const MODES: Mode[] = ['notify', 'poll', 'adaptive'];
 

@@ -1,12 +1,12 @@
 import { Args, Flags } from '@oclif/core';
 import { existsSync } from 'node:fs';
-import { StorCommand } from '../lib/cli.js';
-import { clientFlags, TARGET_DESCRIPTION } from '../lib/blkio/cli-open.js';
-import { BlockDevice, type Completion } from '../lib/blkio/device.js';
-import { EXIT, StorError, usageError } from '../lib/errors.js';
+import { StorCommand } from '../cli/command.js';
+import { clientFlags, TARGET_DESCRIPTION } from '../cli/client-flags.js';
+import { BlockDevice, type Completion } from '../lib/client/device.js';
+import { EXIT, StorError, usageError } from '../lib/core/errors.js';
 import { native } from '../lib/native.js';
-import { formatSize, parsePositiveSize, parseSize, SIZE_FORMS } from '../lib/size.js';
-import { parseTarget } from '../lib/target.js';
+import { formatSize, parsePositiveSize, parseSize, SIZE_FORMS } from '../lib/core/size.js';
+import { parseTarget } from '../lib/core/target.js';
 
 export default class Copy extends StorCommand {
   static override summary = 'Copy between any two targets (sockets, files, devices), multi-queue, with optional verification';

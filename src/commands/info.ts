@@ -1,9 +1,9 @@
 import { Args } from '@oclif/core';
 import chalk from 'chalk';
-import { StorCommand } from '../lib/cli.js';
-import { clientFlags, openTarget, TARGET_DESCRIPTION } from '../lib/blkio/cli-open.js';
-import { formatSize } from '../lib/size.js';
-import type { Properties } from '../lib/blkio/device.js';
+import { StorCommand } from '../cli/command.js';
+import { clientFlags, openTarget, TARGET_DESCRIPTION } from '../cli/client-flags.js';
+import { formatSize } from '../lib/core/size.js';
+import type { Properties } from '../lib/client/device.js';
 
 /** libblkio's property names, for --json and the table (so output reads like blkio-info's). */
 export function propertiesAsBlkio(p: Properties): Record<string, string | number | boolean | string[]> {

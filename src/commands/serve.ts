@@ -2,12 +2,12 @@ import { Flags } from '@oclif/core';
 import chalk from 'chalk';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { StorCommand } from '../lib/cli.js';
-import { usageError } from '../lib/errors.js';
-import { formatSize } from '../lib/size.js';
-import { BACKEND_FORMS, formatTarget, parseBackend } from '../lib/target.js';
-import { openBackend } from '../lib/backend.js';
-import { VhostUserBlkServer, type LogLevel } from '../lib/vhost-user/server.js';
+import { StorCommand } from '../cli/command.js';
+import { usageError } from '../lib/core/errors.js';
+import { formatSize } from '../lib/core/size.js';
+import { BACKEND_FORMS, formatTarget, parseBackend } from '../lib/core/target.js';
+import { openBackend } from '../lib/bdev/open.js';
+import { VhostUserBlkServer, type LogLevel } from '../lib/export/vhost-user/server.js';
 import type { CompletionMode } from '../lib/native.js';
 
 export const DEFAULT_SOCKET = join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), 'stor.sock');

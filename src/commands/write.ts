@@ -1,10 +1,10 @@
 import { Args, Flags } from '@oclif/core';
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { StorCommand } from '../lib/cli.js';
-import { clientFlags, openTarget, TARGET_DESCRIPTION } from '../lib/blkio/cli-open.js';
-import { usageError } from '../lib/errors.js';
-import { parseSize, SIZE_FORMS } from '../lib/size.js';
+import { StorCommand } from '../cli/command.js';
+import { clientFlags, openTarget, TARGET_DESCRIPTION } from '../cli/client-flags.js';
+import { usageError } from '../lib/core/errors.js';
+import { parseSize, SIZE_FORMS } from '../lib/core/size.js';
 
 const CHUNK = 4 << 20;
 

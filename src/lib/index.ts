@@ -1,7 +1,7 @@
 // The stor library: what `import { open } from 'stor'` gives a TypeScript program.
-export { open, BlockDevice, type OpenOptions, type Properties, type MemRegion, type Completion, type RequestOptions } from './blkio/device.js';
-export { BlkioError } from './blkio/errors.js';
-export { StorError, EXIT } from './errors.js';
-export { parseTarget, parseBackend, type Target } from './target.js';
-export { parseSize, formatSize } from './size.js';
-export { VhostUserBlkServer, type VhostUserBlkServerOptions } from './vhost-user/server.js';
+export { open, BlockDevice, type OpenOptions, type Properties, type MemRegion, type Completion, type RequestOptions } from './client/device.js';
+export { BlkioError } from './client/errors.js';
+export { StorError, EXIT } from './core/errors.js';
+export { parseTarget, parseBackend, type Target } from './core/target.js';
+export { parseSize, formatSize } from './core/size.js';
+export { VhostUserBlkServer, type VhostUserBlkServerOptions } from './export/vhost-user/server.js';

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { StorError } from './errors.js';
+import { StorError } from './core/errors.js';
 
 export interface RecvResult { data: Buffer; fds: number[]; truncated: boolean }
 export interface FdWatch {

@@ -7,9 +7,9 @@
 // ring addresses in SET_VRING_ADDR are front-end virtual addresses (uva = our mapping + offset),
 // as QEMU sends them. GPA_BASE is deliberately not 0 so that a mix-up cannot go unnoticed.
 import { native } from '../../src/lib/native.js';
-import { VhostUserFrontend, type FrontendMemRegion } from '../../src/lib/vhost-user/frontend.js';
-import { ProtocolFeature } from '../../src/lib/vhost-user/protocol.js';
-import { VIRTIO_BLK_F, VIRTIO_BLK_T, VIRTIO_F, bit, decodeBlkConfig, type DecodedBlkConfig } from '../../src/lib/virtio/blk.js';
+import { VhostUserFrontend, type FrontendMemRegion } from '../../src/lib/client/vhost-user-frontend.js';
+import { ProtocolFeature } from '../../src/lib/proto/vhost-user.js';
+import { VIRTIO_BLK_F, VIRTIO_BLK_T, VIRTIO_F, bit, decodeBlkConfig, type DecodedBlkConfig } from '../../src/lib/proto/virtio-blk.js';
 
 export const DESC_F_NEXT = 1;
 export const DESC_F_WRITE = 2;

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseSize, parsePositiveSize, formatSize } from '../../src/lib/size.js';
-import { StorError } from '../../src/lib/errors.js';
+import { parseSize, parsePositiveSize, formatSize } from '../../src/lib/core/size.js';
+import { StorError } from '../../src/lib/core/errors.js';
 
 test('parseSize accepts bytes and binary units in every spelling', () => {
   assert.is(parseSize('4096'), 4096);

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseBackend, parseTarget, formatTarget } from '../../src/lib/target.js';
-import { StorError } from '../../src/lib/errors.js';
+import { parseBackend, parseTarget, formatTarget } from '../../src/lib/core/target.js';
+import { StorError } from '../../src/lib/core/errors.js';
 
 test('parseBackend reads null, mem and file specs with options', () => {
   assert.equal(parseBackend('null:1G'), { kind: 'null', size: 2 ** 30 });

@@ -1,4 +1,4 @@
-// The vhost-user codec (src/lib/vhost-user/protocol.ts): round trips, and every size check that
+// The vhost-user codec (src/lib/proto/vhost-user.ts): round trips, and every size check that
 // stands between a hostile front-end and the server's state.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -7,7 +7,7 @@ import {
   VERSION, VRING_ADDR_SIZE, decodeConfig, decodeHeader, decodeMemTable, decodeSingleRegion, decodeU64, decodeVringAddr,
   decodeVringFile, decodeVringState, encodeConfig, encodeMemTable, encodeMessage, encodeReply, encodeSingleRegion,
   encodeU64, encodeVringAddr, encodeVringFile, encodeVringState, reqName, type MemRegion,
-} from '../../src/lib/vhost-user/protocol.js';
+} from '../../src/lib/proto/vhost-user.js';
 
 const t = suite('vhost-user protocol codec');
 

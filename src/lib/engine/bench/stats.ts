@@ -1,6 +1,6 @@
 // Turns the native engine's raw results (a merged log-linear latency histogram, per-thread
 // counters and CPU) into the figures people compare: IOPS, bandwidth, percentiles, CPU per I/O.
-import type { BenchRunResult } from '../native.js';
+import type { BenchRunResult } from '../../native.js';
 
 export const PERCENTILES = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99] as const;
 

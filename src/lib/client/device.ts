@@ -3,15 +3,15 @@
 // in-process null/mem backend — and issue reads, writes, flushes, discards and write-zeroes as
 // promises. Requests run through the native data plane; JavaScript only submits and resolves.
 import { statSync } from 'node:fs';
-import { EXIT, StorError, usageError } from '../errors.js';
+import { EXIT, StorError, usageError } from '../core/errors.js';
 import {
   native, STOR_OP, STOR_REQ_F_UNMAP, type BackendHandle, type ClientQueueHandle, type FdWatch, type VuClientRegion,
 } from '../native.js';
-import { parseTarget, type Target } from '../target.js';
-import { openBackend } from '../backend.js';
-import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../virtio/blk.js';
-import { ProtocolFeature } from '../vhost-user/protocol.js';
-import { VhostUserFrontend } from '../vhost-user/frontend.js';
+import { parseTarget, type Target } from '../core/target.js';
+import { openBackend } from '../bdev/open.js';
+import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../proto/virtio-blk.js';
+import { ProtocolFeature } from '../proto/vhost-user.js';
+import { VhostUserFrontend } from './vhost-user-frontend.js';
 import { BlkioError } from './errors.js';
 
 export type Completion = 'event' | 'poll';

@@ -2,8 +2,8 @@
 // highlighted) and a JSON document shaped like fio's where the meaning is the same.
 import chalk from 'chalk';
 import type { BenchReport, ModeResult } from './run.js';
-import { formatSize } from '../size.js';
-import { sleepCostWarning } from '../host.js';
+import { formatSize } from '../../core/size.js';
+import { sleepCostWarning } from './host.js';
 
 const us = (ns: number): string => (ns / 1000 >= 100 ? (ns / 1000).toFixed(0) : (ns / 1000).toFixed(2));
 const k = (n: number): string => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(0));

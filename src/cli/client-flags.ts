@@ -1,9 +1,9 @@
 // What the client commands share: turning a TARGET argument and flags into an open device, with
 // errors a user can act on.
 import { Flags } from '@oclif/core';
-import { BlockDevice, type Completion } from './device.js';
-import { parseTarget, TARGET_FORMS } from '../target.js';
-import { StorError, usageError } from '../errors.js';
+import { BlockDevice, type Completion } from '../lib/client/device.js';
+import { parseTarget, TARGET_FORMS } from '../lib/core/target.js';
+import { StorError, usageError } from '../lib/core/errors.js';
 
 export const clientFlags = {
   queues: Flags.integer({ description: 'queues to use (virtqueues or io_uring instances)', default: 1, min: 1, max: 64 }),

@@ -1,7 +1,7 @@
 // Opens a backend target (null / mem / file) in the native data plane, with errors a user can act on.
-import { native, type BackendHandle, type BackendInfo } from './native.js';
-import { StorError } from './errors.js';
-import type { Target } from './target.js';
+import { native, type BackendHandle, type BackendInfo } from '../native.js';
+import { StorError } from '../core/errors.js';
+import type { Target } from '../core/target.js';
 
 export type BackendTarget = Exclude<Target, { kind: 'vhost-user' }>;
 

@@ -1,4 +1,4 @@
-import { StorError, type ExitCode } from '../errors.js';
+import { StorError, type ExitCode } from '../core/errors.js';
 
 const ERRNO_TEXT: Record<number, string> = {
   5: 'I/O error (the device answered VIRTIO_BLK_S_IOERR)',

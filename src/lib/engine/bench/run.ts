@@ -7,12 +7,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BlockDevice } from '../blkio/device.js';
-import { StorError, usageError } from '../errors.js';
-import { native, type BenchRunConfig, type BenchRunResult } from '../native.js';
-import { parseTarget, formatTarget, type Target } from '../target.js';
+import { BlockDevice } from '../../client/device.js';
+import { StorError, usageError } from '../../core/errors.js';
+import { native, type BenchRunConfig, type BenchRunResult } from '../../native.js';
+import { parseTarget, formatTarget, type Target } from '../../core/target.js';
 import { summarizeLatency, timeline, type LatencySummary } from './stats.js';
-import { hostIdle, type HostIdle } from '../host.js';
+import { hostIdle, type HostIdle } from './host.js';
 
 export type Mode = 'notify' | 'poll' | 'adaptive';
 export type Rw = BenchRunConfig['rw'];

@@ -3,14 +3,14 @@
 // eventfds to the native data plane. Nothing here runs per I/O.
 import { EventEmitter } from 'node:events';
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
-import { native, type BackendHandle, type BlkDeviceHandle, type CompletionMode, type FdWatch, type QueueStats } from '../native.js';
-import { StorError } from '../errors.js';
-import { BLK_CONFIG_SIZE, VIRTIO_BLK_F, VIRTIO_F, bit, encodeBlkConfig } from '../virtio/blk.js';
+import { native, type BackendHandle, type BlkDeviceHandle, type CompletionMode, type FdWatch, type QueueStats } from '../../native.js';
+import { StorError } from '../../core/errors.js';
+import { BLK_CONFIG_SIZE, VIRTIO_BLK_F, VIRTIO_F, bit, encodeBlkConfig } from '../../proto/virtio-blk.js';
 import {
   F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, HEADER_SIZE, ProtocolError, ProtocolFeature, Req, decodeConfig,
   decodeHeader, decodeMemTable, decodeSingleRegion, decodeU64, decodeVringAddr, decodeVringFile, decodeVringState,
   encodeConfig, encodeReply, encodeU64, encodeVringState, reqName, type Header,
-} from './protocol.js';
+} from '../../proto/vhost-user.js';
 
 export type LogLevel = 'info' | 'warn' | 'error';
 export type Logger = (level: LogLevel, message: string) => void;

@@ -1,6 +1,6 @@
 // Durations for --runtime / --ramp: a number with a unit (ms, s, m, h). A bare number is refused:
 // "5" could mean seconds (fio) or milliseconds, and a benchmark that runs 1000x too long is costly.
-import { usageError } from '../errors.js';
+import { usageError } from './errors.js';
 
 export const DURATION_FORMS = 'a number with a unit: 500ms, 5s, 1.5m, 1h';
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

@@ -2,7 +2,7 @@
 // `stor: <what failed>: <why>` plus a hint line, exit 2 for usage, 1 for runtime, 3 for a
 // verification mismatch, never a stack trace for a user mistake.
 import { Command, Errors } from '@oclif/core';
-import { EXIT, StorError } from './errors.js';
+import { EXIT, StorError } from '../lib/core/errors.js';
 
 export abstract class StorCommand extends Command {
   static override enableJsonFlag = true;

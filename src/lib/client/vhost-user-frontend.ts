@@ -8,7 +8,7 @@ import {
   F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, MAX_PAYLOAD, ProtocolFeature, Req, VERSION,
   decodeHeader, decodeU64, decodeVringState, encodeConfig, encodeMemTable, encodeMessage, encodeSingleRegion, encodeU64,
   encodeVringAddr, encodeVringFile, encodeVringState, reqName, type Header, type MemRegion, type VringAddr,
-} from './protocol.js';
+} from '../proto/vhost-user.js';
 
 /** A front-end operation failed; `request` names the message it was about, when there is one. */
 export class FrontendError extends Error {
