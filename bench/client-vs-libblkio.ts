@@ -26,6 +26,7 @@ import { ROOT, STOR_BIN } from '../test/helpers/paths.js';
 import { runBounded, type RunResult } from '../test/helpers/run.js';
 import { startQsd, cleanupSocket, type RunningServer } from '../test/helpers/servers.js';
 import { benchArgs, parseBench, peerPath } from '../test/peers/blkio.js';
+import { formatSpec } from '../src/lib/core/spec.js';
 import { describeHostIdle, withHaltPollNs } from './idle.js';
 import { resultsTag, writeResultsSection } from './results.js';
 
@@ -54,7 +55,7 @@ async function run(cmd: string, argv: string[], timeoutMs: number): Promise<RunR
 type Refill = 'eager' | 'drain';
 async function storBench(socket: string, qd: number, poll: boolean, refill: Refill, spinUs?: number): Promise<Sample> {
   const mode = poll ? ['--modes', 'poll'] : spinUs !== undefined ? ['--modes', 'adaptive', '--spin-us', String(spinUs)] : ['--modes', 'notify'];
-  const r = await run(process.execPath, [STOR_BIN, 'bench', `vhost-user:${socket}`, '--rw', 'randread', '--bs', '4k', '--iodepth', String(qd),
+  const r = await run(process.execPath, [STOR_BIN, 'bench', formatSpec({ driver: 'vhost-user', props: { path: socket } }), '--rw', 'randread', '--bs', '4k', '--iodepth', String(qd),
     ...mode, '--refill', refill, '--runtime', `${RUNTIME}s`, '--ramp', '0ms', '--json'], RUNTIME * 1000 + 30_000);
   if (r.code !== 0) throw new Error(`stor bench failed (${r.code}): ${r.stderr}`);
   const j = JSON.parse(r.stdout).jobs[0];
@@ -135,7 +136,7 @@ async function main(): Promise<void> {
       const b = await run(peerPath('blkio-copy'), [`--input-file=${SRC_IMAGE}`, '--output-blkio=virtio-blk-vhost-user', `path=${dst.socket}`], 300_000);
       if (b.code !== 0) throw new Error(`blkio-copy failed: ${b.stderr}`);
       times.libblkio.push(b.seconds);
-      const s = await run(process.execPath, [STOR_BIN, 'copy', SRC_IMAGE, `vhost-user:${dst.socket}`, '--no-zero-detect', '--json'], 300_000);
+      const s = await run(process.execPath, [STOR_BIN, 'copy', SRC_IMAGE, formatSpec({ driver: 'vhost-user', props: { path: dst.socket } }), '--no-zero-detect', '--json'], 300_000);
       if (s.code !== 0) throw new Error(`stor copy failed: ${s.stderr}`);
       times.stor.push(s.seconds);
       times.storOwn.push(JSON.parse(s.stdout).seconds);   // its own timer: after Node's start-up and the connect

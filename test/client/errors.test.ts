@@ -166,7 +166,7 @@ const BAD_FLAGS: Array<[string, () => string[], RegExp?]> = [
   ['info --timeout 0', () => ['info', `vhost-user:${s!.socket}`, '--timeout', '0'], /timeout/],
   ['info --bogus', () => ['info', `vhost-user:${s!.socket}`, '--bogus'], /bogus/],
   ['info with no target', () => ['info'], /target|argument/i],
-  ['info foo (not a target form)', () => ['info', 'foo'], /foo/],
+  ['info foo:bar (an unknown scheme: not a target form)', () => ['info', 'foo:bar'], /foo:bar/],
   ['info vhost-user: (no path)', () => ['info', 'vhost-user:'], /vhost-user/],
   ['info null:100 (not a multiple of 512)', () => ['info', 'null:100'], /512/],
   ['write --pattern 300', () => ['write', `vhost-user:${s!.socket}`, '--pattern', '300', '--length', '512'], /--pattern/],

@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STOR_BIN } from './paths.js';
+import { formatSpec } from '../../src/lib/core/spec.js';
 
 export type BackendSpec =
   | { kind: 'null'; size: number }
@@ -46,13 +47,12 @@ function tmpSocket(name: string): string {
 
 export function storBackendArg(b: BackendSpec): string {
   switch (b.kind) {
-    case 'null': return `null:${b.size}`;
-    case 'mem': return `mem:${b.size}`;
+    case 'null': case 'mem': return formatSpec({ driver: b.kind, props: { size: String(b.size) } });
     case 'file': {
-      let s = `file:${b.path}`;
-      if (b.create !== undefined) s += `,create=${b.create}`;
-      if (b.direct) s += ',direct=on';
-      return s;
+      const props: Record<string, string> = { path: b.path };
+      if (b.create !== undefined) props.create = String(b.create);
+      if (b.direct) props.direct = 'on';
+      return formatSpec({ driver: 'file', props });
     }
   }
 }

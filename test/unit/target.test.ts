@@ -28,7 +28,8 @@ test('parseTarget accepts vhost-user sockets, backends and bare paths', () => {
   assert.equal(parseTarget('/nonexistent/disk.img'), { kind: 'file', path: '/nonexistent/disk.img', direct: false, readonly: false });
   assert.equal(parseTarget('null:4k'), { kind: 'null', size: 4096 });
   assert.throws(() => parseTarget('vhost-user:'), /needs a socket path/);
-  assert.throws(() => parseTarget('relative'), /is not a target/);
+  assert.equal(parseTarget('relative'), { kind: 'file', path: 'relative', direct: false, readonly: false });
+  assert.throws(() => parseTarget('relative:x'), /is not a target/);
 });
 
 test('formatTarget round-trips through parseTarget', () => {

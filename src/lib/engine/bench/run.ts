@@ -11,6 +11,7 @@ import { BlockDevice } from '../../client/device.js';
 import { StorError, usageError } from '../../core/errors.js';
 import { native, type BenchRunConfig, type BenchRunResult } from '../../native.js';
 import { parseTarget, formatTarget, type Target } from '../../core/target.js';
+import { formatSpec } from '../../core/spec.js';
 import { summarizeLatency, timeline, type LatencySummary } from './stats.js';
 import { hostIdle, type HostIdle } from './host.js';
 
@@ -90,7 +91,7 @@ interface Embedded { proc: ChildProcess; socket: string; dir: string }
 async function startEmbedded(mode: Mode, size: number, queues: number): Promise<Embedded> {
   const dir = mkdtempSync(join(tmpdir(), 'stor-bench-'));
   const socket = join(dir, 'bench.sock');
-  const proc = spawn(process.execPath, [storBin(), 'serve', '--socket', socket, '--backend', `null:${size}`, '--mode', mode,
+  const proc = spawn(process.execPath, [storBin(), 'serve', '--socket', socket, '--backend', formatSpec({ driver: 'null', props: { size: String(size) } }), '--mode', mode,
     '--queues', String(queues), '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   await new Promise<void>((resolve, reject) => {
@@ -246,7 +247,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const { onProgress: _p, target: _t, ...rest } = o;
   void _p; void _t;
   return {
-    target: target ? formatTarget(target) : `embedded stor serve (null:${size})`, embeddedServer: !target, driver, ioEngineNote, host: hostIdle(),
+    target: target ? formatTarget(target) : `embedded stor serve (${formatSpec({ driver: 'null', props: { size: String(size) } })})`, embeddedServer: !target, driver, ioEngineNote, host: hostIdle(),
     options: { ...rest, size: target ? (o.size ?? 0) : size }, results, comparisons,
   };
 }
