@@ -5,10 +5,9 @@ import { join } from 'node:path';
 import { StorCommand } from '../cli/command.js';
 import { usageError } from '../lib/core/errors.js';
 import { formatSize } from '../lib/core/size.js';
-import { BACKEND_FORMS, formatTarget, parseBackend } from '../lib/core/target.js';
-import { openBackend } from '../lib/bdev/open.js';
-import { VhostUserBlkServer, type LogLevel } from '../lib/export/vhost-user/server.js';
-import type { CompletionMode } from '../lib/native.js';
+import { BACKEND_FORMS } from '../lib/core/spec.js';
+import { DeviceTable, type CompletionMode } from '../lib/export/table.js';
+import type { LogLevel } from '../lib/export/vhost-user/server.js';
 
 export const DEFAULT_SOCKET = join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), 'stor.sock');
 
@@ -40,12 +39,8 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     const qs = flags['queue-size'];
     if (qs < 4 || qs > 32768 || (qs & (qs - 1))) throw usageError('--queue-size', `${qs} is not a power of 2 from 4 to 32768`, 'e.g. 128, 256, 1024');
     if (Buffer.byteLength(flags.serial) > 20) throw usageError('--serial', `'${flags.serial}' is longer than 20 bytes`, 'up to 20 bytes');
-    const target = parseBackend(flags.backend, '--backend');
     const json = this.jsonEnabled();
     const blockSize = Number(flags['block-size']) as 512 | 4096;
-    const { handle, info } = openBackend(target, { readonly: flags.readonly });
-    if (info.capacity % blockSize) throw usageError('--block-size', `capacity ${info.capacity} is not a multiple of ${blockSize}`, '512 or 4096');
-
     const log = (level: LogLevel, message: string): void => {
       if (json) process.stderr.write(JSON.stringify({ event: 'log', level, message, time: new Date().toISOString() }) + '\n');
       else {
@@ -53,12 +48,15 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
         process.stderr.write(`${chalk.dim(new Date().toISOString())} ${tag} ${message}\n`);
       }
     };
-    const server = new VhostUserBlkServer({
-      socketPath: flags.socket, backend: handle, queues: flags.queues, queueSize: qs, blockSize,
-      readonly: flags.readonly || info.readonly, serial: flags.serial, mode: flags.mode as CompletionMode,
-      pollUs: flags['poll-us'], log,
+    // one backend and one vhost-user-blk export, through the device table
+    const table = new DeviceTable(log);
+    const backend = table.addBackend('disk0', flags.backend, { readonly: flags.readonly, what: '--backend' });
+    const info = backend.info;
+    const exp = table.addVhostUserBlkExport('vhost0', 'disk0', {
+      socket: flags.socket, queues: flags.queues, queueSize: qs, blockSize, readonly: flags.readonly || info.readonly,
+      serial: flags.serial, mode: flags.mode as CompletionMode, pollUs: flags['poll-us'],
     });
-    server.listen();
+    const server = exp.server;
 
     // Signal handlers go in before "ready" is printed: whoever reads that line may stop us at once.
     const stopped = new Promise<void>((resolve) => {
@@ -68,7 +66,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
         stopping = true;
         log('info', `${sig}: draining in-flight requests, flushing, removing ${flags.socket}`);
         const stats = server.stats();
-        void server.close().then(() => {
+        void table.closeAll().then(() => {
           const total = stats.reduce((a, s) => ({ requests: a.requests + s.requests, errors: a.errors + s.errors }), { requests: 0, errors: 0 });
           if (json) process.stdout.write(JSON.stringify({ event: 'stopped', signal: sig, connections: server.connectionCount, ...total, queues: stats }) + '\n');
           else process.stderr.write(`stopped: ${server.connectionCount} front-end(s), ${total.requests} requests, ${total.errors} failed\n`);
@@ -79,7 +77,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
     const ready = {
-      event: 'ready', socket: flags.socket, backend: formatTarget(target), capacity: info.capacity, blockSize,
+      event: 'ready', socket: flags.socket, backend: backend.spec, capacity: info.capacity, blockSize,
       queues: flags.queues, queueSize: qs, mode: flags.mode, readonly: flags.readonly || info.readonly, pid: process.pid,
     };
     if (json) process.stdout.write(JSON.stringify(ready) + '\n');
