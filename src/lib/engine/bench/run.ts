@@ -1,12 +1,10 @@
 // `stor bench` orchestration: for each completion mode, the same workload on a fresh connection,
 // run by the native engine (native/bench.c), then summarized. With no target, each mode gets its
-// own `stor serve` (null backend, same completion mode on the server side) in a child process,
-// so that the server's queue-thread CPU can be read from /proc and reported beside the client's.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// own embedded server (a null backend exported over vhost-user-blk through the device table, same
+// completion mode on the server side; embedded.ts), in this process: its queue threads (stor-vq*)
+// are told apart from the client's (stor-bench*) by name, so the server's CPU is reported beside
+// the client's.
+import { readdirSync, readFileSync } from 'node:fs';
 import { BlockDevice } from '../../client/device.js';
 import { StorError, usageError } from '../../core/errors.js';
 import { native, type BenchRunConfig, type BenchRunResult } from '../../native.js';
@@ -14,6 +12,7 @@ import { parseTarget, formatTarget, type Target } from '../../core/target.js';
 import { formatSpec } from '../../core/spec.js';
 import { summarizeLatency, timeline, type LatencySummary } from './stats.js';
 import { hostIdle, type HostIdle } from './host.js';
+import { startEmbeddedServer } from './embedded.js';
 
 export type Mode = 'notify' | 'poll' | 'adaptive';
 export type Rw = BenchRunConfig['rw'];
@@ -79,43 +78,6 @@ export interface BenchReport {
   comparisons: Array<{ of: Mode; over: Mode; meanLatencyRatio: number; p99LatencyRatio: number; iopsRatio: number; cpuPerIoRatio: number }>;
 }
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-function storBin(): string {
-  let dir = HERE;
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
-  return join(dir, 'bin', 'run.js');
-}
-
-interface Embedded { proc: ChildProcess; socket: string; dir: string }
-
-async function startEmbedded(mode: Mode, size: number, queues: number): Promise<Embedded> {
-  const dir = mkdtempSync(join(tmpdir(), 'stor-bench-'));
-  const socket = join(dir, 'bench.sock');
-  const proc = spawn(process.execPath, [storBin(), 'serve', '--socket', socket, '--backend', formatSpec({ driver: 'null', props: { size: String(size) } }), '--mode', mode,
-    '--queues', String(queues), '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new StorError(`the embedded server did not start: ${out}`)); }, 15_000);
-    const on = (d: Buffer): void => { out += d; if (out.includes('"event":"ready"')) { clearTimeout(timer); resolve(); } };
-    proc.stdout!.on('data', on);
-    proc.stderr!.on('data', (d: Buffer) => { out += d; });
-    proc.once('exit', (c) => { clearTimeout(timer); reject(new StorError(`the embedded server exited (${c}): ${out}`)); });
-  });
-  proc.removeAllListeners('exit');
-  return { proc, socket, dir };
-}
-
-async function stopEmbedded(e: Embedded): Promise<void> {
-  if (e.proc.exitCode === null) {
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(() => e.proc.kill('SIGKILL'), 5000);
-      e.proc.once('exit', () => { clearTimeout(t); resolve(); });
-      e.proc.kill('SIGTERM');
-    });
-  }
-  rmSync(e.dir, { recursive: true, force: true });
-}
-
 /** CPU seconds (user, sys) of a process's threads whose name starts with prefix. */
 function threadCpu(pid: number, prefix: string): CpuSeconds {
   const hz = 100;   // USER_HZ on Linux
@@ -140,7 +102,7 @@ function ioStats(ios: number, bytes: number, ms: number): IoStats {
 }
 
 async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, size: number): Promise<{ r: ModeResult; driver: string }> {
-  const embedded = target ? undefined : await startEmbedded(mode, size, o.queues);
+  const embedded = target ? undefined : await startEmbeddedServer({ mode, size, queues: o.queues });
   try {
     const t: Target = target ?? { kind: 'vhost-user', path: embedded!.socket };
     let dev: BlockDevice;
@@ -166,8 +128,8 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
       }, pool);
       // server CPU over the measured window: sampled when the ramp ends and when the run ends
       let serverStart: CpuSeconds | undefined;
-      const sampleStart = setTimeout(() => { if (embedded) serverStart = threadCpu(embedded.proc.pid!, 'stor-vq'); }, o.rampMs);
-      if (!o.rampMs && embedded) serverStart = threadCpu(embedded.proc.pid!, 'stor-vq');
+      const sampleStart = setTimeout(() => { if (embedded) serverStart = threadCpu(process.pid, 'stor-vq'); }, o.rampMs);
+      if (!o.rampMs && embedded) serverStart = threadCpu(process.pid, 'stor-vq');
       const t0 = performance.now();
       const progress = o.onProgress ? setInterval(() => o.onProgress!(mode, job.progress(), performance.now() - t0), 200) : undefined;
       let raw: BenchRunResult;
@@ -176,7 +138,7 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
       finally { clearTimeout(sampleStart); if (progress) clearInterval(progress); }
       let server: CpuSeconds | undefined;
       if (embedded && serverStart) {
-        const end = threadCpu(embedded.proc.pid!, 'stor-vq');
+        const end = threadCpu(process.pid, 'stor-vq');
         server = { user: end.user - serverStart.user, sys: end.sys - serverStart.sys };
       }
       return { r: summarize(mode, o, raw, server), driver: p.driver };
@@ -184,7 +146,7 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
       await dev.close();
     }
   } finally {
-    if (embedded) await stopEmbedded(embedded);
+    if (embedded) await embedded.stop();
   }
 }
 
