@@ -4,7 +4,7 @@ import { StorCommand } from '../cli/command.js';
 import { clientFlags, TARGET_DESCRIPTION } from '../cli/client-flags.js';
 import { BlockDevice, type Completion } from '../lib/client/device.js';
 import { EXIT, StorError, usageError } from '../lib/core/errors.js';
-import { native } from '../lib/native.js';
+import { runCopy } from '../lib/engine/copy.js';
 import { formatSize, parsePositiveSize, parseSize, SIZE_FORMS } from '../lib/core/size.js';
 import { parseTarget } from '../lib/core/target.js';
 
@@ -64,14 +64,10 @@ A destination file that does not exist is created with the size of the copy.`;
       if (dst.properties.readOnly) throw new StorError('the destination is read-only');
       const dalign = dst.properties.requestAlignment;
       if (dstOffset % dalign || length % dalign) throw usageError('--dst-offset/--length', `must be multiples of the destination's request alignment (${dalign})`);
-      const buffers = flags.queues * flags.iodepth * (flags.verify ? 2 : 1) * chunk;
-      // Buffers in the shared memory of a vhost-user side make that side zero-copy.
-      const zc = [src, dst].find((d) => d.properties.driver === 'virtio-blk-vhost-user');
-      const pool = zc ? zc.allocMemRegion(buffers).buffer : undefined;
-      const job = native().copyRun(src.backend, dst.backend, {
+      const job = runCopy(src, dst, {
         srcOffset, dstOffset, length, chunk, queues: flags.queues, iodepth: flags.iodepth, verify: flags.verify,
         zeroDetect: !flags['no-zero-detect'] && dst.properties.canWriteZeroes, flush: true,
-      }, pool);
+      });
       const t0 = performance.now();
       const spinner = await this.progress(job.progress, length, flags.verify, t0);
       let r;
