@@ -8,9 +8,9 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, sta
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT } from '../test/helpers/paths.js';
-import { cleanupSocket, startStor, type RunningServer } from '../test/helpers/servers.js';
-import { blkioBench, describe, ok, type BenchJob } from '../test/peers/blkio.js';
+import { ROOT } from '../tools/paths.js';
+import { cleanupSocket, startStor, type RunningServer } from '../tools/servers.js';
+import { blkioBench, describe, ok, type BenchJob } from '../tools/blkio.js';
 import { describeHostIdle, withHaltPollNs } from './idle.js';
 import { resultsTag, writeResultsSection } from './results.js';
 

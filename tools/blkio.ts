@@ -1,10 +1,10 @@
 // Runs libblkio's example programs (blkio-info, blkio-copy, blkio-bench) against a
 // vhost-user-blk socket, each bounded by a timeout, and parses what they print.
-// Shared by test/peers/*.test.ts and bench/serve-vs-qsd.ts.
+// Shared by test/peers/*.test.ts and the bench/ scripts.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { PEER_BIN } from '../helpers/paths.js';
-import { runBounded, type RunResult } from '../helpers/run.js';
+import { PEER_BIN } from './paths.js';
+import { runBounded, type RunResult } from './run.js';
 
 export type PeerProgram = 'blkio-info' | 'blkio-copy' | 'blkio-bench';
 

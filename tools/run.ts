@@ -1,6 +1,8 @@
-// Runs a program the way every test needs it: output captured, SIGKILLed after timeoutMs (timedOut
-// is then true), killed at process exit if still running, never rejecting for a non-zero exit.
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+// Runs a program the way every test and bench script needs it (through execa): output captured,
+// SIGKILLed after timeoutMs (timedOut is then true), killed at process exit if still running,
+// never rejecting for a non-zero exit (only when the program cannot be started at all).
+import type { ChildProcess } from 'node:child_process';
+import { execa } from 'execa';
 
 export interface RunResult {
   code: number | null;
@@ -14,25 +16,24 @@ export interface RunResult {
 const live = new Set<ChildProcess>();
 process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
 
-export function runBounded(cmd: string, args: string[], timeoutMs: number,
+export async function runBounded(cmd: string, args: string[], timeoutMs: number,
   opts: { env?: NodeJS.ProcessEnv; onSpawn?: (p: ChildProcess) => void } = {}): Promise<RunResult> {
   const t0 = Date.now();
-  return new Promise((resolve, reject) => {
-    const so: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) };
-    const proc = spawn(cmd, args, so);
-    live.add(proc);
-    opts.onSpawn?.(proc);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    proc.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-    proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutMs);
-    proc.once('error', (e) => { clearTimeout(timer); live.delete(proc); reject(e); });
-    proc.once('close', (code, signal) => {
-      clearTimeout(timer);
-      live.delete(proc);
-      resolve({ code, signal, timedOut, stdout, stderr, ms: Date.now() - t0 });
-    });
+  const sub = execa(cmd, args, {
+    stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, stripFinalNewline: false,
+    timeout: timeoutMs, killSignal: 'SIGKILL', forceKillAfterDelay: false,
+    // an env given replaces the whole environment, as spawn's does
+    ...(opts.env ? { env: opts.env, extendEnv: false } : {}),
   });
+  const proc = sub as unknown as ChildProcess;
+  live.add(proc);
+  opts.onSpawn?.(proc);
+  const r = await sub;
+  live.delete(proc);
+  // could not start at all (no such program, not executable): an error, as spawn's 'error' was
+  if (r.failed && r.exitCode === undefined && r.signal === undefined && !r.timedOut) throw r.cause ?? new Error(r.message);
+  return {
+    code: r.exitCode ?? null, signal: (r.signal as NodeJS.Signals | undefined) ?? null, timedOut: r.timedOut,
+    stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), ms: Date.now() - t0,
+  };
 }

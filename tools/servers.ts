@@ -1,17 +1,18 @@
-// Starts the two vhost-user-blk servers every peer test runs against: stor's own
+// Starts (through execa) the two vhost-user-blk servers every peer test and bench script runs against: stor's own
 // (`stor serve`) and the reference, qemu-storage-daemon. Both are bounded: start times out,
 // stop() sends SIGTERM and then SIGKILL, and every started server is killed at process exit.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { execa } from 'execa';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STOR_BIN } from './paths.js';
-import { formatSpec } from '../../src/lib/core/spec.js';
+import { formatSpec } from '../src/lib/core/spec.js';
 
 export type BackendSpec =
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number }
-  | { kind: 'file'; path: string; create?: number; direct?: boolean };
+  | { kind: 'file'; path: string; create?: number; direct?: boolean; ringSize?: number };
 
 export interface ServerOptions {
   backend: BackendSpec;
@@ -52,6 +53,7 @@ export function storBackendArg(b: BackendSpec): string {
       const props: Record<string, string> = { path: b.path };
       if (b.create !== undefined) props.create = String(b.create);
       if (b.direct) props.direct = 'on';
+      if (b.ringSize) props['ring-size'] = String(b.ringSize);
       return formatSpec({ driver: 'file', props });
     }
   }
@@ -60,7 +62,8 @@ export function storBackendArg(b: BackendSpec): string {
 function launch(name: 'stor' | 'qsd', cmd: string, args: string[], socket: string, ready: (out: string) => boolean,
   timeoutMs: number): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // stop() and the exit hook below do the killing: execa only starts it and pipes its output
+    const proc = execa(cmd, args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, cleanup: false }) as unknown as ChildProcess;
     live.add(proc);
     let out = '';
     let settled = false;

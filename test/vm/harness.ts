@@ -9,7 +9,8 @@
 //
 // Library: runGuest({ script, vhostUserBlk, memoryMiB, timeoutMs, env }) -> GuestResult.
 // CLI:     node dist/test/vm/harness.js --help
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { execa } from 'execa';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -179,7 +180,9 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
   const echo = o.echo ?? process.env.STOR_VM_VERBOSE === '1';
   const started = Date.now();
   return new Promise((resolveRun) => {
-    const proc = spawn('qemu-system-x86_64', qemuArgs(o, shareDir, img), { stdio: ['ignore', 'pipe', 'pipe'] });
+    // execa starts it; the timeout, the exit/signal hooks and 'close' below stay this harness's own
+    const proc = execa('qemu-system-x86_64', qemuArgs(o, shareDir, img),
+      { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, cleanup: false }) as unknown as ChildProcess;
     live.add(proc);
     let out = '';
     let timedOut = false;
