@@ -70,4 +70,10 @@ test('formatSpec round-trips, commas in paths included (",," is a literal comma)
   assert.throws(() => formatSpec({ driver: 'null', props: {} }), /needs size/);
 });
 
+test('file ring-size (the bdev registry\'s io_uring ring entries) parses, formats and is checked', () => {
+  assert.equal(parseTarget('file:/x,ring-size=64'), { kind: 'file', path: '/x', direct: false, readonly: false, ringSize: 64 });
+  assert.is(formatSpec(parseSpec('file:/x,ring-size=64', 't')), 'file:/x,ring-size=64');
+  assert.throws(() => parseTarget('file:/x,ring-size=lots'), /ring-size needs a number/);
+});
+
 test.run();

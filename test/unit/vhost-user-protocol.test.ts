@@ -6,7 +6,7 @@ import {
   FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, MAX_CONFIG_SIZE, MAX_MEM_TABLE_REGIONS, MAX_PAYLOAD, ProtocolError, Req,
   VERSION, VRING_ADDR_SIZE, decodeConfig, decodeHeader, decodeMemTable, decodeSingleRegion, decodeU64, decodeVringAddr,
   decodeVringFile, decodeVringState, encodeConfig, encodeMemTable, encodeMessage, encodeReply, encodeSingleRegion,
-  encodeU64, encodeVringAddr, encodeVringFile, encodeVringState, reqName, type MemRegion,
+  encodeU64, encodeVringAddr, encodeVringFile, encodeVringState, reqName, type GuestRegion,
 } from '../../src/lib/proto/vhost-user.js';
 
 const t = suite('vhost-user protocol codec');
@@ -87,7 +87,7 @@ t('vring addr round-trips all five fields and rejects wrong sizes', () => {
   throwsProtocol(() => decodeVringAddr(Buffer.alloc(41)), /41 bytes, expected 40/);
 });
 
-const region = (i: number): MemRegion => ({ guestAddr: BigInt(i) << 32n, size: 0x1000n * BigInt(i + 1), userAddr: 0x7f00_0000_0000n + BigInt(i), mmapOffset: BigInt(i * 4096) });
+const region = (i: number): GuestRegion => ({ guestAddr: BigInt(i) << 32n, size: 0x1000n * BigInt(i + 1), userAddr: 0x7f00_0000_0000n + BigInt(i), mmapOffset: BigInt(i * 4096) });
 
 t('mem table round-trips 0, 1 and 8 regions in the fixed 8-slot layout', () => {
   for (const n of [0, 1, MAX_MEM_TABLE_REGIONS]) {

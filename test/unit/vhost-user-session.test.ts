@@ -4,7 +4,7 @@
 // back. No socket, no addon.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { VhostUserSession, type MappedRegion, type Message, type SessionDevice } from '../../src/lib/export/vhost-user/session.js';
+import { VhostUserSession, type MappedGuestRegion, type Message, type SessionDevice } from '../../src/lib/export/vhost-user/session.js';
 import {
   FLAG_NEED_REPLY, FLAG_REPLY, F_PROTOCOL_FEATURES, HEADER_SIZE, ProtocolFeature, Req, VERSION, decodeHeader,
   encodeMemTable, encodeSingleRegion, encodeU64, encodeVringAddr, encodeVringFile, encodeVringState,
@@ -22,8 +22,8 @@ class FakeDevice implements SessionDevice {
   }
   reset(): void { this.act('reset'); }
   setFeatures(f: bigint): void { this.act(`features 0x${f.toString(16)}`); }
-  setMemTable(rs: MappedRegion[]): void { this.fdsOwned.push(...rs.map((r) => r.fd)); this.act(`memtable ${rs.length}`); }
-  addMemRegion(r: MappedRegion): void { this.fdsOwned.push(r.fd); this.act('addmem'); }
+  setMemTable(rs: MappedGuestRegion[]): void { this.fdsOwned.push(...rs.map((r) => r.fd)); this.act(`memtable ${rs.length}`); }
+  addMemRegion(r: MappedGuestRegion): void { this.fdsOwned.push(r.fd); this.act('addmem'); }
   removeMemRegion(): boolean { this.act('remmem'); return true; }
   setVring(i: number, v: Record<string, unknown>): void { this.act(`vring ${i} ${Object.keys(v).join(',')}`); }
   setVringFd(i: number, kind: string, fd: number): void { if (fd >= 0) this.fdsOwned.push(fd); this.act(`${kind} ${i} ${fd}`); }

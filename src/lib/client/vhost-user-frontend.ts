@@ -7,7 +7,7 @@ import { native } from '../native.js';
 import {
   F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, MAX_PAYLOAD, ProtocolFeature, Req, VERSION,
   decodeHeader, decodeU64, decodeVringState, encodeConfig, encodeMemTable, encodeMessage, encodeSingleRegion, encodeU64,
-  encodeVringAddr, encodeVringFile, encodeVringState, reqName, type Header, type MemRegion, type VringAddr,
+  encodeVringAddr, encodeVringFile, encodeVringState, reqName, type Header, type GuestRegion, type VringAddr,
 } from '../proto/vhost-user.js';
 
 /** A front-end operation failed; `request` names the message it was about, when there is one. */
@@ -33,7 +33,7 @@ export class FrontendTimeoutError extends FrontendError {
 export interface Message { header: Header; payload: Buffer; fds: number[] }
 
 /** A memory region and the fd that backs it (mmapOffset is the region's offset in that fd). */
-export interface FrontendMemRegion extends MemRegion { fd: number }
+export interface FrontendMemRegion extends GuestRegion { fd: number }
 
 export interface SendOptions {
   fds?: number[];
@@ -238,7 +238,7 @@ export class VhostUserFrontend {
     this.request(Req.SET_MEM_TABLE, encodeMemTable(regions), { fds: regions.map((r) => r.fd) });
   }
   addMemRegion(r: FrontendMemRegion): void { this.request(Req.ADD_MEM_REG, encodeSingleRegion(r), { fds: [r.fd] }); }
-  removeMemRegion(r: MemRegion): void { this.request(Req.REM_MEM_REG, encodeSingleRegion(r)); }
+  removeMemRegion(r: GuestRegion): void { this.request(Req.REM_MEM_REG, encodeSingleRegion(r)); }
 
   setVringNum(index: number, num: number): void { this.request(Req.SET_VRING_NUM, encodeVringState({ index, num })); }
   setVringBase(index: number, base: number): void { this.request(Req.SET_VRING_BASE, encodeVringState({ index, num: base })); }

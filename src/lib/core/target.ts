@@ -14,7 +14,7 @@ export { BACKEND_FORMS, TARGET_FORMS };
 
 export type Target =
   | { kind: 'vhost-user'; path: string }
-  | { kind: 'file'; path: string; create?: number; direct: boolean; readonly: boolean }
+  | { kind: 'file'; path: string; create?: number; direct: boolean; readonly: boolean; ringSize?: number }
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number };
 
@@ -35,7 +35,7 @@ export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TAR
       return { kind: spec.driver, size };
     }
     case 'file': {
-      const t: Target = { kind: 'file', path: p.path, direct: false, readonly: false };
+      const t: Extract<Target, { kind: 'file' }> = { kind: 'file', path: p.path, direct: false, readonly: false };
       if (p.create !== undefined) {
         if (p.create === 'on') throw usageError(what, 'create needs a size (create=SIZE)', kind.forms);
         t.create = parsePositiveSize(p.create, `${what} create=`);
@@ -43,6 +43,10 @@ export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TAR
       }
       if (p.direct !== undefined) t.direct = parseOnOff(what, 'direct', p.direct);
       for (const key of ['readonly', 'ro']) if (p[key] !== undefined) t.readonly = parseOnOff(what, key, p[key]);
+      if (p['ring-size'] !== undefined) {
+        if (!/^\d+$/.test(p['ring-size'])) throw usageError(what, `ring-size needs a number of entries (ring-size=N)`, kind.forms);
+        t.ringSize = Number(p['ring-size']);
+      }
       return t;
     }
     default: throw usageError(what, `'${spec.driver}:' is not a ${kind.noun}`, kind.forms);
@@ -59,6 +63,7 @@ export function targetToSpec(t: Target): Spec {
       if (t.create) props.create = String(t.create);
       if (t.direct) props.direct = 'on';
       if (t.readonly) props.readonly = 'on';
+      if (t.ringSize) props['ring-size'] = String(t.ringSize);
       return { driver: 'file', props };
     }
   }

@@ -110,16 +110,17 @@ export function decodeVringAddr(p: Buffer): VringAddr {
   };
 }
 
-export interface MemRegion { guestAddr: bigint; size: bigint; userAddr: bigint; mmapOffset: bigint }
+/** One entry of a front-end's memory table: guest physical range → where it is mapped in the front-end, and at which offset of its fd. */
+export interface GuestRegion { guestAddr: bigint; size: bigint; userAddr: bigint; mmapOffset: bigint }
 const REGION_SIZE = 32;
 
-function readRegion(p: Buffer, off: number): MemRegion {
+function readRegion(p: Buffer, off: number): GuestRegion {
   return {
     guestAddr: p.readBigUInt64LE(off), size: p.readBigUInt64LE(off + 8),
     userAddr: p.readBigUInt64LE(off + 16), mmapOffset: p.readBigUInt64LE(off + 24),
   };
 }
-function writeRegion(b: Buffer, off: number, r: MemRegion): void {
+function writeRegion(b: Buffer, off: number, r: GuestRegion): void {
   b.writeBigUInt64LE(r.guestAddr, off);
   b.writeBigUInt64LE(r.size, off + 8);
   b.writeBigUInt64LE(r.userAddr, off + 16);
@@ -127,16 +128,16 @@ function writeRegion(b: Buffer, off: number, r: MemRegion): void {
 }
 
 /** SET_MEM_TABLE: {u32 nregions, u32 padding, regions[]}. QEMU sends the fixed 8-slot array. */
-export function decodeMemTable(p: Buffer): MemRegion[] {
+export function decodeMemTable(p: Buffer): GuestRegion[] {
   if (p.length < 8) throw new ProtocolError(`SET_MEM_TABLE payload is ${p.length} bytes`);
   const n = p.readUInt32LE(0);
   if (n > MAX_MEM_TABLE_REGIONS) throw new ProtocolError(`SET_MEM_TABLE has ${n} regions, at most ${MAX_MEM_TABLE_REGIONS}`);
   if (p.length < 8 + n * REGION_SIZE) throw new ProtocolError(`SET_MEM_TABLE payload of ${p.length} bytes cannot hold ${n} regions`);
-  const regions: MemRegion[] = [];
+  const regions: GuestRegion[] = [];
   for (let i = 0; i < n; i++) regions.push(readRegion(p, 8 + i * REGION_SIZE));
   return regions;
 }
-export function encodeMemTable(regions: MemRegion[]): Buffer {
+export function encodeMemTable(regions: GuestRegion[]): Buffer {
   const b = Buffer.alloc(8 + MAX_MEM_TABLE_REGIONS * REGION_SIZE);
   b.writeUInt32LE(regions.length, 0);
   regions.forEach((r, i) => writeRegion(b, 8 + i * REGION_SIZE, r));
@@ -144,11 +145,11 @@ export function encodeMemTable(regions: MemRegion[]): Buffer {
 }
 
 /** ADD_MEM_REG / REM_MEM_REG: {u64 padding, region}. */
-export function decodeSingleRegion(what: string, p: Buffer): MemRegion {
+export function decodeSingleRegion(what: string, p: Buffer): GuestRegion {
   expectSize(what, p, 8 + REGION_SIZE);
   return readRegion(p, 8);
 }
-export function encodeSingleRegion(r: MemRegion): Buffer {
+export function encodeSingleRegion(r: GuestRegion): Buffer {
   const b = Buffer.alloc(8 + REGION_SIZE);
   writeRegion(b, 8, r);
   return b;

@@ -10,14 +10,14 @@ import { BLK_CONFIG_SIZE, bit } from '../../proto/virtio-blk.js';
 import {
   F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, ProtocolError, ProtocolFeature, Req, decodeConfig, decodeMemTable,
   decodeSingleRegion, decodeU64, decodeVringAddr, decodeVringFile, decodeVringState, encodeConfig, encodeReply,
-  encodeU64, encodeVringState, reqName, type Header, type MemRegion,
+  encodeU64, encodeVringState, reqName, type Header, type GuestRegion,
 } from '../../proto/vhost-user.js';
 
 export type LogLevel = 'info' | 'warn' | 'error';
 export type Logger = (level: LogLevel, message: string) => void;
 
 /** A region of the front-end's memory with the fd that maps it; the device owns the fd once given. */
-export interface MappedRegion extends MemRegion { fd: number }
+export interface MappedGuestRegion extends GuestRegion { fd: number }
 
 /**
  * What the session asks of the data plane. Calls that fail throw (the session then drops the
@@ -26,10 +26,10 @@ export interface MappedRegion extends MemRegion { fd: number }
 export interface SessionDevice {
   reset(): void;
   setFeatures(features: bigint): void;
-  setMemTable(regions: MappedRegion[]): void;
-  addMemRegion(region: MappedRegion): void;
+  setMemTable(regions: MappedGuestRegion[]): void;
+  addMemRegion(region: MappedGuestRegion): void;
   /** false when no mapped region matches. */
-  removeMemRegion(region: MemRegion): boolean;
+  removeMemRegion(region: GuestRegion): boolean;
   setVring(index: number, v: { num?: number; base?: number; desc?: bigint; avail?: bigint; used?: bigint }): void;
   setVringFd(index: number, kind: 'kick' | 'call' | 'err', fd: number): void;
   startQueue(index: number): void;
