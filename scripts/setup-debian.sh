@@ -37,7 +37,7 @@ if [ ! -f "$CACHE/.apt-updated" ]; then
 fi
 
 # 2. Packages from bookworm. -t bookworm keeps every dependency on bookworm.
-PKGS=(build-essential pkg-config liburing-dev qemu-system-x86 qemu-system-common qemu-utils
+PKGS=(build-essential pkg-config clang-format liburing-dev qemu-system-x86 qemu-system-common qemu-utils
       busybox-static cpio e2fsprogs fio xz-utils util-linux iproute2 kmod procps psmisc chromium)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
