@@ -2,11 +2,11 @@
  * requests from guest memory, turns them into stor_req for the backend, and completes them,
  * with notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and
  * calls in here to set up memory and rings; nothing here calls JavaScript per request. */
-#include "backend.h"
-#include "guard.h"
-#include "napi_util.h"
-#include "virtio_blk.h"
-#include "vring.h"
+#include "bdev/bdev.h"
+#include "sys/guard.h"
+#include "sys/napi_util.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/vring.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>

@@ -1,8 +1,8 @@
 /* Requests from JavaScript (the promise-based client library) onto any backend queue. JS submits
  * with a token, watches event_fd on the libuv loop (or polls), and reaps [token, result] pairs.
  * Buffers stay referenced until their request completes. */
-#include "backend.h"
-#include "napi_util.h"
+#include "bdev/bdev.h"
+#include "sys/napi_util.h"
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>

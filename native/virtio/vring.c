@@ -1,4 +1,4 @@
-#include "vring.h"
+#include "virtio/vring.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

@@ -2,8 +2,8 @@
  * iodepth chunks in flight (read from the source, then write — or write-zeroes for an all-zero
  * chunk — to the destination), then an optional verify pass that reads both sides back and
  * compares. Works between any two backends (vhost-user, io_uring file/device, null, mem). */
-#include "backend.h"
-#include "napi_util.h"
+#include "bdev/bdev.h"
+#include "sys/napi_util.h"
 #include <poll.h>
 #include <stddef.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-#include "napi_util.h"
+#include "sys/napi_util.h"
 #include <stdarg.h>
 #include <stdio.h>
 

@@ -10,10 +10,10 @@
  * that does not live in registered memory. A request is a direct descriptor chain while the ring
  * has free descriptors for it, else one indirect descriptor (its slot's table), so a ring of N
  * entries always carries N requests in flight. */
-#include "backend.h"
-#include "napi_util.h"
-#include "virtio_blk.h"
-#include "vring.h"
+#include "bdev/bdev.h"
+#include "sys/napi_util.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/vring.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>

@@ -2,8 +2,8 @@
  * backend (a remote vhost-user-blk device, a file or block device through io_uring, null, mem),
  * reaps completions by notification, by polling, or adaptively, and keeps a log-linear latency
  * histogram, per-thread CPU time and IOPS over time. JavaScript only configures and reports. */
-#include "backend.h"
-#include "napi_util.h"
+#include "bdev/bdev.h"
+#include "sys/napi_util.h"
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>

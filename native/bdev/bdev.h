@@ -1,8 +1,8 @@
-/* The one request model. Frontends (vhost-user-blk queues, later ublk, VDUSE and the client)
- * turn their own descriptors into a stor_req; backends (null, mem, file) serve stor_req and
- * nothing else. The ops table is deliberately small, the same for every backend. */
-#ifndef STOR_REQ_H
-#define STOR_REQ_H
+/* Backends (bdevs) and the one request model. Exports (vhost-user-blk queues, later ublk and VDUSE)
+ * and engines (client, copy, bench) turn their own descriptors into a stor_req; backends (null, mem,
+ * file, vhost-user as a client) serve stor_req and nothing else, through one small ops table. */
+#ifndef STOR_BDEV_H
+#define STOR_BDEV_H
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -70,5 +70,41 @@ static inline void stor_req_done(struct stor_req *r, int32_t result) { r->result
 size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t len);
 size_t buf_to_iov(const struct iovec *iov, int n, size_t skip, const void *buf, size_t len);
 void iov_memset(const struct iovec *iov, int n, int c);
+
+struct stor_backend_config {
+  char kind[16];          /* null | mem | file */
+  uint64_t size;          /* null, mem: capacity; file: create size (0 = open existing) */
+  char path[4096];        /* file */
+  bool create;            /* file: create (or extend) to size */
+  bool direct;            /* file: O_DIRECT */
+  bool readonly;
+};
+
+/* Returns 0 or -errno with a reason in err. */
+int stor_backend_open(const struct stor_backend_config *cfg, struct stor_backend **out, char *err, size_t errlen);
+void stor_backend_put(struct stor_backend *be);
+int stor_null_open(const struct stor_backend_config *cfg, struct stor_backend **out, char *err, size_t errlen);
+int stor_mem_open(const struct stor_backend_config *cfg, struct stor_backend **out, char *err, size_t errlen);
+int stor_file_open(const struct stor_backend_config *cfg, struct stor_backend **out, char *err, size_t errlen);
+
+/* Shared by backends that complete every request inline in submit() (null, mem). */
+struct stor_sync_bqueue { struct stor_backend *be; };
+int stor_sync_queue_open(struct stor_backend *be, unsigned depth, struct stor_bqueue **out);
+void stor_sync_queue_close(struct stor_bqueue *q);
+void stor_sync_commit(struct stor_bqueue *q);
+int stor_sync_reap(struct stor_bqueue *q, bool wait);
+int stor_sync_event_fd(struct stor_bqueue *q);
+unsigned stor_sync_inflight(struct stor_bqueue *q);
+int stor_null_flush(struct stor_backend *be);
+void stor_plain_destroy(struct stor_backend *be);
+
+/* ---- N-API glue (bdev.c) ---- */
+#include <node_api.h>
+/* N-API: backendOpen(config) -> external, backendInfo(b), backendFlush(b). */
+void backend_init(napi_env env, napi_value exports);
+/* Extracts the backend from the external made by backendOpen; NULL (and a pending exception) if not one. */
+struct stor_backend *backend_from_js(napi_env env, napi_value v);
+/* Wraps a backend (taking over one reference) in the handle JS passes around. */
+napi_value backend_wrap(napi_env env, struct stor_backend *be);
 
 #endif
