@@ -94,7 +94,7 @@ struct bench_thread {
   int error;               /* -errno that stopped the thread early */
   char errmsg[160];
   uint64_t first_bad_offset;
-  bool ring_full;          /* the backend said -EBUSY: submit no more until something completes */
+  bool ring_full;          /* the backend said BUSY: submit no more until something completes */
   atomic_uint_fast64_t progress;   /* completed I/Os, for live display (published once per pass) */
   uint64_t completed;      /* completed I/Os: the thread's own count behind progress */
   /* One clock read per batch, as blkio-bench does: every I/O of a submission batch is stamped with
@@ -138,7 +138,6 @@ static void io_complete(struct stor_req *r) {
   t->inflight--;
   t->free_ios[t->free_top++] = (uint32_t)(io - t->ios);
   if (t->cfg->verify) t->busy[io->block] = 0;
-  if (r->result == -EBUSY) { t->ring_full = true; return; }   /* back-pressure: not an I/O */
   t->completed++;
   if (r->result < 0) {
     t->errors++;
@@ -213,7 +212,14 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
   t->inflight++;
   if (!t->batch_now) t->batch_now = now_ns();
   io->t_submit = t->batch_now;
-  t->be->ops->submit(t->bq, &io->req);
+  if (t->be->ops->submit(t->bq, &io->req) == STOR_SUBMIT_BUSY) {
+    /* back-pressure, not an I/O: give the slot back; the caller reaps before submitting more */
+    t->inflight--;
+    t->free_ios[t->free_top++] = slot;
+    if (c->verify) t->busy[k] = 0;
+    t->ring_full = true;
+    return false;
+  }
   t->reap_now = 0;   /* synchronous backends complete inside submit: their next completion reads the clock */
   return true;
 }
@@ -508,7 +514,7 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
   if (!prop_str(env, argv[1], "rw", rw, sizeof rw, "randread") || !prop_u32(env, argv[1], "rwmixread", &c->rwmixread, 50) ||
       !prop_u32(env, argv[1], "bs", &c->bs, 4096) || !prop_u32(env, argv[1], "iodepth", &c->iodepth, 1) ||
       !prop_u32(env, argv[1], "threads", &c->threads, 1) || !prop_u64(env, argv[1], "offset", &c->offset, 0) ||
-      !prop_u64(env, argv[1], "span", &c->span, be->capacity) || !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) ||
+      !prop_u64(env, argv[1], "span", &c->span, be->props.capacity) || !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) ||
       !prop_u32(env, argv[1], "rampMs", &ramp_ms, 0) || !prop_str(env, argv[1], "wait", wait, sizeof wait, "notify") ||
       !prop_u32(env, argv[1], "spinUs", &spin_us, 32) || !prop_bool(env, argv[1], "verify", &c->verify, false) ||
       !prop_u64(env, argv[1], "seed", &c->seed, 1) || !prop_str(env, argv[1], "refill", refill, sizeof refill, "eager") || !prop_u32(env, argv[1], "tickMs", &c->tick_ms, 100)) {
@@ -522,8 +528,8 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
   if (!c->tick_ms) c->tick_ms = 100;
   if (!c->bs || c->bs % 512 || c->bs > (64u << 20)) { free(j); return throw_msg(env, "bs must be a multiple of 512 up to 64 MiB"); }
   if (!c->iodepth || c->iodepth > 4096 || !c->threads || c->threads > 64) { free(j); return throw_msg(env, "iodepth 1..4096, threads 1..64"); }
-  if (c->offset + c->span > be->capacity || c->span / c->bs < c->threads) { free(j); return throw_msg(env, "the range is outside the target or smaller than one block per thread"); }
-  if (be->readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) { free(j); return throw_msg(env, "the target is read-only"); }
+  if (c->offset + c->span > be->props.capacity || c->span / c->bs < c->threads) { free(j); return throw_msg(env, "the range is outside the target or smaller than one block per thread"); }
+  if (be->props.readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) { free(j); return throw_msg(env, "the target is read-only"); }
   j->be = be;
   j->threads = calloc(c->threads, sizeof *j->threads);
   napi_create_reference(env, argv[0], 1, &j->backend_ref);

@@ -122,11 +122,9 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
     c->req.iov = &c->iov; c->req.niov = 1;
     napi_create_reference(env, argv[4], 1, &c->buf_ref);
   }
-  q->be->ops->submit(q->bq, &c->req);
-  /* -EBUSY inline: the ring has no descriptors left right now. Back-pressure, not a failure: take
-   * the request back; the caller retries after a completion. */
-  if (q->done_n && q->done_ids[q->done_n - 1] == id && c->req.result == -EBUSY) {
-    q->done_n--;
+  /* BUSY: the backend's queue is full right now. Back-pressure, not a failure: take the request
+   * back; the caller retries after a completion. */
+  if (q->be->ops->submit(q->bq, &c->req) == STOR_SUBMIT_BUSY) {
     if (c->buf_ref) { napi_delete_reference(env, c->buf_ref); c->buf_ref = NULL; }
     q->free_ids[q->free_top++] = id;
     return make_bool(env, false);

@@ -31,8 +31,15 @@ struct copy_cfg {
   bool verify, zero_detect, flush;
 };
 
+/* A request a backend answered BUSY to, waiting for room. */
+struct pending_submit { struct stor_backend *be; struct stor_bqueue *q; struct stor_req *r; };
+
 struct copy_thread {
   struct copy_cfg *cfg;
+  /* BUSY requests, oldest first (a ring of 2 * iodepth + 1: each chunk has at most two requests);
+   * submitted again, in order, before anything new */
+  struct pending_submit *pending;
+  unsigned pending_head, pending_n, pending_cap;
   struct stor_backend *src, *dst;
   struct stor_bqueue *sq, *dq;
   unsigned index;
@@ -64,17 +71,32 @@ static bool all_zero(const uint8_t *p, uint64_t n) {
   return true;
 }
 
-static void start_req_flags(struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op, uint64_t off, uint64_t len,
-                            struct iovec *iov, void (*cb)(struct stor_req *), uint8_t flags) {
+/* Submits, or queues behind earlier BUSY requests: a full backend queue is back-pressure. */
+static void submit_or_defer(struct copy_thread *t, struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r) {
+  if (!t->pending_n && be->ops->submit(q, r) == STOR_SUBMIT_QUEUED) return;
+  t->pending[(t->pending_head + t->pending_n++) % t->pending_cap] = (struct pending_submit){ be, q, r };
+}
+
+static void retry_pending(struct copy_thread *t) {
+  while (t->pending_n) {
+    struct pending_submit *p = &t->pending[t->pending_head];
+    if (p->be->ops->submit(p->q, p->r) == STOR_SUBMIT_BUSY) return;
+    t->pending_head = (t->pending_head + 1) % t->pending_cap;
+    t->pending_n--;
+  }
+}
+
+static void start_req_flags(struct copy_thread *t, struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op,
+                            uint64_t off, uint64_t len, struct iovec *iov, void (*cb)(struct stor_req *), uint8_t flags) {
   memset(r, 0, sizeof *r);
   r->op = op; r->offset = off; r->length = len; r->complete = cb; r->flags = flags;
   if (iov) { r->iov = iov; r->niov = 1; }
-  be->ops->submit(q, r);
+  submit_or_defer(t, be, q, r);
 }
 
-static void start_req(struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op, uint64_t off, uint64_t len,
-                      struct iovec *iov, void (*cb)(struct stor_req *)) {
-  start_req_flags(be, q, r, op, off, len, iov, cb, 0);
+static void start_req(struct copy_thread *t, struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op,
+                      uint64_t off, uint64_t len, struct iovec *iov, void (*cb)(struct stor_req *)) {
+  start_req_flags(t, be, q, r, op, off, len, iov, cb, 0);
 }
 
 static void chunk_done(struct stor_req *r) {
@@ -89,13 +111,13 @@ static void chunk_done(struct stor_req *r) {
   switch (c->state) {
   case CH_READ:
     c->state = CH_WRITE;
-    if (cfg->zero_detect && t->dst->can_write_zeroes && all_zero(c->buf, c->len)) {
+    if (cfg->zero_detect && t->dst->props.can_write_zeroes && all_zero(c->buf, c->len)) {
       atomic_fetch_add(&t->zero_bytes, c->len);
       /* UNMAP allowed: the destination may deallocate, so a sparse source stays sparse */
-      start_req_flags(t->dst, t->dq, &c->req, STOR_OP_WRITE_ZEROES, cfg->dst_off + c->off, c->len, NULL, chunk_done, STOR_REQ_F_UNMAP);
+      start_req_flags(t, t->dst, t->dq, &c->req, STOR_OP_WRITE_ZEROES, cfg->dst_off + c->off, c->len, NULL, chunk_done, STOR_REQ_F_UNMAP);
     } else {
       c->iov = (struct iovec){ c->buf, c->len };
-      start_req(t->dst, t->dq, &c->req, STOR_OP_WRITE, cfg->dst_off + c->off, c->len, &c->iov, chunk_done);
+      start_req(t, t->dst, t->dq, &c->req, STOR_OP_WRITE, cfg->dst_off + c->off, c->len, &c->iov, chunk_done);
     }
     return;
   case CH_WRITE:
@@ -147,6 +169,7 @@ static void wait_any(struct copy_thread *t) {
 }
 
 static void pump(struct copy_thread *t) {
+  retry_pending(t);
   t->src->ops->commit(t->sq);
   t->dst->ops->commit(t->dq);
   int n = 0;
@@ -174,13 +197,13 @@ static void *copy_thread_main(void *arg) {
       c->iov = (struct iovec){ c->buf, c->len };
       if (!t->verifying) {
         c->state = CH_READ;
-        start_req(t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
+        start_req(t, t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
       } else {
         c->state = CH_VERIFY;
         c->pending = 2;
         c->iov2 = (struct iovec){ c->buf2, c->len };
-        start_req(t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
-        start_req(t->dst, t->dq, &c->req2, STOR_OP_READ, cfg->dst_off + c->off, c->len, &c->iov2, verify_dst_done);
+        start_req(t, t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
+        start_req(t, t->dst, t->dq, &c->req2, STOR_OP_READ, cfg->dst_off + c->off, c->len, &c->iov2, verify_dst_done);
       }
     }
     pump(t);
@@ -204,7 +227,7 @@ static void run_pass(struct copy_thread *ts, unsigned n, bool verifying) {
 static void flush_destination(struct copy_thread *t) {
   struct copy_chunk *c = &t->chunks[0];
   c->state = CH_WRITE; c->len = 0; t->busy++;
-  start_req(t->dst, t->dq, &c->req, STOR_OP_FLUSH, 0, 0, NULL, chunk_done);
+  start_req(t, t->dst, t->dq, &c->req, STOR_OP_FLUSH, 0, 0, NULL, chunk_done);
   while (t->busy) pump(t);
 }
 
@@ -239,7 +262,9 @@ static void copy_execute(napi_env env, void *data) {
       break;
     }
     t->chunks = calloc(c->iodepth, sizeof *t->chunks);
-    if (!t->chunks) { snprintf(j->error, sizeof j->error, "out of memory"); break; }
+    t->pending_cap = 2 * c->iodepth + 1;
+    t->pending = calloc(t->pending_cap, sizeof *t->pending);
+    if (!t->chunks || !t->pending) { snprintf(j->error, sizeof j->error, "out of memory"); break; }
     for (unsigned k = 0; k < c->iodepth; k++) {
       struct copy_chunk *ch = &t->chunks[k];
       ch->t = t;
@@ -303,6 +328,7 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
       for (unsigned k = 0; k < c->iodepth; k++) { free(t->chunks[k].buf); free(t->chunks[k].buf2); }
     }
     free(t->chunks); t->chunks = NULL;
+    free(t->pending); t->pending = NULL;
   }
   napi_delete_reference(env, j->src_ref);
   napi_delete_reference(env, j->dst_ref);
@@ -346,10 +372,10 @@ static napi_value js_copy_run(napi_env env, napi_callback_info info) {
       !prop_bool(env, argv[2], "flush", &c->flush, true)) { free(j); return NULL; }
   if (!c->chunk || c->chunk % 512 || c->chunk > (64u << 20)) { free(j); return throw_msg(env, "chunk must be a multiple of 512 up to 64 MiB"); }
   if (!c->queues || c->queues > 64 || !c->iodepth || c->iodepth > 1024) { free(j); return throw_msg(env, "queues 1..64, iodepth 1..1024"); }
-  if (c->length % 512 || c->src_off + c->length > src->capacity || c->dst_off + c->length > dst->capacity) {
+  if (c->length % 512 || c->src_off + c->length > src->props.capacity || c->dst_off + c->length > dst->props.capacity) {
     free(j); return throw_msg(env, "the range does not fit the source and destination");
   }
-  if (dst->readonly) { free(j); return throw_msg(env, "the destination is read-only"); }
+  if (dst->props.readonly) { free(j); return throw_msg(env, "the destination is read-only"); }
   j->src = src; j->dst = dst;
   j->threads = calloc(c->queues, sizeof *j->threads);
   napi_create_reference(env, argv[0], 1, &j->src_ref);

@@ -62,6 +62,10 @@ struct blk_queue {
   struct stor_bqueue *bq;
   struct req_slot *slots;
   unsigned slots_num;
+  /* Requests the backend answered BUSY to, oldest first (a ring of slots_num entries): submitted
+   * again, in order, before any new request is popped. */
+  struct req_slot **deferred;
+  unsigned deferred_head, deferred_n;
   struct queue_stats st;
   volatile bool faulted;     /* guest memory raised SIGBUS: never touch it again */
   /* failure logging, rate-limited so a hostile driver cannot flood the log */
@@ -167,9 +171,29 @@ static void on_backend_complete(struct stor_req *r) {
   }
 }
 
+/* Hands a request to the backend; a full backend queue defers it (back-pressure, not an error). */
+static void queue_submit(struct blk_queue *q, struct req_slot *s) {
+  if (q->deferred_n || q->dev->be->ops->submit(q->bq, &s->req) == STOR_SUBMIT_BUSY)
+    q->deferred[(q->deferred_head + q->deferred_n++) % q->slots_num] = s;
+}
+
+/* Resubmits deferred requests in order until the backend is full again; returns how many went in. */
+static int retry_deferred(struct blk_queue *q) {
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  int n = 0;
+  while (q->deferred_n) {
+    struct req_slot *s = q->deferred[q->deferred_head];
+    if (ops->submit(q->bq, &s->req) == STOR_SUBMIT_BUSY) break;
+    q->deferred_head = (q->deferred_head + 1) % q->slots_num;
+    q->deferred_n--;
+    n++;
+  }
+  return n;
+}
+
 /* Checks [sector, sector + len) against the capacity with overflow in mind. */
 static bool range_ok(struct blk_device *d, uint64_t sector, uint64_t len) {
-  uint64_t cap = d->be->capacity;
+  uint64_t cap = d->be->props.capacity;
   if (sector > cap / 512) return false;
   uint64_t off = sector * 512;
   return len <= cap - off;
@@ -229,7 +253,7 @@ static void handle_request(struct blk_queue *q, struct req_slot *s, struct vring
     }
     if (!range_ok(d, hdr.sector, len)) {
       req_log(q, "%s at sector %llu length %zu is past the end (capacity %llu sectors)", is_read ? "read" : "write",
-              (unsigned long long)hdr.sector, len, (unsigned long long)(d->be->capacity / 512));
+              (unsigned long long)hdr.sector, len, (unsigned long long)(d->be->props.capacity / 512));
       complete_slot(s, VIRTIO_BLK_S_IOERR);
       return;
     }
@@ -256,13 +280,13 @@ static void handle_request(struct blk_queue *q, struct req_slot *s, struct vring
       r->iov = out + first; r->niov = c->n_out - first;
       q->st.writes++; q->st.bytes_written += len;
     }
-    d->be->ops->submit(q->bq, r);
+    queue_submit(q, s);
     return;
   }
   case VIRTIO_BLK_T_FLUSH:
     q->st.flushes++;
     r->op = STOR_OP_FLUSH;
-    d->be->ops->submit(q->bq, r);
+    queue_submit(q, s);
     return;
   case VIRTIO_BLK_T_GET_ID: {
     q->st.get_id++;
@@ -300,7 +324,7 @@ static void handle_request(struct blk_queue *q, struct req_slot *s, struct vring
     r->flags = (!discard && (seg.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) ? STOR_REQ_F_UNMAP : 0;
     r->offset = seg.sector * 512;
     r->length = len;
-    d->be->ops->submit(q->bq, r);
+    queue_submit(q, s);
     return;
   }
   default:
@@ -315,6 +339,12 @@ static int process_ring(struct blk_queue *q) {
   struct blk_device *d = q->dev;
   int n = 0;
   char err[256];
+  /* the backend is full: leave new requests in the ring until the deferred ones are in (those that
+   * went in count as work: they need a commit) */
+  if (q->deferred_n) {
+    n = retry_deferred(q);
+    if (q->deferred_n) return n;
+  }
   for (;;) {
     struct vring_chain c;
     /* a chain can only be popped into a free slot; slots are indexed by head */
@@ -411,6 +441,14 @@ static void *queue_thread(void *arg) {
       if (++empty_spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
       continue;
     }
+    if (q->deferred_n) {
+      /* the backend is full: the next event worth waking for is one of its completions */
+      if (ops->arm && ops->arm(q->bq) > 0) continue;
+      if (be_fd < 0) { ops->reap(q->bq, true); continue; }
+      struct pollfd pf[2] = { { q->wake_fd, POLLIN, 0 }, { be_fd, POLLIN, 0 } };
+      if (poll(pf, 2, -1) > 0 && (pf[1].revents & POLLIN)) drain_fd(be_fd);
+      continue;
+    }
     if (q->kick_fd >= 0 && !kicks_on) {
       kicks_on = true;
       if (vring_enable_kicks(&q->vr)) continue;   /* arrived while we were turning kicks on */
@@ -433,12 +471,15 @@ static void *queue_thread(void *arg) {
     }
     idle_since = 0;
   }
-  /* Stopping: finish what is in flight so the used ring is complete when GET_VRING_BASE returns. */
-  while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
+  /* Stopping: finish what is in flight (and what waits for room) so the used ring is complete when
+   * GET_VRING_BASE returns. */
+  while (ops->inflight(q->bq) || q->deferred_n) { retry_deferred(q); ops->commit(q->bq); ops->reap(q->bq, true); }
   signal_call(q);
 out:
   stor_fault_jmp = NULL;
-  /* after a fault: reap the backend without touching guest memory (complete_slot checks faulted) */
+  /* after a fault: reap the backend without touching guest memory (complete_slot checks faulted);
+   * requests still waiting for room are dropped with the ring */
+  q->deferred_n = 0;
   while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
   return NULL;
 }
@@ -489,11 +530,14 @@ static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
   q->faulted = false;
   if (q->slots_num != q->num) {
     free(q->slots);
+    free(q->deferred);
     q->slots = calloc(q->num, sizeof *q->slots);
-    if (!q->slots) { q->slots_num = 0; snprintf(err, errlen, "out of memory for %u request slots", q->num); return -ENOMEM; }
+    q->deferred = calloc(q->num, sizeof *q->deferred);
+    if (!q->slots || !q->deferred) { free(q->slots); free(q->deferred); q->slots = NULL; q->deferred = NULL; q->slots_num = 0; snprintf(err, errlen, "out of memory for %u request slots", q->num); return -ENOMEM; }
     q->slots_num = q->num;
   }
   for (unsigned i = 0; i < q->num; i++) q->slots[i].busy = false;
+  q->deferred_head = q->deferred_n = 0;
   r = d->be->ops->queue_open(d->be, q->num, &q->bq);
   if (r < 0) { snprintf(err, errlen, "backend queue: %s", strerror(-r)); return r; }
   atomic_store(&q->stop, false);
@@ -520,7 +564,7 @@ static void device_destroy(struct blk_device *d) {
   if (d->destroyed) return;
   d->destroyed = true;
   device_reset(d);
-  for (int i = 0; i < d->nqueues; i++) { close_fd(&d->q[i].wake_fd); free(d->q[i].slots); d->q[i].slots = NULL; }
+  for (int i = 0; i < d->nqueues; i++) { close_fd(&d->q[i].wake_fd); free(d->q[i].slots); d->q[i].slots = NULL; free(d->q[i].deferred); d->q[i].deferred = NULL; }
   if (d->events) { napi_release_threadsafe_function(d->events, napi_tsfn_abort); d->events = NULL; }
   stor_backend_put(d->be);
   d->be = NULL;
@@ -585,7 +629,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   be->refs++;
   d->nqueues = (int)queues;
   d->block_size = block_size;
-  d->readonly = readonly || be->readonly;
+  d->readonly = readonly || be->props.readonly;
   memcpy(d->serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
   d->mode = !strcmp(mode, "poll") ? MODE_POLL : !strcmp(mode, "notify") ? MODE_NOTIFY : MODE_ADAPTIVE;
   d->poll_ns = (uint64_t)poll_us * 1000;

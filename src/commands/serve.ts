@@ -43,7 +43,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     const target = parseBackend(flags.backend, '--backend');
     const json = this.jsonEnabled();
     const blockSize = Number(flags['block-size']) as 512 | 4096;
-    const { handle, info } = openBackend(target, { readonly: flags.readonly });
+    const { handle, info } = openBackend(target, { readonly: flags.readonly, what: '--backend' });
     if (info.capacity % blockSize) throw usageError('--block-size', `capacity ${info.capacity} is not a multiple of ${blockSize}`, '512 or 4096');
 
     const log = (level: LogLevel, message: string): void => {

@@ -10,7 +10,7 @@ import { STOR_BIN } from './paths.js';
 export type BackendSpec =
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number }
-  | { kind: 'file'; path: string; create?: number; direct?: boolean };
+  | { kind: 'file'; path: string; create?: number; direct?: boolean; ringSize?: number };
 
 export interface ServerOptions {
   backend: BackendSpec;
@@ -52,6 +52,7 @@ export function storBackendArg(b: BackendSpec): string {
       let s = `file:${b.path}`;
       if (b.create !== undefined) s += `,create=${b.create}`;
       if (b.direct) s += ',direct=on';
+      if (b.ringSize) s += `,ring-size=${b.ringSize}`;
       return s;
     }
   }

@@ -194,15 +194,17 @@ export class BlockDevice {
     const completion = opts.completion ?? 'event';
     const spin = opts.pollSpinUs ?? 200;
     if (t.kind === 'vhost-user') return BlockDevice.openVhostUser(t.path, numQueues, queueSize, completion, spin, opts);
-    const { handle, info } = openBackend(t.kind === 'file' ? { ...t, direct: opts.direct ?? t.direct } : t, { readonly: opts.readOnly });
-    const driver = t.kind === 'file' ? 'io_uring' : t.kind;
-    const align = t.kind === 'file' && (opts.direct ?? t.direct) ? 4096 : 1;
+    const { handle, properties: c } = openBackend(t, { readonly: opts.readOnly, direct: opts.direct });
+    // every property comes from the backend itself (C); only the queue count is this device's choice
     const props: Properties = {
-      driver, target: info.desc, capacity: info.capacity, requestAlignment: 512, bufAlignment: align, optimalIoAlignment: 512,
-      optimalIoSize: 0, maxTransfer: 0, maxQueues: 64, numQueues, maxSegments: 1024, readOnly: info.readonly,
-      canDiscard: !info.readonly, canWriteZeroes: !info.readonly, discardAlignment: 512, maxDiscardLength: 0,
-      maxWriteZeroesLength: 0, maxMemRegions: 0, needsMemRegions: false, features: [],
+      driver: t.kind === 'file' ? 'io_uring' : t.kind, target: c.desc, capacity: c.capacity, requestAlignment: c.requestAlignment,
+      bufAlignment: c.bufAlignment, optimalIoAlignment: c.optimalIoAlignment, optimalIoSize: c.optimalIoSize,
+      maxTransfer: c.maxTransfer, maxQueues: c.maxQueues, numQueues, maxSegments: c.maxSegments, readOnly: c.readOnly,
+      canDiscard: c.canDiscard, canWriteZeroes: c.canWriteZeroes, discardAlignment: c.discardAlignment,
+      maxDiscardLength: c.maxDiscardLength, maxWriteZeroesLength: c.maxWriteZeroesLength, maxMemRegions: 0,
+      needsMemRegions: false, features: [],
     };
+    if (numQueues > c.maxQueues) throw usageError('numQueues', `${numQueues} queues asked, the device has ${c.maxQueues}`);
     return new BlockDevice(props, handle, queueSize, completion, spin);
   }
 

@@ -10,7 +10,7 @@ import { parsePositiveSize } from './size.js';
 
 export type Target =
   | { kind: 'vhost-user'; path: string }
-  | { kind: 'file'; path: string; create?: number; direct: boolean; readonly: boolean }
+  | { kind: 'file'; path: string; create?: number; direct: boolean; readonly: boolean; ringSize?: number }
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number };
 
@@ -26,7 +26,7 @@ function parseOnOff(what: string, key: string, v: string | undefined): boolean {
 function parseFile(what: string, spec: string, forms: string): Target {
   const [path, ...opts] = spec.split(',');
   if (!path) throw usageError(what, `'file:' needs a path`, forms);
-  const t: Target = { kind: 'file', path, direct: false, readonly: false };
+  const t: Extract<Target, { kind: 'file' }> = { kind: 'file', path, direct: false, readonly: false };
   for (const o of opts) {
     const eq = o.indexOf('=');
     const key = eq < 0 ? o : o.slice(0, eq);
@@ -39,6 +39,10 @@ function parseFile(what: string, spec: string, forms: string): Target {
         break;
       case 'direct': t.direct = parseOnOff(what, key, val); break;
       case 'readonly': case 'ro': t.readonly = parseOnOff(what, key, val); break;
+      case 'ring-size':
+        if (val === undefined || !/^\d+$/.test(val)) throw usageError(what, `ring-size needs a number of entries (ring-size=N)`, forms);
+        t.ringSize = Number(val);
+        break;
       default: throw usageError(what, `unknown file option '${key}'`, forms);
     }
   }
@@ -84,6 +88,6 @@ export function formatTarget(t: Target): string {
   switch (t.kind) {
     case 'vhost-user': return `vhost-user:${t.path}`;
     case 'null': case 'mem': return `${t.kind}:${t.size}`;
-    case 'file': return `file:${t.path}${t.create ? `,create=${t.create}` : ''}${t.direct ? ',direct=on' : ''}${t.readonly ? ',readonly=on' : ''}`;
+    case 'file': return `file:${t.path}${t.create ? `,create=${t.create}` : ''}${t.direct ? ',direct=on' : ''}${t.readonly ? ',readonly=on' : ''}${t.ringSize ? `,ring-size=${t.ringSize}` : ''}`;
   }
 }
