@@ -1,7 +1,8 @@
-/* The vhost-user-blk device's data plane: one thread per virtqueue that pops virtio-blk
- * requests from guest memory, turns them into stor_req for the backend, and completes them,
- * with notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and
- * calls in here to set up memory and rings; nothing here calls JavaScript per request. */
+/* The vhost-user-blk export's data plane: the guest memory table, vring setup, and one thread per
+ * virtqueue that pops chains from guest memory, hands them to the transport-free virtio-blk handler
+ * (virtio/virtio_blk.c), submits what it produces to the backend, and publishes completions, with
+ * notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and calls in here
+ * to set up memory and rings; nothing here calls JavaScript per request. */
 #include "bdev/bdev.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
@@ -28,18 +29,16 @@ struct blk_device;
 struct blk_queue;
 
 struct req_slot {
-  struct stor_req req;
+  struct virtio_blk_req vr;   /* first: the handler's completion finds the slot */
   struct blk_queue *q;
   uint16_t head;
   bool busy;
-  uint8_t *status;      /* the status byte in guest memory */
-  uint32_t used_len;    /* bytes written into device-writable buffers, reported in the used ring */
   struct iovec iov[MAX_SEGS_PER_REQ];
 };
 
 struct queue_stats {
-  uint64_t requests, reads, writes, flushes, discards, write_zeroes, get_id, errors, unsupported;
-  uint64_t bytes_read, bytes_written, kicks, calls, wakeups;
+  struct virtio_blk_stats blk;   /* kept by the virtio-blk handler */
+  uint64_t kicks, calls, wakeups;
 };
 
 struct blk_queue {
@@ -59,6 +58,7 @@ struct blk_queue {
   clockid_t cpu_clock;
   double cpu_seconds_done;   /* accumulated over earlier runs */
   struct vring vr;
+  struct virtio_blk_handler handler;   /* the device's settings, this queue's stats and log */
   struct stor_bqueue *bq;
   struct req_slot *slots;
   unsigned slots_num;
@@ -78,13 +78,9 @@ struct blk_device {
   struct mem_table mem;
   struct blk_queue q[MAX_QUEUES];
   int nqueues;
-  uint32_t block_size;
-  bool readonly;
-  char serial[VIRTIO_BLK_ID_BYTES];
   uint64_t features;
   enum blk_mode mode;
   uint64_t poll_ns;          /* adaptive: spin this long after the last request */
-  uint32_t max_discard_sectors, max_write_zeroes_sectors;
   napi_threadsafe_function events;  /* (kind, queue, message) to JS: errors and lifecycle only */
   bool destroyed;
 };
@@ -150,30 +146,21 @@ static void req_log(struct blk_queue *q, const char *fmt, ...) {
 
 /* ---- request handling -------------------------------------------------------------------- */
 
-static void complete_slot(struct req_slot *s, uint8_t status) {
+/* The handler's completion: write the status, push the used entry (published at the next flush). */
+static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t used_len) {
+  struct req_slot *s = (struct req_slot *)vr;
   struct blk_queue *q = s->q;
-  if (status != VIRTIO_BLK_S_OK) { if (status == VIRTIO_BLK_S_UNSUPP) q->st.unsupported++; else q->st.errors++; }
   s->busy = false;
   if (q->faulted) return;
-  if (s->status) *s->status = status;
-  vring_push(&q->vr, s->head, s->status ? s->used_len : 0);
+  virtio_blk_req_status(vr, status);
+  vring_push(&q->vr, s->head, used_len);
 }
 
-static void on_backend_complete(struct stor_req *r) {
-  struct req_slot *s = (struct req_slot *)r;   /* req is the slot's first member */
-  if (r->result < 0) {
-    req_log(s->q, "backend %s at offset %llu length %llu failed: %s",
-            r->op == STOR_OP_READ ? "read" : r->op == STOR_OP_WRITE ? "write" : r->op == STOR_OP_FLUSH ? "flush" : "discard/zero",
-            (unsigned long long)r->offset, (unsigned long long)r->length, strerror(-r->result));
-    complete_slot(s, VIRTIO_BLK_S_IOERR);
-  } else {
-    complete_slot(s, VIRTIO_BLK_S_OK);
-  }
-}
+static void handler_log(void *ctx, const char *msg) { req_log(ctx, "%s", msg); }
 
 /* Hands a request to the backend; a full backend queue defers it (back-pressure, not an error). */
 static void queue_submit(struct blk_queue *q, struct req_slot *s) {
-  if (q->deferred_n || q->dev->be->ops->submit(q->bq, &s->req) == STOR_SUBMIT_BUSY)
+  if (q->deferred_n || q->dev->be->ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY)
     q->deferred[(q->deferred_head + q->deferred_n++) % q->slots_num] = s;
 }
 
@@ -183,155 +170,12 @@ static int retry_deferred(struct blk_queue *q) {
   int n = 0;
   while (q->deferred_n) {
     struct req_slot *s = q->deferred[q->deferred_head];
-    if (ops->submit(q->bq, &s->req) == STOR_SUBMIT_BUSY) break;
+    if (ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY) break;
     q->deferred_head = (q->deferred_head + 1) % q->slots_num;
     q->deferred_n--;
     n++;
   }
   return n;
-}
-
-/* Checks [sector, sector + len) against the capacity with overflow in mind. */
-static bool range_ok(struct blk_device *d, uint64_t sector, uint64_t len) {
-  uint64_t cap = d->be->props.capacity;
-  if (sector > cap / 512) return false;
-  uint64_t off = sector * 512;
-  return len <= cap - off;
-}
-
-/* Serves one popped chain. Every early exit completes the slot with a status. */
-static void handle_request(struct blk_queue *q, struct req_slot *s, struct vring_chain *c) {
-  struct blk_device *d = q->dev;
-  struct iovec *out = s->iov, *in = s->iov + c->n_out;
-  s->status = NULL;
-  s->used_len = 0;
-  q->st.requests++;
-
-  /* The status byte is the last byte of the last device-writable buffer. */
-  if (c->in_len < 1) {
-    req_log(q, "request (head %u) has no device-writable status byte; returned with length 0", c->head);
-    complete_slot(s, VIRTIO_BLK_S_IOERR);
-    return;
-  }
-  struct iovec *last = &in[c->n_in - 1];
-  s->status = (uint8_t *)last->iov_base + last->iov_len - 1;
-  s->used_len = 1;
-  /* data iovecs that are writable: everything but the status byte */
-  int n_in_data = c->n_in;
-  size_t in_data_len = c->in_len - 1;
-  struct iovec saved_last = *last;
-  if (last->iov_len == 1) n_in_data--; else last->iov_len--;
-
-  struct virtio_blk_outhdr hdr;
-  if (c->out_len < sizeof hdr || iov_to_buf(out, c->n_out, 0, &hdr, sizeof hdr) != sizeof hdr) {
-    *last = saved_last;
-    req_log(q, "request (head %u) has a %llu-byte header, needs 16", c->head, (unsigned long long)c->out_len);
-    complete_slot(s, VIRTIO_BLK_S_IOERR);
-    return;
-  }
-  size_t out_data_len = c->out_len - sizeof hdr;
-  struct stor_req *r = &s->req;
-  memset(r, 0, sizeof *r);
-  r->complete = on_backend_complete;
-
-  switch (hdr.type) {
-  case VIRTIO_BLK_T_IN:
-  case VIRTIO_BLK_T_OUT: {
-    bool is_read = hdr.type == VIRTIO_BLK_T_IN;
-    size_t len = is_read ? in_data_len : out_data_len;
-    /* data must travel in the direction the request type says */
-    if (is_read ? out_data_len != 0 : in_data_len != 0) {
-      req_log(q, "%s request (head %u) carries %zu bytes in the wrong direction", is_read ? "read" : "write", c->head,
-              is_read ? out_data_len : in_data_len);
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (len % 512) {
-      req_log(q, "%s of %zu bytes is not a multiple of 512", is_read ? "read" : "write", len);
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (!range_ok(d, hdr.sector, len)) {
-      req_log(q, "%s at sector %llu length %zu is past the end (capacity %llu sectors)", is_read ? "read" : "write",
-              (unsigned long long)hdr.sector, len, (unsigned long long)(d->be->props.capacity / 512));
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (!is_read && d->readonly) {
-      req_log(q, "write at sector %llu refused: device is read-only", (unsigned long long)hdr.sector);
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (len == 0) { complete_slot(s, VIRTIO_BLK_S_OK); return; }
-    r->op = is_read ? STOR_OP_READ : STOR_OP_WRITE;
-    r->offset = hdr.sector * 512;
-    r->length = len;
-    if (is_read) {
-      r->iov = in; r->niov = n_in_data;
-      s->used_len = (uint32_t)len + 1;
-      q->st.reads++; q->st.bytes_read += len;
-    } else {
-      /* skip the header bytes at the front of the readable iovecs */
-      size_t skip = sizeof hdr;
-      int first = 0;
-      while (first < c->n_out && skip >= out[first].iov_len) { skip -= out[first].iov_len; first++; }
-      out[first].iov_base = (char *)out[first].iov_base + skip;
-      out[first].iov_len -= skip;
-      r->iov = out + first; r->niov = c->n_out - first;
-      q->st.writes++; q->st.bytes_written += len;
-    }
-    queue_submit(q, s);
-    return;
-  }
-  case VIRTIO_BLK_T_FLUSH:
-    q->st.flushes++;
-    r->op = STOR_OP_FLUSH;
-    queue_submit(q, s);
-    return;
-  case VIRTIO_BLK_T_GET_ID: {
-    q->st.get_id++;
-    size_t n = in_data_len < VIRTIO_BLK_ID_BYTES ? in_data_len : VIRTIO_BLK_ID_BYTES;
-    buf_to_iov(in, n_in_data, 0, d->serial, n);
-    s->used_len = (uint32_t)n + 1;
-    complete_slot(s, VIRTIO_BLK_S_OK);
-    return;
-  }
-  case VIRTIO_BLK_T_DISCARD:
-  case VIRTIO_BLK_T_WRITE_ZEROES: {
-    bool discard = hdr.type == VIRTIO_BLK_T_DISCARD;
-    struct virtio_blk_discard_write_zeroes seg;
-    /* max_discard_seg = max_write_zeroes_seg = 1 in the config space: exactly one segment */
-    if (out_data_len != sizeof seg) {
-      req_log(q, "%s request carries %zu bytes of segments, expected exactly one 16-byte segment",
-              discard ? "discard" : "write-zeroes", out_data_len);
-      complete_slot(s, VIRTIO_BLK_S_UNSUPP);
-      return;
-    }
-    iov_to_buf(out, c->n_out, sizeof hdr, &seg, sizeof seg);
-    uint64_t len = (uint64_t)seg.num_sectors * 512;
-    uint32_t max = discard ? d->max_discard_sectors : d->max_write_zeroes_sectors;
-    if (d->readonly || !range_ok(d, seg.sector, len) || seg.num_sectors > max ||
-        (discard && seg.flags) || (!discard && (seg.flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))) {
-      req_log(q, "%s of sector %llu count %u refused (%s)", discard ? "discard" : "write-zeroes",
-              (unsigned long long)seg.sector, seg.num_sectors,
-              d->readonly ? "read-only" : !range_ok(d, seg.sector, len) ? "past the end" : seg.num_sectors > max ? "too large" : "bad flags");
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (len == 0) { complete_slot(s, VIRTIO_BLK_S_OK); return; }
-    if (discard) q->st.discards++; else q->st.write_zeroes++;
-    r->op = discard ? STOR_OP_DISCARD : STOR_OP_WRITE_ZEROES;
-    r->flags = (!discard && (seg.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) ? STOR_REQ_F_UNMAP : 0;
-    r->offset = seg.sector * 512;
-    r->length = len;
-    queue_submit(q, s);
-    return;
-  }
-  default:
-    req_log(q, "unsupported request type %u", hdr.type);
-    complete_slot(s, VIRTIO_BLK_S_UNSUPP);
-    return;
-  }
 }
 
 /* Pops and starts every available request. Returns how many, or -1 if the ring is broken. */
@@ -371,7 +215,10 @@ static int process_ring(struct blk_queue *q) {
     s->busy = true;
     s->head = c.head;
     s->q = q;
-    handle_request(q, s, &c);
+    s->vr.head = c.head;
+    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
+        VIRTIO_BLK_REQ_SUBMIT)
+      queue_submit(q, s);
     n++;
   }
   return n;
@@ -628,16 +475,18 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   d->be = be;
   be->refs++;
   d->nqueues = (int)queues;
-  d->block_size = block_size;
-  d->readonly = readonly || be->props.readonly;
-  memcpy(d->serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
   d->mode = !strcmp(mode, "poll") ? MODE_POLL : !strcmp(mode, "notify") ? MODE_NOTIFY : MODE_ADAPTIVE;
   d->poll_ns = (uint64_t)poll_us * 1000;
-  d->max_discard_sectors = mds;
-  d->max_write_zeroes_sectors = mwzs;
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
     q->dev = d; q->index = i;
+    /* one handler per queue: the same device settings, this queue's counters and log */
+    q->handler = (struct virtio_blk_handler){
+      .be = be, .block_size = block_size, .readonly = readonly || be->props.readonly,
+      .max_discard_sectors = mds, .max_write_zeroes_sectors = mwzs,
+      .stats = &q->st.blk, .log = handler_log, .log_ctx = q,
+    };
+    memcpy(q->handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
     q->kick_fd = q->call_fd = q->err_fd = -1;
     q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   }
@@ -848,11 +697,13 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     struct blk_queue *q = &d->q[i];
     napi_value o;
     napi_create_object(env, &o);
-#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.f))
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.blk.f))
     S(requests); S(reads); S(writes); S(flushes); S(discards); S(get_id); S(errors); S(unsupported);
-    S(bytes_read); S(bytes_written); S(kicks); S(calls); S(wakeups);
+    S(bytes_read); S(bytes_written); S(write_zeroes);
 #undef S
-    set_prop(env, o, "write_zeroes", make_f64(env, (double)q->st.write_zeroes));
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.f))
+    S(kicks); S(calls); S(wakeups);
+#undef S
     set_prop(env, o, "running", make_bool(env, q->running));
     set_prop(env, o, "cpuSeconds", make_f64(env, queue_cpu_seconds(q)));
     napi_set_element(env, arr, i, o);
