@@ -622,9 +622,19 @@ static napi_value js_set_vring(napi_env env, napi_callback_info info) {
   if (present) { if (!arg_u32(env, v, &u) || u > 65535) return throw_msg(env, "vring base must be 0..65535"); q->base = (uint16_t)u; }
   if (!get_prop(env, argv[2], "desc", &v, &present)) return NULL;
   if (present) {
-    if (!prop_u64(env, argv[2], "desc", &q->desc_uva, 0) || !prop_u64(env, argv[2], "avail", &q->avail_uva, 0) ||
-        !prop_u64(env, argv[2], "used", &q->used_uva, 0))
+    uint64_t desc, avail, used;
+    if (!prop_u64(env, argv[2], "desc", &desc, 0) || !prop_u64(env, argv[2], "avail", &avail, 0) ||
+        !prop_u64(env, argv[2], "used", &used, 0))
       return NULL;
+    /* Refused now, as libvhost-user does, not acknowledged and found broken when the ring starts:
+     * the rings must lie in the current memory table (for the ring size when known, else one entry). */
+    struct vring_desc *dp; struct vring_avail *ap; struct vring_used *up;
+    char err[256];
+    if (vring_translate(&d->mem, q->num, desc, avail, used, &dp, &ap, &up, err, sizeof err) < 0) {
+      q->addr_set = false;
+      return throw_msg(env, "%s", err);
+    }
+    q->desc_uva = desc; q->avail_uva = avail; q->used_uva = used;
     q->addr_set = true;
   }
   return make_undefined(env);

@@ -360,7 +360,9 @@ class Connection {
           const a = decodeVringAddr(p);
           const q = queueIndex(a.index);
           this.stopQueue(a.index);
-          n.blkDeviceSetVring(this.device, a.index, { desc: a.desc, avail: a.avail, used: a.used });
+          // rings outside the memory table are refused here (the connection drops with the reason)
+          try { n.blkDeviceSetVring(this.device, a.index, { desc: a.desc, avail: a.avail, used: a.used }); }
+          catch (e) { q.addrSet = false; throw new ProtocolError(`SET_VRING_ADDR for queue ${a.index}: ${(e as Error).message}`); }
           q.addrSet = true;
           this.maybeStart(a.index);
           break;
