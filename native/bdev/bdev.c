@@ -205,13 +205,8 @@ static void backend_finalize(napi_env env, void *data, void *hint) {
 }
 
 struct stor_backend *backend_from_js(napi_env env, napi_value v) {
-  napi_valuetype t;
-  void *data;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
-    throw_msg(env, "expected a backend handle");
-    return NULL;
-  }
-  struct backend_handle *h = data;
+  struct backend_handle *h = handle_arg(env, v, STOR_HANDLE_BACKEND, "backend");
+  if (!h) return NULL;
   if (!h->be) { throw_msg(env, "backend is closed"); return NULL; }
   return h->be;
 }
@@ -289,8 +284,8 @@ napi_value backend_wrap(napi_env env, struct stor_backend *be) {
   struct backend_handle *h = calloc(1, sizeof *h);
   if (!h) { stor_backend_put(be); return throw_errno(env, "backend", ENOMEM); }
   h->be = be;
-  napi_value ext;
-  if (napi_create_external(env, h, backend_finalize, NULL, &ext) != napi_ok) { stor_backend_put(be); free(h); return NULL; }
+  napi_value ext = make_handle(env, STOR_HANDLE_BACKEND, h, backend_finalize);
+  if (!ext) { stor_backend_put(be); free(h); return NULL; }
   return ext;
 }
 

@@ -34,12 +34,8 @@ static void on_complete(struct stor_req *r) {
 }
 
 static struct client_queue *cq_arg(napi_env env, napi_value v) {
-  void *data; napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
-    throw_msg(env, "expected a client queue handle");
-    return NULL;
-  }
-  struct client_queue *q = data;
+  struct client_queue *q = handle_arg(env, v, STOR_HANDLE_CLIENT_QUEUE, "client queue");
+  if (!q) return NULL;
   if (q->closed) { throw_msg(env, "client queue is closed"); return NULL; }
   return q;
 }
@@ -85,9 +81,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   for (unsigned i = 0; i < depth; i++) { q->free_ids[i] = depth - 1 - i; q->reqs[i].q = q; }
   q->free_top = depth;
   napi_create_reference(env, argv[0], 1, &q->backend_ref);
-  napi_value ext;
-  NAPI_CALL(env, napi_create_external(env, q, cq_finalize, NULL, &ext));
-  return ext;
+  return make_handle(env, STOR_HANDLE_CLIENT_QUEUE, q, cq_finalize);
 }
 
 /* clientSubmit(q, op, offset, length, buffer|null, token, flags) -> true, or false when the queue is full */
@@ -196,10 +190,9 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
 
 static napi_value js_close_q(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  void *data; napi_valuetype t;
-  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external || napi_get_value_external(env, argv[0], &data) != napi_ok)
-    return throw_msg(env, "expected a client queue handle");
-  cq_close(env, data);
+  struct client_queue *q = handle_arg(env, argv[0], STOR_HANDLE_CLIENT_QUEUE, "client queue");
+  if (!q) return NULL;
+  cq_close(env, q);
   return make_undefined(env);
 }
 

@@ -424,13 +424,8 @@ static void device_finalize(napi_env env, void *data, void *hint) {
 }
 
 static struct blk_device *dev_arg(napi_env env, napi_value v) {
-  void *data;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
-    throw_msg(env, "expected a vhost-user-blk device handle");
-    return NULL;
-  }
-  struct blk_device *d = data;
+  struct blk_device *d = handle_arg(env, v, STOR_HANDLE_BLK_DEVICE, "vhost-user-blk device");
+  if (!d) return NULL;
   if (d->destroyed) { throw_msg(env, "device is closed"); return NULL; }
   return d;
 }
@@ -498,9 +493,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   }
   /* Events must not keep the process alive on their own; the server's socket does that. */
   napi_unref_threadsafe_function(env, d->events);
-  napi_value ext;
-  NAPI_CALL(env, napi_create_external(env, d, device_finalize, NULL, &ext));
-  return ext;
+  return make_handle(env, STOR_HANDLE_BLK_DEVICE, d, device_finalize);
 }
 
 static napi_value js_destroy(napi_env env, napi_callback_info info) {
