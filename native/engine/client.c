@@ -2,9 +2,9 @@
  * with a token, watches event_fd on the libuv loop (or polls), and reaps [token, result] pairs.
  * Buffers stay referenced until their request completes. */
 #include "bdev/bdev.h"
+#include "export/queue_loop.h"
 #include "sys/napi_util.h"
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 struct client_req {
@@ -134,10 +134,14 @@ static napi_value js_commit(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
-static uint64_t mono_ns(void) {
-  struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+/* Polling: one non-blocking reap; progress once a completion is waiting for JS (or nothing is in flight). */
+static int cq_poll(void *ctx) {
+  struct client_queue *q = ctx;
+  if (q->done_n || !q->be->ops->inflight(q->bq)) return 1;
+  q->be->ops->reap(q->bq, false);
+  return q->done_n > 0;
 }
+static const struct stor_qloop_ops cq_loop_ops = { .poll = cq_poll };
 
 /* clientReap(q, spinUs, arm) -> Float64Array [token, result, token, result, ...]
  * spinUs > 0: poll up to that long for a first completion (polled mode).
@@ -155,8 +159,10 @@ static napi_value js_reap(napi_env env, napi_callback_info info) {
   ops->commit(q->bq);
   if (ops->inflight(q->bq)) ops->reap(q->bq, false);
   if (spin_us && !q->done_n && ops->inflight(q->bq)) {
-    uint64_t until = mono_ns() + spin_us * 1000ull;
-    while (!q->done_n && ops->inflight(q->bq) && mono_ns() < until) { ops->reap(q->bq, false); __builtin_ia32_pause(); }
+    /* spin, then arm: the shared queue loop's bounded spin; the Node event loop is the sleep */
+    struct stor_qloop l;
+    stor_qloop_init(&l, STOR_MODE_POLL, spin_us);
+    stor_qloop_spin(&l, &cq_loop_ops, q);
   }
   if (arm && ops->arm && ops->inflight(q->bq)) ops->arm(q->bq);
   napi_value ab, arr;

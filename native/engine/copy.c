@@ -3,6 +3,7 @@
  * chunk — to the destination), then an optional verify pass that reads both sides back and
  * compares. Works between any two backends (vhost-user, io_uring file/device, null, mem). */
 #include "bdev/bdev.h"
+#include "export/queue_loop.h"
 #include "sys/napi_util.h"
 #include <poll.h>
 #include <stddef.h>
@@ -52,6 +53,7 @@ struct copy_thread {
   int error; char errmsg[200];
   uint64_t mismatches, first_mismatch;
   atomic_uint_fast64_t bytes_copied, bytes_verified, zero_bytes;
+  struct stor_qloop loop;     /* how this thread waits for completions (notify) */
 };
 
 static void chunk_done(struct stor_req *r);
@@ -152,30 +154,61 @@ static void verify_dst_done(struct stor_req *r) {
   verify_step((struct copy_chunk *)((char *)r - offsetof(struct copy_chunk, req2)), r, "verify read of the destination");
 }
 
-/* Arms both queues' event fds and waits for either (or a short timeout, as a safety net). */
-static void wait_any(struct copy_thread *t) {
-  struct pollfd p[2]; int n = 0;
-  struct stor_bqueue *qs[2] = { t->sq, t->dq };
-  struct stor_backend *bs[2] = { t->src, t->dst };
-  for (int i = 0; i < 2; i++) {
-    if (!bs[i]->ops->inflight(qs[i])) continue;
-    int fd = bs[i]->ops->event_fd(qs[i]);
-    if (fd < 0) return;   /* a synchronous backend: just go around */
-    if (bs[i]->ops->arm && bs[i]->ops->arm(qs[i]) > 0) return;
-    p[n++] = (struct pollfd){ fd, POLLIN, 0 };
-  }
-  if (!n) return;
-  if (poll(p, n, 100) > 0) for (int i = 0; i < n; i++) if (p[i].revents & POLLIN) { uint64_t v; if (read(p[i].fd, &v, 8) < 0) { /* raced */ } }
-}
+/* ---- waiting: the shared queue loop, notify mode, with both queues' completion fds ---------- */
 
-static void pump(struct copy_thread *t) {
+/* Work: resubmit what waited for room, commit both queues, reap both. Progress also when nothing is
+ * in flight any more (the caller's loop decides what next). */
+static int copy_poll(void *ctx) {
+  struct copy_thread *t = ctx;
   retry_pending(t);
   t->src->ops->commit(t->sq);
   t->dst->ops->commit(t->dq);
   int n = 0;
   if (t->src->ops->inflight(t->sq)) n += t->src->ops->reap(t->sq, false);
   if (t->dst->ops->inflight(t->dq)) n += t->dst->ops->reap(t->dq, false);
-  if (!n && t->busy) wait_any(t);
+  return n > 0 ? n : !t->busy;
+}
+
+/* Arms both queues' completion fds (a backend may reap while arming: that is progress). */
+static int copy_arm(void *ctx) {
+  struct copy_thread *t = ctx;
+  struct stor_bqueue *qs[2] = { t->sq, t->dq };
+  struct stor_backend *bs[2] = { t->src, t->dst };
+  int n = 0;
+  for (int i = 0; i < 2; i++)
+    if (bs[i]->ops->inflight(qs[i]) && bs[i]->ops->arm) n += bs[i]->ops->arm(qs[i]);
+  return n;
+}
+
+static int copy_sleep_fds(void *ctx, struct pollfd *pf, int max) {
+  struct copy_thread *t = ctx;
+  struct stor_bqueue *qs[2] = { t->sq, t->dq };
+  struct stor_backend *bs[2] = { t->src, t->dst };
+  int n = 0;
+  for (int i = 0; i < 2; i++) {
+    if (!bs[i]->ops->inflight(qs[i])) continue;
+    int fd = bs[i]->ops->event_fd(qs[i]);
+    if (fd < 0) return 0;   /* a synchronous backend: just go around */
+    pf[n++] = (struct pollfd){ fd, POLLIN, 0 };
+  }
+  return n;
+}
+
+static int copy_woke(void *ctx, struct pollfd *pf, int n) {
+  for (int i = 0; i < n; i++) if (pf[i].revents & POLLIN) { uint64_t v; if (read(pf[i].fd, &v, 8) < 0) { /* raced */ } }
+  return 0;
+}
+
+/* The copy thread re-arms before every sleep (the loop's armed state is reset each time), and
+ * sleeps at most 100 ms as a safety net. */
+static void copy_disarm(void *ctx) {}
+static const struct stor_qloop_ops copy_loop_ops = {
+  .poll = copy_poll, .arm = copy_arm, .disarm = copy_disarm, .sleep_fds = copy_sleep_fds, .woke = copy_woke,
+};
+
+static void pump(struct copy_thread *t) {
+  t->loop.armed = false;
+  stor_qloop_wait(&t->loop, &copy_loop_ops, t);
 }
 
 static void *copy_thread_main(void *arg) {
@@ -252,6 +285,8 @@ static void copy_execute(napi_env env, void *data) {
   for (unsigned i = 0; i < c->queues; i++) {
     struct copy_thread *t = &j->threads[i];
     t->cfg = c; t->src = j->src; t->dst = j->dst; t->index = i;
+    stor_qloop_init(&t->loop, STOR_MODE_NOTIFY, 0);
+    t->loop.sleep_timeout_ms = 100;
     t->nchunks = total_chunks / c->queues + (i < total_chunks % c->queues ? 1 : 0);
     int r = j->src->ops->queue_open(j->src, c->iodepth, &t->sq);
     if (r < 0) { snprintf(j->error, sizeof j->error, "source queue %u: %s", i, r == -EBUSY ? "the source has fewer queues than asked" : strerror(-r)); break; }

@@ -4,13 +4,13 @@
  * notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and calls in here
  * to set up memory and rings; nothing here calls JavaScript per request. */
 #include "bdev/bdev.h"
+#include "export/queue_loop.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
 #include "virtio/virtio_blk.h"
 #include "virtio/vring.h"
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-enum blk_mode { MODE_NOTIFY = 0, MODE_POLL = 1, MODE_ADAPTIVE = 2 };
 #define MAX_QUEUES 64
 #define MAX_SEGS_PER_REQ 258   /* seg_max (256) + header + status */
 #define LOG_BURST 20           /* per-request failure logs allowed per second per queue */
@@ -59,6 +58,7 @@ struct blk_queue {
   double cpu_seconds_done;   /* accumulated over earlier runs */
   struct vring vr;
   struct virtio_blk_handler handler;   /* the device's settings, this queue's stats and log */
+  struct stor_qloop loop;
   struct stor_bqueue *bq;
   struct req_slot *slots;
   unsigned slots_num;
@@ -79,17 +79,12 @@ struct blk_device {
   struct blk_queue q[MAX_QUEUES];
   int nqueues;
   uint64_t features;
-  enum blk_mode mode;
-  uint64_t poll_ns;          /* adaptive: spin this long after the last request */
+  enum stor_completion_mode mode;
+  uint32_t spin_us;          /* the spin budget: adaptive's longest window after the last request */
   napi_threadsafe_function events;  /* (kind, queue, message) to JS: errors and lifecycle only */
   bool destroyed;
 };
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- events to JS (never per successful request) ---------------------------------------- */
 
@@ -237,18 +232,69 @@ static void drain_fd(int fd) {
   if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */ }
 }
 
+/* ---- the queue thread: the shared queue loop with this export's callbacks ---------------------- */
+
+enum { LOOP_STOP = -1, LOOP_BROKEN = -2, LOOP_KICK_FAILED = -3 };
+
+/* Work: pop and start requests, commit, reap the backend, publish completions. */
+static int loop_poll(void *ctx) {
+  struct blk_queue *q = ctx;
+  if (atomic_load_explicit(&q->stop, memory_order_relaxed)) return LOOP_STOP;
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  int n = process_ring(q);
+  if (n < 0) return LOOP_BROKEN;
+  if (n > 0) ops->commit(q->bq);
+  int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
+  signal_call(q);
+  return n + c;
+}
+
+/* Before sleeping: ask the driver for kicks — or, while requests wait for room in a full backend,
+ * only for the backend's next completion (new requests stay in the ring until then). */
+static int loop_arm(void *ctx) {
+  struct blk_queue *q = ctx;
+  if (q->deferred_n) {
+    const struct stor_backend_ops *ops = q->dev->be->ops;
+    return ops->arm && ops->arm(q->bq) > 0;
+  }
+  return q->kick_fd >= 0 && vring_enable_kicks(&q->vr);
+}
+
+static void loop_disarm(void *ctx) {
+  struct blk_queue *q = ctx;
+  vring_disable_kicks(&q->vr);
+}
+
+static int loop_sleep_fds(void *ctx, struct pollfd *pf, int max) {
+  struct blk_queue *q = ctx;
+  int be_fd = q->dev->be->ops->event_fd(q->bq);
+  if (q->kick_fd < 0 && be_fd < 0) return 0;   /* nothing to wait on: the driver expects polling */
+  pf[0] = (struct pollfd){ q->wake_fd, POLLIN, 0 };
+  pf[1] = (struct pollfd){ q->deferred_n ? -1 : q->kick_fd, POLLIN, 0 };   /* poll(2) skips fd -1 */
+  pf[2] = (struct pollfd){ be_fd, POLLIN, 0 };
+  return 3;
+}
+
+static int loop_woke(void *ctx, struct pollfd *pf, int n) {
+  struct blk_queue *q = ctx;
+  q->st.wakeups++;
+  if (pf[1].revents & POLLIN) { drain_fd(q->kick_fd); q->st.kicks++; }
+  if (pf[2].revents & POLLIN) drain_fd(pf[2].fd);
+  if (pf[1].revents & (POLLERR | POLLNVAL)) {
+    emit(q->dev, "broken", q->index, "queue %d: kick fd failed", q->index);
+    return LOOP_KICK_FAILED;
+  }
+  return 0;
+}
+
+static const struct stor_qloop_ops export_loop_ops = {
+  .poll = loop_poll, .arm = loop_arm, .disarm = loop_disarm, .sleep_fds = loop_sleep_fds, .woke = loop_woke,
+};
+
 static void *queue_thread(void *arg) {
   struct blk_queue *q = arg;
   struct blk_device *d = q->dev;
   const struct stor_backend_ops *ops = d->be->ops;
-  int be_fd = ops->event_fd(q->bq);
-  bool kicks_on = true;   /* the driver starts with kicks enabled */
-  uint64_t idle_since = 0;
-  /* adaptive: the spin window adapts between 0 and poll_ns, as QEMU's AioContext polling does:
-   * it grows when a sleep ended soon (spinning a little longer would have caught the request)
-   * and shrinks when a sleep was long (spinning was wasted) */
-  uint64_t spin_ns = d->poll_ns;
-  unsigned empty_spins = 0;
   char name[16];
   snprintf(name, sizeof name, "stor-vq%d", q->index);
   pthread_setname_np(pthread_self(), name);
@@ -262,61 +308,15 @@ static void *queue_thread(void *arg) {
     goto out;
   }
   stor_fault_jmp = &fault;
-  if (d->mode != MODE_NOTIFY || q->kick_fd < 0) { vring_disable_kicks(&q->vr); kicks_on = false; }
-  while (!atomic_load_explicit(&q->stop, memory_order_relaxed)) {
-    int n = process_ring(q);
-    if (n < 0) { queue_broken_notify(q); break; }
-    if (n > 0) ops->commit(q->bq);
-    int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
-    signal_call(q);
-    if (n > 0 || c > 0) {
-      if (kicks_on) { vring_disable_kicks(&q->vr); kicks_on = false; }
-      idle_since = 0;
-      empty_spins = 0;
-      continue;
-    }
-    /* Idle. Poll mode spins; adaptive spins for its window; notify (or adaptive past it) sleeps. */
-    bool sleep = d->mode == MODE_NOTIFY;
-    if (d->mode == MODE_ADAPTIVE) {
-      uint64_t t = now_ns();
-      if (!idle_since) idle_since = t;
-      if (t - idle_since >= spin_ns) sleep = true;
-    }
-    if (q->kick_fd < 0 && be_fd < 0) sleep = false;   /* nothing to wait on: the driver expects polling */
-    if (!sleep) {
-      /* Give the CPU away now and then: on a shared machine the driver we wait for may need this core. */
-      if (++empty_spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
-      continue;
-    }
-    if (q->deferred_n) {
-      /* the backend is full: the next event worth waking for is one of its completions */
-      if (ops->arm && ops->arm(q->bq) > 0) continue;
-      if (be_fd < 0) { ops->reap(q->bq, true); continue; }
-      struct pollfd pf[2] = { { q->wake_fd, POLLIN, 0 }, { be_fd, POLLIN, 0 } };
-      if (poll(pf, 2, -1) > 0 && (pf[1].revents & POLLIN)) drain_fd(be_fd);
-      continue;
-    }
-    if (q->kick_fd >= 0 && !kicks_on) {
-      kicks_on = true;
-      if (vring_enable_kicks(&q->vr)) continue;   /* arrived while we were turning kicks on */
-    }
-    struct pollfd pf[3] = { { q->wake_fd, POLLIN, 0 }, { q->kick_fd, POLLIN, 0 }, { be_fd, POLLIN, 0 } };
-    uint64_t slept_at = d->mode == MODE_ADAPTIVE ? now_ns() : 0;
-    int r = poll(pf, 3, -1);
-    q->st.wakeups++;
-    if (d->mode == MODE_ADAPTIVE) {
-      uint64_t blocked = now_ns() - slept_at;
-      if (blocked <= d->poll_ns) spin_ns = spin_ns ? (spin_ns * 2 > d->poll_ns ? d->poll_ns : spin_ns * 2) : (d->poll_ns < 4000 ? d->poll_ns : 4000);
-      else spin_ns /= 2;
-    }
-    if (r < 0) continue;
-    if (pf[1].revents & POLLIN) { drain_fd(q->kick_fd); q->st.kicks++; }
-    if (pf[2].revents & POLLIN) drain_fd(be_fd);
-    if (pf[1].revents & (POLLERR | POLLNVAL)) {
-      emit(d, "broken", q->index, "queue %d: kick fd failed", q->index);
-      break;
-    }
-    idle_since = 0;
+  /* the driver starts with kicks enabled: notify mode keeps them (the loop starts armed); the
+   * spinning modes, and a queue without a kick fd, turn them off */
+  stor_qloop_init(&q->loop, d->mode, d->spin_us);
+  if (d->mode == STOR_MODE_NOTIFY && q->kick_fd >= 0) q->loop.armed = true;
+  else vring_disable_kicks(&q->vr);
+  for (;;) {
+    int r = stor_qloop_wait(&q->loop, &export_loop_ops, q);
+    if (r == LOOP_BROKEN) queue_broken_notify(q);
+    if (r < 0) break;
   }
   /* Stopping: finish what is in flight (and what waits for room) so the used ring is complete when
    * GET_VRING_BASE returns. */
@@ -449,18 +449,19 @@ static void resume_all(struct blk_device *d, const bool *was_running) {
 
 /* ---- N-API ---------------------------------------------------------------------------------- */
 
-/* blkDeviceCreate(backend, {queues, blockSize, readonly, serial, mode, pollUs, maxDiscardSectors,
+/* blkDeviceCreate(backend, {queues, blockSize, readonly, serial, mode, spinUs (pollUs: its old name), maxDiscardSectors,
  *                 maxWriteZeroesSectors}, onEvent(kind, queue, msg)) -> handle */
 static napi_value js_create(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
   struct stor_backend *be = backend_from_js(env, argv[0]);
   if (!be) return NULL;
-  uint32_t queues, block_size, poll_us, mds, mwzs;
+  uint32_t queues, block_size, poll_us, spin_us, mds, mwzs;
   bool readonly;
   char serial[64], mode[16];
   if (!prop_u32(env, argv[1], "queues", &queues, 1) || !prop_u32(env, argv[1], "blockSize", &block_size, 512) ||
       !prop_bool(env, argv[1], "readonly", &readonly, false) || !prop_str(env, argv[1], "serial", serial, sizeof serial, "") ||
-      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, 64) ||
+      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, STOR_SPIN_US_DEFAULT) ||
+      !prop_u32(env, argv[1], "spinUs", &spin_us, poll_us) ||
       !prop_u32(env, argv[1], "maxDiscardSectors", &mds, 1u << 22) ||
       !prop_u32(env, argv[1], "maxWriteZeroesSectors", &mwzs, 1u << 22))
     return NULL;
@@ -470,8 +471,9 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   d->be = be;
   be->refs++;
   d->nqueues = (int)queues;
-  d->mode = !strcmp(mode, "poll") ? MODE_POLL : !strcmp(mode, "notify") ? MODE_NOTIFY : MODE_ADAPTIVE;
-  d->poll_ns = (uint64_t)poll_us * 1000;
+  int m = stor_completion_mode_parse(mode);
+  d->mode = m < 0 ? STOR_MODE_ADAPTIVE : (enum stor_completion_mode)m;
+  d->spin_us = spin_us;
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
     q->dev = d; q->index = i;

@@ -9,26 +9,30 @@ import {
 } from '../native.js';
 import { parseTarget, type Target } from '../core/target.js';
 import { openBackend } from '../bdev/open.js';
+import { SPIN_US_DEFAULT } from '../core/completion.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../proto/virtio-blk.js';
 import { ProtocolFeature } from '../proto/vhost-user.js';
 import { VhostUserFrontend } from './vhost-user-frontend.js';
 import { BlkioError } from './errors.js';
 
-export type Completion = 'event' | 'poll';
+/** notify: completions through an eventfd watched by the Node event loop; poll: busy-polled. 'event' is an alias of notify. */
+export type Completion = 'notify' | 'poll' | 'event';
 
 export interface OpenOptions {
   /** Queues to use (each is a virtqueue or an io_uring), default 1. */
   numQueues?: number;
   /** Ring entries per queue (requests in flight per queue), default 256. */
   queueSize?: number;
-  /** event: completions through an eventfd watched by the Node event loop; poll: busy-polled. */
+  /** notify (alias event): completions through an eventfd watched by the Node event loop; poll: busy-polled. */
   completion?: Completion;
   readOnly?: boolean;
   /** io_uring targets: O_DIRECT. */
   direct?: boolean;
   /** Control-plane reply timeout (vhost-user), default 5000 ms. */
   timeoutMs?: number;
-  /** Polled completion: how long one poll attempt spins before yielding to the event loop. */
+  /** Polled completion: how long one poll attempt spins before yielding to the event loop (the spin budget, spin-us). */
+  spinUs?: number;
+  /** @deprecated the old name of spinUs */
   pollSpinUs?: number;
 }
 
@@ -80,7 +84,7 @@ class QueueRunner {
 
   constructor(readonly handle: ClientQueueHandle, private completion: Completion, private spinUs: number) {
     this.eventFd = native().clientInfo(handle).eventFd;
-    if (completion === 'event' && this.eventFd >= 0) {
+    if (completion !== 'poll' && this.eventFd >= 0) {
       this.watch = native().watchFd(this.eventFd, true, false, () => this.reap(0, true));
       // Only in-flight requests keep the process alive.
       this.watch.ref(false);
@@ -191,8 +195,9 @@ export class BlockDevice {
     if (!Number.isInteger(queueSize) || queueSize < 2 || queueSize > 32768 || (queueSize & (queueSize - 1))) {
       throw usageError('queueSize', `${queueSize} is not a power of 2 from 2 to 32768`);
     }
-    const completion = opts.completion ?? 'event';
-    const spin = opts.pollSpinUs ?? 200;
+    const completion = opts.completion ?? 'notify';
+    if (completion !== 'notify' && completion !== 'poll' && completion !== 'event') throw usageError('completion', `'${String(completion)}' is not a completion mode`, 'notify, poll (event: an alias of notify)');
+    const spin = opts.spinUs ?? opts.pollSpinUs ?? SPIN_US_DEFAULT;
     if (t.kind === 'vhost-user') return BlockDevice.openVhostUser(t.path, numQueues, queueSize, completion, spin, opts);
     const { handle, properties: c } = openBackend(t, { readonly: opts.readOnly, direct: opts.direct });
     // every property comes from the backend itself (C); only the queue count is this device's choice
