@@ -62,7 +62,9 @@ export interface NativeBackend {
 export type CompletionMode = 'notify' | 'poll' | 'adaptive';
 export type BlkDeviceHandle = { readonly __blkdev: unique symbol };
 export interface BlkDeviceOptions {
-  queues: number; blockSize: number; readonly: boolean; serial: string; mode: CompletionMode; pollUs?: number;
+  queues: number; blockSize: number; readonly: boolean; serial: string; mode: CompletionMode;
+  /** the spin budget (adaptive); pollUs is its old name */
+  spinUs?: number; pollUs?: number;
   maxDiscardSectors: number; maxWriteZeroesSectors: number;
 }
 export interface NativeMemRegion { guestAddr: bigint; size: bigint; userAddr: bigint; mmapOffset: bigint; fd: number }
