@@ -1,8 +1,8 @@
 /* Module entry: every native piece registers its functions here. */
-#include "napi_util.h"
-#include "sys.h"
-#include "backend.h"
-#include "guard.h"
+#include "sys/napi_util.h"
+#include "sys/sys.h"
+#include "bdev/bdev.h"
+#include "sys/guard.h"
 
 void vhost_blk_init(napi_env env, napi_value exports);
 void vu_client_init(napi_env env, napi_value exports);

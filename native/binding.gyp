@@ -2,7 +2,15 @@
   "targets": [
     {
       "target_name": "stor",
-      "sources": ["addon.c", "napi_util.c", "sys.c", "backend.c", "vring.c", "vhost_blk.c", "vu_client.c", "bench.c", "guard.c", "client.c", "copy.c"],
+      "sources": [
+        "addon.c",
+        "sys/napi_util.c", "sys/sys.c", "sys/guard.c",
+        "bdev/bdev.c", "bdev/null.c", "bdev/mem.c", "bdev/file.c", "bdev/vhost_user.c",
+        "virtio/vring.c", "virtio/virtio_blk.c",
+        "export/queue_loop.c", "export/vhost_user_blk.c",
+        "engine/client.c", "engine/copy.c", "engine/bench.c"
+      ],
+      "include_dirs": ["."],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing"],
       "cflags_c": ["-std=gnu11"],
       "libraries": ["-luring", "-lpthread"],

@@ -7,7 +7,7 @@ import { StorError, usageError } from '../lib/core/errors.js';
 
 export const clientFlags = {
   queues: Flags.integer({ description: 'queues to use (virtqueues or io_uring instances)', default: 1, min: 1, max: 64 }),
-  completion: Flags.string({ description: 'how completions are noticed', options: ['event', 'poll'], default: 'event' }),
+  completion: Flags.string({ description: 'how completions are noticed: notify (the event loop sleeps on the completion fd) or poll (spin, then yield to the event loop); event is an alias of notify', options: ['notify', 'poll', 'event'], default: 'notify' }),
   timeout: Flags.integer({ description: 'control-plane reply timeout in milliseconds (vhost-user)', default: 5000, min: 1 }),
 };
 

@@ -8,6 +8,7 @@ import { runBench, type Mode, type Refill, type Rw } from '../lib/engine/bench/r
 import { renderTable, toJson } from '../lib/engine/bench/report.js';
 import { renderHtml } from '../lib/engine/bench/html.js';
 import { TARGET_FORMS } from '../lib/core/target.js';
+import { SPIN_US_DEFAULT } from '../lib/core/completion.js';
 
 const MODES: Mode[] = ['notify', 'poll', 'adaptive'];
 
@@ -34,7 +35,7 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     modes: Flags.string({ description: 'completion modes to compare, comma-separated: notify, poll, adaptive', default: 'notify,poll,adaptive' }),
     verify: Flags.boolean({ description: 'write patterns with a header (offset, generation) and check every read; exit 3 on a mismatch', default: false }),
     direct: Flags.boolean({ description: 'files and block devices: O_DIRECT', default: false }),
-    'spin-us': Flags.integer({ description: 'adaptive mode: microseconds to spin before sleeping', default: 50, min: 0, max: 1_000_000 }),
+    'spin-us': Flags.integer({ description: 'adaptive mode: the longest the client spins before sleeping, in microseconds (the window adapts below it, as in stor serve)', default: SPIN_US_DEFAULT, min: 0, max: 1_000_000 }),
     refill: Flags.string({ description: 'when requests are resubmitted: eager (after every look at the completions, as fio does) or drain (after a wake-up, only once a look finds nothing new, as blkio-bench does)', options: ['eager', 'drain'], default: 'eager' }),
     seed: Flags.integer({ description: 'random seed for offsets and patterns', default: 1 }),
     report: Flags.string({ description: 'also write a self-contained HTML report (latency CDF and histogram, IOPS over time)' }),

@@ -8,6 +8,7 @@ import { formatSize } from '../lib/core/size.js';
 import { BACKEND_FORMS } from '../lib/core/spec.js';
 import { DeviceTable, type CompletionMode } from '../lib/export/table.js';
 import type { LogLevel } from '../lib/export/vhost-user/server.js';
+import { SPIN_US_DEFAULT } from '../lib/core/completion.js';
 
 export const DEFAULT_SOCKET = join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), 'stor.sock');
 
@@ -30,7 +31,9 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     'queue-size': Flags.integer({ description: 'largest virtqueue a front-end may set up (power of 2, 4..32768); seg_max follows it', default: 1024 }),
     'block-size': Flags.string({ description: 'logical block size advertised to the driver', options: ['512', '4096'], default: '512' }),
     mode: Flags.string({ description: 'completion mode of the queue threads', options: ['notify', 'poll', 'adaptive'], default: 'adaptive' }),
-    'poll-us': Flags.integer({ description: 'adaptive mode: the longest a queue spins after its last request before sleeping (the window adapts below it)', default: 64, min: 0, max: 1_000_000 }),
+    'spin-us': Flags.integer({ description: `adaptive mode: the longest a queue spins after its last request before sleeping (the window adapts below it; default ${SPIN_US_DEFAULT})`, min: 0, max: 1_000_000 }),
+    // the old name of --spin-us, still accepted
+    'poll-us': Flags.integer({ hidden: true, min: 0, max: 1_000_000, exclusive: ['spin-us'] }),
     serial: Flags.string({ description: 'serial number returned to VIRTIO_BLK_T_GET_ID (at most 20 bytes)', default: 'stor' }),
   };
 
@@ -54,7 +57,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     const info = backend.info;
     const exp = table.addVhostUserBlkExport('vhost0', 'disk0', {
       socket: flags.socket, queues: flags.queues, queueSize: qs, blockSize, readonly: flags.readonly || info.readonly,
-      serial: flags.serial, mode: flags.mode as CompletionMode, pollUs: flags['poll-us'],
+      serial: flags.serial, mode: flags.mode as CompletionMode, pollUs: flags['spin-us'] ?? flags['poll-us'] ?? SPIN_US_DEFAULT,
     });
     const server = exp.server;
 

@@ -37,13 +37,24 @@ export interface NativeSys {
   watchFd(fd: number, readable: boolean, writable: boolean, cb: (status: number, events: number) => void): FdWatch;
 }
 
-/** An opaque handle to a native backend (null, mem, file); shared by every frontend. */
+/** An opaque handle to a native backend (null, mem, file, vhost-user); shared by every frontend. */
 export type BackendHandle = { readonly __backend: unique symbol };
-export interface BackendConfig { kind: 'null' | 'mem' | 'file'; size?: number; path?: string; create?: boolean; direct?: boolean; readonly?: boolean }
 export interface BackendInfo { kind: string; desc: string; capacity: number; readonly: boolean }
+/** What a backend reports about itself (C sets every one; libblkio's names in camelCase). */
+export interface BdevProperties {
+  driver: string; desc: string; capacity: number; requestAlignment: number; bufAlignment: number;
+  optimalIoAlignment: number; optimalIoSize: number; maxTransfer: number; maxSegments: number; maxQueues: number;
+  readOnly: boolean; canDiscard: boolean; canWriteZeroes: boolean; discardAlignment: number;
+  maxDiscardLength: number; maxWriteZeroesLength: number;
+}
+/** A backend driver of the C registry; openable: false for those the client library creates (vhost-user). */
+export interface BdevDriverInfo { name: string; help: string; openable: boolean; properties: Array<{ name: string; help: string }> }
 
 export interface NativeBackend {
-  backendOpen(cfg: BackendConfig): BackendHandle;
+  /** Opens a backend through the C registry. A bad property throws with errno 22 and .property naming it. */
+  bdevOpen(driver: string, props: Record<string, string>): BackendHandle;
+  bdevProperties(b: BackendHandle): BdevProperties;
+  bdevDrivers(): BdevDriverInfo[];
   backendInfo(b: BackendHandle): BackendInfo;
   backendFlush(b: BackendHandle): void;
 }
@@ -51,7 +62,9 @@ export interface NativeBackend {
 export type CompletionMode = 'notify' | 'poll' | 'adaptive';
 export type BlkDeviceHandle = { readonly __blkdev: unique symbol };
 export interface BlkDeviceOptions {
-  queues: number; blockSize: number; readonly: boolean; serial: string; mode: CompletionMode; pollUs?: number;
+  queues: number; blockSize: number; readonly: boolean; serial: string; mode: CompletionMode;
+  /** the spin budget (adaptive); pollUs is its old name */
+  spinUs?: number; pollUs?: number;
   maxDiscardSectors: number; maxWriteZeroesSectors: number;
 }
 export interface NativeMemRegion { guestAddr: bigint; size: bigint; userAddr: bigint; mmapOffset: bigint; fd: number }

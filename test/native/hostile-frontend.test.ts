@@ -274,6 +274,29 @@ t('ring addresses given as guest physical instead of user addresses -> dropped',
   });
 });
 
+t('SET_VRING_ADDR outside the memory table is refused when it arrives, not acknowledged (no kick fd: the ring never starts)', async () => {
+  await hostileCase(/SET_VRING_ADDR for queue 0: ring address outside guest memory \(desc 0x[0-9a-f]+ bad/, () => {
+    const s = h.open({ noRings: true });
+    try {
+      s.fe.setVringNum(0, 64);
+      s.fe.setVringBase(0, 0);
+      // with REPLY_ACK negotiated, a success status here would be the bug: the message is answered or the
+      // connection closes, and it must close
+      expectDrop(s.fe, () => s.fe.setVringAddr({ index: 0, desc: s.mem.uva(s.mem.size), avail: s.mem.uva(0), used: s.mem.uva(4096) }));
+    } finally { s.close(); }
+  });
+});
+
+t('SET_VRING_ADDR before any memory table -> refused (one ring entry must fit)', async () => {
+  await hostileCase(/SET_VRING_ADDR for queue 0: ring address outside guest memory/, () => {
+    const fe = VhostUserFrontend.connect(h.socket, { timeoutMs: 3000 });
+    try {
+      fe.negotiate({ features: 1n << 32n, protocolFeatures: 1n << 3n, required: 1n << 32n });
+      expectDrop(fe, () => fe.setVringAddr({ index: 0, desc: 0x10000n, avail: 0x20000n, used: 0x30000n }));
+    } finally { fe.close(); }
+  });
+});
+
 t('memory table replaced under running rings by one that does not hold them -> dropped', async () => {
   await hostileCase(/cannot (re)?start|outside guest memory/, () => {
     const s = h.open();

@@ -1,29 +1,56 @@
-// Opens a backend target (null / mem / file) in the native data plane, with errors a user can act on.
-import { native, type BackendHandle, type BackendInfo } from '../native.js';
-import { StorError } from '../core/errors.js';
+// Opens a backend in the native data plane through the C registry ({driver, props} → handle), with
+// errors a user can act on. The driver parses and checks its own properties; a bad one is a usage
+// error (exit 2) naming it. Every property of the opened backend comes from C (bdevProperties).
+import { native, type BackendHandle, type BackendInfo, type BdevDriverInfo, type BdevProperties } from '../native.js';
+import { StorError, usageError } from '../core/errors.js';
 import type { Target } from '../core/target.js';
 
 export type BackendTarget = Exclude<Target, { kind: 'vhost-user' }>;
+/** A backend spec as the C registry takes it: "file:/img,direct=on" is {driver: 'file', props: {path: '/img', direct: 'on'}}. */
+export interface BackendSpec { driver: string; props: Record<string, string> }
 
-export function openBackend(t: BackendTarget, opts: { readonly?: boolean } = {}): { handle: BackendHandle; info: BackendInfo } {
+/** Target → {driver, props}. (Until every caller passes a BackendSpec from the spec parser.) */
+export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direct?: boolean } = {}): BackendSpec {
+  const props: Record<string, string> = {};
+  switch (t.kind) {
+    case 'null': case 'mem': props.size = String(t.size); break;
+    case 'file':
+      props.path = t.path;
+      if (t.create !== undefined) props.create = String(t.create);
+      if (opts.direct ?? t.direct) props.direct = 'on';
+      if (t.readonly) props.readonly = 'on';
+      if (t.ringSize !== undefined) props['ring-size'] = String(t.ringSize);
+      break;
+  }
+  if (opts.readonly) props.readonly = 'on';
+  return { driver: t.kind, props };
+}
+
+export interface OpenedBackend { handle: BackendHandle; info: BackendInfo; properties: BdevProperties }
+
+/** Opens a backend; `what` names the flag or argument it came from in error messages. */
+export function openBackend(t: BackendTarget | BackendSpec, opts: { readonly?: boolean; direct?: boolean; what?: string } = {}): OpenedBackend {
+  const spec = 'driver' in t ? { driver: t.driver, props: { ...t.props, ...(opts.readonly ? { readonly: 'on' } : {}) } } : targetToSpec(t, opts);
   const n = native();
   let handle: BackendHandle;
   try {
-    switch (t.kind) {
-      case 'null': case 'mem': handle = n.backendOpen({ kind: t.kind, size: t.size, readonly: opts.readonly }); break;
-      case 'file':
-        handle = n.backendOpen({
-          kind: 'file', path: t.path, create: t.create !== undefined, size: t.create ?? 0, direct: t.direct,
-          readonly: opts.readonly || t.readonly,
-        });
-        break;
-    }
+    handle = n.bdevOpen(spec.driver, spec.props);
   } catch (e) {
-    const err = e as Error & { errno?: number };
+    const err = e as Error & { errno?: number; property?: string };
+    if (err.errno === 22 && (err.property !== undefined || /is not a backend driver/.test(err.message))) {
+      // "file: create=abc: not a size (accepted: ...)": the accepted forms become the hint
+      const m = /^(.*?) \(accepted: (.*)\)$/.exec(err.message);
+      throw usageError(opts.what ?? 'backend', m ? m[1] : err.message, m ? m[2] : undefined);
+    }
     throw new StorError(`cannot open backend: ${err.message}`, {
       errno: err.errno,
-      hint: t.kind === 'file' && err.errno === 2 ? 'the file does not exist: add ,create=SIZE to create it' : undefined,
+      hint: spec.driver === 'file' && err.errno === 2 ? 'the file does not exist: add ,create=SIZE to create it' : undefined,
     });
   }
-  return { handle, info: n.backendInfo(handle) };
+  return { handle, info: n.backendInfo(handle), properties: n.bdevProperties(handle) };
+}
+
+/** The backend drivers the C registry has, with their properties and help. */
+export function backendDrivers(): BdevDriverInfo[] {
+  return native().bdevDrivers();
 }

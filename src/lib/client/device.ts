@@ -9,26 +9,30 @@ import {
 } from '../native.js';
 import { parseTarget, type Target } from '../core/target.js';
 import { openBackend } from '../bdev/open.js';
+import { SPIN_US_DEFAULT } from '../core/completion.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../proto/virtio-blk.js';
 import { ProtocolFeature } from '../proto/vhost-user.js';
 import { VhostUserFrontend } from './vhost-user-frontend.js';
 import { BlkioError } from './errors.js';
 
-export type Completion = 'event' | 'poll';
+/** notify: completions through an eventfd watched by the Node event loop; poll: busy-polled. 'event' is an alias of notify. */
+export type Completion = 'notify' | 'poll' | 'event';
 
 export interface OpenOptions {
   /** Queues to use (each is a virtqueue or an io_uring), default 1. */
   numQueues?: number;
   /** Ring entries per queue (requests in flight per queue), default 256. */
   queueSize?: number;
-  /** event: completions through an eventfd watched by the Node event loop; poll: busy-polled. */
+  /** notify (alias event): completions through an eventfd watched by the Node event loop; poll: busy-polled. */
   completion?: Completion;
   readOnly?: boolean;
   /** io_uring targets: O_DIRECT. */
   direct?: boolean;
   /** Control-plane reply timeout (vhost-user), default 5000 ms. */
   timeoutMs?: number;
-  /** Polled completion: how long one poll attempt spins before yielding to the event loop. */
+  /** Polled completion: how long one poll attempt spins before yielding to the event loop (the spin budget, spin-us). */
+  spinUs?: number;
+  /** @deprecated the old name of spinUs */
   pollSpinUs?: number;
 }
 
@@ -80,7 +84,7 @@ class QueueRunner {
 
   constructor(readonly handle: ClientQueueHandle, private completion: Completion, private spinUs: number) {
     this.eventFd = native().clientInfo(handle).eventFd;
-    if (completion === 'event' && this.eventFd >= 0) {
+    if (completion !== 'poll' && this.eventFd >= 0) {
       this.watch = native().watchFd(this.eventFd, true, false, () => this.reap(0, true));
       // Only in-flight requests keep the process alive.
       this.watch.ref(false);
@@ -191,18 +195,21 @@ export class BlockDevice {
     if (!Number.isInteger(queueSize) || queueSize < 2 || queueSize > 32768 || (queueSize & (queueSize - 1))) {
       throw usageError('queueSize', `${queueSize} is not a power of 2 from 2 to 32768`);
     }
-    const completion = opts.completion ?? 'event';
-    const spin = opts.pollSpinUs ?? 200;
+    const completion = opts.completion ?? 'notify';
+    if (completion !== 'notify' && completion !== 'poll' && completion !== 'event') throw usageError('completion', `'${String(completion)}' is not a completion mode`, 'notify, poll (event: an alias of notify)');
+    const spin = opts.spinUs ?? opts.pollSpinUs ?? SPIN_US_DEFAULT;
     if (t.kind === 'vhost-user') return BlockDevice.openVhostUser(t.path, numQueues, queueSize, completion, spin, opts);
-    const { handle, info } = openBackend(t.kind === 'file' ? { ...t, direct: opts.direct ?? t.direct } : t, { readonly: opts.readOnly });
-    const driver = t.kind === 'file' ? 'io_uring' : t.kind;
-    const align = t.kind === 'file' && (opts.direct ?? t.direct) ? 4096 : 1;
+    const { handle, properties: c } = openBackend(t, { readonly: opts.readOnly, direct: opts.direct });
+    // every property comes from the backend itself (C); only the queue count is this device's choice
     const props: Properties = {
-      driver, target: info.desc, capacity: info.capacity, requestAlignment: 512, bufAlignment: align, optimalIoAlignment: 512,
-      optimalIoSize: 0, maxTransfer: 0, maxQueues: 64, numQueues, maxSegments: 1024, readOnly: info.readonly,
-      canDiscard: !info.readonly, canWriteZeroes: !info.readonly, discardAlignment: 512, maxDiscardLength: 0,
-      maxWriteZeroesLength: 0, maxMemRegions: 0, needsMemRegions: false, features: [],
+      driver: t.kind === 'file' ? 'io_uring' : t.kind, target: c.desc, capacity: c.capacity, requestAlignment: c.requestAlignment,
+      bufAlignment: c.bufAlignment, optimalIoAlignment: c.optimalIoAlignment, optimalIoSize: c.optimalIoSize,
+      maxTransfer: c.maxTransfer, maxQueues: c.maxQueues, numQueues, maxSegments: c.maxSegments, readOnly: c.readOnly,
+      canDiscard: c.canDiscard, canWriteZeroes: c.canWriteZeroes, discardAlignment: c.discardAlignment,
+      maxDiscardLength: c.maxDiscardLength, maxWriteZeroesLength: c.maxWriteZeroesLength, maxMemRegions: 0,
+      needsMemRegions: false, features: [],
     };
+    if (numQueues > c.maxQueues) throw usageError('numQueues', `${numQueues} queues asked, the device has ${c.maxQueues}`);
     return new BlockDevice(props, handle, queueSize, completion, spin);
   }
 

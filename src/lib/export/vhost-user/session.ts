@@ -198,7 +198,9 @@ export class VhostUserSession {
           const a = decodeVringAddr(p);
           const q = queueIndex(a.index);
           this.stopQueue(a.index);
-          this.device.setVring(a.index, { desc: a.desc, avail: a.avail, used: a.used });
+          // rings outside the memory table are refused here (the connection drops with the reason)
+          try { this.device.setVring(a.index, { desc: a.desc, avail: a.avail, used: a.used }); }
+          catch (e) { q.addrSet = false; throw new ProtocolError(`SET_VRING_ADDR for queue ${a.index}: ${(e as Error).message}`); }
           q.addrSet = true;
           this.maybeStart(a.index);
           break;

@@ -59,6 +59,15 @@ bool prop_str(napi_env env, napi_value obj, const char *name, char *buf, size_t 
 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 
+/* Native handles handed to JavaScript are externals tagged with their kind (napi_type_tag_object), so
+ * a handle of one kind passed where another is expected is a TypeError, never a reinterpretation. */
+enum stor_handle_kind { STOR_HANDLE_BACKEND, STOR_HANDLE_BLK_DEVICE, STOR_HANDLE_CLIENT_QUEUE, STOR_HANDLE_KINDS };
+/* An external holding data, tagged as kind; NULL with an exception pending on failure. */
+napi_value make_handle(napi_env env, enum stor_handle_kind kind, void *data, napi_finalize finalize);
+/* The data of a handle of this kind; NULL and a pending TypeError ("expected a <what> handle") if v is
+ * anything else. */
+void *handle_arg(napi_env env, napi_value v, enum stor_handle_kind kind, const char *what);
+
 /* Queues a long-running native job (execute runs on a libuv worker, complete on the JS thread) and
  * returns {promise, progress()}: progress is called with `data`, which lives until progress is
  * garbage-collected (then finalize frees it), so reading it after the job settled is safe. */

@@ -1,8 +1,8 @@
 /* The syscall layer the TypeScript control plane needs and Node does not offer:
  * Unix sockets with SCM_RIGHTS, memfd + shared mmap, eventfd, and readiness watches on the
  * libuv loop. Nothing here runs per I/O. */
-#include "napi_util.h"
-#include "sys.h"
+#include "sys/napi_util.h"
+#include "sys/sys.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>

@@ -1,12 +1,12 @@
 /* The benchmark engine: one native thread per queue generates a workload, submits it to any
  * backend (a remote vhost-user-blk device, a file or block device through io_uring, null, mem),
- * reaps completions by notification, by polling, or adaptively, and keeps a log-linear latency
+ * reaps completions by notification, by polling, or adaptively (the shared queue loop), and keeps a log-linear latency
  * histogram, per-thread CPU time and IOPS over time. JavaScript only configures and reports. */
-#include "backend.h"
-#include "napi_util.h"
+#include "bdev/bdev.h"
+#include "export/queue_loop.h"
+#include "sys/napi_util.h"
 #include <math.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +36,6 @@ static uint64_t hist_value(unsigned i) {
 }
 
 enum rw { RW_READ, RW_WRITE, RW_RANDREAD, RW_RANDWRITE, RW_RANDRW, RW_RW };
-enum waitmode { WAIT_NOTIFY, WAIT_POLL, WAIT_ADAPTIVE };
 
 struct bench_cfg {
   enum rw rw;
@@ -46,8 +45,8 @@ struct bench_cfg {
   uint32_t threads;
   uint64_t offset, span;   /* the byte range the workload touches */
   uint64_t runtime_ns, ramp_ns;
-  enum waitmode wait;
-  uint64_t spin_ns;        /* adaptive */
+  enum stor_completion_mode wait;
+  uint32_t spin_us;        /* the spin budget of adaptive mode */
   bool refill_after_drain; /* after a wake-up, reap until a look finds nothing before refilling */
   bool verify;
   uint64_t seed;
@@ -94,7 +93,7 @@ struct bench_thread {
   int error;               /* -errno that stopped the thread early */
   char errmsg[160];
   uint64_t first_bad_offset;
-  bool ring_full;          /* the backend said -EBUSY: submit no more until something completes */
+  bool ring_full;          /* the backend said BUSY: submit no more until something completes */
   atomic_uint_fast64_t progress;   /* completed I/Os, for live display (published once per pass) */
   uint64_t completed;      /* completed I/Os: the thread's own count behind progress */
   /* One clock read per batch, as blkio-bench does: every I/O of a submission batch is stamped with
@@ -104,6 +103,7 @@ struct bench_thread {
   uint64_t reap_now;
   unsigned reap_tick;
   int wait_fd;             /* --refill drain: epoll on the backend's completion fd (-1: not yet; -2: unusable) */
+  struct stor_qloop loop;  /* how this thread waits for completions */
 };
 
 static inline uint64_t now_ns(void) {
@@ -138,7 +138,6 @@ static void io_complete(struct stor_req *r) {
   t->inflight--;
   t->free_ios[t->free_top++] = (uint32_t)(io - t->ios);
   if (t->cfg->verify) t->busy[io->block] = 0;
-  if (r->result == -EBUSY) { t->ring_full = true; return; }   /* back-pressure: not an I/O */
   t->completed++;
   if (r->result < 0) {
     t->errors++;
@@ -213,7 +212,14 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
   t->inflight++;
   if (!t->batch_now) t->batch_now = now_ns();
   io->t_submit = t->batch_now;
-  t->be->ops->submit(t->bq, &io->req);
+  if (t->be->ops->submit(t->bq, &io->req) == STOR_SUBMIT_BUSY) {
+    /* back-pressure, not an I/O: give the slot back; the caller reaps before submitting more */
+    t->inflight--;
+    t->free_ios[t->free_top++] = slot;
+    if (c->verify) t->busy[k] = 0;
+    t->ring_full = true;
+    return false;
+  }
   t->reap_now = 0;   /* synchronous backends complete inside submit: their next completion reads the clock */
   return true;
 }
@@ -264,19 +270,18 @@ static void sleep_for_completions(struct bench_thread *t) {
   else t->be->ops->reap(t->bq, true);
 }
 
-/* Waits for at least one completion in the configured way. */
+static int bench_poll(void *ctx) {
+  struct bench_thread *t = ctx;
+  int n = t->be->ops->reap(t->bq, false);
+  return n > 0 ? n : !t->inflight;
+}
+static int bench_sleep(void *ctx) { sleep_for_completions(ctx); return 1; }
+static const struct stor_qloop_ops bench_loop_ops = { .poll = bench_poll, .sleep = bench_sleep };
+
+/* Waits for at least one completion in the configured way (the shared queue loop). */
 static void reap(struct bench_thread *t) {
-  const struct stor_backend_ops *ops = t->be->ops;
-  struct bench_cfg *c = t->cfg;
   t->reap_now = 0;
-  if (c->wait == WAIT_NOTIFY) { sleep_for_completions(t); return; }
-  uint64_t spin_until = c->wait == WAIT_ADAPTIVE ? now_ns() + c->spin_ns : UINT64_MAX;
-  for (unsigned spins = 1;; spins++) {
-    if (ops->reap(t->bq, false) > 0 || !t->inflight) return;
-    if (c->wait == WAIT_ADAPTIVE && now_ns() >= spin_until) { sleep_for_completions(t); return; }
-    /* on a shared machine the server we wait for may need this core now and then */
-    if (spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
-  }
+  stor_qloop_wait(&t->loop, &bench_loop_ops, t);
 }
 
 static void drain(struct bench_thread *t) {
@@ -369,6 +374,7 @@ static void job_execute(napi_env env, void *data) {
   for (unsigned i = 0; i < c->threads; i++) {
     struct bench_thread *t = &j->threads[i];
     t->cfg = c; t->be = j->be; t->index = i; t->wait_fd = -1;
+    stor_qloop_init(&t->loop, c->wait, c->spin_us);
     t->rng = c->seed * 0x9e3779b97f4a7c15ull + i * 0x632be59bd9b4e019ull + 1;
     t->nblocks = blocks / c->threads + (i < blocks % c->threads ? 1 : 0);
     int r = j->be->ops->queue_open(j->be, c->iodepth, &t->bq);
@@ -504,26 +510,28 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
   struct bench_job *j = calloc(1, sizeof *j);
   struct bench_cfg *c = &j->cfg;
   char rw[16], wait[16], refill[16];
-  uint32_t runtime_ms, ramp_ms, spin_us;
+  uint32_t runtime_ms, ramp_ms;
   if (!prop_str(env, argv[1], "rw", rw, sizeof rw, "randread") || !prop_u32(env, argv[1], "rwmixread", &c->rwmixread, 50) ||
       !prop_u32(env, argv[1], "bs", &c->bs, 4096) || !prop_u32(env, argv[1], "iodepth", &c->iodepth, 1) ||
       !prop_u32(env, argv[1], "threads", &c->threads, 1) || !prop_u64(env, argv[1], "offset", &c->offset, 0) ||
-      !prop_u64(env, argv[1], "span", &c->span, be->capacity) || !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) ||
+      !prop_u64(env, argv[1], "span", &c->span, be->props.capacity) || !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) ||
       !prop_u32(env, argv[1], "rampMs", &ramp_ms, 0) || !prop_str(env, argv[1], "wait", wait, sizeof wait, "notify") ||
-      !prop_u32(env, argv[1], "spinUs", &spin_us, 32) || !prop_bool(env, argv[1], "verify", &c->verify, false) ||
+      !prop_u32(env, argv[1], "spinUs", &c->spin_us, STOR_SPIN_US_DEFAULT) || !prop_bool(env, argv[1], "verify", &c->verify, false) ||
       !prop_u64(env, argv[1], "seed", &c->seed, 1) || !prop_str(env, argv[1], "refill", refill, sizeof refill, "eager") || !prop_u32(env, argv[1], "tickMs", &c->tick_ms, 100)) {
     free(j); return NULL;
   }
   if (parse_rw(rw, &c->rw)) { free(j); return throw_msg(env, "rw must be read, write, randread, randwrite, randrw or rw"); }
   if (strcmp(refill, "eager") && strcmp(refill, "drain")) { free(j); return throw_msg(env, "refill must be eager or drain"); }
   c->refill_after_drain = !strcmp(refill, "drain");
-  c->wait = !strcmp(wait, "poll") ? WAIT_POLL : !strcmp(wait, "adaptive") ? WAIT_ADAPTIVE : WAIT_NOTIFY;
-  c->runtime_ns = runtime_ms * 1000000ull; c->ramp_ns = ramp_ms * 1000000ull; c->spin_ns = spin_us * 1000ull;
+  int mode = stor_completion_mode_parse(wait);
+  if (mode < 0) { free(j); return throw_msg(env, "wait must be notify, poll or adaptive"); }
+  c->wait = (enum stor_completion_mode)mode;
+  c->runtime_ns = runtime_ms * 1000000ull; c->ramp_ns = ramp_ms * 1000000ull;
   if (!c->tick_ms) c->tick_ms = 100;
   if (!c->bs || c->bs % 512 || c->bs > (64u << 20)) { free(j); return throw_msg(env, "bs must be a multiple of 512 up to 64 MiB"); }
   if (!c->iodepth || c->iodepth > 4096 || !c->threads || c->threads > 64) { free(j); return throw_msg(env, "iodepth 1..4096, threads 1..64"); }
-  if (c->offset + c->span > be->capacity || c->span / c->bs < c->threads) { free(j); return throw_msg(env, "the range is outside the target or smaller than one block per thread"); }
-  if (be->readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) { free(j); return throw_msg(env, "the target is read-only"); }
+  if (c->offset + c->span > be->props.capacity || c->span / c->bs < c->threads) { free(j); return throw_msg(env, "the range is outside the target or smaller than one block per thread"); }
+  if (be->props.readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) { free(j); return throw_msg(env, "the target is read-only"); }
   j->be = be;
   j->threads = calloc(c->threads, sizeof *j->threads);
   napi_create_reference(env, argv[0], 1, &j->backend_ref);

@@ -2,8 +2,9 @@
  * iodepth chunks in flight (read from the source, then write — or write-zeroes for an all-zero
  * chunk — to the destination), then an optional verify pass that reads both sides back and
  * compares. Works between any two backends (vhost-user, io_uring file/device, null, mem). */
-#include "backend.h"
-#include "napi_util.h"
+#include "bdev/bdev.h"
+#include "export/queue_loop.h"
+#include "sys/napi_util.h"
 #include <poll.h>
 #include <stddef.h>
 #include <pthread.h>
@@ -31,8 +32,15 @@ struct copy_cfg {
   bool verify, zero_detect, flush;
 };
 
+/* A request a backend answered BUSY to, waiting for room. */
+struct pending_submit { struct stor_backend *be; struct stor_bqueue *q; struct stor_req *r; };
+
 struct copy_thread {
   struct copy_cfg *cfg;
+  /* BUSY requests, oldest first (a ring of 2 * iodepth + 1: each chunk has at most two requests);
+   * submitted again, in order, before anything new */
+  struct pending_submit *pending;
+  unsigned pending_head, pending_n, pending_cap;
   struct stor_backend *src, *dst;
   struct stor_bqueue *sq, *dq;
   unsigned index;
@@ -45,6 +53,7 @@ struct copy_thread {
   int error; char errmsg[200];
   uint64_t mismatches, first_mismatch;
   atomic_uint_fast64_t bytes_copied, bytes_verified, zero_bytes;
+  struct stor_qloop loop;     /* how this thread waits for completions (notify) */
 };
 
 static void chunk_done(struct stor_req *r);
@@ -64,17 +73,32 @@ static bool all_zero(const uint8_t *p, uint64_t n) {
   return true;
 }
 
-static void start_req_flags(struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op, uint64_t off, uint64_t len,
-                            struct iovec *iov, void (*cb)(struct stor_req *), uint8_t flags) {
+/* Submits, or queues behind earlier BUSY requests: a full backend queue is back-pressure. */
+static void submit_or_defer(struct copy_thread *t, struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r) {
+  if (!t->pending_n && be->ops->submit(q, r) == STOR_SUBMIT_QUEUED) return;
+  t->pending[(t->pending_head + t->pending_n++) % t->pending_cap] = (struct pending_submit){ be, q, r };
+}
+
+static void retry_pending(struct copy_thread *t) {
+  while (t->pending_n) {
+    struct pending_submit *p = &t->pending[t->pending_head];
+    if (p->be->ops->submit(p->q, p->r) == STOR_SUBMIT_BUSY) return;
+    t->pending_head = (t->pending_head + 1) % t->pending_cap;
+    t->pending_n--;
+  }
+}
+
+static void start_req_flags(struct copy_thread *t, struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op,
+                            uint64_t off, uint64_t len, struct iovec *iov, void (*cb)(struct stor_req *), uint8_t flags) {
   memset(r, 0, sizeof *r);
   r->op = op; r->offset = off; r->length = len; r->complete = cb; r->flags = flags;
   if (iov) { r->iov = iov; r->niov = 1; }
-  be->ops->submit(q, r);
+  submit_or_defer(t, be, q, r);
 }
 
-static void start_req(struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op, uint64_t off, uint64_t len,
-                      struct iovec *iov, void (*cb)(struct stor_req *)) {
-  start_req_flags(be, q, r, op, off, len, iov, cb, 0);
+static void start_req(struct copy_thread *t, struct stor_backend *be, struct stor_bqueue *q, struct stor_req *r, uint8_t op,
+                      uint64_t off, uint64_t len, struct iovec *iov, void (*cb)(struct stor_req *)) {
+  start_req_flags(t, be, q, r, op, off, len, iov, cb, 0);
 }
 
 static void chunk_done(struct stor_req *r) {
@@ -89,13 +113,13 @@ static void chunk_done(struct stor_req *r) {
   switch (c->state) {
   case CH_READ:
     c->state = CH_WRITE;
-    if (cfg->zero_detect && t->dst->can_write_zeroes && all_zero(c->buf, c->len)) {
+    if (cfg->zero_detect && t->dst->props.can_write_zeroes && all_zero(c->buf, c->len)) {
       atomic_fetch_add(&t->zero_bytes, c->len);
       /* UNMAP allowed: the destination may deallocate, so a sparse source stays sparse */
-      start_req_flags(t->dst, t->dq, &c->req, STOR_OP_WRITE_ZEROES, cfg->dst_off + c->off, c->len, NULL, chunk_done, STOR_REQ_F_UNMAP);
+      start_req_flags(t, t->dst, t->dq, &c->req, STOR_OP_WRITE_ZEROES, cfg->dst_off + c->off, c->len, NULL, chunk_done, STOR_REQ_F_UNMAP);
     } else {
       c->iov = (struct iovec){ c->buf, c->len };
-      start_req(t->dst, t->dq, &c->req, STOR_OP_WRITE, cfg->dst_off + c->off, c->len, &c->iov, chunk_done);
+      start_req(t, t->dst, t->dq, &c->req, STOR_OP_WRITE, cfg->dst_off + c->off, c->len, &c->iov, chunk_done);
     }
     return;
   case CH_WRITE:
@@ -130,29 +154,61 @@ static void verify_dst_done(struct stor_req *r) {
   verify_step((struct copy_chunk *)((char *)r - offsetof(struct copy_chunk, req2)), r, "verify read of the destination");
 }
 
-/* Arms both queues' event fds and waits for either (or a short timeout, as a safety net). */
-static void wait_any(struct copy_thread *t) {
-  struct pollfd p[2]; int n = 0;
-  struct stor_bqueue *qs[2] = { t->sq, t->dq };
-  struct stor_backend *bs[2] = { t->src, t->dst };
-  for (int i = 0; i < 2; i++) {
-    if (!bs[i]->ops->inflight(qs[i])) continue;
-    int fd = bs[i]->ops->event_fd(qs[i]);
-    if (fd < 0) return;   /* a synchronous backend: just go around */
-    if (bs[i]->ops->arm && bs[i]->ops->arm(qs[i]) > 0) return;
-    p[n++] = (struct pollfd){ fd, POLLIN, 0 };
-  }
-  if (!n) return;
-  if (poll(p, n, 100) > 0) for (int i = 0; i < n; i++) if (p[i].revents & POLLIN) { uint64_t v; if (read(p[i].fd, &v, 8) < 0) { /* raced */ } }
-}
+/* ---- waiting: the shared queue loop, notify mode, with both queues' completion fds ---------- */
 
-static void pump(struct copy_thread *t) {
+/* Work: resubmit what waited for room, commit both queues, reap both. Progress also when nothing is
+ * in flight any more (the caller's loop decides what next). */
+static int copy_poll(void *ctx) {
+  struct copy_thread *t = ctx;
+  retry_pending(t);
   t->src->ops->commit(t->sq);
   t->dst->ops->commit(t->dq);
   int n = 0;
   if (t->src->ops->inflight(t->sq)) n += t->src->ops->reap(t->sq, false);
   if (t->dst->ops->inflight(t->dq)) n += t->dst->ops->reap(t->dq, false);
-  if (!n && t->busy) wait_any(t);
+  return n > 0 ? n : !t->busy;
+}
+
+/* Arms both queues' completion fds (a backend may reap while arming: that is progress). */
+static int copy_arm(void *ctx) {
+  struct copy_thread *t = ctx;
+  struct stor_bqueue *qs[2] = { t->sq, t->dq };
+  struct stor_backend *bs[2] = { t->src, t->dst };
+  int n = 0;
+  for (int i = 0; i < 2; i++)
+    if (bs[i]->ops->inflight(qs[i]) && bs[i]->ops->arm) n += bs[i]->ops->arm(qs[i]);
+  return n;
+}
+
+static int copy_sleep_fds(void *ctx, struct pollfd *pf, int max) {
+  struct copy_thread *t = ctx;
+  struct stor_bqueue *qs[2] = { t->sq, t->dq };
+  struct stor_backend *bs[2] = { t->src, t->dst };
+  int n = 0;
+  for (int i = 0; i < 2; i++) {
+    if (!bs[i]->ops->inflight(qs[i])) continue;
+    int fd = bs[i]->ops->event_fd(qs[i]);
+    if (fd < 0) return 0;   /* a synchronous backend: just go around */
+    pf[n++] = (struct pollfd){ fd, POLLIN, 0 };
+  }
+  return n;
+}
+
+static int copy_woke(void *ctx, struct pollfd *pf, int n) {
+  for (int i = 0; i < n; i++) if (pf[i].revents & POLLIN) { uint64_t v; if (read(pf[i].fd, &v, 8) < 0) { /* raced */ } }
+  return 0;
+}
+
+/* The copy thread re-arms before every sleep (the loop's armed state is reset each time), and
+ * sleeps at most 100 ms as a safety net. */
+static void copy_disarm(void *ctx) {}
+static const struct stor_qloop_ops copy_loop_ops = {
+  .poll = copy_poll, .arm = copy_arm, .disarm = copy_disarm, .sleep_fds = copy_sleep_fds, .woke = copy_woke,
+};
+
+static void pump(struct copy_thread *t) {
+  t->loop.armed = false;
+  stor_qloop_wait(&t->loop, &copy_loop_ops, t);
 }
 
 static void *copy_thread_main(void *arg) {
@@ -174,13 +230,13 @@ static void *copy_thread_main(void *arg) {
       c->iov = (struct iovec){ c->buf, c->len };
       if (!t->verifying) {
         c->state = CH_READ;
-        start_req(t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
+        start_req(t, t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
       } else {
         c->state = CH_VERIFY;
         c->pending = 2;
         c->iov2 = (struct iovec){ c->buf2, c->len };
-        start_req(t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
-        start_req(t->dst, t->dq, &c->req2, STOR_OP_READ, cfg->dst_off + c->off, c->len, &c->iov2, verify_dst_done);
+        start_req(t, t->src, t->sq, &c->req, STOR_OP_READ, cfg->src_off + c->off, c->len, &c->iov, chunk_done);
+        start_req(t, t->dst, t->dq, &c->req2, STOR_OP_READ, cfg->dst_off + c->off, c->len, &c->iov2, verify_dst_done);
       }
     }
     pump(t);
@@ -204,7 +260,7 @@ static void run_pass(struct copy_thread *ts, unsigned n, bool verifying) {
 static void flush_destination(struct copy_thread *t) {
   struct copy_chunk *c = &t->chunks[0];
   c->state = CH_WRITE; c->len = 0; t->busy++;
-  start_req(t->dst, t->dq, &c->req, STOR_OP_FLUSH, 0, 0, NULL, chunk_done);
+  start_req(t, t->dst, t->dq, &c->req, STOR_OP_FLUSH, 0, 0, NULL, chunk_done);
   while (t->busy) pump(t);
 }
 
@@ -229,6 +285,8 @@ static void copy_execute(napi_env env, void *data) {
   for (unsigned i = 0; i < c->queues; i++) {
     struct copy_thread *t = &j->threads[i];
     t->cfg = c; t->src = j->src; t->dst = j->dst; t->index = i;
+    stor_qloop_init(&t->loop, STOR_MODE_NOTIFY, 0);
+    t->loop.sleep_timeout_ms = 100;
     t->nchunks = total_chunks / c->queues + (i < total_chunks % c->queues ? 1 : 0);
     int r = j->src->ops->queue_open(j->src, c->iodepth, &t->sq);
     if (r < 0) { snprintf(j->error, sizeof j->error, "source queue %u: %s", i, r == -EBUSY ? "the source has fewer queues than asked" : strerror(-r)); break; }
@@ -239,7 +297,9 @@ static void copy_execute(napi_env env, void *data) {
       break;
     }
     t->chunks = calloc(c->iodepth, sizeof *t->chunks);
-    if (!t->chunks) { snprintf(j->error, sizeof j->error, "out of memory"); break; }
+    t->pending_cap = 2 * c->iodepth + 1;
+    t->pending = calloc(t->pending_cap, sizeof *t->pending);
+    if (!t->chunks || !t->pending) { snprintf(j->error, sizeof j->error, "out of memory"); break; }
     for (unsigned k = 0; k < c->iodepth; k++) {
       struct copy_chunk *ch = &t->chunks[k];
       ch->t = t;
@@ -303,6 +363,7 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
       for (unsigned k = 0; k < c->iodepth; k++) { free(t->chunks[k].buf); free(t->chunks[k].buf2); }
     }
     free(t->chunks); t->chunks = NULL;
+    free(t->pending); t->pending = NULL;
   }
   napi_delete_reference(env, j->src_ref);
   napi_delete_reference(env, j->dst_ref);
@@ -346,10 +407,10 @@ static napi_value js_copy_run(napi_env env, napi_callback_info info) {
       !prop_bool(env, argv[2], "flush", &c->flush, true)) { free(j); return NULL; }
   if (!c->chunk || c->chunk % 512 || c->chunk > (64u << 20)) { free(j); return throw_msg(env, "chunk must be a multiple of 512 up to 64 MiB"); }
   if (!c->queues || c->queues > 64 || !c->iodepth || c->iodepth > 1024) { free(j); return throw_msg(env, "queues 1..64, iodepth 1..1024"); }
-  if (c->length % 512 || c->src_off + c->length > src->capacity || c->dst_off + c->length > dst->capacity) {
+  if (c->length % 512 || c->src_off + c->length > src->props.capacity || c->dst_off + c->length > dst->props.capacity) {
     free(j); return throw_msg(env, "the range does not fit the source and destination");
   }
-  if (dst->readonly) { free(j); return throw_msg(env, "the destination is read-only"); }
+  if (dst->props.readonly) { free(j); return throw_msg(env, "the destination is read-only"); }
   j->src = src; j->dst = dst;
   j->threads = calloc(c->queues, sizeof *j->threads);
   napi_create_reference(env, argv[0], 1, &j->src_ref);

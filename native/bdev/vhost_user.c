@@ -10,10 +10,10 @@
  * that does not live in registered memory. A request is a direct descriptor chain while the ring
  * has free descriptors for it, else one indirect descriptor (its slot's table), so a ring of N
  * entries always carries N requests in flight. */
-#include "backend.h"
-#include "napi_util.h"
-#include "virtio_blk.h"
-#include "vring.h"
+#include "bdev/bdev.h"
+#include "sys/napi_util.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/vring.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -182,12 +182,12 @@ static void free_chain(struct vu_queue *q, uint16_t head) {
 /* Each request is a chain [header][data...][status] (discard/write-zeroes: [header][segment][status]).
  * Direct descriptors while the ring has enough free ones — what most drivers and libblkio do, and
  * the cheapest for the device; one indirect descriptor otherwise (when negotiated). */
-static void vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
+static enum stor_submit vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
   struct vu_queue *q = (struct vu_queue *)bq;
   struct vu_backend *b = q->be;
-  if (atomic_load_explicit(&b->dead, memory_order_relaxed)) { stor_req_done(r, -ENOTCONN); return; }
+  if (atomic_load_explicit(&b->dead, memory_order_relaxed)) { stor_req_done(r, -ENOTCONN); return STOR_SUBMIT_QUEUED; }
   bool data = r->op == STOR_OP_READ || r->op == STOR_OP_WRITE;
-  if (!data && r->op != STOR_OP_FLUSH && r->op != STOR_OP_DISCARD && r->op != STOR_OP_WRITE_ZEROES) { stor_req_done(r, -EOPNOTSUPP); return; }
+  if (!data && r->op != STOR_OP_FLUSH && r->op != STOR_OP_DISCARD && r->op != STOR_OP_WRITE_ZEROES) { stor_req_done(r, -EOPNOTSUPP); return STOR_SUBMIT_QUEUED; }
   bool zero_copy = false;
   unsigned ndata = 0;
   if (data) {
@@ -195,7 +195,7 @@ static void vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
     for (int i = 0; zero_copy && i < r->niov; i++) zero_copy = in_regions(b, r->iov[i].iov_base, r->iov[i].iov_len);
     if (zero_copy) { for (int i = 0; i < r->niov; i++) if (r->iov[i].iov_len) ndata++; }
     else {
-      if (r->length > b->bounce_size) { stor_req_done(r, -E2BIG); return; }
+      if (r->length > b->bounce_size) { stor_req_done(r, -E2BIG); return STOR_SUBMIT_QUEUED; }
       ndata = 1;
     }
   } else if (r->op != STOR_OP_FLUSH) {
@@ -203,7 +203,8 @@ static void vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
   }
   unsigned n = ndata + 2;
   bool direct = q->free_top >= n;
-  if (!direct && !(b->indirect && q->free_top >= 1)) { stor_req_done(r, -EBUSY); return; }
+  /* no descriptors left: back-pressure, the caller resubmits after a completion */
+  if (!direct && !(b->indirect && q->free_top >= 1)) return STOR_SUBMIT_BUSY;
   uint16_t head = q->free_stack[q->free_top - 1];
   struct vu_slot *s = &q->slots[head];
   struct vring_desc chain[VU_MAX_CHAIN];
@@ -259,6 +260,7 @@ static void vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
   q->inflight++;
   q->avail->ring[q->avail_shadow % q->num] = head;
   q->avail_shadow++;
+  return STOR_SUBMIT_QUEUED;
 }
 
 static void vu_commit(struct stor_bqueue *bq) { vq_kick_if_needed((struct vu_queue *)bq); }
@@ -381,9 +383,21 @@ static void vu_destroy(struct stor_backend *be) {
 }
 
 static const struct stor_backend_ops vu_ops = {
-  .name = "vhost-user", .queue_open = vu_queue_open, .queue_close = vu_queue_close, .submit = vu_submit,
+  .version = STOR_BDEV_OPS_V1, .name = "vhost-user", .queue_open = vu_queue_open, .queue_close = vu_queue_close, .submit = vu_submit,
   .commit = vu_commit, .reap = vu_reap, .event_fd = vu_event_fd, .inflight = vu_inflight, .arm = vu_arm,
   .flush = vu_flush, .destroy = vu_destroy,
+};
+
+static const struct stor_bdev_prop_help vu_props[] = {
+  { "path", "the vhost-user-blk server's Unix socket" },
+  { NULL, NULL },
+};
+
+/* Listed so that every backend is in one table; opened by the client library, which performs the
+ * vhost-user handshake in TypeScript and then calls vuClientCreate. */
+const struct stor_bdev_driver stor_vhost_user_driver = {
+  .name = "vhost-user", .ops_version = STOR_BDEV_OPS_V1, .props = vu_props, .open = NULL,
+  .help = "a remote vhost-user-blk device (stor as the front-end): split virtqueues in shared memory",
 };
 
 /* ---- N-API ----------------------------------------------------------------------------------- */
@@ -437,9 +451,9 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   b->regions[0] = (struct vu_region){ b->mem, b->mem_size, b->mem_fd, true };
   b->nregions = 1;
   b->base.ops = &vu_ops;
-  b->base.capacity = capacity;
-  b->base.readonly = ro;
-  b->base.can_discard = b->base.can_write_zeroes = true;
+  stor_bdev_props_default(&b->base.props, capacity, ro);
+  b->base.props.max_queues = nq;
+  b->base.props.max_segments = seg_max;
   b->base.refs = 1;
   snprintf(b->base.desc, sizeof b->base.desc, "%s", desc);
 

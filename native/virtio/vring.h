@@ -81,6 +81,10 @@ enum vring_pop_result {
   VRING_BAD_CHAIN = -2,
 };
 
+/* Translates the three ring addresses (front-end virtual addresses) for a ring of num entries (0: not
+ * known yet, checked for one entry); -EFAULT with the bad ones named when any is outside the table. */
+int vring_translate(const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva, uint64_t used_uva,
+                    struct vring_desc **desc, struct vring_avail **avail, struct vring_used **used, char *err, size_t errlen);
 int vring_setup(struct vring *vr, const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva,
                 uint64_t used_uva, uint16_t base, bool event_idx, char *err, size_t errlen);
 /* How many entries the driver has made available and we have not popped (0 if none). */

@@ -1,15 +1,16 @@
-/* The vhost-user-blk device's data plane: one thread per virtqueue that pops virtio-blk
- * requests from guest memory, turns them into stor_req for the backend, and completes them,
- * with notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and
- * calls in here to set up memory and rings; nothing here calls JavaScript per request. */
-#include "backend.h"
-#include "guard.h"
-#include "napi_util.h"
-#include "virtio_blk.h"
-#include "vring.h"
+/* The vhost-user-blk export's data plane: the guest memory table, vring setup, and one thread per
+ * virtqueue that pops chains from guest memory, hands them to the transport-free virtio-blk handler
+ * (virtio/virtio_blk.c), submits what it produces to the backend, and publishes completions, with
+ * notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and calls in here
+ * to set up memory and rings; nothing here calls JavaScript per request. */
+#include "bdev/bdev.h"
+#include "export/queue_loop.h"
+#include "sys/guard.h"
+#include "sys/napi_util.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/vring.h"
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -19,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-enum blk_mode { MODE_NOTIFY = 0, MODE_POLL = 1, MODE_ADAPTIVE = 2 };
 #define MAX_QUEUES 64
 #define MAX_SEGS_PER_REQ 258   /* seg_max (256) + header + status */
 #define LOG_BURST 20           /* per-request failure logs allowed per second per queue */
@@ -28,18 +28,16 @@ struct blk_device;
 struct blk_queue;
 
 struct req_slot {
-  struct stor_req req;
+  struct virtio_blk_req vr;   /* first: the handler's completion finds the slot */
   struct blk_queue *q;
   uint16_t head;
   bool busy;
-  uint8_t *status;      /* the status byte in guest memory */
-  uint32_t used_len;    /* bytes written into device-writable buffers, reported in the used ring */
   struct iovec iov[MAX_SEGS_PER_REQ];
 };
 
 struct queue_stats {
-  uint64_t requests, reads, writes, flushes, discards, write_zeroes, get_id, errors, unsupported;
-  uint64_t bytes_read, bytes_written, kicks, calls, wakeups;
+  struct virtio_blk_stats blk;   /* kept by the virtio-blk handler */
+  uint64_t kicks, calls, wakeups;
 };
 
 struct blk_queue {
@@ -59,9 +57,15 @@ struct blk_queue {
   clockid_t cpu_clock;
   double cpu_seconds_done;   /* accumulated over earlier runs */
   struct vring vr;
+  struct virtio_blk_handler handler;   /* the device's settings, this queue's stats and log */
+  struct stor_qloop loop;
   struct stor_bqueue *bq;
   struct req_slot *slots;
   unsigned slots_num;
+  /* Requests the backend answered BUSY to, oldest first (a ring of slots_num entries): submitted
+   * again, in order, before any new request is popped. */
+  struct req_slot **deferred;
+  unsigned deferred_head, deferred_n;
   struct queue_stats st;
   volatile bool faulted;     /* guest memory raised SIGBUS: never touch it again */
   /* failure logging, rate-limited so a hostile driver cannot flood the log */
@@ -74,22 +78,13 @@ struct blk_device {
   struct mem_table mem;
   struct blk_queue q[MAX_QUEUES];
   int nqueues;
-  uint32_t block_size;
-  bool readonly;
-  char serial[VIRTIO_BLK_ID_BYTES];
   uint64_t features;
-  enum blk_mode mode;
-  uint64_t poll_ns;          /* adaptive: spin this long after the last request */
-  uint32_t max_discard_sectors, max_write_zeroes_sectors;
+  enum stor_completion_mode mode;
+  uint32_t spin_us;          /* the spin budget: adaptive's longest window after the last request */
   napi_threadsafe_function events;  /* (kind, queue, message) to JS: errors and lifecycle only */
   bool destroyed;
 };
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- events to JS (never per successful request) ---------------------------------------- */
 
@@ -146,168 +141,36 @@ static void req_log(struct blk_queue *q, const char *fmt, ...) {
 
 /* ---- request handling -------------------------------------------------------------------- */
 
-static void complete_slot(struct req_slot *s, uint8_t status) {
+/* The handler's completion: write the status, push the used entry (published at the next flush). */
+static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t used_len) {
+  struct req_slot *s = (struct req_slot *)vr;
   struct blk_queue *q = s->q;
-  if (status != VIRTIO_BLK_S_OK) { if (status == VIRTIO_BLK_S_UNSUPP) q->st.unsupported++; else q->st.errors++; }
   s->busy = false;
   if (q->faulted) return;
-  if (s->status) *s->status = status;
-  vring_push(&q->vr, s->head, s->status ? s->used_len : 0);
+  virtio_blk_req_status(vr, status);
+  vring_push(&q->vr, s->head, used_len);
 }
 
-static void on_backend_complete(struct stor_req *r) {
-  struct req_slot *s = (struct req_slot *)r;   /* req is the slot's first member */
-  if (r->result < 0) {
-    req_log(s->q, "backend %s at offset %llu length %llu failed: %s",
-            r->op == STOR_OP_READ ? "read" : r->op == STOR_OP_WRITE ? "write" : r->op == STOR_OP_FLUSH ? "flush" : "discard/zero",
-            (unsigned long long)r->offset, (unsigned long long)r->length, strerror(-r->result));
-    complete_slot(s, VIRTIO_BLK_S_IOERR);
-  } else {
-    complete_slot(s, VIRTIO_BLK_S_OK);
-  }
+static void handler_log(void *ctx, const char *msg) { req_log(ctx, "%s", msg); }
+
+/* Hands a request to the backend; a full backend queue defers it (back-pressure, not an error). */
+static void queue_submit(struct blk_queue *q, struct req_slot *s) {
+  if (q->deferred_n || q->dev->be->ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY)
+    q->deferred[(q->deferred_head + q->deferred_n++) % q->slots_num] = s;
 }
 
-/* Checks [sector, sector + len) against the capacity with overflow in mind. */
-static bool range_ok(struct blk_device *d, uint64_t sector, uint64_t len) {
-  uint64_t cap = d->be->capacity;
-  if (sector > cap / 512) return false;
-  uint64_t off = sector * 512;
-  return len <= cap - off;
-}
-
-/* Serves one popped chain. Every early exit completes the slot with a status. */
-static void handle_request(struct blk_queue *q, struct req_slot *s, struct vring_chain *c) {
-  struct blk_device *d = q->dev;
-  struct iovec *out = s->iov, *in = s->iov + c->n_out;
-  s->status = NULL;
-  s->used_len = 0;
-  q->st.requests++;
-
-  /* The status byte is the last byte of the last device-writable buffer. */
-  if (c->in_len < 1) {
-    req_log(q, "request (head %u) has no device-writable status byte; returned with length 0", c->head);
-    complete_slot(s, VIRTIO_BLK_S_IOERR);
-    return;
+/* Resubmits deferred requests in order until the backend is full again; returns how many went in. */
+static int retry_deferred(struct blk_queue *q) {
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  int n = 0;
+  while (q->deferred_n) {
+    struct req_slot *s = q->deferred[q->deferred_head];
+    if (ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY) break;
+    q->deferred_head = (q->deferred_head + 1) % q->slots_num;
+    q->deferred_n--;
+    n++;
   }
-  struct iovec *last = &in[c->n_in - 1];
-  s->status = (uint8_t *)last->iov_base + last->iov_len - 1;
-  s->used_len = 1;
-  /* data iovecs that are writable: everything but the status byte */
-  int n_in_data = c->n_in;
-  size_t in_data_len = c->in_len - 1;
-  struct iovec saved_last = *last;
-  if (last->iov_len == 1) n_in_data--; else last->iov_len--;
-
-  struct virtio_blk_outhdr hdr;
-  if (c->out_len < sizeof hdr || iov_to_buf(out, c->n_out, 0, &hdr, sizeof hdr) != sizeof hdr) {
-    *last = saved_last;
-    req_log(q, "request (head %u) has a %llu-byte header, needs 16", c->head, (unsigned long long)c->out_len);
-    complete_slot(s, VIRTIO_BLK_S_IOERR);
-    return;
-  }
-  size_t out_data_len = c->out_len - sizeof hdr;
-  struct stor_req *r = &s->req;
-  memset(r, 0, sizeof *r);
-  r->complete = on_backend_complete;
-
-  switch (hdr.type) {
-  case VIRTIO_BLK_T_IN:
-  case VIRTIO_BLK_T_OUT: {
-    bool is_read = hdr.type == VIRTIO_BLK_T_IN;
-    size_t len = is_read ? in_data_len : out_data_len;
-    /* data must travel in the direction the request type says */
-    if (is_read ? out_data_len != 0 : in_data_len != 0) {
-      req_log(q, "%s request (head %u) carries %zu bytes in the wrong direction", is_read ? "read" : "write", c->head,
-              is_read ? out_data_len : in_data_len);
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (len % 512) {
-      req_log(q, "%s of %zu bytes is not a multiple of 512", is_read ? "read" : "write", len);
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (!range_ok(d, hdr.sector, len)) {
-      req_log(q, "%s at sector %llu length %zu is past the end (capacity %llu sectors)", is_read ? "read" : "write",
-              (unsigned long long)hdr.sector, len, (unsigned long long)(d->be->capacity / 512));
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (!is_read && d->readonly) {
-      req_log(q, "write at sector %llu refused: device is read-only", (unsigned long long)hdr.sector);
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (len == 0) { complete_slot(s, VIRTIO_BLK_S_OK); return; }
-    r->op = is_read ? STOR_OP_READ : STOR_OP_WRITE;
-    r->offset = hdr.sector * 512;
-    r->length = len;
-    if (is_read) {
-      r->iov = in; r->niov = n_in_data;
-      s->used_len = (uint32_t)len + 1;
-      q->st.reads++; q->st.bytes_read += len;
-    } else {
-      /* skip the header bytes at the front of the readable iovecs */
-      size_t skip = sizeof hdr;
-      int first = 0;
-      while (first < c->n_out && skip >= out[first].iov_len) { skip -= out[first].iov_len; first++; }
-      out[first].iov_base = (char *)out[first].iov_base + skip;
-      out[first].iov_len -= skip;
-      r->iov = out + first; r->niov = c->n_out - first;
-      q->st.writes++; q->st.bytes_written += len;
-    }
-    d->be->ops->submit(q->bq, r);
-    return;
-  }
-  case VIRTIO_BLK_T_FLUSH:
-    q->st.flushes++;
-    r->op = STOR_OP_FLUSH;
-    d->be->ops->submit(q->bq, r);
-    return;
-  case VIRTIO_BLK_T_GET_ID: {
-    q->st.get_id++;
-    size_t n = in_data_len < VIRTIO_BLK_ID_BYTES ? in_data_len : VIRTIO_BLK_ID_BYTES;
-    buf_to_iov(in, n_in_data, 0, d->serial, n);
-    s->used_len = (uint32_t)n + 1;
-    complete_slot(s, VIRTIO_BLK_S_OK);
-    return;
-  }
-  case VIRTIO_BLK_T_DISCARD:
-  case VIRTIO_BLK_T_WRITE_ZEROES: {
-    bool discard = hdr.type == VIRTIO_BLK_T_DISCARD;
-    struct virtio_blk_discard_write_zeroes seg;
-    /* max_discard_seg = max_write_zeroes_seg = 1 in the config space: exactly one segment */
-    if (out_data_len != sizeof seg) {
-      req_log(q, "%s request carries %zu bytes of segments, expected exactly one 16-byte segment",
-              discard ? "discard" : "write-zeroes", out_data_len);
-      complete_slot(s, VIRTIO_BLK_S_UNSUPP);
-      return;
-    }
-    iov_to_buf(out, c->n_out, sizeof hdr, &seg, sizeof seg);
-    uint64_t len = (uint64_t)seg.num_sectors * 512;
-    uint32_t max = discard ? d->max_discard_sectors : d->max_write_zeroes_sectors;
-    if (d->readonly || !range_ok(d, seg.sector, len) || seg.num_sectors > max ||
-        (discard && seg.flags) || (!discard && (seg.flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))) {
-      req_log(q, "%s of sector %llu count %u refused (%s)", discard ? "discard" : "write-zeroes",
-              (unsigned long long)seg.sector, seg.num_sectors,
-              d->readonly ? "read-only" : !range_ok(d, seg.sector, len) ? "past the end" : seg.num_sectors > max ? "too large" : "bad flags");
-      complete_slot(s, VIRTIO_BLK_S_IOERR);
-      return;
-    }
-    if (len == 0) { complete_slot(s, VIRTIO_BLK_S_OK); return; }
-    if (discard) q->st.discards++; else q->st.write_zeroes++;
-    r->op = discard ? STOR_OP_DISCARD : STOR_OP_WRITE_ZEROES;
-    r->flags = (!discard && (seg.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) ? STOR_REQ_F_UNMAP : 0;
-    r->offset = seg.sector * 512;
-    r->length = len;
-    d->be->ops->submit(q->bq, r);
-    return;
-  }
-  default:
-    req_log(q, "unsupported request type %u", hdr.type);
-    complete_slot(s, VIRTIO_BLK_S_UNSUPP);
-    return;
-  }
+  return n;
 }
 
 /* Pops and starts every available request. Returns how many, or -1 if the ring is broken. */
@@ -315,6 +178,12 @@ static int process_ring(struct blk_queue *q) {
   struct blk_device *d = q->dev;
   int n = 0;
   char err[256];
+  /* the backend is full: leave new requests in the ring until the deferred ones are in (those that
+   * went in count as work: they need a commit) */
+  if (q->deferred_n) {
+    n = retry_deferred(q);
+    if (q->deferred_n) return n;
+  }
   for (;;) {
     struct vring_chain c;
     /* a chain can only be popped into a free slot; slots are indexed by head */
@@ -341,7 +210,10 @@ static int process_ring(struct blk_queue *q) {
     s->busy = true;
     s->head = c.head;
     s->q = q;
-    handle_request(q, s, &c);
+    s->vr.head = c.head;
+    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
+        VIRTIO_BLK_REQ_SUBMIT)
+      queue_submit(q, s);
     n++;
   }
   return n;
@@ -360,18 +232,69 @@ static void drain_fd(int fd) {
   if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */ }
 }
 
+/* ---- the queue thread: the shared queue loop with this export's callbacks ---------------------- */
+
+enum { LOOP_STOP = -1, LOOP_BROKEN = -2, LOOP_KICK_FAILED = -3 };
+
+/* Work: pop and start requests, commit, reap the backend, publish completions. */
+static int loop_poll(void *ctx) {
+  struct blk_queue *q = ctx;
+  if (atomic_load_explicit(&q->stop, memory_order_relaxed)) return LOOP_STOP;
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  int n = process_ring(q);
+  if (n < 0) return LOOP_BROKEN;
+  if (n > 0) ops->commit(q->bq);
+  int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
+  signal_call(q);
+  return n + c;
+}
+
+/* Before sleeping: ask the driver for kicks — or, while requests wait for room in a full backend,
+ * only for the backend's next completion (new requests stay in the ring until then). */
+static int loop_arm(void *ctx) {
+  struct blk_queue *q = ctx;
+  if (q->deferred_n) {
+    const struct stor_backend_ops *ops = q->dev->be->ops;
+    return ops->arm && ops->arm(q->bq) > 0;
+  }
+  return q->kick_fd >= 0 && vring_enable_kicks(&q->vr);
+}
+
+static void loop_disarm(void *ctx) {
+  struct blk_queue *q = ctx;
+  vring_disable_kicks(&q->vr);
+}
+
+static int loop_sleep_fds(void *ctx, struct pollfd *pf, int max) {
+  struct blk_queue *q = ctx;
+  int be_fd = q->dev->be->ops->event_fd(q->bq);
+  if (q->kick_fd < 0 && be_fd < 0) return 0;   /* nothing to wait on: the driver expects polling */
+  pf[0] = (struct pollfd){ q->wake_fd, POLLIN, 0 };
+  pf[1] = (struct pollfd){ q->deferred_n ? -1 : q->kick_fd, POLLIN, 0 };   /* poll(2) skips fd -1 */
+  pf[2] = (struct pollfd){ be_fd, POLLIN, 0 };
+  return 3;
+}
+
+static int loop_woke(void *ctx, struct pollfd *pf, int n) {
+  struct blk_queue *q = ctx;
+  q->st.wakeups++;
+  if (pf[1].revents & POLLIN) { drain_fd(q->kick_fd); q->st.kicks++; }
+  if (pf[2].revents & POLLIN) drain_fd(pf[2].fd);
+  if (pf[1].revents & (POLLERR | POLLNVAL)) {
+    emit(q->dev, "broken", q->index, "queue %d: kick fd failed", q->index);
+    return LOOP_KICK_FAILED;
+  }
+  return 0;
+}
+
+static const struct stor_qloop_ops export_loop_ops = {
+  .poll = loop_poll, .arm = loop_arm, .disarm = loop_disarm, .sleep_fds = loop_sleep_fds, .woke = loop_woke,
+};
+
 static void *queue_thread(void *arg) {
   struct blk_queue *q = arg;
   struct blk_device *d = q->dev;
   const struct stor_backend_ops *ops = d->be->ops;
-  int be_fd = ops->event_fd(q->bq);
-  bool kicks_on = true;   /* the driver starts with kicks enabled */
-  uint64_t idle_since = 0;
-  /* adaptive: the spin window adapts between 0 and poll_ns, as QEMU's AioContext polling does:
-   * it grows when a sleep ended soon (spinning a little longer would have caught the request)
-   * and shrinks when a sleep was long (spinning was wasted) */
-  uint64_t spin_ns = d->poll_ns;
-  unsigned empty_spins = 0;
   char name[16];
   snprintf(name, sizeof name, "stor-vq%d", q->index);
   pthread_setname_np(pthread_self(), name);
@@ -385,60 +308,25 @@ static void *queue_thread(void *arg) {
     goto out;
   }
   stor_fault_jmp = &fault;
-  if (d->mode != MODE_NOTIFY || q->kick_fd < 0) { vring_disable_kicks(&q->vr); kicks_on = false; }
-  while (!atomic_load_explicit(&q->stop, memory_order_relaxed)) {
-    int n = process_ring(q);
-    if (n < 0) { queue_broken_notify(q); break; }
-    if (n > 0) ops->commit(q->bq);
-    int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
-    signal_call(q);
-    if (n > 0 || c > 0) {
-      if (kicks_on) { vring_disable_kicks(&q->vr); kicks_on = false; }
-      idle_since = 0;
-      empty_spins = 0;
-      continue;
-    }
-    /* Idle. Poll mode spins; adaptive spins for its window; notify (or adaptive past it) sleeps. */
-    bool sleep = d->mode == MODE_NOTIFY;
-    if (d->mode == MODE_ADAPTIVE) {
-      uint64_t t = now_ns();
-      if (!idle_since) idle_since = t;
-      if (t - idle_since >= spin_ns) sleep = true;
-    }
-    if (q->kick_fd < 0 && be_fd < 0) sleep = false;   /* nothing to wait on: the driver expects polling */
-    if (!sleep) {
-      /* Give the CPU away now and then: on a shared machine the driver we wait for may need this core. */
-      if (++empty_spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
-      continue;
-    }
-    if (q->kick_fd >= 0 && !kicks_on) {
-      kicks_on = true;
-      if (vring_enable_kicks(&q->vr)) continue;   /* arrived while we were turning kicks on */
-    }
-    struct pollfd pf[3] = { { q->wake_fd, POLLIN, 0 }, { q->kick_fd, POLLIN, 0 }, { be_fd, POLLIN, 0 } };
-    uint64_t slept_at = d->mode == MODE_ADAPTIVE ? now_ns() : 0;
-    int r = poll(pf, 3, -1);
-    q->st.wakeups++;
-    if (d->mode == MODE_ADAPTIVE) {
-      uint64_t blocked = now_ns() - slept_at;
-      if (blocked <= d->poll_ns) spin_ns = spin_ns ? (spin_ns * 2 > d->poll_ns ? d->poll_ns : spin_ns * 2) : (d->poll_ns < 4000 ? d->poll_ns : 4000);
-      else spin_ns /= 2;
-    }
-    if (r < 0) continue;
-    if (pf[1].revents & POLLIN) { drain_fd(q->kick_fd); q->st.kicks++; }
-    if (pf[2].revents & POLLIN) drain_fd(be_fd);
-    if (pf[1].revents & (POLLERR | POLLNVAL)) {
-      emit(d, "broken", q->index, "queue %d: kick fd failed", q->index);
-      break;
-    }
-    idle_since = 0;
+  /* the driver starts with kicks enabled: notify mode keeps them (the loop starts armed); the
+   * spinning modes, and a queue without a kick fd, turn them off */
+  stor_qloop_init(&q->loop, d->mode, d->spin_us);
+  if (d->mode == STOR_MODE_NOTIFY && q->kick_fd >= 0) q->loop.armed = true;
+  else vring_disable_kicks(&q->vr);
+  for (;;) {
+    int r = stor_qloop_wait(&q->loop, &export_loop_ops, q);
+    if (r == LOOP_BROKEN) queue_broken_notify(q);
+    if (r < 0) break;
   }
-  /* Stopping: finish what is in flight so the used ring is complete when GET_VRING_BASE returns. */
-  while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
+  /* Stopping: finish what is in flight (and what waits for room) so the used ring is complete when
+   * GET_VRING_BASE returns. */
+  while (ops->inflight(q->bq) || q->deferred_n) { retry_deferred(q); ops->commit(q->bq); ops->reap(q->bq, true); }
   signal_call(q);
 out:
   stor_fault_jmp = NULL;
-  /* after a fault: reap the backend without touching guest memory (complete_slot checks faulted) */
+  /* after a fault: reap the backend without touching guest memory (complete_slot checks faulted);
+   * requests still waiting for room are dropped with the ring */
+  q->deferred_n = 0;
   while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
   return NULL;
 }
@@ -489,11 +377,14 @@ static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
   q->faulted = false;
   if (q->slots_num != q->num) {
     free(q->slots);
+    free(q->deferred);
     q->slots = calloc(q->num, sizeof *q->slots);
-    if (!q->slots) { q->slots_num = 0; snprintf(err, errlen, "out of memory for %u request slots", q->num); return -ENOMEM; }
+    q->deferred = calloc(q->num, sizeof *q->deferred);
+    if (!q->slots || !q->deferred) { free(q->slots); free(q->deferred); q->slots = NULL; q->deferred = NULL; q->slots_num = 0; snprintf(err, errlen, "out of memory for %u request slots", q->num); return -ENOMEM; }
     q->slots_num = q->num;
   }
   for (unsigned i = 0; i < q->num; i++) q->slots[i].busy = false;
+  q->deferred_head = q->deferred_n = 0;
   r = d->be->ops->queue_open(d->be, q->num, &q->bq);
   if (r < 0) { snprintf(err, errlen, "backend queue: %s", strerror(-r)); return r; }
   atomic_store(&q->stop, false);
@@ -520,7 +411,7 @@ static void device_destroy(struct blk_device *d) {
   if (d->destroyed) return;
   d->destroyed = true;
   device_reset(d);
-  for (int i = 0; i < d->nqueues; i++) { close_fd(&d->q[i].wake_fd); free(d->q[i].slots); d->q[i].slots = NULL; }
+  for (int i = 0; i < d->nqueues; i++) { close_fd(&d->q[i].wake_fd); free(d->q[i].slots); d->q[i].slots = NULL; free(d->q[i].deferred); d->q[i].deferred = NULL; }
   if (d->events) { napi_release_threadsafe_function(d->events, napi_tsfn_abort); d->events = NULL; }
   stor_backend_put(d->be);
   d->be = NULL;
@@ -533,13 +424,8 @@ static void device_finalize(napi_env env, void *data, void *hint) {
 }
 
 static struct blk_device *dev_arg(napi_env env, napi_value v) {
-  void *data;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
-    throw_msg(env, "expected a vhost-user-blk device handle");
-    return NULL;
-  }
-  struct blk_device *d = data;
+  struct blk_device *d = handle_arg(env, v, STOR_HANDLE_BLK_DEVICE, "vhost-user-blk device");
+  if (!d) return NULL;
   if (d->destroyed) { throw_msg(env, "device is closed"); return NULL; }
   return d;
 }
@@ -563,18 +449,19 @@ static void resume_all(struct blk_device *d, const bool *was_running) {
 
 /* ---- N-API ---------------------------------------------------------------------------------- */
 
-/* blkDeviceCreate(backend, {queues, blockSize, readonly, serial, mode, pollUs, maxDiscardSectors,
+/* blkDeviceCreate(backend, {queues, blockSize, readonly, serial, mode, spinUs (pollUs: its old name), maxDiscardSectors,
  *                 maxWriteZeroesSectors}, onEvent(kind, queue, msg)) -> handle */
 static napi_value js_create(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
   struct stor_backend *be = backend_from_js(env, argv[0]);
   if (!be) return NULL;
-  uint32_t queues, block_size, poll_us, mds, mwzs;
+  uint32_t queues, block_size, poll_us, spin_us, mds, mwzs;
   bool readonly;
   char serial[64], mode[16];
   if (!prop_u32(env, argv[1], "queues", &queues, 1) || !prop_u32(env, argv[1], "blockSize", &block_size, 512) ||
       !prop_bool(env, argv[1], "readonly", &readonly, false) || !prop_str(env, argv[1], "serial", serial, sizeof serial, "") ||
-      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, 64) ||
+      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, STOR_SPIN_US_DEFAULT) ||
+      !prop_u32(env, argv[1], "spinUs", &spin_us, poll_us) ||
       !prop_u32(env, argv[1], "maxDiscardSectors", &mds, 1u << 22) ||
       !prop_u32(env, argv[1], "maxWriteZeroesSectors", &mwzs, 1u << 22))
     return NULL;
@@ -584,16 +471,19 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   d->be = be;
   be->refs++;
   d->nqueues = (int)queues;
-  d->block_size = block_size;
-  d->readonly = readonly || be->readonly;
-  memcpy(d->serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
-  d->mode = !strcmp(mode, "poll") ? MODE_POLL : !strcmp(mode, "notify") ? MODE_NOTIFY : MODE_ADAPTIVE;
-  d->poll_ns = (uint64_t)poll_us * 1000;
-  d->max_discard_sectors = mds;
-  d->max_write_zeroes_sectors = mwzs;
+  int m = stor_completion_mode_parse(mode);
+  d->mode = m < 0 ? STOR_MODE_ADAPTIVE : (enum stor_completion_mode)m;
+  d->spin_us = spin_us;
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
     q->dev = d; q->index = i;
+    /* one handler per queue: the same device settings, this queue's counters and log */
+    q->handler = (struct virtio_blk_handler){
+      .be = be, .block_size = block_size, .readonly = readonly || be->props.readonly,
+      .max_discard_sectors = mds, .max_write_zeroes_sectors = mwzs,
+      .stats = &q->st.blk, .log = handler_log, .log_ctx = q,
+    };
+    memcpy(q->handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
     q->kick_fd = q->call_fd = q->err_fd = -1;
     q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   }
@@ -605,9 +495,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   }
   /* Events must not keep the process alive on their own; the server's socket does that. */
   napi_unref_threadsafe_function(env, d->events);
-  napi_value ext;
-  NAPI_CALL(env, napi_create_external(env, d, device_finalize, NULL, &ext));
-  return ext;
+  return make_handle(env, STOR_HANDLE_BLK_DEVICE, d, device_finalize);
 }
 
 static napi_value js_destroy(napi_env env, napi_callback_info info) {
@@ -729,9 +617,19 @@ static napi_value js_set_vring(napi_env env, napi_callback_info info) {
   if (present) { if (!arg_u32(env, v, &u) || u > 65535) return throw_msg(env, "vring base must be 0..65535"); q->base = (uint16_t)u; }
   if (!get_prop(env, argv[2], "desc", &v, &present)) return NULL;
   if (present) {
-    if (!prop_u64(env, argv[2], "desc", &q->desc_uva, 0) || !prop_u64(env, argv[2], "avail", &q->avail_uva, 0) ||
-        !prop_u64(env, argv[2], "used", &q->used_uva, 0))
+    uint64_t desc, avail, used;
+    if (!prop_u64(env, argv[2], "desc", &desc, 0) || !prop_u64(env, argv[2], "avail", &avail, 0) ||
+        !prop_u64(env, argv[2], "used", &used, 0))
       return NULL;
+    /* Refused now, as libvhost-user does, not acknowledged and found broken when the ring starts:
+     * the rings must lie in the current memory table (for the ring size when known, else one entry). */
+    struct vring_desc *dp; struct vring_avail *ap; struct vring_used *up;
+    char err[256];
+    if (vring_translate(&d->mem, q->num, desc, avail, used, &dp, &ap, &up, err, sizeof err) < 0) {
+      q->addr_set = false;
+      return throw_msg(env, "%s", err);
+    }
+    q->desc_uva = desc; q->avail_uva = avail; q->used_uva = used;
     q->addr_set = true;
   }
   return make_undefined(env);
@@ -804,11 +702,13 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     struct blk_queue *q = &d->q[i];
     napi_value o;
     napi_create_object(env, &o);
-#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.f))
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.blk.f))
     S(requests); S(reads); S(writes); S(flushes); S(discards); S(get_id); S(errors); S(unsupported);
-    S(bytes_read); S(bytes_written); S(kicks); S(calls); S(wakeups);
+    S(bytes_read); S(bytes_written); S(write_zeroes);
 #undef S
-    set_prop(env, o, "write_zeroes", make_f64(env, (double)q->st.write_zeroes));
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.f))
+    S(kicks); S(calls); S(wakeups);
+#undef S
     set_prop(env, o, "running", make_bool(env, q->running));
     set_prop(env, o, "cpuSeconds", make_f64(env, queue_cpu_seconds(q)));
     napi_set_element(env, arr, i, o);

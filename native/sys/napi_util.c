@@ -1,4 +1,4 @@
-#include "napi_util.h"
+#include "sys/napi_util.h"
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -119,4 +119,33 @@ napi_value start_job(napi_env env, const char *name, napi_async_execute_callback
   napi_add_finalizer(env, progress_fn, data, finalize, NULL, NULL);
   set_prop(env, res, "progress", progress_fn);
   return res;
+}
+
+/* One random 128-bit tag per kind of handle. */
+static const napi_type_tag handle_tags[STOR_HANDLE_KINDS] = {
+  [STOR_HANDLE_BACKEND] = { 0x73746f7262646576ull, 0x9b1c54a0e2d34f11ull },
+  [STOR_HANDLE_BLK_DEVICE] = { 0x73746f72626c6b64ull, 0x4e7a2b90c1f86d23ull },
+  [STOR_HANDLE_CLIENT_QUEUE] = { 0x73746f72636c7471ull, 0x2d6f18b3a7e95c47ull },
+};
+
+napi_value make_handle(napi_env env, enum stor_handle_kind kind, void *data, napi_finalize finalize) {
+  napi_value ext;
+  if (napi_create_external(env, data, finalize, NULL, &ext) != napi_ok) return NULL;
+  if (napi_type_tag_object(env, ext, &handle_tags[kind]) != napi_ok) return NULL;
+  return ext;
+}
+
+void *handle_arg(napi_env env, napi_value v, enum stor_handle_kind kind, const char *what) {
+  napi_valuetype t;
+  bool tagged = false;
+  void *data = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, &handle_tags[kind], &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, v, &data) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "expected a %s handle", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return NULL;
+  }
+  return data;
 }

@@ -1,4 +1,4 @@
-#include "vring.h"
+#include "virtio/vring.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -106,20 +106,28 @@ int mem_gpa_to_iov(const struct mem_table *t, uint64_t gpa, uint64_t len, struct
   return n;
 }
 
+int vring_translate(const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva, uint64_t used_uva,
+                    struct vring_desc **desc, struct vring_avail **avail, struct vring_used **used, char *err, size_t errlen) {
+  if (num == 0) num = 1;   /* size not known yet: at least one entry must fit */
+  *desc = mem_uva_to_host(t, desc_uva, 16ull * num);
+  *avail = mem_uva_to_host(t, avail_uva, 6 + 2ull * num);
+  *used = mem_uva_to_host(t, used_uva, 6 + 8ull * num);
+  if (!*desc || !*avail || !*used) {
+    snprintf(err, errlen, "ring address outside guest memory (desc 0x%llx%s, avail 0x%llx%s, used 0x%llx%s)",
+             (unsigned long long)desc_uva, *desc ? "" : " bad", (unsigned long long)avail_uva, *avail ? "" : " bad",
+             (unsigned long long)used_uva, *used ? "" : " bad");
+    return -EFAULT;
+  }
+  return 0;
+}
+
 int vring_setup(struct vring *vr, const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva,
                 uint64_t used_uva, uint16_t base, bool event_idx, char *err, size_t errlen) {
   memset(vr, 0, sizeof *vr);
   if (num == 0 || (num & (num - 1)) || num > 32768) { snprintf(err, errlen, "queue size %u is not a power of 2 up to 32768", num); return -EINVAL; }
   vr->num = num;
-  vr->desc = mem_uva_to_host(t, desc_uva, 16ull * num);
-  vr->avail = mem_uva_to_host(t, avail_uva, 6 + 2ull * num);
-  vr->used = mem_uva_to_host(t, used_uva, 6 + 8ull * num);
-  if (!vr->desc || !vr->avail || !vr->used) {
-    snprintf(err, errlen, "ring address outside guest memory (desc 0x%llx%s, avail 0x%llx%s, used 0x%llx%s)",
-             (unsigned long long)desc_uva, vr->desc ? "" : " bad", (unsigned long long)avail_uva, vr->avail ? "" : " bad",
-             (unsigned long long)used_uva, vr->used ? "" : " bad");
-    return -EFAULT;
-  }
+  int r = vring_translate(t, num, desc_uva, avail_uva, used_uva, &vr->desc, &vr->avail, &vr->used, err, errlen);
+  if (r < 0) return r;
   if (((uintptr_t)vr->desc & 15) || ((uintptr_t)vr->avail & 1) || ((uintptr_t)vr->used & 3)) {
     snprintf(err, errlen, "ring addresses misaligned");
     return -EINVAL;

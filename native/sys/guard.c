@@ -1,4 +1,4 @@
-#include "guard.h"
+#include "sys/guard.h"
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>

@@ -1,10 +1,10 @@
 /* Requests from JavaScript (the promise-based client library) onto any backend queue. JS submits
  * with a token, watches event_fd on the libuv loop (or polls), and reaps [token, result] pairs.
  * Buffers stay referenced until their request completes. */
-#include "backend.h"
-#include "napi_util.h"
+#include "bdev/bdev.h"
+#include "export/queue_loop.h"
+#include "sys/napi_util.h"
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 struct client_req {
@@ -34,12 +34,8 @@ static void on_complete(struct stor_req *r) {
 }
 
 static struct client_queue *cq_arg(napi_env env, napi_value v) {
-  void *data; napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
-    throw_msg(env, "expected a client queue handle");
-    return NULL;
-  }
-  struct client_queue *q = data;
+  struct client_queue *q = handle_arg(env, v, STOR_HANDLE_CLIENT_QUEUE, "client queue");
+  if (!q) return NULL;
   if (q->closed) { throw_msg(env, "client queue is closed"); return NULL; }
   return q;
 }
@@ -85,9 +81,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   for (unsigned i = 0; i < depth; i++) { q->free_ids[i] = depth - 1 - i; q->reqs[i].q = q; }
   q->free_top = depth;
   napi_create_reference(env, argv[0], 1, &q->backend_ref);
-  napi_value ext;
-  NAPI_CALL(env, napi_create_external(env, q, cq_finalize, NULL, &ext));
-  return ext;
+  return make_handle(env, STOR_HANDLE_CLIENT_QUEUE, q, cq_finalize);
 }
 
 /* clientSubmit(q, op, offset, length, buffer|null, token, flags) -> true, or false when the queue is full */
@@ -122,11 +116,9 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
     c->req.iov = &c->iov; c->req.niov = 1;
     napi_create_reference(env, argv[4], 1, &c->buf_ref);
   }
-  q->be->ops->submit(q->bq, &c->req);
-  /* -EBUSY inline: the ring has no descriptors left right now. Back-pressure, not a failure: take
-   * the request back; the caller retries after a completion. */
-  if (q->done_n && q->done_ids[q->done_n - 1] == id && c->req.result == -EBUSY) {
-    q->done_n--;
+  /* BUSY: the backend's queue is full right now. Back-pressure, not a failure: take the request
+   * back; the caller retries after a completion. */
+  if (q->be->ops->submit(q->bq, &c->req) == STOR_SUBMIT_BUSY) {
     if (c->buf_ref) { napi_delete_reference(env, c->buf_ref); c->buf_ref = NULL; }
     q->free_ids[q->free_top++] = id;
     return make_bool(env, false);
@@ -142,10 +134,14 @@ static napi_value js_commit(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
-static uint64_t mono_ns(void) {
-  struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+/* Polling: one non-blocking reap; progress once a completion is waiting for JS (or nothing is in flight). */
+static int cq_poll(void *ctx) {
+  struct client_queue *q = ctx;
+  if (q->done_n || !q->be->ops->inflight(q->bq)) return 1;
+  q->be->ops->reap(q->bq, false);
+  return q->done_n > 0;
 }
+static const struct stor_qloop_ops cq_loop_ops = { .poll = cq_poll };
 
 /* clientReap(q, spinUs, arm) -> Float64Array [token, result, token, result, ...]
  * spinUs > 0: poll up to that long for a first completion (polled mode).
@@ -163,8 +159,10 @@ static napi_value js_reap(napi_env env, napi_callback_info info) {
   ops->commit(q->bq);
   if (ops->inflight(q->bq)) ops->reap(q->bq, false);
   if (spin_us && !q->done_n && ops->inflight(q->bq)) {
-    uint64_t until = mono_ns() + spin_us * 1000ull;
-    while (!q->done_n && ops->inflight(q->bq) && mono_ns() < until) { ops->reap(q->bq, false); __builtin_ia32_pause(); }
+    /* spin, then arm: the shared queue loop's bounded spin; the Node event loop is the sleep */
+    struct stor_qloop l;
+    stor_qloop_init(&l, STOR_MODE_POLL, spin_us);
+    stor_qloop_spin(&l, &cq_loop_ops, q);
   }
   if (arm && ops->arm && ops->inflight(q->bq)) ops->arm(q->bq);
   napi_value ab, arr;
@@ -198,10 +196,9 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
 
 static napi_value js_close_q(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  void *data; napi_valuetype t;
-  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external || napi_get_value_external(env, argv[0], &data) != napi_ok)
-    return throw_msg(env, "expected a client queue handle");
-  cq_close(env, data);
+  struct client_queue *q = handle_arg(env, argv[0], STOR_HANDLE_CLIENT_QUEUE, "client queue");
+  if (!q) return NULL;
+  cq_close(env, q);
   return make_undefined(env);
 }
 

@@ -1,0 +1,242 @@
+/* The file backend: a raw image or block device through io_uring (liburing), one ring per queue
+ * thread, with an eventfd registered on the ring as the completion fd. */
+#include "bdev/bdev.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct file_backend { struct stor_backend base; int fd; bool blockdev; unsigned ring_size; };
+
+struct file_bqueue {
+  struct file_backend *be;
+  unsigned depth;     /* requests the ring may hold (queued + inflight); more is back-pressure */
+  struct io_uring ring;
+  int evfd;
+  unsigned queued;    /* prepared SQEs not yet submitted */
+  unsigned inflight;  /* submitted, not yet reaped */
+};
+
+static int file_queue_open(struct stor_backend *be, unsigned depth, struct stor_bqueue **out) {
+  struct file_bqueue *q = calloc(1, sizeof *q);
+  if (!q) return -ENOMEM;
+  q->be = (struct file_backend *)be;
+  if (q->be->ring_size) depth = q->be->ring_size;
+  if (depth < 1) depth = 1;
+  q->depth = depth;
+  int r = io_uring_queue_init(depth, &q->ring, 0);
+  if (r < 0) { free(q); return r; }
+  q->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (q->evfd < 0 || io_uring_register_eventfd(&q->ring, q->evfd) < 0) {
+    int e = errno ? -errno : -EIO;
+    if (q->evfd >= 0) close(q->evfd);
+    io_uring_queue_exit(&q->ring);
+    free(q);
+    return e;
+  }
+  *out = (struct stor_bqueue *)q;
+  return 0;
+}
+
+static void file_queue_close(struct stor_bqueue *bq) {
+  struct file_bqueue *q = (struct file_bqueue *)bq;
+  io_uring_queue_exit(&q->ring);
+  close(q->evfd);
+  free(q);
+}
+
+static void file_commit(struct stor_bqueue *bq) {
+  struct file_bqueue *q = (struct file_bqueue *)bq;
+  if (!q->queued) return;
+  int r = io_uring_submit(&q->ring);
+  if (r > 0) { q->inflight += (unsigned)r; q->queued -= (unsigned)r; }
+}
+
+/* At most depth requests in the ring at once: the completion queue can then never overflow, and
+ * a caller that asks for more gets BUSY (back-pressure) instead of a failed request. */
+static enum stor_submit file_submit(struct stor_bqueue *bq, struct stor_req *r) {
+  struct file_bqueue *q = (struct file_bqueue *)bq;
+  if (q->queued + q->inflight >= q->depth) return STOR_SUBMIT_BUSY;
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+  if (!sqe) { file_commit(bq); sqe = io_uring_get_sqe(&q->ring); }
+  if (!sqe) return STOR_SUBMIT_BUSY;
+  int fd = q->be->fd;
+  switch (r->op) {
+  case STOR_OP_READ: io_uring_prep_readv(sqe, fd, r->iov, (unsigned)r->niov, r->offset); break;
+  case STOR_OP_WRITE: io_uring_prep_writev(sqe, fd, r->iov, (unsigned)r->niov, r->offset); break;
+  case STOR_OP_FLUSH: io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); break;
+  case STOR_OP_DISCARD:
+    io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, r->offset, r->length);
+    break;
+  case STOR_OP_WRITE_ZEROES:
+    io_uring_prep_fallocate(sqe, fd, (r->flags & STOR_REQ_F_UNMAP) ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                                                                  : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                            r->offset, r->length);
+    break;
+  default:
+    io_uring_prep_nop(sqe);
+    r->result = -EOPNOTSUPP;
+    io_uring_sqe_set_data(sqe, r);
+    q->queued++;
+    return STOR_SUBMIT_QUEUED;
+  }
+  r->result = 0;
+  io_uring_sqe_set_data(sqe, r);
+  q->queued++;
+  return STOR_SUBMIT_QUEUED;
+}
+
+static int file_reap(struct stor_bqueue *bq, bool wait) {
+  struct file_bqueue *q = (struct file_bqueue *)bq;
+  struct io_uring_cqe *cqe;
+  int n = 0;
+  if (wait && q->inflight) {
+    int r;
+    do r = io_uring_wait_cqe(&q->ring, &cqe); while (r == -EINTR);
+  }
+  while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
+    struct stor_req *r = io_uring_cqe_get_data(cqe);
+    int res = cqe->res;
+    io_uring_cqe_seen(&q->ring, cqe);
+    q->inflight--;
+    n++;
+    if (r->result == -EOPNOTSUPP) { r->complete(r); continue; }
+    if (res < 0) stor_req_done(r, res);
+    else if ((r->op == STOR_OP_READ || r->op == STOR_OP_WRITE) && (uint64_t)res != r->length) stor_req_done(r, -EIO);
+    else stor_req_done(r, 0);
+  }
+  return n;
+}
+
+static int file_event_fd(struct stor_bqueue *bq) { return ((struct file_bqueue *)bq)->evfd; }
+static unsigned file_inflight(struct stor_bqueue *bq) {
+  struct file_bqueue *q = (struct file_bqueue *)bq;
+  return q->inflight + q->queued;
+}
+static int file_flush(struct stor_backend *be) {
+  return fdatasync(((struct file_backend *)be)->fd) < 0 ? -errno : 0;
+}
+static void file_destroy(struct stor_backend *be) {
+  struct file_backend *f = (struct file_backend *)be;
+  if (!be->props.readonly) fdatasync(f->fd);
+  close(f->fd);
+  free(f);
+}
+static const struct stor_backend_ops file_ops = {
+  .version = STOR_BDEV_OPS_V1, .name = "file", .queue_open = file_queue_open, .queue_close = file_queue_close, .submit = file_submit,
+  .commit = file_commit, .reap = file_reap, .event_fd = file_event_fd, .inflight = file_inflight,
+  .flush = file_flush, .destroy = file_destroy,
+};
+
+
+
+static const struct stor_bdev_prop_help file_props[] = {
+  { "path", "the image file or block device (required)" },
+  { "create", "SIZE: create the file with this size if it does not exist (or is empty)" },
+  { "direct", "on: O_DIRECT (buffers and offsets aligned as buf-alignment and request-alignment say)" },
+  { "readonly", "on: open read-only; writes, discards and write-zeroes are refused (default off)" },
+  { "ring-size", "N: io_uring entries per queue, the most requests one queue has in flight (default: the queue depth)" },
+  { NULL, NULL },
+};
+
+/* The O_DIRECT alignments of an open file: what statx reports (Linux 6.1+), else the logical sector
+ * size of a block device, else 512 for offsets and a page for buffers. */
+static void direct_alignment(int fd, bool blockdev, uint32_t *offset_align, uint32_t *mem_align) {
+  *offset_align = 512;
+  *mem_align = 4096;
+  int ssz = 0;
+  if (blockdev && ioctl(fd, BLKSSZGET, &ssz) == 0 && ssz >= 512) *offset_align = (uint32_t)ssz;
+#ifdef STATX_DIOALIGN
+  struct statx sx;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align) {
+    if (sx.stx_dio_offset_align > *offset_align) *offset_align = sx.stx_dio_offset_align;
+    if (sx.stx_dio_mem_align) *mem_align = sx.stx_dio_mem_align;
+  }
+#endif
+}
+
+static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **out, char *err, size_t errlen) {
+  const char *path = NULL;
+  uint64_t create_size = 0;
+  bool create = false, direct = false, readonly = false;
+  uint32_t ring_size = 0;
+  for (size_t i = 0; i < n; i++) {
+    int r = 0;
+    const char *k = kv[i].key;
+    if (!strcmp(k, "path")) path = kv[i].value;
+    else if (!strcmp(k, "create")) {
+      r = stor_kv_size("file", &kv[i], &create_size, err, errlen);
+      if (!r && (create_size == 0 || create_size % 512)) {
+        snprintf(err, errlen, "file: create=%s: a size greater than 0 and a multiple of 512 is needed", kv[i].value);
+        r = -EINVAL;
+      }
+      create = true;
+    } else if (!strcmp(k, "direct")) r = stor_kv_bool("file", &kv[i], &direct, err, errlen);
+    else if (!strcmp(k, "readonly") || !strcmp(k, "ro")) r = stor_kv_bool("file", &kv[i], &readonly, err, errlen);
+    else if (!strcmp(k, "ring-size")) {
+      r = stor_kv_u32("file", &kv[i], &ring_size, err, errlen);
+      if (!r && (ring_size < 1 || ring_size > 32768)) { snprintf(err, errlen, "file: ring-size=%s: expected 1..32768", kv[i].value); r = -EINVAL; }
+    } else r = stor_kv_unknown(&stor_file_driver, &kv[i], err, errlen);
+    if (r < 0) return r;
+  }
+  if (!path || !path[0]) { snprintf(err, errlen, "file: path: a path is required"); return -EINVAL; }
+  int flags = O_CLOEXEC | (readonly ? O_RDONLY : O_RDWR) | (direct ? O_DIRECT : 0);
+  if (create) flags |= O_CREAT;
+  int fd = open(path, flags, 0644);
+  if (fd < 0) { int e = errno; snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
+  struct stat st;
+  if (fstat(fd, &st) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
+  uint64_t size;
+  bool blockdev = S_ISBLK(st.st_mode);
+  if (blockdev) {
+    if (ioctl(fd, BLKGETSIZE64, &size) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: BLKGETSIZE64: %s", path, strerror(e)); return -e; }
+  } else if (S_ISREG(st.st_mode)) {
+    size = (uint64_t)st.st_size;
+    if (create && size == 0) {
+      if (ftruncate(fd, (off_t)create_size) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: ftruncate: %s", path, strerror(e)); return -e; }
+      size = create_size;
+    } else if (create && size != create_size) {
+      close(fd);
+      snprintf(err, errlen, "%s exists with size %llu, not %llu: remove it or drop create=", path,
+               (unsigned long long)size, (unsigned long long)create_size);
+      return -EEXIST;
+    }
+  } else {
+    close(fd); snprintf(err, errlen, "%s: not a regular file or block device", path); return -EINVAL;
+  }
+  if (size < 512) { close(fd); snprintf(err, errlen, "%s: size %llu is smaller than one sector", path, (unsigned long long)size); return -EINVAL; }
+  struct file_backend *f = calloc(1, sizeof *f);
+  if (!f) { close(fd); return -ENOMEM; }
+  f->fd = fd; f->blockdev = blockdev; f->ring_size = ring_size;
+  struct stor_bdev_props *p = &f->base.props;
+  stor_bdev_props_default(p, size & ~511ull, readonly);
+  int ssz = 0;
+  if (blockdev && ioctl(fd, BLKSSZGET, &ssz) == 0 && ssz >= 512) p->block_size = (uint32_t)ssz;
+  if (direct) {
+    uint32_t oa, ma;
+    direct_alignment(fd, blockdev, &oa, &ma);
+    if (oa > p->block_size) p->block_size = oa;
+    p->buf_alignment = ma;
+  }
+  unsigned int opt = 0;
+  if (blockdev && ioctl(fd, BLKIOOPT, &opt) == 0 && opt % p->block_size == 0) p->optimal_io_size = opt;
+  p->optimal_io_alignment = p->block_size;
+  p->discard_alignment = p->block_size;
+  f->base.ops = &file_ops;
+  snprintf(f->base.desc, sizeof f->base.desc, "file:%.300s", path);
+  *out = &f->base;
+  return 0;
+}
+
+const struct stor_bdev_driver stor_file_driver = {
+  .name = "file", .ops_version = STOR_BDEV_OPS_V1, .props = file_props, .open = file_open,
+  .help = "a raw image file or block device through io_uring",
+};
