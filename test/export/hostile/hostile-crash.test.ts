@@ -4,8 +4,8 @@
 import { ftruncateSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { native } from '../../src/lib/native.js';
-import { VIRTIO_BLK_S, VIRTIO_BLK_T } from '../../src/lib/proto/virtio-blk.js';
+import { native } from '../../../src/lib/native.js';
+import { VIRTIO_BLK_S, VIRTIO_BLK_T } from '../../../src/lib/proto/virtio-blk.js';
 import { Harness, sleep, within } from './hostile-helpers.js';
 
 const t = suite('hostile front-end must not crash or hang the server');

@@ -3,7 +3,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
-import { native } from '../../src/lib/native.js';
+import { native } from '../../../src/lib/native.js';
 import { Harness, within } from './hostile-helpers.js';
 
 const t = suite('notification fds must be eventfds');

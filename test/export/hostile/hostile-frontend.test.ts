@@ -6,12 +6,12 @@
 import { spawnSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { native } from '../../src/lib/native.js';
-import { BackendClosedError, FrontendError, VhostUserFrontend } from '../../src/lib/client/vhost-user-frontend.js';
-import { Req, VERSION, encodeConfig, encodeMemTable, encodeMessage, encodeU64, encodeVringState } from '../../src/lib/proto/vhost-user.js';
-import { VIRTIO_BLK_T } from '../../src/lib/proto/virtio-blk.js';
-import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, GuestMemory, type BlkSession, type Seg } from '../helpers/virtq-driver.js';
-import { describe, runPeer } from '../peers/blkio.js';
+import { native } from '../../../src/lib/native.js';
+import { BackendClosedError, FrontendError, VhostUserFrontend } from '../../../src/lib/client/vhost-user-frontend.js';
+import { Req, VERSION, encodeConfig, encodeMemTable, encodeMessage, encodeU64, encodeVringState } from '../../../src/lib/proto/vhost-user.js';
+import { VIRTIO_BLK_T } from '../../../src/lib/proto/virtio-blk.js';
+import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, GuestMemory, type BlkSession, type Seg } from '../../helpers/virtq-driver.js';
+import { describe, runPeer } from '../../peers/blkio.js';
 import { DISK_SIZE, Harness, within } from './hostile-helpers.js';
 
 const h = new Harness('file');
