@@ -3,13 +3,12 @@
 //
 //   node dist/bench/serve-vs-qsd.js [--runtime S] [--repeat N] [--pairs adaptive,notify,poll]
 //                                   [--cells LIST] [--image PATH] [--halt-poll-ns N|default] [--out bench/RESULTS.md]
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
-import { cpus, loadavg, release, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { cpus, loadavg, release } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ROOT } from '../tools/paths.js';
-import { cleanupSocket, startStor, type RunningServer } from '../tools/servers.js';
+import { cleanupSocket, startQsd, startStor, type RunningServer } from '../tools/servers.js';
 import { blkioBench, describe, ok, type BenchJob } from '../tools/blkio.js';
 import { describeHostIdle, withHaltPollNs } from './idle.js';
 import { resultsTag, writeResultsSection } from './results.js';
@@ -50,8 +49,8 @@ const PAIRS: Record<Pair, { qsdPollMaxNs?: number; storMode: 'notify' | 'poll' |
 };
 
 // ---------------------------------------------------------------------------------------------
-// Servers. qemu-storage-daemon is started here rather than with test/helpers' startQsd because the
-// export needs an iothread (iothread=... on the --export line).
+// Servers, both through the one launcher (tools/servers.ts); qemu-storage-daemon's export runs in an
+// iothread there, as QEMU's own vhost-user-blk benchmarks run it.
 
 interface Srv { name: 'qsd' | 'stor'; pid: number; socket: string; stop(): Promise<number | null>; alive(): boolean; output(): string }
 
@@ -72,46 +71,23 @@ function cpuSeconds(pid: number): number {
   } catch { return 0; }
 }
 
-const children = new Set<ChildProcess>();
-process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } } });
+// The launcher kills every server it started at exit; a signal must end the process through exit.
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130)); // runs the exit hooks
 
-function startQsdBench(backend: 'null' | 'file', image: string, pollMaxNs: number | undefined): Promise<Srv> {
-  const dir = mkdtempSync(join(tmpdir(), 'stor-bench-qsd-'));
-  const socket = join(dir, 'qsd.sock');
-  const blockdev = backend === 'null'
-    ? `driver=null-co,node-name=disk0,size=${GiB},read-zeroes=on`
-    : `driver=file,node-name=disk0,filename=${image},aio=io_uring`;
-  const args = ['--object', `iothread,id=io0${pollMaxNs === undefined ? '' : `,poll-max-ns=${pollMaxNs}`}`,
-    '--blockdev', blockdev,
-    '--export', `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=on,num-queues=1,iothread=io0`];
-  return new Promise((resolve, reject) => {
-    const proc = spawn('qemu-storage-daemon', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(proc);
-    let out = '';
-    proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-    proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
-    const srv: Srv = {
-      name: 'qsd', pid: proc.pid ?? -1, socket,
-      alive: () => proc.exitCode === null && proc.signalCode === null,
-      output: () => out,
-      stop: () => new Promise((res) => {
-        const done = (code: number | null) => { children.delete(proc); rmSync(dir, { recursive: true, force: true }); res(code); };
-        if (!srv.alive()) { done(proc.exitCode); return; }
-        const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-        proc.once('exit', (code) => { clearTimeout(t); done(code); });
-        proc.kill('SIGTERM');
-      }),
-    };
-    const t0 = Date.now();
-    const poll = setInterval(() => {
-      if (existsSync(socket)) { clearInterval(poll); resolve(srv); }
-      else if (!srv.alive() || Date.now() - t0 > 15_000) {
-        clearInterval(poll); proc.kill('SIGKILL');
-        reject(new Error(`qemu-storage-daemon ${args.join(' ')} did not start:\n${out}`));
-      }
-    }, 20);
-  });
+/** Wraps a launched server for the measurement loop; stop() also removes its socket directory. */
+function benchServer(r: RunningServer): Srv {
+  return {
+    name: r.name, pid: r.pid, socket: r.socket, output: r.output,
+    alive: () => r.proc.exitCode === null && r.proc.signalCode === null,
+    stop: async () => { const c = await r.stop(); cleanupSocket(r.socket); return c; },
+  };
+}
+
+async function startQsdBench(backend: 'null' | 'file', image: string, pollMaxNs: number | undefined): Promise<Srv> {
+  return benchServer(await startQsd({
+    backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
+    queues: 1, qsdIothread: { pollMaxNs }, startTimeoutMs: 15_000,
+  }));
 }
 
 async function startStorBench(backend: 'null' | 'file', image: string, mode: 'notify' | 'poll' | 'adaptive'): Promise<Srv> {
@@ -119,11 +95,7 @@ async function startStorBench(backend: 'null' | 'file', image: string, mode: 'no
     backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
     queues: 1, mode, startTimeoutMs: 30_000,
   });
-  return {
-    name: 'stor', pid: r.pid, socket: r.socket, output: r.output,
-    alive: () => r.proc.exitCode === null && r.proc.signalCode === null,
-    stop: async () => { const c = await r.stop(); cleanupSocket(r.socket); return c; },
-  };
+  return benchServer(r);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,11 @@ import { formatSpec } from '../src/lib/core/spec.js';
 export type BackendSpec =
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number }
-  | { kind: 'file'; path: string; create?: number; direct?: boolean; ringSize?: number };
+  | {
+    kind: 'file'; path: string; create?: number; direct?: boolean; ringSize?: number;
+    /** qemu-storage-daemon only: discard=unmap (QEMU ignores discards by default); stor always punches holes. */
+    discard?: boolean;
+  };
 
 export interface ServerOptions {
   backend: BackendSpec;
@@ -21,6 +25,11 @@ export interface ServerOptions {
   /** stor only: completion mode of the server's queue threads. */
   mode?: 'notify' | 'poll' | 'adaptive';
   socket?: string;
+  /**
+   * qemu-storage-daemon only: run the export in an iothread (what the benchmarks compare against),
+   * with this poll-max-ns (undefined: QEMU's default adaptive polling).
+   */
+  qsdIothread?: { pollMaxNs?: number };
   extraArgs?: string[];
   startTimeoutMs?: number;
 }
@@ -128,11 +137,13 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
     case 'null': blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=on`; break;
     case 'mem': throw new Error('qemu-storage-daemon has no memory backend; use a file in /dev/shm');
     case 'file':
-      blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}`;
+      blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}${b.discard ? ',discard=unmap' : ''}`;
       break;
   }
-  const args = ['--blockdev', blockdev, '--export',
-    `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=${o.readonly ? 'off' : 'on'},num-queues=${o.queues ?? 1}`,
+  const io = o.qsdIothread;
+  const iothread = io ? ['--object', `iothread,id=io0${io.pollMaxNs === undefined ? '' : `,poll-max-ns=${io.pollMaxNs}`}`] : [];
+  const args = [...iothread, '--blockdev', blockdev, '--export',
+    `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=${o.readonly ? 'off' : 'on'},num-queues=${o.queues ?? 1}${io ? ',iothread=io0' : ''}`,
     ...(o.extraArgs ?? [])];
   return launch('qsd', 'qemu-storage-daemon', args, socket, () => false, o.startTimeoutMs ?? 15_000);
 }

@@ -266,6 +266,8 @@ export interface BlkSessionOptions {
   timeoutMs?: number;
   /** Stop after memory is set (before the rings), so tests can set rings up by hand. */
   noRings?: boolean;
+  /** Virtio features the driver asks for (default DRIVER_FEATURES). */
+  features?: bigint;
 }
 
 /** A front-end + guest memory + started virtqueues: a whole virtio-blk driver for tests. */
@@ -281,7 +283,7 @@ export class BlkSession {
     const mem = new GuestMemory(o.memSize ?? 16 << 20);
     const s = new BlkSession(fe, mem);
     try {
-      const neg = fe.negotiate({ features: DRIVER_FEATURES, protocolFeatures: DRIVER_PROTOCOL_FEATURES });
+      const neg = fe.negotiate({ features: o.features ?? DRIVER_FEATURES, protocolFeatures: DRIVER_PROTOCOL_FEATURES });
       s.features = neg.features;
       const nq = o.queues ?? 1;
       const max = fe.getQueueNum();

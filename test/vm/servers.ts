@@ -52,10 +52,9 @@ export async function startDisk(kind: ServerKind, o: DiskOptions): Promise<Disk>
     } else {
       // qemu-storage-daemon does not create images: make a sparse one of the right size.
       makeImage();
-      // By default QEMU ignores discard requests (discard=ignore). The helper has no option for
-      // it, so the block driver option rides on the file name (QEMU splits options at commas):
-      // with discard=unmap, discarded ranges are punched out of the image and read as zeros.
-      server = await startQsd({ backend: { kind: 'file', path: `${img},discard=unmap` }, queues: o.queues, readonly: o.readonly });
+      // By default QEMU ignores discard requests (discard=ignore): with discard=unmap, discarded
+      // ranges are punched out of the image and read as zeros.
+      server = await startQsd({ backend: { kind: 'file', path: img, discard: true }, queues: o.queues, readonly: o.readonly });
     }
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });

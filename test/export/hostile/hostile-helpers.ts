@@ -6,8 +6,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { cleanupSocket, startStor, type RunningServer } from '../helpers/servers.js';
-import { BlkSession, type BlkSessionOptions } from '../helpers/virtq-driver.js';
+import { cleanupSocket, startStor, type RunningServer } from '../../helpers/servers.js';
+import { BlkSession, type BlkSessionOptions } from '../../helpers/virtq-driver.js';
 
 export const DISK_SIZE = 4 << 20;
 export const DISK_SECTORS = DISK_SIZE / 512;

@@ -5,8 +5,8 @@
 // the requested range changed; at the end the next front-end is served.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { VIRTIO_BLK_S, VIRTIO_BLK_T } from '../../src/lib/proto/virtio-blk.js';
-import { dwzSegment, type BlkSession, type Completion, type Seg } from '../helpers/virtq-driver.js';
+import { VIRTIO_BLK_S, VIRTIO_BLK_T } from '../../../src/lib/proto/virtio-blk.js';
+import { dwzSegment, type BlkSession, type Completion, type Seg } from '../../helpers/virtq-driver.js';
 import { DISK_SECTORS, Harness, within, type BackendKind } from './hostile-helpers.js';
 
 const { OK, IOERR, UNSUPP } = VIRTIO_BLK_S;

@@ -3,11 +3,11 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { FrontendTimeoutError, VhostUserFrontend } from '../../src/lib/client/vhost-user-frontend.js';
-import { F_PROTOCOL_FEATURES, ProtocolFeature } from '../../src/lib/proto/vhost-user.js';
-import { VIRTIO_BLK_F, VIRTIO_BLK_S, VIRTIO_BLK_T, VIRTIO_F, bit, hasBit } from '../../src/lib/proto/virtio-blk.js';
-import { startStor, cleanupSocket, type RunningServer } from '../helpers/servers.js';
-import { dwzSegment, type BlkSession } from '../helpers/virtq-driver.js';
+import { FrontendTimeoutError, VhostUserFrontend } from '../../../src/lib/client/vhost-user-frontend.js';
+import { F_PROTOCOL_FEATURES, ProtocolFeature } from '../../../src/lib/proto/vhost-user.js';
+import { VIRTIO_BLK_F, VIRTIO_BLK_S, VIRTIO_BLK_T, VIRTIO_F, bit, hasBit } from '../../../src/lib/proto/virtio-blk.js';
+import { startStor, cleanupSocket, type RunningServer } from '../../helpers/servers.js';
+import { dwzSegment, type BlkSession } from '../../helpers/virtq-driver.js';
 import { DISK_SECTORS, DISK_SIZE, Harness, within } from './hostile-helpers.js';
 
 const { OK } = VIRTIO_BLK_S;

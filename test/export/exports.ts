@@ -1,0 +1,117 @@
+// The exports the conformance group runs over, one Export descriptor each: how to start it on a
+// backend fixture, what it promises (seg_max, serial), and the drivers that reach it. Today:
+// vhost-user-blk from `stor serve` (a child process through the one launcher) and the same export
+// from qemu-storage-daemon, the reference, for the checks that are about the protocol. VDUSE and
+// ublk join by adding one entry here: start stor inside the test guest, hand back a driver over the
+// kernel's block device.
+import { cleanupSocket, startQsd, startStor, type RunningServer } from '../helpers/servers.js';
+import { BackendFixture, type BackendKind } from './backends.js';
+import { LibraryDriver, VirtqDriver, type DiskDriver } from './drivers.js';
+
+export interface ExportOptions {
+  queues: number;
+  readonly: boolean;
+  /** Serial for GET_ID, when the export takes one. */
+  serial: string;
+}
+
+export interface RunningExport {
+  /** Where a driver reaches it: a vhost-user socket (later a device node in the test guest). */
+  readonly endpoint: string;
+  /** What GET_ID must return. */
+  readonly serial: string;
+  /** seg_max the export must advertise. */
+  readonly segMax: number;
+  /** The server's log so far, appended to a failure. */
+  output(): string;
+  alive(): boolean;
+  stop(): Promise<void>;
+}
+
+/** A way to drive I/O into an export. The export takes one driver at a time: each is opened, used, closed. */
+export interface DriverKind {
+  readonly name: string;
+  /** Requests reach the export unchecked (see DiskDriver.raw). */
+  readonly raw: boolean;
+  open(e: RunningExport, queues: number): Promise<DiskDriver>;
+}
+
+export interface Export {
+  /** Short and unique: the test names carry it. */
+  readonly name: string;
+  /** A reference implementation (not stor): only protocol checks run against it. */
+  readonly reference: boolean;
+  /** The backends this export is tested over. */
+  readonly backends: readonly BackendKind[];
+  /** The drivers the checks run through, in this order. */
+  readonly drivers: readonly DriverKind[];
+  /** A backend fixture for this export (some servers need mem as a tmpfs file). */
+  fixture(kind: BackendKind, size: number): BackendFixture;
+  start(b: BackendFixture, o: ExportOptions): Promise<RunningExport>;
+}
+
+/**
+ * Opens a driver, retrying for a while: a vhost-user back-end notices the previous front-end's
+ * disconnect asynchronously and refuses a second one until then.
+ */
+async function openWithRetry(what: string, open: () => Promise<DiskDriver>): Promise<DiskDriver> {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    try { return await open(); } catch (e) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** The test driver; its rings are ringSize entries, so a request of seg_max segments fits. */
+const virtqDriver = (ringSize: number): DriverKind => ({
+  name: 'virtq', raw: true,
+  open: (e, queues) => openWithRetry('virtq test driver', async () => VirtqDriver.open(e.endpoint, queues, ringSize)),
+});
+const libraryDriver: DriverKind = {
+  name: 'library', raw: false,
+  open: (e, queues) => openWithRetry('stor client library', () => LibraryDriver.open(e.endpoint, queues)),
+};
+
+/** A vhost-user-blk server started by the launcher. */
+function vhostUserExport(srv: RunningServer, serial: string, segMax: number): RunningExport {
+  return {
+    endpoint: srv.socket, serial, segMax,
+    output: () => srv.output(),
+    alive: () => srv.proc.exitCode === null && srv.proc.signalCode === null,
+    stop: async () => { await srv.stop(5000); cleanupSocket(srv.socket); },
+  };
+}
+
+/** `stor serve`: seg_max is min(queue size - 2, 254), its default queue size is 1024. */
+export const STOR_VHOST_USER: Export = {
+  name: 'vhost-user-blk (stor serve)',
+  reference: false,
+  backends: ['null', 'mem', 'file', 'file-direct'],
+  drivers: [virtqDriver(256), libraryDriver],
+  fixture: (kind, size) => new BackendFixture(kind, size),
+  async start(b, o) {
+    const srv = await startStor({ backend: b.launcherSpec(), queues: o.queues, readonly: o.readonly, extraArgs: ['--serial', o.serial] });
+    return vhostUserExport(srv, o.serial, 254);
+  },
+};
+
+/**
+ * qemu-storage-daemon 7.2: a fixed virtqueue size of 128 (seg_max 126), and GET_ID answers
+ * "vhost_user_blk" whatever the node is called. Discards only reach the image with discard=unmap.
+ */
+export const QSD_VHOST_USER: Export = {
+  name: 'vhost-user-blk (qemu-storage-daemon)',
+  reference: true,
+  backends: ['file'],
+  // stor's library against qemu-storage-daemon is test/client's business
+  drivers: [virtqDriver(128)],
+  fixture: (kind, size) => new BackendFixture(kind, size, true),
+  async start(b, o) {
+    const srv = await startQsd({ backend: b.launcherSpec({ qsdDiscard: true }), queues: o.queues, readonly: o.readonly });
+    return vhostUserExport(srv, 'vhost_user_blk', 126);
+  },
+};
+
+export const EXPORTS: readonly Export[] = [STOR_VHOST_USER, QSD_VHOST_USER];
