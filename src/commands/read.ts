@@ -31,15 +31,20 @@ export default class Read extends StorCommand {
     }
     const dev = await openTarget(args.target, 'target', flags, { readOnly: true });
     const hash = createHash('sha256');
-    const fd = flags.output ? openSync(flags.output, 'w') : this.jsonEnabled() ? -1 : 1;
+    let fd = -1;
     try {
+      // the whole range, before the output file is created and before the first request
+      dev.checkRange('read', offset, length);
+      fd = flags.output ? openSync(flags.output, 'w') : this.jsonEnabled() ? -1 : 1;
       // a few chunks in flight, written out in order
       const inflight: Array<Promise<Buffer>> = [];
       let next = 0;
       const issue = (): void => {
         if (next >= length) return;
         const len = Math.min(CHUNK, length - next);
-        inflight.push(dev.read(offset + next, len, { queue: (next / CHUNK) % dev.properties.numQueues }));
+        const p = dev.read(offset + next, len, { queue: (next / CHUNK) % dev.properties.numQueues });
+        p.catch(() => undefined);   // awaited in order below; a failure there must not also be unhandled
+        inflight.push(p);
         next += len;
       };
       for (let i = 0; i < 4; i++) issue();
@@ -50,7 +55,7 @@ export default class Read extends StorCommand {
         issue();
       }
     } finally {
-      if (flags.output) closeSync(fd);
+      if (flags.output && fd >= 0) closeSync(fd);
       await dev.close();
     }
     const result = { target: args.target, offset, length, sha256: hash.digest('hex'), output: flags.output ?? null };

@@ -50,6 +50,8 @@ export default class Write extends StorCommand {
     const dev = await openTarget(args.target, 'target', flags);
     const hash = createHash('sha256');
     try {
+      // the whole range, before the first byte is sent
+      dev.checkRange('write', offset, length, true);
       const inflight: Array<Promise<void>> = [];
       for (let done = 0; done < length;) {
         const len = Math.min(CHUNK, length - done);
@@ -59,7 +61,9 @@ export default class Write extends StorCommand {
           while (got < len) { const n = readSync(inFd, buf, got, len - got, done + got); if (n <= 0) break; got += n; }
         }
         hash.update(buf);
-        inflight.push(dev.write(offset + done, buf, { queue: (done / CHUNK) % dev.properties.numQueues }));
+        const p = dev.write(offset + done, buf, { queue: (done / CHUNK) % dev.properties.numQueues });
+        p.catch(() => undefined);   // awaited below; a failure must not also be an unhandled rejection
+        inflight.push(p);
         if (inflight.length >= 4) await inflight.shift();
         done += len;
       }

@@ -327,6 +327,14 @@ export class BlockDevice {
     if (needsWrite && p.readOnly) throw bad('the device is read-only', 30);
   }
 
+  /**
+   * Checks a whole byte range (bounds, alignment, read-only) before a caller splits it into requests,
+   * so that a range that cannot succeed fails before anything is read or written.
+   */
+  checkRange(op: string, offset: number, length: number, forWrite = false): void {
+    this.check(op, offset, length, forWrite);
+  }
+
   /** Reads length bytes at offset into a new Buffer. */
   async read(offset: number, length: number, opts?: RequestOptions): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);
