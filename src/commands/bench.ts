@@ -1,6 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { StorCommand } from '../cli/command.js';
+import { exitOnInterrupt } from '../cli/interrupt.js';
+import { ProgressLine } from '../cli/progress.js';
 import { EXIT, StorError, usageError } from '../lib/core/errors.js';
 import { parsePositiveSize, SIZE_FORMS } from '../lib/core/size.js';
 import { parseDuration, DURATION_FORMS } from '../lib/core/duration.js';
@@ -52,20 +54,20 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     for (const m of modes) if (!MODES.includes(m as Mode)) throw usageError('--modes', `'${m}' is not a completion mode`, 'notify, poll, adaptive (comma-separated)');
     if (!modes.length || new Set(modes).size !== modes.length) throw usageError('--modes', 'name each mode once', 'notify, poll, adaptive (comma-separated)');
     const json = this.jsonEnabled();
-    const tty = process.stderr.isTTY && !json;
-    let spinner: { text: string; stop(): void } | undefined;
-    if (tty) { const { default: ora } = await import('ora'); spinner = ora({ stream: process.stderr }).start(); }
+    const line = ProgressLine.start(!json);
+    let where = 'before the first mode';
+    const stopInterrupt = exitOnInterrupt({ command: 'bench', json, before: () => line?.clear(), progress: () => where });
     let report;
     try {
       report = await runBench({
         target: args.target, rw: flags.rw as Rw, rwmixread: flags.rwmixread, bs, iodepth: flags.iodepth, queues: flags.queues,
         runtimeMs, rampMs, size, modes: modes as Mode[], verify: flags.verify, direct: flags.direct, spinUs: flags['spin-us'], refill: flags.refill as Refill, seed: flags.seed,
-        onProgress: spinner ? (mode, ios, ms) => {
-          const measured = Math.max(0, ms - rampMs) / 1000;
-          spinner!.text = `${mode}: ${(ms / 1000).toFixed(1)} s / ${((runtimeMs + rampMs) / 1000).toFixed(1)} s, ${ms > rampMs ? `${Math.round(ios / Math.max(ms / 1000, 0.001) / 1000)} kIOPS` : 'ramping up'}${measured ? '' : ''}`;
-        } : undefined,
+        onProgress: (mode, ios, ms) => {
+          where = `in mode ${mode}, ${(ms / 1000).toFixed(1)} s of ${((runtimeMs + rampMs) / 1000).toFixed(1)} s (no results are reported for an interrupted run)`;
+          line?.update(`${mode}: ${(ms / 1000).toFixed(1)} s / ${((runtimeMs + rampMs) / 1000).toFixed(1)} s, ${ms > rampMs ? `${Math.round(ios / Math.max(ms / 1000, 0.001) / 1000)} kIOPS` : 'ramping up'}`);
+        },
       });
-    } finally { spinner?.stop(); }
+    } finally { stopInterrupt(); line?.clear(); }
     const table = renderTable(report);
     const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
     const doc = toJson(report, { version: pkg.version });

@@ -15,7 +15,7 @@ const live = new Set<ChildProcess>();
 process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
 
 export function runBounded(cmd: string, args: string[], timeoutMs: number,
-  opts: { env?: NodeJS.ProcessEnv; onSpawn?: (p: ChildProcess) => void } = {}): Promise<RunResult> {
+  opts: { env?: NodeJS.ProcessEnv; onSpawn?: (p: ChildProcess) => void; maxOutput?: number } = {}): Promise<RunResult> {
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
     const so: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) };
@@ -25,8 +25,11 @@ export function runBounded(cmd: string, args: string[], timeoutMs: number,
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    proc.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-    proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    // maxOutput: keep only the last maxOutput characters of each stream (a runaway writer must not
+    // exhaust the test's memory)
+    const cap = (s: string): string => (opts.maxOutput !== undefined && s.length > opts.maxOutput ? s.slice(-opts.maxOutput) : s);
+    proc.stdout!.on('data', (d: Buffer) => { stdout = cap(stdout + d.toString()); });
+    proc.stderr!.on('data', (d: Buffer) => { stderr = cap(stderr + d.toString()); });
     const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutMs);
     proc.once('error', (e) => { clearTimeout(timer); live.delete(proc); reject(e); });
     proc.once('close', (code, signal) => {
