@@ -355,6 +355,8 @@ export class BlockDevice {
   private async dataRequest(op: number, name: string, offset: number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
     if (buf.length === 0) return;
     const q = this.queue(opts);
+    // O_DIRECT files want buffers at buf-alignment: others go through aligned bounce buffers
+    if (!this.isBufAligned(buf)) { await this.viaAlignedBounce(q, op, name, offset, buf); return; }
     // Zero copy from registered memory; otherwise through bounce buffers of BOUNCE_SIZE each.
     if (this.inRegion(buf) || buf.length <= BOUNCE_SIZE || this.properties.driver !== 'virtio-blk-vhost-user') {
       await q.submit(op, name, offset, buf.length, buf);
@@ -366,6 +368,38 @@ export class BlockDevice {
       parts.push(q.submit(op, name, offset + o, len, buf.subarray(o, o + len)));
     }
     await Promise.all(parts);
+  }
+
+  private isBufAligned(buf: Uint8Array): boolean {
+    const align = this.properties.bufAlignment;
+    return align <= 1 || native().bufferAddress(buf) % BigInt(align) === 0n;
+  }
+
+  /** An uninitialised buffer of length bytes whose address is a multiple of buf-alignment. */
+  private alignedBuffer(length: number): Buffer {
+    const align = BigInt(this.properties.bufAlignment);
+    const raw = Buffer.allocUnsafeSlow(length + Number(align));
+    const skip = Number((align - (native().bufferAddress(raw) % align)) % align);
+    return raw.subarray(skip, skip + length);
+  }
+
+  /** A request from or into an unaligned buffer: pieces of up to BOUNCE_SIZE through aligned copies, a few in flight. */
+  private async viaAlignedBounce(q: QueueRunner, op: number, name: string, offset: number, buf: Uint8Array): Promise<void> {
+    const piece = Math.min(buf.length, BOUNCE_SIZE);   // a multiple of the request alignment, as buf.length is
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      const bounce = this.alignedBuffer(piece);
+      while (next < buf.length) {
+        const at = next;
+        const len = Math.min(piece, buf.length - at);
+        next += len;
+        const b = bounce.subarray(0, len);
+        if (op === STOR_OP.WRITE) b.set(buf.subarray(at, at + len));
+        await q.submit(op, name, offset + at, len, b);
+        if (op === STOR_OP.READ) buf.set(b, at);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(4, Math.ceil(buf.length / piece)) }, worker));
   }
 
   async flush(opts?: RequestOptions): Promise<void> {
