@@ -9,6 +9,7 @@ import { EXIT, StorError, usageError } from '../lib/core/errors.js';
 import { native } from '../lib/native.js';
 import { formatSize, parsePositiveSize, parseSize, SIZE_FORMS } from '../lib/core/size.js';
 import { parseTarget } from '../lib/core/target.js';
+import { overlappingRanges } from '../lib/bdev/identity.js';
 
 export default class Copy extends StorCommand {
   static override summary = 'Copy between any two targets (sockets, files, devices), multi-queue, with optional verification';
@@ -58,6 +59,12 @@ A destination file that does not exist is created with the size of the copy.`;
       const align = src.properties.requestAlignment;
       if (srcOffset % align || length % align) throw usageError('--src-offset/--length', `must be multiples of the source's request alignment (${align})`);
       if (srcOffset + length > src.properties.capacity) throw usageError('--length', `the source has ${src.properties.capacity} bytes, the range ends at ${srcOffset + length}`);
+      // Chunks run in parallel and in no fixed order: a range copied onto itself would read bytes already
+      // overwritten (and --verify would compare the overwritten source with itself). Refused.
+      if (overlappingRanges(srcT, srcOffset, dstT, dstOffset, length)) {
+        throw usageError('--src-offset/--dst-offset', `the source and the destination are the same image and the ranges overlap ` +
+          `(bytes ${srcOffset}..${srcOffset + length} and ${dstOffset}..${dstOffset + length})`, 'ranges of one image that do not overlap, or copy through a temporary image');
+      }
       if (dstT.kind === 'file' && !existsSync(dstT.path) && dstT.create === undefined) dstT = { ...dstT, create: dstOffset + length };
       dst = await BlockDevice.open(dstT, openOpts);
       if (dstOffset + length > dst.properties.capacity) {
