@@ -12,6 +12,11 @@ export abstract class StorCommand extends Command {
     let message = err.message ?? String(err);
     let hint: string | undefined;
     let details: Record<string, unknown> | undefined;
+    if ((err as NodeJS.ErrnoException).code === 'EPIPE') {
+      // the reader of our output went away (`| head -c 10`): end quietly, as cat does (128 + SIGPIPE)
+      process.exitCode = 141;
+      return;
+    }
     if (err instanceof StorError) {
       code = err.exitCode;
       hint = err.hint;
