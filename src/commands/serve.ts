@@ -7,6 +7,7 @@ import { usageError } from '../lib/core/errors.js';
 import { formatSize } from '../lib/core/size.js';
 import { BACKEND_FORMS, formatTarget, parseBackend } from '../lib/core/target.js';
 import { openBackend } from '../lib/bdev/open.js';
+import { assertWholeSectors } from '../lib/bdev/identity.js';
 import { VhostUserBlkServer, type LogLevel } from '../lib/export/vhost-user/server.js';
 import type { CompletionMode } from '../lib/native.js';
 
@@ -43,6 +44,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     const target = parseBackend(flags.backend, '--backend');
     const json = this.jsonEnabled();
     const blockSize = Number(flags['block-size']) as 512 | 4096;
+    if (target.kind === 'file') assertWholeSectors(target.path);
     const { handle, info } = openBackend(target, { readonly: flags.readonly });
     if (info.capacity % blockSize) throw usageError('--block-size', `capacity ${info.capacity} is not a multiple of ${blockSize}`, '512 or 4096');
 

@@ -9,6 +9,7 @@ import {
 } from '../native.js';
 import { parseTarget, type Target } from '../core/target.js';
 import { openBackend } from '../bdev/open.js';
+import { assertWholeSectors } from '../bdev/identity.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../proto/virtio-blk.js';
 import { ProtocolFeature } from '../proto/vhost-user.js';
 import { VhostUserFrontend } from './vhost-user-frontend.js';
@@ -194,6 +195,7 @@ export class BlockDevice {
     const completion = opts.completion ?? 'event';
     const spin = opts.pollSpinUs ?? 200;
     if (t.kind === 'vhost-user') return BlockDevice.openVhostUser(t.path, numQueues, queueSize, completion, spin, opts);
+    if (t.kind === 'file') assertWholeSectors(t.path);
     const { handle, info } = openBackend(t.kind === 'file' ? { ...t, direct: opts.direct ?? t.direct } : t, { readonly: opts.readOnly });
     const driver = t.kind === 'file' ? 'io_uring' : t.kind;
     const align = t.kind === 'file' && (opts.direct ?? t.direct) ? 4096 : 1;
