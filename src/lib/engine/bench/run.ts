@@ -207,7 +207,7 @@ function summarize(mode: Mode, o: BenchOptions, raw: BenchRunResult, server?: Cp
   const bad = th.filter((t) => t.verifyFailures > 0).map((t) => t.firstBadOffset);
   return {
     mode, runtimeMs: ms, read, write, total, latency: summarizeLatency(raw), histogram: raw.histogram,
-    timeline: timeline(raw), tickMs: raw.tickMs, cpu: { client, ...(server ? { server } : {}) },
+    timeline: timeline(raw, o.runtimeMs), tickMs: raw.tickMs, cpu: { client, ...(server ? { server } : {}) },
     contextSwitches: { voluntary: sum((t) => t.ctxVoluntary), involuntary: sum((t) => t.ctxInvoluntary) },
     cpuPerIoUs: total.ios ? (cpu / total.ios) * 1e6 : 0, iopsPerCpu: cpu ? total.ios / cpu : 0, errors,
     ...(o.verify ? { verify: { verified: sum((t) => t.verified), failures: sum((t) => t.verifyFailures), firstBadOffset: bad.length ? Math.min(...bad) : null } } : {}),
