@@ -70,7 +70,7 @@ A destination file that does not exist is created with the size of the copy.`;
       if (dstOffset + length > dst.properties.capacity) {
         throw usageError('destination', `it has ${dst.properties.capacity} bytes, the copy needs ${dstOffset + length}`);
       }
-      if (dst.properties.readOnly) throw new StorError('the destination is read-only');
+      if (dst.properties.readOnly) throw usageError('destination', 'it is read-only', 'a writable destination');
       const dalign = dst.properties.requestAlignment;
       if (dstOffset % dalign || length % dalign) throw usageError('--dst-offset/--length', `must be multiples of the destination's request alignment (${dalign})`);
       const buffers = flags.queues * flags.iodepth * (flags.verify ? 2 : 1) * chunk;

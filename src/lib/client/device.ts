@@ -273,7 +273,13 @@ export class BlockDevice {
     } catch (e) {
       fe.close();
       if (e instanceof StorError) throw e;
-      throw new StorError(`vhost-user handshake with ${path} failed: ${(e as Error).message}`, { cause: e });
+      const msg = (e as Error).message;
+      // a server that hangs up in the handshake is most often busy: vhost-user serves one front-end at a time
+      const hungUp = /broken pipe|reset by peer|EPIPE|ECONNRESET|closed|end of file|EOF/i.test(msg);
+      throw new StorError(`vhost-user handshake with ${path} failed: ${msg}`, {
+        cause: e,
+        hint: hungUp ? 'the server hung up: a vhost-user-blk server serves one front-end at a time; is another client (a VM, stor bench or copy) connected? The server\'s log says why' : undefined,
+      });
     }
   }
 

@@ -153,6 +153,7 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
     }
     try {
       const p = dev.properties;
+      if (p.readOnly && o.rw !== 'read' && o.rw !== 'randread') throw usageError('--rw', `${o.rw} writes and the target is read-only`, 'read, randread');
       if (o.bs % p.requestAlignment) throw usageError('--bs', `${o.bs} is not a multiple of the target's request alignment (${p.requestAlignment})`);
       const span = Math.min(size, p.capacity);
       if (o.size !== undefined && o.size > p.capacity) throw usageError('--size', `${o.size} is larger than the target (${p.capacity} bytes)`);
