@@ -345,7 +345,8 @@ export class BlockDevice {
 
   /** Reads length bytes at offset into a new Buffer. */
   async read(offset: number, length: number, opts?: RequestOptions): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
+    // allocated where O_DIRECT wants it, so that no bounce copy is needed
+    const buf = this.properties.bufAlignment > 1 && length > 0 ? this.alignedBuffer(length) : Buffer.allocUnsafe(length);
     await this.readInto(offset, buf, opts);
     return buf;
   }
