@@ -1,7 +1,7 @@
 // Terminals and signals (issue #16, item 2 and "interrupted copy"): under a real pty that reports 0
 // columns, copy and bench finish and print no progress noise (a spinner that divides by the width
 // looped there forever at 100% CPU, deaf to SIGTERM); on an ordinary pty the progress line is cleared.
-// SIGTERM, SIGINT and SIGHUP end a running copy or bench promptly, as killed by that signal (status
+// SIGTERM, SIGINT and SIGHUP end a running copy or bench (and read, write) promptly, as killed by that signal (status
 // 143/130/129), with one line saying how far it got — or, with --json, a JSON error document on stdout.
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -106,5 +106,22 @@ term('copy --json (no terminal), SIGTERM: a JSON error document on stdout {"erro
   assert.match(doc.error.message, /interrupted by SIGTERM after copying/);
   assert.is(r.stderr.trim(), '', 'nothing on stderr with --json');
 });
+
+for (const [cmd, args, re] of [
+  ['read', ['read', 'null:1P', '--length', '1P', '-o', '/dev/null'], /^stor: read: interrupted by SIGTERM after reading \d+ of 1125899906842624 bytes$/],
+  ['write', ['write', 'null:1P', '--pattern', '1', '--length', '1P'], /^stor: write: interrupted by SIGTERM after sending \d+ of 1125899906842624 bytes \(not flushed\)$/],
+] as const) {
+  term(`${cmd} of 1 PiB, SIGTERM after a second: ended by SIGTERM within 5 s, one line saying how far it got`, async () => {
+    let child: import('node:child_process').ChildProcess | undefined;
+    const done = stor([...args], 30_000, {}, (p) => { child = p; });
+    await new Promise((r) => setTimeout(r, 1500));
+    const t0 = Date.now();
+    child!.kill('SIGTERM');
+    const r = await done;
+    assert.ok(Date.now() - t0 < 5000, describeRun(r));
+    assert.is(r.signal, 'SIGTERM', describeRun(r));
+    assert.match(r.stderr.trim(), re, describeRun(r));
+  });
+}
 
 term.run();
