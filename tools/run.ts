@@ -17,10 +17,12 @@ const live = new Set<ChildProcess>();
 process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
 
 export async function runBounded(cmd: string, args: string[], timeoutMs: number,
-  opts: { env?: NodeJS.ProcessEnv; onSpawn?: (p: ChildProcess) => void } = {}): Promise<RunResult> {
+  opts: { env?: NodeJS.ProcessEnv; onSpawn?: (p: ChildProcess) => void; maxOutput?: number } = {}): Promise<RunResult> {
   const t0 = Date.now();
   const sub = execa(cmd, args, {
     stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, stripFinalNewline: false,
+    // maxOutput: a runaway writer must not exhaust the test's memory (execa keeps the first bytes)
+    ...(opts.maxOutput !== undefined ? { maxBuffer: opts.maxOutput } : {}),
     timeout: timeoutMs, killSignal: 'SIGKILL', forceKillAfterDelay: false,
     // an env given replaces the whole environment, as spawn's does
     ...(opts.env ? { env: opts.env, extendEnv: false } : {}),

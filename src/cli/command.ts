@@ -3,6 +3,7 @@
 // verification mismatch, never a stack trace for a user mistake.
 import { Command, Errors } from '@oclif/core';
 import { EXIT, StorError } from '../lib/core/errors.js';
+import { translateParseError } from './parse-errors.js';
 
 export abstract class StorCommand extends Command {
   static override enableJsonFlag = true;
@@ -12,6 +13,11 @@ export abstract class StorCommand extends Command {
     let message = err.message ?? String(err);
     let hint: string | undefined;
     let details: Record<string, unknown> | undefined;
+    if ((err as NodeJS.ErrnoException).code === 'EPIPE') {
+      // the reader of our output went away (`| head -c 10`): end quietly, as cat does (128 + SIGPIPE)
+      process.exitCode = 141;
+      return;
+    }
     if (err instanceof StorError) {
       code = err.exitCode;
       hint = err.hint;
@@ -20,11 +26,10 @@ export abstract class StorCommand extends Command {
       process.exitCode = err.oclif.exit;
       return;
     } else if (err.parse !== undefined || err instanceof Errors.CLIError && (err.oclif?.exit === 2)) {
-      // oclif's flag/argument errors: keep the first line, point at --help.
+      // oclif's flag/argument errors, in stor's own format
       code = EXIT.USAGE;
-      const lines = message.split('\n').map((l) => l.trim()).filter((l) => l && !/^See more help/.test(l));
-      message = lines.join('; ');
-      hint = `see: stor ${this.id ?? ''} --help`.replace(/\s+--help/, ' --help');
+      const ctor = this.ctor as unknown as { flags?: Record<string, object>; args?: Record<string, object> };
+      ({ message, hint } = translateParseError(err, this.id ?? '', ctor.flags ?? {}, ctor.args ?? {}));
     }
     process.exitCode = code;
     if (this.jsonEnabled()) {

@@ -1,6 +1,10 @@
 import { Args, Flags } from '@oclif/core';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, release } from 'node:os';
+import { dirname, resolve } from 'node:path';
 import { StorCommand } from '../cli/command.js';
+import { exitOnInterrupt } from '../cli/interrupt.js';
+import { ProgressLine } from '../cli/progress.js';
 import { EXIT, StorError, usageError } from '../lib/core/errors.js';
 import { parsePositiveSize, SIZE_FORMS } from '../lib/core/size.js';
 import { parseDuration, DURATION_FORMS } from '../lib/core/duration.js';
@@ -52,28 +56,40 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     const modes = flags.modes.split(',').map((m) => m.trim()).filter(Boolean);
     for (const m of modes) if (!MODES.includes(m as Mode)) throw usageError('--modes', `'${m}' is not a completion mode`, 'notify, poll, adaptive (comma-separated)');
     if (!modes.length || new Set(modes).size !== modes.length) throw usageError('--modes', 'name each mode once', 'notify, poll, adaptive (comma-separated)');
+    // an unwritable --report must not cost a whole benchmark's run to find out
+    if (flags.report) assertWritable(flags.report);
     const json = this.jsonEnabled();
-    const tty = process.stderr.isTTY && !json;
-    let spinner: { text: string; stop(): void } | undefined;
-    if (tty) { const { default: ora } = await import('ora'); spinner = ora({ stream: process.stderr }).start(); }
+    const line = ProgressLine.start(!json);
+    let base: { mode: string; ios: number; ms: number } | undefined;
+    let where = 'before the first mode';
+    const stopInterrupt = exitOnInterrupt({ command: 'bench', json, before: () => line?.clear(), progress: () => where });
     let report;
     try {
       report = await runBench({
         target: args.target, rw: flags.rw as Rw, rwmixread: flags.rwmixread, bs, iodepth: flags.iodepth, queues: flags.queues,
         runtimeMs, rampMs, size, modes: modes as Mode[], verify: flags.verify, direct: flags.direct, spinUs: flags['spin-us'], refill: flags.refill as Refill, seed: flags.seed,
-        onProgress: spinner ? (mode, ios, ms) => {
-          const measured = Math.max(0, ms - rampMs) / 1000;
-          spinner!.text = `${mode}: ${(ms / 1000).toFixed(1)} s / ${((runtimeMs + rampMs) / 1000).toFixed(1)} s, ${ms > rampMs ? `${Math.round(ios / Math.max(ms / 1000, 0.001) / 1000)} kIOPS` : 'ramping up'}${measured ? '' : ''}`;
-        } : undefined,
+        onProgress: (mode, ios, ms) => {
+          where = `in mode ${mode}, ${(ms / 1000).toFixed(1)} s of ${((runtimeMs + rampMs) / 1000).toFixed(1)} s (no results are reported for an interrupted run)`;
+          // the rate since the ramp ended, as the final figure counts it (not since the start, ramp included)
+          if (ms >= rampMs && base?.mode !== mode) base = { mode, ios, ms };
+          const rate = base && base.mode === mode && ms > base.ms ? `${Math.round((ios - base.ios) / ((ms - base.ms) / 1000) / 1000)} kIOPS` : ms >= rampMs ? 'measuring' : 'ramping up';
+          line?.update(`${mode}: ${(ms / 1000).toFixed(1)} s / ${((runtimeMs + rampMs) / 1000).toFixed(1)} s, ${rate}`);
+        },
       });
-    } finally { spinner?.stop(); }
+    } finally { stopInterrupt(); line?.clear(); }
     const table = renderTable(report);
     const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
     const doc = toJson(report, { version: pkg.version });
-    if (flags.report) writeFileSync(flags.report, renderHtml(report, table.replace(/\x1b\[[0-9;]*m/g, '')));
-    if (!json) {
-      process.stdout.write(`${report.target} — ${flags.rw} ${flags.bs}, iodepth ${flags.iodepth} × ${flags.queues} queue(s), ${flags.runtime} per mode\n\n${table}\n`);
-      if (flags.report) process.stderr.write(`report: ${flags.report}\n`);
+    // the table first: a report that cannot be written must not lose the results
+    if (!json) process.stdout.write(`${report.target} — ${flags.rw} ${flags.bs}, iodepth ${flags.iodepth} × ${flags.queues} queue(s), ${flags.runtime} per mode\n\n${table}\n`);
+    if (flags.report) {
+      const meta = {
+        date: new Date().toISOString(), version: pkg.version, host: `${hostname()} (Linux ${release()}, ${cpus().length} CPUs)`,
+        command: ['stor', ...process.argv.slice(2)].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' '),
+      };
+      try { writeFileSync(flags.report, renderHtml(report, table.replace(/\x1b\[[0-9;]*m/g, ''), meta)); }
+      catch (e) { throw new StorError(`--report: cannot write ${flags.report}: ${(e as Error).message}`, { details: doc, hint: 'the results are in the table above' }); }
+      if (!json) process.stderr.write(`report: ${flags.report}\n`);
     }
     const failures = report.results.filter((r) => r.verify && r.verify.failures > 0);
     if (failures.length) {
@@ -83,4 +99,21 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     }
     return doc;
   }
+}
+
+/** Refuses (exit 2) a --report path that cannot be created or written, before the benchmark runs. */
+function assertWritable(path: string): void {
+  let why: string | undefined;
+  try {
+    if (existsSync(path)) {
+      if (statSync(path).isDirectory()) why = 'it is a directory';
+      else accessSync(path, constants.W_OK);
+    } else {
+      const dir = dirname(resolve(path));
+      if (!existsSync(dir)) why = `the directory ${dir} does not exist`;
+      else if (!statSync(dir).isDirectory()) why = `${dir} is not a directory`;
+      else accessSync(dir, constants.W_OK);
+    }
+  } catch (e) { why = (e as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : (e as Error).message; }
+  if (why) throw usageError('--report', `cannot write ${path}: ${why}`, 'a file in an existing, writable directory');
 }

@@ -1,12 +1,15 @@
 import { Args, Flags } from '@oclif/core';
 import { existsSync } from 'node:fs';
 import { StorCommand } from '../cli/command.js';
+import { exitOnInterrupt } from '../cli/interrupt.js';
+import { ProgressLine } from '../cli/progress.js';
 import { clientFlags, TARGET_DESCRIPTION } from '../cli/client-flags.js';
 import { BlockDevice, type Completion } from '../lib/client/device.js';
 import { EXIT, StorError, usageError } from '../lib/core/errors.js';
 import { runCopy } from '../lib/engine/copy.js';
 import { formatSize, parsePositiveSize, parseSize, SIZE_FORMS } from '../lib/core/size.js';
 import { parseTarget } from '../lib/core/target.js';
+import { overlappingRanges } from '../lib/bdev/identity.js';
 
 export default class Copy extends StorCommand {
   static override summary = 'Copy between any two targets (sockets, files, devices), multi-queue, with optional verification';
@@ -56,12 +59,18 @@ A destination file that does not exist is created with the size of the copy.`;
       const align = src.properties.requestAlignment;
       if (srcOffset % align || length % align) throw usageError('--src-offset/--length', `must be multiples of the source's request alignment (${align})`);
       if (srcOffset + length > src.properties.capacity) throw usageError('--length', `the source has ${src.properties.capacity} bytes, the range ends at ${srcOffset + length}`);
+      // Chunks run in parallel and in no fixed order: a range copied onto itself would read bytes already
+      // overwritten (and --verify would compare the overwritten source with itself). Refused.
+      if (overlappingRanges(srcT, srcOffset, dstT, dstOffset, length)) {
+        throw usageError('--src-offset/--dst-offset', `the source and the destination are the same image and the ranges overlap ` +
+          `(bytes ${srcOffset}..${srcOffset + length} and ${dstOffset}..${dstOffset + length})`, 'ranges of one image that do not overlap, or copy through a temporary image');
+      }
       if (dstT.kind === 'file' && !existsSync(dstT.path) && dstT.create === undefined) dstT = { ...dstT, create: dstOffset + length };
       dst = await BlockDevice.open(dstT, openOpts);
       if (dstOffset + length > dst.properties.capacity) {
         throw usageError('destination', `it has ${dst.properties.capacity} bytes, the copy needs ${dstOffset + length}`);
       }
-      if (dst.properties.readOnly) throw new StorError('the destination is read-only');
+      if (dst.properties.readOnly) throw usageError('destination', 'it is read-only', 'a writable destination');
       const dalign = dst.properties.requestAlignment;
       if (dstOffset % dalign || length % dalign) throw usageError('--dst-offset/--length', `must be multiples of the destination's request alignment (${dalign})`);
       const job = runCopy(src, dst, {
@@ -69,14 +78,18 @@ A destination file that does not exist is created with the size of the copy.`;
         zeroDetect: !flags['no-zero-detect'] && dst.properties.canWriteZeroes, flush: true,
       });
       const t0 = performance.now();
-      const spinner = await this.progress(job.progress, length, flags.verify, t0);
+      const line = ProgressLine.start(!this.jsonEnabled());
+      const timer = line ? setInterval(() => line.update(progressText(job.progress(), length, flags.verify, t0)), 200) : undefined;
+      const stopInterrupt = exitOnInterrupt({
+        command: 'copy', json: this.jsonEnabled(), before: () => { if (timer) clearInterval(timer); line?.clear(); },
+        progress: () => howFar(job.progress(), length),
+      });
       let r;
       try { r = await job.promise; }
       catch (e) {
-        spinner?.fail();
         const err = e as Error & { bytesCopied?: number };
         throw new StorError(`copy failed after ${formatSize(err.bytesCopied ?? 0)}: ${err.message}`);
-      } finally { spinner?.stop(); }
+      } finally { stopInterrupt(); if (timer) clearInterval(timer); line?.clear(); }
       const seconds = (performance.now() - t0) / 1000;
       const result = {
         source: args.source, destination: args.destination, length, seconds: Number(seconds.toFixed(3)),
@@ -97,20 +110,19 @@ A destination file that does not exist is created with the size of the copy.`;
       await src.close();
     }
   }
+}
 
-  /** A progress line with throughput, on a terminal only. */
-  private async progress(read: () => { copied: number; verified: number }, total: number, verify: boolean, t0: number) {
-    if (!process.stderr.isTTY || this.jsonEnabled()) return undefined;
-    const { default: ora } = await import('ora');
-    const spinner = ora({ stream: process.stderr }).start();
-    const tick = (): void => {
-      const p = read();
-      const done = p.verified > 0 ? p.verified : p.copied;
-      const s = (performance.now() - t0) / 1000;
-      spinner.text = `${p.verified > 0 ? 'verifying' : 'copying'} ${formatSize(done)} / ${formatSize(total)} ` +
-        `(${total ? Math.floor((done / total) * 100) : 100}%)  ${formatSize(Math.round(p.copied / Math.max(s, 0.001)))}/s${verify && !p.verified ? '  then verify' : ''}`;
-    };
-    const timer = setInterval(tick, 200);
-    return { stop: () => { clearInterval(timer); spinner.stop(); }, fail: () => { clearInterval(timer); spinner.fail(); } };
-  }
+/** The progress line: what is done, of what, and the copy's rate. */
+function progressText(p: { copied: number; verified: number }, total: number, verify: boolean, t0: number): string {
+  const done = p.verified > 0 ? p.verified : p.copied;
+  const s = (performance.now() - t0) / 1000;
+  return `${p.verified > 0 ? 'verifying' : 'copying'} ${formatSize(done)} / ${formatSize(total)} ` +
+    `(${total ? Math.floor((done / total) * 100) : 100}%)  ${formatSize(Math.round(p.copied / Math.max(s, 0.001)))}/s${verify && !p.verified ? '  then verify' : ''}`;
+}
+
+/** For a message about an interrupted copy: how far it got. */
+function howFar(p: { copied: number; verified: number }, total: number): string {
+  const pct = (n: number): string => `${total ? Math.floor((n / total) * 100) : 100}%`;
+  if (p.verified > 0) return `while verifying, after copying all ${formatSize(total)} and verifying ${formatSize(p.verified)} (${pct(p.verified)})`;
+  return `after copying ${formatSize(p.copied)} of ${formatSize(total)} (${pct(p.copied)}, ${p.copied} bytes)`;
 }

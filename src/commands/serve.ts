@@ -9,6 +9,8 @@ import { BACKEND_FORMS } from '../lib/core/spec.js';
 import { DeviceTable, type CompletionMode } from '../lib/export/table.js';
 import type { LogLevel } from '../lib/export/vhost-user/server.js';
 import { SPIN_US_DEFAULT } from '../lib/core/completion.js';
+import { parseBackend } from '../lib/core/target.js';
+import { assertWholeSectors } from '../lib/bdev/identity.js';
 
 export const DEFAULT_SOCKET = join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), 'stor.sock');
 
@@ -44,6 +46,8 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     if (Buffer.byteLength(flags.serial) > 20) throw usageError('--serial', `'${flags.serial}' is longer than 20 bytes`, 'up to 20 bytes');
     const json = this.jsonEnabled();
     const blockSize = Number(flags['block-size']) as 512 | 4096;
+    const target = parseBackend(flags.backend, '--backend');
+    if (target.kind === 'file') assertWholeSectors(target.path);
     const log = (level: LogLevel, message: string): void => {
       if (json) process.stderr.write(JSON.stringify({ event: 'log', level, message, time: new Date().toISOString() }) + '\n');
       else {

@@ -10,6 +10,7 @@ import {
 import { parseTarget, type Target } from '../core/target.js';
 import { openBackend } from '../bdev/open.js';
 import { SPIN_US_DEFAULT } from '../core/completion.js';
+import { assertWholeSectors } from '../bdev/identity.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../proto/virtio-blk.js';
 import { ProtocolFeature } from '../proto/vhost-user.js';
 import { VhostUserFrontend } from './vhost-user-frontend.js';
@@ -199,6 +200,7 @@ export class BlockDevice {
     if (completion !== 'notify' && completion !== 'poll' && completion !== 'event') throw usageError('completion', `'${String(completion)}' is not a completion mode`, 'notify, poll (event: an alias of notify)');
     const spin = opts.spinUs ?? opts.pollSpinUs ?? SPIN_US_DEFAULT;
     if (t.kind === 'vhost-user') return BlockDevice.openVhostUser(t.path, numQueues, queueSize, completion, spin, opts);
+    if (t.kind === 'file') assertWholeSectors(t.path);
     const { handle, properties: c } = openBackend(t, { readonly: opts.readOnly, direct: opts.direct });
     // every property comes from the backend itself (C); only the queue count is this device's choice
     const props: Properties = {
@@ -278,7 +280,13 @@ export class BlockDevice {
     } catch (e) {
       fe.close();
       if (e instanceof StorError) throw e;
-      throw new StorError(`vhost-user handshake with ${path} failed: ${(e as Error).message}`, { cause: e });
+      const msg = (e as Error).message;
+      // a server that hangs up in the handshake is most often busy: vhost-user serves one front-end at a time
+      const hungUp = /broken pipe|reset by peer|EPIPE|ECONNRESET|closed|end of file|EOF/i.test(msg);
+      throw new StorError(`vhost-user handshake with ${path} failed: ${msg}`, {
+        cause: e,
+        hint: hungUp ? 'the server hung up: a vhost-user-blk server serves one front-end at a time; is another client (a VM, stor bench or copy) connected? The server\'s log says why' : undefined,
+      });
     }
   }
 
@@ -334,9 +342,18 @@ export class BlockDevice {
     if (needsWrite && p.readOnly) throw bad('the device is read-only', 30);
   }
 
+  /**
+   * Checks a whole byte range (bounds, alignment, read-only) before a caller splits it into requests,
+   * so that a range that cannot succeed fails before anything is read or written.
+   */
+  checkRange(op: string, offset: number, length: number, forWrite = false): void {
+    this.check(op, offset, length, forWrite);
+  }
+
   /** Reads length bytes at offset into a new Buffer. */
   async read(offset: number, length: number, opts?: RequestOptions): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
+    // allocated where O_DIRECT wants it, so that no bounce copy is needed
+    const buf = this.properties.bufAlignment > 1 && length > 0 ? this.alignedBuffer(length) : Buffer.allocUnsafe(length);
     await this.readInto(offset, buf, opts);
     return buf;
   }
@@ -354,6 +371,8 @@ export class BlockDevice {
   private async dataRequest(op: number, name: string, offset: number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
     if (buf.length === 0) return;
     const q = this.queue(opts);
+    // O_DIRECT files want buffers at buf-alignment: others go through aligned bounce buffers
+    if (!this.isBufAligned(buf)) { await this.viaAlignedBounce(q, op, name, offset, buf); return; }
     // Zero copy from registered memory; otherwise through bounce buffers of BOUNCE_SIZE each.
     if (this.inRegion(buf) || buf.length <= BOUNCE_SIZE || this.properties.driver !== 'virtio-blk-vhost-user') {
       await q.submit(op, name, offset, buf.length, buf);
@@ -365,6 +384,38 @@ export class BlockDevice {
       parts.push(q.submit(op, name, offset + o, len, buf.subarray(o, o + len)));
     }
     await Promise.all(parts);
+  }
+
+  private isBufAligned(buf: Uint8Array): boolean {
+    const align = this.properties.bufAlignment;
+    return align <= 1 || native().bufferAddress(buf) % BigInt(align) === 0n;
+  }
+
+  /** An uninitialised buffer of length bytes whose address is a multiple of buf-alignment. */
+  private alignedBuffer(length: number): Buffer {
+    const align = BigInt(this.properties.bufAlignment);
+    const raw = Buffer.allocUnsafeSlow(length + Number(align));
+    const skip = Number((align - (native().bufferAddress(raw) % align)) % align);
+    return raw.subarray(skip, skip + length);
+  }
+
+  /** A request from or into an unaligned buffer: pieces of up to BOUNCE_SIZE through aligned copies, a few in flight. */
+  private async viaAlignedBounce(q: QueueRunner, op: number, name: string, offset: number, buf: Uint8Array): Promise<void> {
+    const piece = Math.min(buf.length, BOUNCE_SIZE);   // a multiple of the request alignment, as buf.length is
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      const bounce = this.alignedBuffer(piece);
+      while (next < buf.length) {
+        const at = next;
+        const len = Math.min(piece, buf.length - at);
+        next += len;
+        const b = bounce.subarray(0, len);
+        if (op === STOR_OP.WRITE) b.set(buf.subarray(at, at + len));
+        await q.submit(op, name, offset + at, len, b);
+        if (op === STOR_OP.READ) buf.set(b, at);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(4, Math.ceil(buf.length / piece)) }, worker));
   }
 
   async flush(opts?: RequestOptions): Promise<void> {

@@ -1,9 +1,12 @@
 // A self-contained HTML report: for each mode, the latency distribution (CDF and histogram) and
-// IOPS over time, drawn as inline SVG — no scripts, no external resources.
+// IOPS over time (one panel per mode: a notify line at 15k would be flat on a polling mode's 1.3M
+// axis), drawn as inline SVG — no scripts, no external resources — with the run's metadata (date,
+// command, version, host). Legends sit above the plot area, never over a line.
 import type { BenchReport, ModeResult } from './run.js';
+import { tickSpans } from './stats.js';
 
 const COLORS: Record<string, string> = { notify: '#1f77b4', poll: '#d62728', adaptive: '#2ca02c' };
-const W = 640, H = 300, L = 60, R = 20, T = 20, B = 45;
+const W = 640, H = 300, L = 60, R = 20, T = 34, B = 45;
 
 const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]!));
 
@@ -17,9 +20,26 @@ function axes(xLabel: string, yLabel: string, xTicks: Array<[number, string]>, y
   return parts.join('');
 }
 
+/** One row of swatches in the top margin, above the plot area. */
 function legend(modes: ModeResult[]): string {
-  return modes.map((m, i) => `<rect x="${W - R - 110}" y="${T + 4 + i * 16}" width="10" height="10" fill="${COLORS[m.mode] ?? '#555'}"/>` +
-    `<text x="${W - R - 95}" y="${T + 13 + i * 16}">${esc(m.mode)}</text>`).join('');
+  return `<g class="legend">${modes.map((m, i) => `<rect x="${L + i * 90}" y="8" width="10" height="10" fill="${COLORS[m.mode] ?? '#555'}"/>` +
+    `<text x="${L + 15 + i * 90}" y="17">${esc(m.mode)}</text>`).join('')}</g>`;
+}
+
+/** "0.25 s", "1 s", "2.5 s": as many decimals as the value has (to the millisecond), none invented. */
+export function formatSeconds(seconds: number): string {
+  return `${Number(seconds.toFixed(3))} s`;
+}
+
+/** Round tick values from 0 to at most max: a step of 1, 2, 2.5 or 5 times a power of ten, 3 to 6 ticks. */
+export function niceTicks(max: number): number[] {
+  if (!(max > 0)) return [0];
+  const raw = max / 4;
+  const pow = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((k) => k * pow).find((st) => max / st <= 5) ?? 10 * pow;
+  const ticks: number[] = [];
+  for (let i = 0; i * step <= max * (1 + 1e-9); i++) ticks.push(Number((i * step).toPrecision(12)));
+  return ticks;
 }
 
 /** Latency on a log axis from the smallest to the largest value seen. */
@@ -67,19 +87,39 @@ function histogramChart(results: ModeResult[]): string {
   return `<svg id="histogram" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes('latency (log scale)', 'share of I/Os', ticks, yTicks)}${bars.join('')}${legend(results)}</svg>`;
 }
 
-function timelineChart(results: ModeResult[]): string {
-  const maxLen = Math.max(1, ...results.map((m) => m.timeline.length));
-  const tick = results[0]?.tickMs ?? 100;
-  const maxV = Math.max(1, ...results.flatMap((m) => m.timeline));
-  const x = (i: number): number => L + (i / Math.max(1, maxLen - 1)) * (W - L - R);
-  const y = (v: number): number => H - B - (v / maxV) * (H - B - T);
-  const lines = results.map((m) => `<polyline class="iops" data-mode="${m.mode}" fill="none" stroke="${COLORS[m.mode] ?? '#555'}" stroke-width="2" points="${m.timeline.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`);
-  const xTicks: Array<[number, string]> = [0, 0.25, 0.5, 0.75, 1].map((f) => [x(f * (maxLen - 1)), `${((f * (maxLen - 1) * tick) / 1000).toFixed(1)} s`]);
-  const yTicks: Array<[number, string]> = [0, 0.5, 1].map((f) => [y(f * maxV), f * maxV >= 1e6 ? `${((f * maxV) / 1e6).toFixed(2)}M` : `${((f * maxV) / 1e3).toFixed(0)}k`]);
-  return `<svg id="timeline" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes('time', 'IOPS', xTicks, yTicks)}${lines.join('')}${legend(results)}</svg>`;
+/** IOPS over time, one panel per mode with its own axis; each point at the middle of the time its tick covers. */
+function timelineCharts(results: ModeResult[], runtimeMs: number): string {
+  const PH = 190;
+  return results.map((m) => {
+    const spans = tickSpans(m.tickMs, runtimeMs).slice(0, m.timeline.length);
+    const maxV = Math.max(1, ...m.timeline);
+    const x = (ms: number): number => L + (ms / Math.max(1, runtimeMs)) * (W - L - R);
+    const y = (v: number): number => PH - B - (v / maxV) * (PH - B - T);
+    const pts = m.timeline.map((v, i) => `${x(((spans[i]?.[0] ?? 0) + (spans[i]?.[1] ?? 0)) / 2).toFixed(1)},${y(v).toFixed(1)}`);
+    const xTicks = niceTicks(runtimeMs / 1000).map((sec): [number, string] => [x(sec * 1000), formatSeconds(sec)]);
+    const yTicks = [0, 0.5, 1].map((f): [number, string] => [y(f * maxV), f * maxV >= 1e6 ? `${((f * maxV) / 1e6).toFixed(2)}M` : f * maxV >= 1e3 ? `${((f * maxV) / 1e3).toFixed(1)}k` : `${Math.round(f * maxV)}`]);
+    const color = COLORS[m.mode] ?? '#555';
+    return `<svg id="timeline-${esc(m.mode)}" class="timeline" width="${W}" height="${PH}" font-size="11" font-family="sans-serif">` +
+      axesIn(PH, 'time', 'IOPS', xTicks, yTicks) +
+      `<rect x="${L}" y="8" width="10" height="10" fill="${color}"/><text x="${L + 15}" y="17">${esc(m.mode)}: ${Math.round(m.total.iops).toLocaleString('en')} IOPS over the run</text>` +
+      `<polyline class="iops" data-mode="${esc(m.mode)}" fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/></svg>`;
+  }).join('\n');
 }
 
-export function renderHtml(r: BenchReport, tableText: string): string {
+/** axes() for a chart of height h. */
+function axesIn(h: number, xLabel: string, yLabel: string, xTicks: Array<[number, string]>, yTicks: Array<[number, string]>): string {
+  const parts = [`<line x1="${L}" y1="${h - B}" x2="${W - R}" y2="${h - B}" stroke="#333"/>`, `<line x1="${L}" y1="${T}" x2="${L}" y2="${h - B}" stroke="#333"/>`];
+  for (const [x, s] of xTicks) parts.push(`<line x1="${x}" y1="${h - B}" x2="${x}" y2="${h - B + 4}" stroke="#333"/><text class="xtick" x="${x}" y="${h - B + 16}" text-anchor="middle">${esc(s)}</text>`);
+  for (const [y, s] of yTicks) parts.push(`<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`);
+  parts.push(`<text x="${(L + W - R) / 2}" y="${h - 8}" text-anchor="middle">${esc(xLabel)}</text>`);
+  parts.push(`<text transform="translate(14 ${(T + h - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  return parts.join('');
+}
+
+/** Who ran what, where and when: printed at the head of the report. */
+export interface RunMeta { date: string; command: string; version: string; host: string }
+
+export function renderHtml(r: BenchReport, tableText: string, meta?: RunMeta): string {
   const o = r.options;
   const rows = r.results.map((m) => `<tr><td>${m.mode}</td><td>${Math.round(m.total.iops).toLocaleString('en')}</td><td>${(m.latency.meanNs / 1000).toFixed(2)}</td>` +
     `<td>${((m.latency.percentiles['99.000000'] ?? 0) / 1000).toFixed(2)}</td><td>${((m.latency.percentiles['99.990000'] ?? 0) / 1000).toFixed(2)}</td>` +
@@ -90,6 +130,7 @@ export function renderHtml(r: BenchReport, tableText: string): string {
 th{background:#f4f4f4}td:first-child{text-align:left}section{margin:18px 0}pre{background:#f8f8f8;padding:8px;font-size:12px}</style></head>
 <body>
 <h1>stor bench</h1>
+${meta ? `<p id="meta">Run ${esc(meta.date)} on <b>${esc(meta.host)}</b> with stor ${esc(meta.version)}: <code>${esc(meta.command)}</code></p>` : ''}
 <p>Target: <b>${esc(r.target)}</b> (${esc(r.driver)}). Workload: ${esc(o.rw)}${o.rw.includes('rw') ? ` (${o.rwmixread}% reads)` : ''}, ${o.bs} B blocks,
 queue depth ${o.iodepth} × ${o.queues} queue(s), ${o.runtimeMs / 1000} s per mode after ${o.rampMs / 1000} s ramp.</p>
 <p><small>${esc(r.ioEngineNote)}</small></p>
@@ -97,7 +138,7 @@ queue depth ${o.iodepth} × ${o.queues} queue(s), ${o.runtimeMs / 1000} s per mo
 ${rows}</table></section>
 <section><h2>Latency distribution (CDF)</h2>${cdfChart(r.results)}</section>
 <section><h2>Latency histogram</h2>${histogramChart(r.results)}</section>
-<section><h2>IOPS over time</h2>${timelineChart(r.results)}</section>
+<section><h2>IOPS over time</h2>${timelineCharts(r.results, o.runtimeMs)}</section>
 <section><h2>Table</h2><pre>${esc(tableText)}</pre></section>
 </body></html>
 `;

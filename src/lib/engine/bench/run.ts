@@ -116,6 +116,7 @@ async function runMode(mode: Mode, o: BenchOptions, target: Target | undefined, 
     }
     try {
       const p = dev.properties;
+      if (p.readOnly && o.rw !== 'read' && o.rw !== 'randread') throw usageError('--rw', `${o.rw} writes and the target is read-only`, 'read, randread');
       if (o.bs % p.requestAlignment) throw usageError('--bs', `${o.bs} is not a multiple of the target's request alignment (${p.requestAlignment})`);
       const span = Math.min(size, p.capacity);
       if (o.size !== undefined && o.size > p.capacity) throw usageError('--size', `${o.size} is larger than the target (${p.capacity} bytes)`);
@@ -170,7 +171,7 @@ function summarize(mode: Mode, o: BenchOptions, raw: BenchRunResult, server?: Cp
   const bad = th.filter((t) => t.verifyFailures > 0).map((t) => t.firstBadOffset);
   return {
     mode, runtimeMs: ms, read, write, total, latency: summarizeLatency(raw), histogram: raw.histogram,
-    timeline: timeline(raw), tickMs: raw.tickMs, cpu: { client, ...(server ? { server } : {}) },
+    timeline: timeline(raw, o.runtimeMs), tickMs: raw.tickMs, cpu: { client, ...(server ? { server } : {}) },
     contextSwitches: { voluntary: sum((t) => t.ctxVoluntary), involuntary: sum((t) => t.ctxInvoluntary) },
     cpuPerIoUs: total.ios ? (cpu / total.ios) * 1e6 : 0, iopsPerCpu: cpu ? total.ios / cpu : 0, errors,
     ...(o.verify ? { verify: { verified: sum((t) => t.verified), failures: sum((t) => t.verifyFailures), firstBadOffset: bad.length ? Math.min(...bad) : null } } : {}),

@@ -41,20 +41,37 @@ export function summarizeLatency(r: BenchRunResult): LatencySummary {
   const mean = count ? sum / count : 0;
   let varSum = 0;
   for (const [v, c] of r.histogram) varSum += c * (v - mean) ** 2;
+  const minNs = mins.length ? Math.min(...mins) : 0;
+  const maxNs = Math.max(0, ...r.threads.map((t) => t.latMaxNs));
+  // A bucket's middle can lie outside what was seen (p99.99 above max when the slowest I/O sits low in
+  // its bucket): a percentile is clamped to the observed minimum and maximum.
   const percentiles: Record<string, number> = {};
-  for (const p of PERCENTILES) percentiles[p.toFixed(6)] = percentile(r.histogram, count, p);
-  return {
-    minNs: mins.length ? Math.min(...mins) : 0, maxNs: Math.max(0, ...r.threads.map((t) => t.latMaxNs)),
-    meanNs: mean, stddevNs: count ? Math.sqrt(varSum / count) : 0, count, percentiles,
-  };
+  for (const p of PERCENTILES) percentiles[p.toFixed(6)] = count ? Math.min(maxNs, Math.max(minNs, percentile(r.histogram, count, p))) : 0;
+  return { minNs, maxNs, meanNs: mean, stddevNs: count ? Math.sqrt(varSum / count) : 0, count, percentiles };
 }
 
-/** IOPS per tick, summed over threads. */
-export function timeline(r: BenchRunResult): number[] {
+/**
+ * IOPS per tick, summed over threads: each tick's completions over the time it covers within the
+ * measured window [0, runtimeMs) — a last tick cut short by the end of the run is divided by its own
+ * length, not a whole tick's (which drew the line down to near 0 at its last point), and completions
+ * drained after the window are not a tick of their own. Without runtimeMs: whole ticks, trailing
+ * empty ticks dropped.
+ */
+export function timeline(r: BenchRunResult, runtimeMs?: number): number[] {
   const len = Math.max(0, ...r.threads.map((t) => t.timeline.length));
   const out: number[] = new Array(len).fill(0);
   for (const t of r.threads) t.timeline.forEach((v, i) => { out[i] += v; });
-  // the last ticks are partial or empty: drop trailing zeros
-  while (out.length && out[out.length - 1] === 0) out.pop();
-  return out.map((v) => v * (1000 / r.tickMs));
+  if (runtimeMs === undefined) {
+    while (out.length && out[out.length - 1] === 0) out.pop();
+    return out.map((v) => v * (1000 / r.tickMs));
+  }
+  const ticks = tickSpans(r.tickMs, runtimeMs);
+  return ticks.map(([start, end], i) => ((out[i] ?? 0) * 1000) / (end - start));
+}
+
+/** [startMs, endMs) of each tick of a measured window of runtimeMs: the last one may be shorter. */
+export function tickSpans(tickMs: number, runtimeMs: number): Array<[number, number]> {
+  const spans: Array<[number, number]> = [];
+  for (let start = 0; start < runtimeMs; start += tickMs) spans.push([start, Math.min(start + tickMs, runtimeMs)]);
+  return spans;
 }
