@@ -60,7 +60,7 @@ async function run(cmd: string, argv: string[], timeoutMs: number, pin = PIN): P
 
 type Refill = 'eager' | 'drain';
 async function storBench(socket: string, qd: number, poll: boolean, refill: Refill, spinUs?: number, pin = PIN): Promise<Sample> {
-  const mode = poll ? ['--modes', 'poll'] : spinUs !== undefined ? ['--modes', 'adaptive', '--spin-us', String(spinUs)] : ['--modes', 'notify'];
+  const mode = poll ? ['--completion', 'poll'] : spinUs !== undefined ? ['--completion', 'adaptive', '--spin-us', String(spinUs)] : ['--completion', 'notify'];
   const r = await run(process.execPath, [STOR_BIN, 'bench', formatSpec({ driver: 'vhost-user', props: { path: socket } }), '--rw', 'randread', '--bs', '4k', '--iodepth', String(qd),
     ...mode, '--refill', refill, '--runtime', `${RUNTIME}s`, '--ramp', '0ms', '--json'], RUNTIME * 1000 + 30_000, pin);
   if (r.code !== 0) throw new Error(`stor bench failed (${r.code}): ${r.stderr}`);
@@ -122,7 +122,7 @@ async function main(): Promise<void> {
       if (c.unpinned) unpinnedRows.push(`QD${c.qd} IOPS ${iopsRatio.toFixed(2)} (pairs ${Math.min(...s.map((x, i) => x.kiops / l[i].kiops)).toFixed(2)}–${Math.max(...s.map((x, i) => x.kiops / l[i].kiops)).toFixed(2)}), latency ${latRatio.toFixed(2)}`);
       else if (c.dflt) worst = Math.max(worst, Math.abs(iopsRatio - 1), Math.abs(latRatio - 1));
       else if (c.spinUs === undefined) drainRows.push(`QD${c.qd} IOPS ${iopsRatio.toFixed(2)}, latency ${latRatio.toFixed(2)}`);
-      const loop = c.unpinned ? 'notify, `--refill eager`, **nothing pinned** (server and both clients)' : c.poll ? 'poll' : c.spinUs !== undefined ? `\`--modes adaptive --spin-us ${c.spinUs}\` (sensitivity: ${c.spinUs} µs spin before each sleep)` : c.refill === 'drain' ? 'notify, `--refill drain` (blkio-bench\'s loop)' : 'notify, `--refill eager` (default, fio\'s loop)';
+      const loop = c.unpinned ? 'notify, `--refill eager`, **nothing pinned** (server and both clients)' : c.poll ? 'poll' : c.spinUs !== undefined ? `\`--completion adaptive --spin-us ${c.spinUs}\` (sensitivity: ${c.spinUs} µs spin before each sleep)` : c.refill === 'drain' ? 'notify, `--refill drain` (blkio-bench\'s loop)' : 'notify, `--refill eager` (default, fio\'s loop)';
       say(`| randread 4k QD${c.qd} ${c.poll ? 'poll' : 'notify'} | ${loop} | ${median(l.map((x) => x.kiops)).toFixed(1)} | ${median(s.map((x) => x.kiops)).toFixed(1)} | ${iopsRatio.toFixed(2)} | ` +
         `${median(l.map((x) => x.meanUs)).toFixed(2)} | ${median(s.map((x) => x.meanUs)).toFixed(2)} | ${latRatio.toFixed(2)} |`);
     }

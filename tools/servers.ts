@@ -123,7 +123,7 @@ export function startStor(o: ServerOptions): Promise<RunningServer> {
   const args = [STOR_BIN, 'serve', '--socket', socket, '--backend', storBackendArg(o.backend), '--json',
     '--queues', String(o.queues ?? 1)];
   if (o.readonly) args.push('--readonly');
-  if (o.mode) args.push('--mode', o.mode);
+  if (o.mode) args.push('--completion', o.mode);
   args.push(...(o.extraArgs ?? []));
   return launch('stor', process.execPath, args, socket, (out) => out.includes('"event":"ready"'), o.startTimeoutMs ?? 15_000);
 }

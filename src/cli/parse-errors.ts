@@ -4,7 +4,7 @@
 // the same whichever layer caught it.
 import { Errors } from '@oclif/core';
 
-interface FlagDef { name?: string; description?: string; options?: readonly string[]; min?: number; max?: number; type?: string }
+interface FlagDef { name?: string; description?: string; options?: readonly string[]; min?: number; max?: number; type?: string; aliases?: string[] }
 interface ArgDef { name?: string; description?: string }
 
 const ANSI = /\x1b\[[0-9;]*m/g;
@@ -21,6 +21,14 @@ export function translateParseError(err: Error & { args?: ArgDef[]; flags?: stri
     if (f.options?.length) return `accepted: ${f.options.join(', ')}`;
     if (f.min !== undefined || f.max !== undefined) return `accepted: an integer${f.min !== undefined ? ` from ${f.min}` : ''}${f.max !== undefined ? ` to ${f.max}` : ''}`;
     return `accepted: --${name}: ${f.description ?? 'see ' + helpRef}`;
+  };
+
+  // a flag is named as the user typed it: an old spelling kept as an alias (--mode) is not renamed
+  const argv = process.argv.slice(2);
+  const typed = (name: string): string => {
+    const typedAs = (n: string): boolean => argv.some((a) => a === `--${n}` || a.startsWith(`--${n}=`));
+    const alias = flags[name]?.aliases?.find(typedAs);
+    return alias && !typedAs(name) ? `--${alias}` : `--${name}`;
   };
 
   const unknown = (err as { flags?: unknown }).flags;
@@ -40,15 +48,15 @@ export function translateParseError(err: Error & { args?: ArgDef[]; flags?: stri
     const got = /received: (.*)/.exec(text)?.[1] ?? '';
     const kind = /integer/.test(text) ? 'an integer' : 'a value';
     const range = /greater than or equal to|less than or equal to/.test(text) ? ' in range' : '';
-    return { message: `--${m[1]}: '${got}' is not ${kind}${range}`, hint: flagHint(m[1]) };
+    return { message: `${typed(m[1])}: '${got}' is not ${kind}${range}`, hint: flagHint(m[1]) };
   }
   m = /^Expected --([\w-]+)=(.*) to be one of: (.*)$/.exec(lines[0] ?? '');
-  if (m) return { message: `--${m[1]}: '${m[2]}' is not one of its values`, hint: `accepted: ${m[3]}` };
+  if (m) return { message: `${typed(m[1])}: '${m[2]}' is not one of its values`, hint: `accepted: ${m[3]}` };
   m = /^--([\w-]+)(?:=\S*)? cannot also be provided when using --([\w-]+)/.exec(lines[0] ?? '');
   if (m) return { message: `--${m[1]}: cannot be used with --${m[2]}`, hint: `accepted: one of --${m[1]}, --${m[2]}` };
   m = /^Missing required flag:?\s*-*([\w-]+)/.exec(lines[0] ?? '');
   if (m) return { message: `--${m[1]}: required`, hint: flagHint(m[1]) };
   m = /^Flag --([\w-]+) expects a value/.exec(lines[0] ?? '');
-  if (m) return { message: `--${m[1]}: needs a value`, hint: flagHint(m[1]) };
+  if (m) return { message: `${typed(m[1])}: needs a value`, hint: flagHint(m[1]) };
   return { message: lines.join(' '), hint: `accepted: ${usage} ${helpRef}` };
 }

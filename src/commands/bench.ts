@@ -24,7 +24,7 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
   static override examples = [
     '<%= config.bin %> bench',
     '<%= config.bin %> bench vhost-user:/tmp/qsd.sock --rw randread --iodepth 32 --runtime 10s',
-    '<%= config.bin %> bench /var/tmp/disk.img --rw randrw --rwmixread 70 --verify --modes notify,poll --report bench.html',
+    '<%= config.bin %> bench /var/tmp/disk.img --rw randrw --rwmixread 70 --verify --completion notify,poll --report bench.html',
   ];
   static override args = { target: Args.string({ description: `what to measure: ${TARGET_FORMS} (default: an embedded stor serve, null backend)` }) };
   static override flags = {
@@ -36,9 +36,11 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     runtime: Flags.string({ description: `measured time per mode (${DURATION_FORMS})`, default: '5s' }),
     ramp: Flags.string({ description: 'unmeasured warm-up per mode', default: '1s' }),
     size: Flags.string({ description: 'bytes of the target the workload touches (default: all; embedded server: 1G)' }),
-    modes: Flags.string({ description: 'completion modes to compare, comma-separated: notify, poll, adaptive', default: 'notify,poll,adaptive' }),
+    // one name for the idea in every command: --completion (--modes is the old spelling, still accepted)
+    completion: Flags.string({ description: 'completion modes to compare, comma-separated: notify, poll, adaptive', default: 'notify,poll,adaptive', aliases: ['modes'] }),
     verify: Flags.boolean({ description: 'write patterns with a header (offset, generation) and check every read; exit 3 on a mismatch', default: false }),
-    direct: Flags.boolean({ description: 'files and block devices: O_DIRECT', default: false }),
+    // direct=on in the target spec is the one spelling (as everywhere else); --direct stays as an alias
+    direct: Flags.boolean({ description: 'files and block devices: O_DIRECT (same as ,direct=on in the target)', default: false, hidden: true }),
     'spin-us': Flags.integer({ description: 'adaptive mode: the longest the client spins before sleeping, in microseconds (the window adapts below it, as in stor serve)', default: SPIN_US_DEFAULT, min: 0, max: 1_000_000 }),
     refill: Flags.string({ description: 'when requests are resubmitted: eager (after every look at the completions, as fio does) or drain (after a wake-up, only once a look finds nothing new, as blkio-bench does)', options: ['eager', 'drain'], default: 'eager' }),
     seed: Flags.integer({ description: 'random seed for offsets and patterns', default: 1 }),
@@ -53,9 +55,9 @@ With no TARGET, each mode gets an embedded \`stor serve\` on a null backend, run
     if (runtimeMs < 100) throw usageError('--runtime', `${flags.runtime} is shorter than 100ms`, DURATION_FORMS);
     const rampMs = parseDuration(flags.ramp, '--ramp');
     const size = flags.size !== undefined ? parsePositiveSize(flags.size, '--size') : undefined;
-    const modes = flags.modes.split(',').map((m) => m.trim()).filter(Boolean);
-    for (const m of modes) if (!MODES.includes(m as Mode)) throw usageError('--modes', `'${m}' is not a completion mode`, 'notify, poll, adaptive (comma-separated)');
-    if (!modes.length || new Set(modes).size !== modes.length) throw usageError('--modes', 'name each mode once', 'notify, poll, adaptive (comma-separated)');
+    const modes = flags.completion.split(',').map((m) => m.trim()).filter(Boolean);
+    for (const m of modes) if (!MODES.includes(m as Mode)) throw usageError('--completion', `'${m}' is not a completion mode`, 'notify, poll, adaptive (comma-separated)');
+    if (!modes.length || new Set(modes).size !== modes.length) throw usageError('--completion', 'name each mode once', 'notify, poll, adaptive (comma-separated)');
     // an unwritable --report must not cost a whole benchmark's run to find out
     if (flags.report) assertWritable(flags.report);
     const json = this.jsonEnabled();

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { StorCommand } from '../cli/command.js';
 import { exitOnInterrupt } from '../cli/interrupt.js';
 import { ProgressLine } from '../cli/progress.js';
-import { clientFlags, TARGET_DESCRIPTION } from '../cli/client-flags.js';
+import { clientFlags, parseTimeout, TARGET_DESCRIPTION } from '../cli/client-flags.js';
 import { BlockDevice, type Completion } from '../lib/client/device.js';
 import { EXIT, StorError, usageError } from '../lib/core/errors.js';
 import { runCopy } from '../lib/engine/copy.js';
@@ -49,7 +49,7 @@ A destination file that does not exist is created with the size of the copy.`;
     let dstT = parseTarget(args.destination, 'destination');
     // a chunk is at most 3 descriptors (header, data, status) in a direct chain
     const queueSize = Math.min(1024, Math.max(256, 2 ** Math.ceil(Math.log2(flags.iodepth * 3))));
-    const openOpts = { numQueues: flags.queues, completion: flags.completion as Completion, timeoutMs: flags.timeout, queueSize };
+    const openOpts = { numQueues: flags.queues, completion: flags.completion as Completion, timeoutMs: parseTimeout(flags.timeout), queueSize };
     const src = await BlockDevice.open(srcT, { ...openOpts, readOnly: true });
     let dst: BlockDevice | undefined;
     try {

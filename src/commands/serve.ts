@@ -22,7 +22,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
   static override examples = [
     '<%= config.bin %> serve',
     '<%= config.bin %> serve --socket /tmp/vhost.sock --backend file:/var/tmp/disk.img,create=1G --queues 2',
-    '<%= config.bin %> serve --backend null:1G --mode poll --json',
+    '<%= config.bin %> serve --backend null:1G --completion poll --json',
   ];
 
   static override flags = {
@@ -32,7 +32,8 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     queues: Flags.integer({ description: 'number of virtqueues (one native thread each), 1..64', default: 1, min: 1, max: 64 }),
     'queue-size': Flags.integer({ description: 'largest virtqueue a front-end may set up (power of 2, 4..32768); seg_max follows it', default: 1024 }),
     'block-size': Flags.string({ description: 'logical block size advertised to the driver', options: ['512', '4096'], default: '512' }),
-    mode: Flags.string({ description: 'completion mode of the queue threads', options: ['notify', 'poll', 'adaptive'], default: 'adaptive' }),
+    // one name for the idea in every command: --completion (--mode is the old spelling, still accepted)
+    completion: Flags.string({ description: 'completion mode of the queue threads: notify (sleep on the kick eventfd), poll (spin on the ring), adaptive (spin up to --spin-us after the last request, then sleep)', options: ['notify', 'poll', 'adaptive'], default: 'adaptive', aliases: ['mode'] }),
     'spin-us': Flags.integer({ description: `adaptive mode: the longest a queue spins after its last request before sleeping (the window adapts below it; default ${SPIN_US_DEFAULT})`, min: 0, max: 1_000_000 }),
     // the old name of --spin-us, still accepted
     'poll-us': Flags.integer({ hidden: true, min: 0, max: 1_000_000, exclusive: ['spin-us'] }),
@@ -61,7 +62,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     const info = backend.info;
     const exp = table.addVhostUserBlkExport('vhost0', 'disk0', {
       socket: flags.socket, queues: flags.queues, queueSize: qs, blockSize, readonly: flags.readonly || info.readonly,
-      serial: flags.serial, mode: flags.mode as CompletionMode, pollUs: flags['spin-us'] ?? flags['poll-us'] ?? SPIN_US_DEFAULT,
+      serial: flags.serial, mode: flags.completion as CompletionMode, pollUs: flags['spin-us'] ?? flags['poll-us'] ?? SPIN_US_DEFAULT,
     });
     const server = exp.server;
 
@@ -85,7 +86,7 @@ With no flags: a 1 GiB in-memory disk at ${DEFAULT_SOCKET}.`;
     });
     const ready = {
       event: 'ready', socket: flags.socket, backend: backend.spec, capacity: info.capacity, blockSize,
-      queues: flags.queues, queueSize: qs, mode: flags.mode, readonly: flags.readonly || info.readonly, pid: process.pid,
+      queues: flags.queues, queueSize: qs, mode: flags.completion, completion: flags.completion, readonly: flags.readonly || info.readonly, pid: process.pid,
     };
     if (json) process.stdout.write(JSON.stringify(ready) + '\n');
     else this.printReady(ready, info.capacity);

@@ -73,6 +73,7 @@ const BAD: Array<[string[], RegExp]> = [
   [['info'], /^stor: TARGET: missing/],
   [['bench', '--rw', 'foo'], /^stor: --rw: 'foo'/],
   [['serve', '--mode', 'turbo'], /^stor: --mode: 'turbo'/],
+  [['serve', '--completion', 'turbo'], /^stor: --completion: 'turbo'/],
 ];
 
 help(`oclif's texts never leak: each bad flag or argument is 'stor: <what>: <why>' + '  accepted: ...', exit 2 (${BAD.length} cases)`, async () => {
