@@ -118,7 +118,7 @@ async function main(): Promise<void> {
       }
       const iopsRatio = median(s.map((x, i) => x.kiops / l[i].kiops));
       const latRatio = median(s.map((x, i) => x.meanUs / l[i].meanUs));
-      if (c.qd === 32 && !c.poll && c.refill === 'eager') { if (c.spinUs === undefined) qd32Eager = iopsRatio; else qd32Spin = iopsRatio; }
+      if (c.qd === 32 && !c.poll && c.refill === 'eager' && !c.unpinned) { if (c.spinUs === undefined) qd32Eager = iopsRatio; else qd32Spin = iopsRatio; }
       if (c.unpinned) unpinnedRows.push(`QD${c.qd} IOPS ${iopsRatio.toFixed(2)} (pairs ${Math.min(...s.map((x, i) => x.kiops / l[i].kiops)).toFixed(2)}–${Math.max(...s.map((x, i) => x.kiops / l[i].kiops)).toFixed(2)}), latency ${latRatio.toFixed(2)}`);
       else if (c.dflt) worst = Math.max(worst, Math.abs(iopsRatio - 1), Math.abs(latRatio - 1));
       else if (c.spinUs === undefined) drainRows.push(`QD${c.qd} IOPS ${iopsRatio.toFixed(2)}, latency ${latRatio.toFixed(2)}`);
