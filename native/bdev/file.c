@@ -5,6 +5,7 @@
  * block layer does: virtio constrains only a request's total length, not how a driver splits it.
  * Aligned requests stay zero-copy; the only per-I/O cost is the alignment check. */
 #include "bdev/bdev.h"
+#include "bdev/image_lock.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -260,6 +261,7 @@ static const struct stor_bdev_prop_help file_props[] = {
   { "direct", "on: O_DIRECT (buffers and offsets aligned as buf-alignment and request-alignment say)" },
   { "readonly", "on: open read-only; writes, discards and write-zeroes are refused (default off)" },
   { "ring-size", "N: io_uring entries per queue, the most requests one queue has in flight (default: the queue depth)" },
+  { "locking", "on|off|auto: QEMU-compatible OFD image locks; a writer refuses other writers (default auto: on where the file system has OFD locks)" },
   { NULL, NULL },
 };
 
@@ -284,6 +286,7 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
   uint64_t create_size = 0;
   bool create = false, direct = false, readonly = false;
   uint32_t ring_size = 0;
+  enum image_locking locking = IMAGE_LOCKING_AUTO;
   for (size_t i = 0; i < n; i++) {
     int r = 0;
     const char *k = kv[i].key;
@@ -300,6 +303,10 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
     else if (!strcmp(k, "ring-size")) {
       r = stor_kv_u32("file", &kv[i], &ring_size, err, errlen);
       if (!r && (ring_size < 1 || ring_size > 32768)) { snprintf(err, errlen, "file: ring-size=%s: expected 1..32768", kv[i].value); r = -EINVAL; }
+    } else if (!strcmp(k, "locking")) {
+      int m = image_locking_parse(kv[i].value);
+      if (m < 0) { snprintf(err, errlen, "file: locking=%s: expected on, off or auto", kv[i].value); r = -EINVAL; }
+      else locking = (enum image_locking)m;
     } else r = stor_kv_unknown(&stor_file_driver, &kv[i], err, errlen);
     if (r < 0) return r;
   }
@@ -312,6 +319,11 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
   if (fstat(fd, &st) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
   uint64_t size;
   bool blockdev = S_ISBLK(st.st_mode);
+  /* lock before anything changes the file (create= sizes it below) */
+  if (blockdev || S_ISREG(st.st_mode)) {
+    int r = image_lock(fd, path, !readonly, locking, err, errlen);
+    if (r < 0) { close(fd); return r; }
+  }
   if (blockdev) {
     if (ioctl(fd, BLKGETSIZE64, &size) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: BLKGETSIZE64: %s", path, strerror(e)); return -e; }
   } else if (S_ISREG(st.st_mode)) {
