@@ -327,6 +327,9 @@ static napi_value js_bdev_properties(napi_env env, napi_callback_info info) {
   set_prop(env, o, "discardAlignment", make_u32(env, p->discard_alignment));
   set_prop(env, o, "maxDiscardLength", make_f64(env, (double)p->max_discard_len));
   set_prop(env, o, "maxWriteZeroesLength", make_f64(env, (double)p->max_write_zeroes_len));
+  set_prop(env, o, "maxMemRegions", make_u32(env, p->max_mem_regions));
+  set_prop(env, o, "needsMemRegions", make_bool(env, p->needs_mem_regions));
+  set_prop(env, o, "virtioFeatures", make_u64(env, p->virtio_features));
   return o;
 }
 
