@@ -61,6 +61,8 @@ export interface NativeBackend {
   bdevDrivers(): BdevDriverInfo[];
   backendInfo(b: BackendHandle): BackendInfo;
   backendFlush(b: BackendHandle): void;
+  /** Releases the handle's backend now (a file's fd and image locks), not at garbage collection; users that still run on it keep it alive. */
+  backendClose(b: BackendHandle): void;
 }
 
 export type CompletionMode = 'notify' | 'poll' | 'adaptive';

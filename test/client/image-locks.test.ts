@@ -8,6 +8,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { open } from '../../src/lib/index.js';
 import { cleanupSocket, startQsd, startStor, type RunningServer } from '../helpers/servers.js';
 import { assertCleanError, assertOk, describeRun, filledFile, stor, tempDir } from './helpers.js';
 
@@ -69,6 +70,16 @@ t('the locks go with the server: once it stops, the image opens for writing agai
   await serve(() => startStor({ backend: { kind: 'file', path: img } }));
   await stopServer();
   assertOk(await stor(['write', img, '--pattern', '0x5a', '--length', '4k', '--offset', '0']));
+});
+
+t('a closed device gives its image (and locks) back at once, not at garbage collection: open, close, open again in one process', async () => {
+  const a = await open(img);
+  await a.write(0, Buffer.alloc(4096, 0x5a));
+  await a.close();
+  const b = await open(img);   // refused with "Failed to get "write" lock (this process ...)" while a's fd lingered
+  try { assert.is(b.properties.readOnly, false); } finally { await b.close(); }
+  const r = await stor(['write', img, '--pattern', '0x5a', '--length', '4k', '--offset', '0']);
+  assertOk(r);
 });
 
 t('QEMU sees stor\'s locks: qemu-img convert fails with "Failed to get shared "write" lock", qemu-storage-daemon will not export it writable', async () => {

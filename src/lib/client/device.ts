@@ -402,6 +402,8 @@ export class BlockDevice {
       native().vuClientMarkDead(this.backend, true);
       this.fe.close();
     }
+    // now, not at garbage collection: a file's fd and its image locks go with the device
+    native().backendClose(this.backend);
   }
 }
 
