@@ -14,6 +14,8 @@ export type BackendSpec =
   | { kind: 'mem'; size: number }
   | {
     kind: 'file'; path: string; create?: number; direct?: boolean; ringSize?: number;
+    /** stor only: the file driver's locking= (QEMU-compatible image locks; default auto). */
+    locking?: 'on' | 'off' | 'auto';
     /** qemu-storage-daemon only: discard=unmap (QEMU ignores discards by default); stor always punches holes. */
     discard?: boolean;
   };
@@ -63,6 +65,7 @@ export function storBackendArg(b: BackendSpec): string {
       if (b.create !== undefined) props.create = String(b.create);
       if (b.direct) props.direct = 'on';
       if (b.ringSize) props['ring-size'] = String(b.ringSize);
+      if (b.locking) props.locking = b.locking;
       return formatSpec({ driver: 'file', props });
     }
   }

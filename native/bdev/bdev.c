@@ -1,6 +1,6 @@
 /* What every backend shares: the driver registry (open by name with key=value properties, each driver
  * parsing its own), property value parsing, iovec copies, reference counting, and the N-API handle
- * (bdevOpen / bdevProperties / bdevDrivers / backendInfo / backendFlush). The backends live in null.c, mem.c, file.c and
+ * (bdevOpen / bdevProperties / bdevDrivers / backendInfo / backendFlush / backendClose). The backends live in null.c, mem.c, file.c and
  * vhost_user.c. */
 #include "bdev/bdev.h"
 #include "sys/napi_util.h"
@@ -200,7 +200,7 @@ struct backend_handle { struct stor_backend *be; };
 
 static void backend_finalize(napi_env env, void *data, void *hint) {
   struct backend_handle *h = data;
-  stor_backend_put(h->be);
+  if (h->be) stor_backend_put(h->be);
   free(h);
 }
 
@@ -327,6 +327,9 @@ static napi_value js_bdev_properties(napi_env env, napi_callback_info info) {
   set_prop(env, o, "discardAlignment", make_u32(env, p->discard_alignment));
   set_prop(env, o, "maxDiscardLength", make_f64(env, (double)p->max_discard_len));
   set_prop(env, o, "maxWriteZeroesLength", make_f64(env, (double)p->max_write_zeroes_len));
+  set_prop(env, o, "maxMemRegions", make_u32(env, p->max_mem_regions));
+  set_prop(env, o, "needsMemRegions", make_bool(env, p->needs_mem_regions));
+  set_prop(env, o, "virtioFeatures", make_u64(env, p->virtio_features));
   return o;
 }
 
@@ -357,6 +360,17 @@ static napi_value js_bdev_drivers(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* backendClose(handle): drops the handle's reference now rather than at garbage collection, so a
+ * closed device gives its file (and the file's image locks) back at once. Queues, jobs and exports
+ * still using the backend hold their own references; the handle is unusable afterwards. */
+static napi_value js_backend_close(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct backend_handle *h = handle_arg(env, argv[0], STOR_HANDLE_BACKEND, "backend");
+  if (!h) return NULL;
+  if (h->be) { stor_backend_put(h->be); h->be = NULL; }
+  return make_undefined(env);
+}
+
 /* backendFlush(handle) -> 0 or throws */
 static napi_value js_backend_flush(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
@@ -375,4 +389,5 @@ void backend_init(napi_env env, napi_value exports) {
   export_fn(env, exports, "bdevDrivers", js_bdev_drivers);
   export_fn(env, exports, "backendInfo", js_backend_info);
   export_fn(env, exports, "backendFlush", js_backend_flush);
+  export_fn(env, exports, "backendClose", js_backend_close);
 }

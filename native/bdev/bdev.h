@@ -81,6 +81,9 @@ struct stor_bdev_props {
   uint32_t discard_alignment;     /* discard-alignment */
   uint64_t max_discard_len;       /* max-discard-len (0: no limit) */
   uint64_t max_write_zeroes_len;  /* max-write-zeroes-len (0: no limit) */
+  uint32_t max_mem_regions;       /* max-mem-regions: buffers a user may register for zero-copy I/O (0: none needed) */
+  bool needs_mem_regions;         /* needs-mem-regions: data must live in registered memory to avoid a copy */
+  uint64_t virtio_features;       /* a virtio device behind the backend (vhost-user): the negotiated features; else 0 */
 };
 
 struct stor_backend {

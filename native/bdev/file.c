@@ -1,6 +1,11 @@
 /* The file backend: a raw image or block device through io_uring (liburing), one ring per queue
- * thread, with an eventfd registered on the ring as the completion fd. */
+ * thread, with an eventfd registered on the ring as the completion fd. With direct=on (O_DIRECT) a
+ * request whose iovecs are not all aligned as the kernel wants (address to the memory alignment,
+ * length to the offset alignment, both from statx) goes through an aligned bounce buffer, as QEMU's
+ * block layer does: virtio constrains only a request's total length, not how a driver splits it.
+ * Aligned requests stay zero-copy; the only per-I/O cost is the alignment check. */
 #include "bdev/bdev.h"
+#include "bdev/image_lock.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -14,7 +19,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct file_backend { struct stor_backend base; int fd; bool blockdev; unsigned ring_size; };
+struct file_backend {
+  struct stor_backend base;
+  int fd;
+  bool blockdev;
+  unsigned ring_size;
+  bool direct;
+  uint32_t dio_mem_align, dio_len_align;   /* O_DIRECT: iovec address and length alignment (powers of 2) */
+};
+
+/* Bounce buffers for misaligned O_DIRECT requests, per queue: a few slots whose buffers are allocated
+ * on first use and kept while small, and a budget on the bytes bounced at once. Past either limit
+ * submit() answers BUSY (back-pressure) until a bounced request completes; a request larger than the
+ * whole budget still goes through when it would be the only one bounced, so every request can make
+ * progress. Memory per queue: at most BOUNCE_SLOTS x BOUNCE_KEEP_BYTES kept, max(budget, one request)
+ * in flight. */
+#define BOUNCE_SLOTS 16u
+#define BOUNCE_BUDGET_BYTES (8u << 20)
+#define BOUNCE_KEEP_BYTES (256u << 10)
+
+struct file_bounce {
+  void *buf;
+  size_t cap;
+  struct stor_req *req;   /* NULL: free */
+};
 
 struct file_bqueue {
   struct file_backend *be;
@@ -23,7 +51,13 @@ struct file_bqueue {
   int evfd;
   unsigned queued;    /* prepared SQEs not yet submitted */
   unsigned inflight;  /* submitted, not yet reaped */
+  struct file_bounce *bounce;   /* BOUNCE_SLOTS entries with direct=on, else NULL */
+  unsigned bounce_busy;
+  size_t bounce_bytes;          /* bytes of the bounced requests in flight */
 };
+
+/* io_uring user_data: a stor_req, or (low bit set) the bounce slot serving one */
+#define UD_BOUNCE 1u
 
 static int file_queue_open(struct stor_backend *be, unsigned depth, struct stor_bqueue **out) {
   struct file_bqueue *q = calloc(1, sizeof *q);
@@ -32,13 +66,15 @@ static int file_queue_open(struct stor_backend *be, unsigned depth, struct stor_
   if (q->be->ring_size) depth = q->be->ring_size;
   if (depth < 1) depth = 1;
   q->depth = depth;
+  if (q->be->direct && !(q->bounce = calloc(BOUNCE_SLOTS, sizeof *q->bounce))) { free(q); return -ENOMEM; }
   int r = io_uring_queue_init(depth, &q->ring, 0);
-  if (r < 0) { free(q); return r; }
+  if (r < 0) { free(q->bounce); free(q); return r; }
   q->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (q->evfd < 0 || io_uring_register_eventfd(&q->ring, q->evfd) < 0) {
     int e = errno ? -errno : -EIO;
     if (q->evfd >= 0) close(q->evfd);
     io_uring_queue_exit(&q->ring);
+    free(q->bounce);
     free(q);
     return e;
   }
@@ -50,6 +86,9 @@ static void file_queue_close(struct stor_bqueue *bq) {
   struct file_bqueue *q = (struct file_bqueue *)bq;
   io_uring_queue_exit(&q->ring);
   close(q->evfd);
+  if (q->bounce)
+    for (unsigned i = 0; i < BOUNCE_SLOTS; i++) free(q->bounce[i].buf);
+  free(q->bounce);
   free(q);
 }
 
@@ -60,15 +99,84 @@ static void file_commit(struct stor_bqueue *bq) {
   if (r > 0) { q->inflight += (unsigned)r; q->queued -= (unsigned)r; }
 }
 
+/* Whether O_DIRECT would refuse these iovecs: every address aligned to the memory alignment and every
+ * length to the offset alignment (the kernel's per-segment rule, iov_iter_is_aligned). */
+static bool iov_misaligned(const struct file_backend *f, const struct iovec *iov, int n) {
+  uintptr_t mem_mask = f->dio_mem_align - 1, len_mask = f->dio_len_align - 1;
+  for (int i = 0; i < n; i++)
+    if (((uintptr_t)iov[i].iov_base & mem_mask) | (iov[i].iov_len & len_mask)) return true;
+  return false;
+}
+
+/* A bounce slot holding an aligned buffer of r->length bytes for r, or NULL when the pool is
+ * exhausted (the caller answers BUSY). With nothing else bounced an allocation failure is the
+ * request's error (*err), since waiting would not help. */
+static struct file_bounce *bounce_get(struct file_bqueue *q, struct stor_req *r, int *err) {
+  *err = 0;
+  if (q->bounce_busy == BOUNCE_SLOTS) return NULL;
+  if (q->bounce_busy && q->bounce_bytes + r->length > BOUNCE_BUDGET_BYTES) return NULL;
+  struct file_bounce *b = q->bounce;
+  while (b->req) b++;
+  if (b->cap < r->length) {
+    free(b->buf);
+    b->buf = NULL;
+    b->cap = 0;
+    uint32_t a = q->be->dio_mem_align > q->be->dio_len_align ? q->be->dio_mem_align : q->be->dio_len_align;
+    size_t want = (r->length + a - 1) & ~(size_t)(a - 1);
+    if (posix_memalign(&b->buf, a < sizeof(void *) ? sizeof(void *) : a, want)) {
+      b->buf = NULL;
+      if (!q->bounce_busy) *err = -ENOMEM;
+      return NULL;
+    }
+    b->cap = want;
+  }
+  b->req = r;
+  q->bounce_busy++;
+  q->bounce_bytes += r->length;
+  return b;
+}
+
+static void bounce_put(struct file_bqueue *q, struct file_bounce *b) {
+  q->bounce_busy--;
+  q->bounce_bytes -= b->req->length;
+  b->req = NULL;
+  if (b->cap > BOUNCE_KEEP_BYTES) { free(b->buf); b->buf = NULL; b->cap = 0; }
+}
+
 /* At most depth requests in the ring at once: the completion queue can then never overflow, and
  * a caller that asks for more gets BUSY (back-pressure) instead of a failed request. */
 static enum stor_submit file_submit(struct stor_bqueue *bq, struct stor_req *r) {
   struct file_bqueue *q = (struct file_bqueue *)bq;
   if (q->queued + q->inflight >= q->depth) return STOR_SUBMIT_BUSY;
+  int fd = q->be->fd;
+  struct file_bounce *b = NULL;
+  if (q->bounce && (r->op == STOR_OP_READ || r->op == STOR_OP_WRITE) && iov_misaligned(q->be, r->iov, r->niov)) {
+    int err;
+    /* one read(2)/write(2) moves at most MAX_RW_COUNT (0x7ffff000) bytes: a larger request would be short */
+    if (r->length > 0x7ffff000u) { stor_req_done(r, -EINVAL); return STOR_SUBMIT_QUEUED; }
+    b = bounce_get(q, r, &err);
+    if (!b && err) { stor_req_done(r, err); return STOR_SUBMIT_QUEUED; }
+    if (!b) return STOR_SUBMIT_BUSY;
+  }
   struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
   if (!sqe) { file_commit(bq); sqe = io_uring_get_sqe(&q->ring); }
-  if (!sqe) return STOR_SUBMIT_BUSY;
-  int fd = q->be->fd;
+  if (!sqe) {
+    if (b) bounce_put(q, b);
+    return STOR_SUBMIT_BUSY;
+  }
+  if (b) {
+    /* one aligned buffer instead of the iovecs: writes copy the data in now, reads copy out in reap */
+    if (r->op == STOR_OP_WRITE) {
+      iov_to_buf(r->iov, r->niov, 0, b->buf, r->length);
+      io_uring_prep_write(sqe, fd, b->buf, (unsigned)r->length, r->offset);
+    } else {
+      io_uring_prep_read(sqe, fd, b->buf, (unsigned)r->length, r->offset);
+    }
+    r->result = 0;
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)b | UD_BOUNCE);
+    q->queued++;
+    return STOR_SUBMIT_QUEUED;
+  }
   switch (r->op) {
   case STOR_OP_READ: io_uring_prep_readv(sqe, fd, r->iov, (unsigned)r->niov, r->offset); break;
   case STOR_OP_WRITE: io_uring_prep_writev(sqe, fd, r->iov, (unsigned)r->niov, r->offset); break;
@@ -103,11 +211,20 @@ static int file_reap(struct stor_bqueue *bq, bool wait) {
     do r = io_uring_wait_cqe(&q->ring, &cqe); while (r == -EINTR);
   }
   while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
-    struct stor_req *r = io_uring_cqe_get_data(cqe);
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
     int res = cqe->res;
     io_uring_cqe_seen(&q->ring, cqe);
     q->inflight--;
     n++;
+    struct stor_req *r;
+    if (ud & UD_BOUNCE) {
+      struct file_bounce *b = (struct file_bounce *)(uintptr_t)(ud & ~(uint64_t)UD_BOUNCE);
+      r = b->req;
+      if (r->op == STOR_OP_READ && res >= 0 && (uint64_t)res == r->length) buf_to_iov(r->iov, r->niov, 0, b->buf, r->length);
+      bounce_put(q, b);
+    } else {
+      r = (struct stor_req *)(uintptr_t)ud;
+    }
     if (r->result == -EOPNOTSUPP) { r->complete(r); continue; }
     if (res < 0) stor_req_done(r, res);
     else if ((r->op == STOR_OP_READ || r->op == STOR_OP_WRITE) && (uint64_t)res != r->length) stor_req_done(r, -EIO);
@@ -144,6 +261,7 @@ static const struct stor_bdev_prop_help file_props[] = {
   { "direct", "on: O_DIRECT (buffers and offsets aligned as buf-alignment and request-alignment say)" },
   { "readonly", "on: open read-only; writes, discards and write-zeroes are refused (default off)" },
   { "ring-size", "N: io_uring entries per queue, the most requests one queue has in flight (default: the queue depth)" },
+  { "locking", "on|off|auto: QEMU-compatible OFD image locks; a writer refuses other writers (default auto: on where the file system has OFD locks)" },
   { NULL, NULL },
 };
 
@@ -168,6 +286,7 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
   uint64_t create_size = 0;
   bool create = false, direct = false, readonly = false;
   uint32_t ring_size = 0;
+  enum image_locking locking = IMAGE_LOCKING_AUTO;
   for (size_t i = 0; i < n; i++) {
     int r = 0;
     const char *k = kv[i].key;
@@ -184,6 +303,10 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
     else if (!strcmp(k, "ring-size")) {
       r = stor_kv_u32("file", &kv[i], &ring_size, err, errlen);
       if (!r && (ring_size < 1 || ring_size > 32768)) { snprintf(err, errlen, "file: ring-size=%s: expected 1..32768", kv[i].value); r = -EINVAL; }
+    } else if (!strcmp(k, "locking")) {
+      int m = image_locking_parse(kv[i].value);
+      if (m < 0) { snprintf(err, errlen, "file: locking=%s: expected on, off or auto", kv[i].value); r = -EINVAL; }
+      else locking = (enum image_locking)m;
     } else r = stor_kv_unknown(&stor_file_driver, &kv[i], err, errlen);
     if (r < 0) return r;
   }
@@ -196,6 +319,11 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
   if (fstat(fd, &st) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
   uint64_t size;
   bool blockdev = S_ISBLK(st.st_mode);
+  /* lock before anything changes the file (create= sizes it below) */
+  if (blockdev || S_ISREG(st.st_mode)) {
+    int r = image_lock(fd, path, !readonly, locking, err, errlen);
+    if (r < 0) { close(fd); return r; }
+  }
   if (blockdev) {
     if (ioctl(fd, BLKGETSIZE64, &size) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: BLKGETSIZE64: %s", path, strerror(e)); return -e; }
   } else if (S_ISREG(st.st_mode)) {
@@ -215,7 +343,7 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
   if (size < 512) { close(fd); snprintf(err, errlen, "%s: size %llu is smaller than one sector", path, (unsigned long long)size); return -EINVAL; }
   struct file_backend *f = calloc(1, sizeof *f);
   if (!f) { close(fd); return -ENOMEM; }
-  f->fd = fd; f->blockdev = blockdev; f->ring_size = ring_size;
+  f->fd = fd; f->blockdev = blockdev; f->ring_size = ring_size; f->direct = direct;
   struct stor_bdev_props *p = &f->base.props;
   stor_bdev_props_default(p, size & ~511ull, readonly);
   int ssz = 0;
@@ -225,6 +353,8 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
     direct_alignment(fd, blockdev, &oa, &ma);
     if (oa > p->block_size) p->block_size = oa;
     p->buf_alignment = ma;
+    f->dio_mem_align = ma;
+    f->dio_len_align = oa;
   }
   unsigned int opt = 0;
   if (blockdev && ioctl(fd, BLKIOOPT, &opt) == 0 && opt % p->block_size == 0) p->optimal_io_size = opt;

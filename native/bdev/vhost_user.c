@@ -411,27 +411,71 @@ static struct vu_backend *vu_from_js(napi_env env, napi_value v) {
   return (struct vu_backend *)be;
 }
 
-/* vuClientCreate({capacity, readonly, queues, queueSize, segMax, eventIdx, bounceSize, desc})
+/* Every property of the remote device, from what the handshake negotiated: the virtio features and
+ * the config space (each field only with its feature, as a driver must read it), the user's
+ * read-only wish, and the memory slots the server offers (0: no CONFIGURE_MEM_SLOTS, then
+ * SET_MEM_TABLE's 8). */
+static void vu_device_props(struct stor_bdev_props *p, uint64_t f, const struct virtio_blk_config *c, bool ro_wanted,
+                            uint32_t mem_slots) {
+#define HAS(bit) ((f >> (bit)) & 1)
+  bool ro = HAS(VIRTIO_BLK_F_RO) || ro_wanted;
+  uint64_t sectors = c->capacity > UINT64_MAX / 512 ? UINT64_MAX / 512 : c->capacity;
+  stor_bdev_props_default(p, sectors * 512, ro);
+  uint32_t bs = HAS(VIRTIO_BLK_F_BLK_SIZE) && c->blk_size >= 512 ? c->blk_size : 512;
+  p->block_size = bs;
+  p->optimal_io_alignment = bs;
+  uint64_t opt = HAS(VIRTIO_BLK_F_TOPOLOGY) ? (uint64_t)c->topology.opt_io_size * bs : 0;
+  p->optimal_io_size = opt > UINT32_MAX ? 0 : (uint32_t)opt;
+  p->max_queues = HAS(VIRTIO_BLK_F_MQ) && c->num_queues > 1 ? c->num_queues : 1;
+  uint32_t seg_max = HAS(VIRTIO_BLK_F_SEG_MAX) && c->seg_max > 0 ? c->seg_max : 1;
+  p->max_segments = seg_max > 1024 ? 1024 : seg_max;
+  p->can_discard = HAS(VIRTIO_BLK_F_DISCARD) && !ro;
+  p->can_write_zeroes = HAS(VIRTIO_BLK_F_WRITE_ZEROES) && !ro;
+  uint64_t dalign = (uint64_t)(c->discard_sector_alignment ? c->discard_sector_alignment : 1) * 512;
+  p->discard_alignment = dalign > UINT32_MAX ? 512 : (uint32_t)dalign;
+  p->max_discard_len = (uint64_t)c->max_discard_sectors * 512;
+  p->max_write_zeroes_len = (uint64_t)c->max_write_zeroes_sectors * 512;
+  p->max_mem_regions = mem_slots ? mem_slots : 8;   /* the server's count, as libblkio reports it */
+  p->needs_mem_regions = true;
+  p->virtio_features = f;
+#undef HAS
+}
+
+/* vuClientCreate({features (BigInt), config (Buffer: the config space), readonly, queues, queueSize,
+ *                 maxMemSlots, bounceSize, desc, controlFd})
  *   -> {backend, memFd, memAddr (BigInt), memSize, queues: [{desc, avail, used (BigInt addrs), kickFd, callFd}]}
- * The fds returned stay owned by the backend: the front-end sends copies to the server. */
+ * The backend owns every property of the device (bdevProperties), derived here from the negotiated
+ * features and the config space. The fds returned stay owned by the backend: the front-end sends
+ * copies to the server. */
 static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  uint64_t capacity, bounce;
-  uint32_t nq, qs, seg_max;
-  bool ro, event_idx, indirect;
+  uint64_t features, bounce;
+  uint32_t nq, qs, mem_slots;
+  bool ro;
   char desc[256];
-  if (!prop_u64(env, argv[0], "capacity", &capacity, 0) || !prop_bool(env, argv[0], "readonly", &ro, false) ||
+  if (!prop_u64(env, argv[0], "features", &features, 0) || !prop_bool(env, argv[0], "readonly", &ro, false) ||
       !prop_u32(env, argv[0], "queues", &nq, 1) || !prop_u32(env, argv[0], "queueSize", &qs, 256) ||
-      !prop_u32(env, argv[0], "segMax", &seg_max, 126) || !prop_bool(env, argv[0], "eventIdx", &event_idx, true) ||
-      !prop_bool(env, argv[0], "indirect", &indirect, true) ||
+      !prop_u32(env, argv[0], "maxMemSlots", &mem_slots, 0) ||
       !prop_u64(env, argv[0], "bounceSize", &bounce, 1 << 20) || !prop_str(env, argv[0], "desc", desc, sizeof desc, "vhost-user"))
     return NULL;
   int32_t ctl_fd;
   if (!prop_i32(env, argv[0], "controlFd", &ctl_fd, -1)) return NULL;
+  struct virtio_blk_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  napi_value cfg_v;
+  bool has_cfg;
+  void *cfg_data;
+  size_t cfg_len;
+  if (!get_prop(env, argv[0], "config", &cfg_v, &has_cfg)) return NULL;
+  if (!has_cfg || !arg_buffer(env, cfg_v, &cfg_data, &cfg_len)) return throw_msg(env, "vuClientCreate: config must be the device's config space (a Buffer)");
+  memcpy(&cfg, cfg_data, cfg_len < sizeof cfg ? cfg_len : sizeof cfg);   /* a shorter space reads as zeros */
+  struct stor_bdev_props props;
+  vu_device_props(&props, features, &cfg, ro, mem_slots);
   if (nq < 1 || nq > VU_MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", VU_MAX_QUEUES);
+  if (nq > props.max_queues) return throw_msg(env, "numQueues: %u queues asked, the device has %u", nq, props.max_queues);
   if (qs < 2 || qs > 32768 || (qs & (qs - 1))) return throw_msg(env, "queue size %u is not a power of 2", qs);
-  if (seg_max < 1) seg_max = 1;
-  if (seg_max > 1024) seg_max = 1024;
+  uint32_t seg_max = props.max_segments;
+  bool event_idx = (features >> VIRTIO_RING_F_EVENT_IDX) & 1, indirect = (features >> VIRTIO_RING_F_INDIRECT_DESC) & 1;
   bounce = ALIGN_UP(bounce, 4096);
   struct vu_backend *b = calloc(1, sizeof *b);
   if (!b) return throw_errno(env, "vuClientCreate", ENOMEM);
@@ -451,9 +495,7 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   b->regions[0] = (struct vu_region){ b->mem, b->mem_size, b->mem_fd, true };
   b->nregions = 1;
   b->base.ops = &vu_ops;
-  stor_bdev_props_default(&b->base.props, capacity, ro);
-  b->base.props.max_queues = nq;
-  b->base.props.max_segments = seg_max;
+  b->base.props = props;
   b->base.refs = 1;
   snprintf(b->base.desc, sizeof b->base.desc, "%s", desc);
 

@@ -421,6 +421,8 @@ static void job_free(napi_env env, struct bench_job *j) {
     t->bufs = NULL;
   }
   /* j and j->threads stay until the progress function is collected (job_finalize) */
+  stor_backend_put(j->be);
+  j->be = NULL;
   napi_delete_reference(env, j->backend_ref);
   if (j->pool_ref) napi_delete_reference(env, j->pool_ref);
   napi_delete_async_work(env, j->work);
@@ -533,6 +535,7 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
   if (c->offset + c->span > be->props.capacity || c->span / c->bs < c->threads) { free(j); return throw_msg(env, "the range is outside the target or smaller than one block per thread"); }
   if (be->props.readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) { free(j); return throw_msg(env, "the target is read-only"); }
   j->be = be;
+  be->refs++;   /* the job's own reference: closing the handle meanwhile leaves the backend to us */
   j->threads = calloc(c->threads, sizeof *j->threads);
   napi_create_reference(env, argv[0], 1, &j->backend_ref);
   if (argc > 2) {

@@ -46,6 +46,7 @@ static void cq_close(napi_env env, struct client_queue *q) {
   while (q->be->ops->inflight(q->bq)) { q->be->ops->commit(q->bq); q->be->ops->reap(q->bq, true); }
   for (unsigned i = 0; i < q->depth; i++) if (q->reqs[i].buf_ref) napi_delete_reference(env, q->reqs[i].buf_ref);
   q->be->ops->queue_close(q->bq);
+  stor_backend_put(q->be);
   napi_delete_reference(env, q->backend_ref);
   q->closed = true;
 }
@@ -56,6 +57,7 @@ static void cq_finalize(napi_env env, void *data, void *hint) {
     /* collected without close(): no env calls allowed on references here beyond deletion */
     while (q->be->ops->inflight(q->bq)) { q->be->ops->commit(q->bq); q->be->ops->reap(q->bq, true); }
     q->be->ops->queue_close(q->bq);
+    stor_backend_put(q->be);
   }
   free(q->reqs); free(q->free_ids); free(q->done_ids); free(q);
 }
@@ -78,6 +80,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     free(q->reqs); free(q->free_ids); free(q->done_ids); free(q);
     return r == -EBUSY ? throw_msg(env, "every queue of this device is in use") : throw_errno(env, "open queue", -r);
   }
+  be->refs++;   /* the queue's own reference: the backend outlives a closed handle while the queue is open */
   for (unsigned i = 0; i < depth; i++) { q->free_ids[i] = depth - 1 - i; q->reqs[i].q = q; }
   q->free_top = depth;
   napi_create_reference(env, argv[0], 1, &q->backend_ref);

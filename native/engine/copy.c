@@ -365,6 +365,9 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
     free(t->chunks); t->chunks = NULL;
     free(t->pending); t->pending = NULL;
   }
+  stor_backend_put(j->src);
+  stor_backend_put(j->dst);
+  j->src = j->dst = NULL;
   napi_delete_reference(env, j->src_ref);
   napi_delete_reference(env, j->dst_ref);
   if (j->pool_ref) napi_delete_reference(env, j->pool_ref);
@@ -412,6 +415,7 @@ static napi_value js_copy_run(napi_env env, napi_callback_info info) {
   }
   if (dst->props.readonly) { free(j); return throw_msg(env, "the destination is read-only"); }
   j->src = src; j->dst = dst;
+  src->refs++; dst->refs++;   /* the job's own references: closing the handles meanwhile leaves the backends to us */
   j->threads = calloc(c->queues, sizeof *j->threads);
   napi_create_reference(env, argv[0], 1, &j->src_ref);
   napi_create_reference(env, argv[1], 1, &j->dst_ref);

@@ -123,13 +123,27 @@ static void queue_broken_notify(struct blk_queue *q) {
   if (q->err_fd >= 0 && write(q->err_fd, &one, 8) < 0) { /* best effort */ }
 }
 
+/* Reports the failures the rate limit kept out of the log. Called when the next second begins (by the
+ * next failure, or by the queue loop, which wakes once a second while a count is pending, so a burst
+ * that ends is still accounted for) and when the queue stops. */
+static void req_log_flush(struct blk_queue *q) {
+  if (!q->log_suppressed) return;
+  emit(q->dev, "warn", q->index, "queue %d: %u more request failures not logged", q->index, q->log_suppressed);
+  q->log_suppressed = 0;
+  q->loop.sleep_timeout_ms = -1;
+}
+
 static void req_log(struct blk_queue *q, const char *fmt, ...) {
   time_t s = time(NULL);
   if (s != q->log_second) {
-    if (q->log_suppressed) emit(q->dev, "warn", q->index, "%u more request failures not logged", q->log_suppressed);
-    q->log_second = s; q->log_count = 0; q->log_suppressed = 0;
+    req_log_flush(q);
+    q->log_second = s; q->log_count = 0;
   }
-  if (q->log_count >= LOG_BURST) { q->log_suppressed++; return; }
+  if (q->log_count >= LOG_BURST) {
+    q->log_suppressed++;
+    q->loop.sleep_timeout_ms = 1000;   /* the loop wakes to report the count even if nothing follows */
+    return;
+  }
   q->log_count++;
   char msg[320];
   va_list ap;
@@ -240,6 +254,7 @@ enum { LOOP_STOP = -1, LOOP_BROKEN = -2, LOOP_KICK_FAILED = -3 };
 static int loop_poll(void *ctx) {
   struct blk_queue *q = ctx;
   if (atomic_load_explicit(&q->stop, memory_order_relaxed)) return LOOP_STOP;
+  if (q->log_suppressed && time(NULL) != q->log_second) req_log_flush(q);
   const struct stor_backend_ops *ops = q->dev->be->ops;
   int n = process_ring(q);
   if (n < 0) return LOOP_BROKEN;
@@ -328,6 +343,7 @@ out:
    * requests still waiting for room are dropped with the ring */
   q->deferred_n = 0;
   while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
+  req_log_flush(q);   /* a stopped queue owes nobody a count */
   return NULL;
 }
 
@@ -407,19 +423,27 @@ static void device_reset(struct blk_device *d) {
   d->features = 0;
 }
 
-static void device_destroy(struct blk_device *d) {
+/* env: from an explicit destroy (the JS thread, outside a finalizer); NULL from a finalizer. */
+static void device_destroy(napi_env env, struct blk_device *d) {
   if (d->destroyed) return;
   d->destroyed = true;
   device_reset(d);
   for (int i = 0; i < d->nqueues; i++) { close_fd(&d->q[i].wake_fd); free(d->q[i].slots); d->q[i].slots = NULL; free(d->q[i].deferred); d->q[i].deferred = NULL; }
-  if (d->events) { napi_release_threadsafe_function(d->events, napi_tsfn_abort); d->events = NULL; }
+  /* release, not abort: events already queued (the failures of the last requests, drained just above)
+   * are still delivered (call_js_event needs nothing of the device), and the channel holds the event
+   * loop until they are, so a process that stops right after a failure still logs it */
+  if (d->events) {
+    if (env) napi_ref_threadsafe_function(env, d->events);
+    napi_release_threadsafe_function(d->events, napi_tsfn_release);
+    d->events = NULL;
+  }
   stor_backend_put(d->be);
   d->be = NULL;
 }
 
 static void device_finalize(napi_env env, void *data, void *hint) {
   struct blk_device *d = data;
-  device_destroy(d);
+  device_destroy(NULL, d);
   free(d);
 }
 
@@ -490,7 +514,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   napi_value name;
   napi_create_string_utf8(env, "stor-vhost-blk-events", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 256, 1, NULL, NULL, NULL, call_js_event, &d->events) != napi_ok) {
-    device_destroy(d); free(d);
+    device_destroy(NULL, d); free(d);
     return throw_msg(env, "cannot create the event channel");
   }
   /* Events must not keep the process alive on their own; the server's socket does that. */
@@ -502,7 +526,7 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   struct blk_device *d = dev_arg(env, argv[0]);
   if (!d) return NULL;
-  device_destroy(d);
+  device_destroy(env, d);
   return make_undefined(env);
 }
 

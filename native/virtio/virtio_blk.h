@@ -32,6 +32,38 @@ struct virtio_blk_discard_write_zeroes { uint64_t sector; uint32_t num_sectors; 
 #define VIRTIO_RING_F_INDIRECT_DESC 28
 #define VIRTIO_RING_F_EVENT_IDX 29
 
+/* virtio-blk feature bits (5.2.3) */
+#define VIRTIO_BLK_F_SIZE_MAX 1
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_TOPOLOGY 10
+#define VIRTIO_BLK_F_MQ 12
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+/* The device configuration layout (5.2.4), little-endian; fields are valid only with their feature. */
+struct virtio_blk_config {
+  uint64_t capacity;                /* in 512-byte sectors */
+  uint32_t size_max;
+  uint32_t seg_max;
+  struct { uint16_t cylinders; uint8_t heads; uint8_t sectors; } geometry;
+  uint32_t blk_size;
+  struct { uint8_t physical_block_exp; uint8_t alignment_offset; uint16_t min_io_size; uint32_t opt_io_size; } topology;
+  uint8_t writeback;
+  uint8_t unused0;
+  uint16_t num_queues;
+  uint32_t max_discard_sectors;
+  uint32_t max_discard_seg;
+  uint32_t discard_sector_alignment;
+  uint32_t max_write_zeroes_sectors;
+  uint32_t max_write_zeroes_seg;
+  uint8_t write_zeroes_may_unmap;
+  uint8_t unused1[3];
+} __attribute__((packed));
+_Static_assert(sizeof(struct virtio_blk_config) == 60, "virtio-blk config space is 60 bytes");
+
 /* Per-queue counters the handler keeps (the transport adds its own: kicks, calls, wake-ups). */
 struct virtio_blk_stats {
   uint64_t requests, reads, writes, flushes, discards, write_zeroes, get_id, errors, unsupported;

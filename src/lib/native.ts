@@ -46,6 +46,10 @@ export interface BdevProperties {
   optimalIoAlignment: number; optimalIoSize: number; maxTransfer: number; maxSegments: number; maxQueues: number;
   readOnly: boolean; canDiscard: boolean; canWriteZeroes: boolean; discardAlignment: number;
   maxDiscardLength: number; maxWriteZeroesLength: number;
+  /** Buffers a user may register for zero-copy I/O (vhost-user), and whether data must live in them to avoid a copy. */
+  maxMemRegions: number; needsMemRegions: boolean;
+  /** The negotiated virtio features of a device behind the backend (vhost-user); 0n for others. */
+  virtioFeatures: bigint;
 }
 /** A backend driver of the C registry; openable: false for those the client library creates (vhost-user). */
 export interface BdevDriverInfo { name: string; help: string; openable: boolean; properties: Array<{ name: string; help: string }> }
@@ -57,6 +61,8 @@ export interface NativeBackend {
   bdevDrivers(): BdevDriverInfo[];
   backendInfo(b: BackendHandle): BackendInfo;
   backendFlush(b: BackendHandle): void;
+  /** Releases the handle's backend now (a file's fd and image locks), not at garbage collection; users that still run on it keep it alive. */
+  backendClose(b: BackendHandle): void;
 }
 
 export type CompletionMode = 'notify' | 'poll' | 'adaptive';
@@ -99,8 +105,13 @@ export interface VuClientRegion { fd: number; addr: bigint; size: number; buffer
 
 /** The driver side of a remote vhost-user-blk device, as a backend. */
 export interface NativeVuClient {
-  vuClientCreate(o: { capacity: number; readonly: boolean; queues: number; queueSize: number; segMax: number; eventIdx: boolean; indirect: boolean;
-    bounceSize?: number; desc?: string; controlFd?: number }): VuClientCreated;
+  /**
+   * The backend derives every property (bdevProperties) from the negotiated features and the config space;
+   * more queues than the device has throws "numQueues: N queues asked, the device has M".
+   */
+  vuClientCreate(o: { features: bigint; config: Buffer; readonly: boolean; queues: number; queueSize: number;
+    /** GET_MAX_MEM_SLOTS's answer; 0 without CONFIGURE_MEM_SLOTS */
+    maxMemSlots: number; bounceSize?: number; desc?: string; controlFd?: number }): VuClientCreated;
   vuClientAllocRegion(b: BackendHandle, size: number): VuClientRegion;
   vuClientMarkDead(b: BackendHandle, shutdown?: boolean): void;
 }

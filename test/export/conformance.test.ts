@@ -218,10 +218,21 @@ for (const exp of EXPORTS) {
       dName = dk.name;
       return d;
     };
-    /** Runs a case body; a failure carries the end of the server's log. */
+    /**
+     * Runs a case body; a failure carries the end of the server's log. The server logs a failed
+     * request from its JS thread, after the driver has seen the status: wait for its output to go
+     * quiet first, or the reason is missing from the report.
+     */
     const guarded = async (what: string, body: () => Promise<void>): Promise<void> => {
       try { await within(15_000, what, body()); } catch (err) {
-        if (err instanceof Error && e) err.message += `\n--- server output (tail) ---\n${e.output().slice(-3000)}`;
+        if (err instanceof Error && e) {
+          const deadline = Date.now() + 2000;
+          for (let seen = -1; seen !== e.output().length && Date.now() < deadline;) {
+            seen = e.output().length;
+            await new Promise((r) => setTimeout(r, 250));
+          }
+          err.message += `\n--- server output (tail) ---\n${e.output().slice(-3000)}`;
+        }
         throw err;
       }
     };

@@ -5,7 +5,7 @@
 // library (`open()` from src/lib: what an application sees; it refuses some requests itself, so
 // checks about the server's refusals skip it). A VDUSE or ublk export brings its own driver (the
 // kernel block device in the test guest) behind the same interface.
-import { open, type BlockDevice } from '../../src/lib/index.js';
+import { formatSpec, open, type BlockDevice } from '../../src/lib/index.js';
 import { VIRTIO_BLK_F, VIRTIO_BLK_S, VIRTIO_BLK_T, bit, hasBit } from '../../src/lib/proto/virtio-blk.js';
 import { BlkSession, DRIVER_FEATURES, dwzSegment, type Seg } from '../helpers/virtq-driver.js';
 
@@ -174,7 +174,7 @@ export class LibraryDriver implements DiskDriver {
   }
 
   static async open(socket: string, queues: number): Promise<LibraryDriver> {
-    return new LibraryDriver(await open(`vhost-user:${socket}`, { numQueues: queues, timeoutMs: 3000 }));
+    return new LibraryDriver(await open(formatSpec({ driver: 'vhost-user', props: { path: socket } }), { numQueues: queues, timeoutMs: 3000 }));
   }
 
   async batch(q: number, ops: Op[]): Promise<Result[]> {

@@ -20,6 +20,7 @@ export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direc
       if (opts.direct ?? t.direct) props.direct = 'on';
       if (t.readonly) props.readonly = 'on';
       if (t.ringSize !== undefined) props['ring-size'] = String(t.ringSize);
+      if (t.locking !== undefined) props.locking = t.locking;
       break;
   }
   if (opts.readonly) props.readonly = 'on';
@@ -42,10 +43,10 @@ export function openBackend(t: BackendTarget | BackendSpec, opts: { readonly?: b
       const m = /^(.*?) \(accepted: (.*)\)$/.exec(err.message);
       throw usageError(opts.what ?? 'backend', m ? m[1] : err.message, m ? m[2] : undefined);
     }
-    throw new StorError(`cannot open backend: ${err.message}`, {
-      errno: err.errno,
-      hint: spec.driver === 'file' && err.errno === 2 ? 'the file does not exist: add ,create=SIZE to create it' : undefined,
-    });
+    const hint = spec.driver !== 'file' ? undefined
+      : err.errno === 2 ? 'the file does not exist: add ,create=SIZE to create it'
+        : err.errno === 16 ? 'stop the other user first, or add ,locking=off to open it anyway (as with QEMU\'s file driver)' : undefined;
+    throw new StorError(`cannot open backend: ${err.message}`, { errno: err.errno, hint });
   }
   return { handle, info: n.backendInfo(handle), properties: n.bdevProperties(handle) };
 }

@@ -8,10 +8,11 @@ import {
   native, STOR_OP, STOR_REQ_F_UNMAP, type BackendHandle, type ClientQueueHandle, type FdWatch, type VuClientRegion,
 } from '../native.js';
 import { parseTarget, type Target } from '../core/target.js';
+import { formatSpec } from '../core/spec.js';
 import { openBackend } from '../bdev/open.js';
 import { SPIN_US_DEFAULT } from '../core/completion.js';
 import { assertWholeSectors } from '../bdev/identity.js';
-import { VIRTIO_BLK_F, VIRTIO_F, bit, decodeBlkConfig, featureNames, hasBit } from '../proto/virtio-blk.js';
+import { VIRTIO_BLK_F, VIRTIO_F, bit, featureNames, hasBit } from '../proto/virtio-blk.js';
 import { ProtocolFeature } from '../proto/vhost-user.js';
 import { VhostUserFrontend } from './vhost-user-frontend.js';
 import { BlkioError } from './errors.js';
@@ -238,20 +239,19 @@ export class BlockDevice {
         required: bit(VIRTIO_F.VERSION_1),
       });
       if (!hasBit(neg.protocolFeatures, ProtocolFeature.CONFIG)) throw new StorError(`${path}: the server does not offer the CONFIG protocol feature (capacity cannot be read)`);
-      const cfg = decodeBlkConfig(fe.getConfig(0, 60));
-      const f = neg.features;
-      const blockSize = hasBit(f, VIRTIO_BLK_F.BLK_SIZE) && cfg.blkSize >= 512 ? cfg.blkSize : 512;
-      const maxQueues = hasBit(f, VIRTIO_BLK_F.MQ) ? Math.max(1, cfg.numQueues) : 1;
-      if (numQueues > maxQueues) throw usageError('numQueues', `${numQueues} queues asked, the device has ${maxQueues}`);
-      const segMax = hasBit(f, VIRTIO_BLK_F.SEG_MAX) && cfg.segMax > 0 ? cfg.segMax : 1;
-      const readOnly = hasBit(f, VIRTIO_BLK_F.RO) || (opts.readOnly ?? false);
-      const capacity = Number(cfg.capacitySectors) * 512;
-      const created = native().vuClientCreate({
-        capacity, readonly: readOnly, queues: numQueues, queueSize, segMax, eventIdx: hasBit(f, VIRTIO_F.RING_EVENT_IDX),
-        indirect: hasBit(f, VIRTIO_F.RING_INDIRECT_DESC),
-        bounceSize: BOUNCE_SIZE, desc: `vhost-user:${path}`, controlFd: fe.fd,
-      });
       const slots = hasBit(neg.protocolFeatures, ProtocolFeature.CONFIGURE_MEM_SLOTS);
+      // the backend (C) derives every property from the negotiated features and the config space
+      let created;
+      try {
+        created = native().vuClientCreate({
+          features: neg.features, config: fe.getConfig(0, 60), readonly: opts.readOnly ?? false, queues: numQueues, queueSize,
+          maxMemSlots: slots ? fe.getMaxMemSlots() : 0, bounceSize: BOUNCE_SIZE, desc: formatSpec({ driver: 'vhost-user', props: { path } }), controlFd: fe.fd,
+        });
+      } catch (e) {
+        const m = /^numQueues: (.*)$/.exec((e as Error).message);
+        throw m ? usageError('numQueues', m[1]) : e;
+      }
+      const f = neg.features;
       const region = { guestAddr: created.memAddr, userAddr: created.memAddr, size: BigInt(created.memSize), mmapOffset: 0n, fd: created.memFd };
       if (slots) fe.addMemRegion(region); else fe.setMemTable([region]);
       const pf = hasBit(f, 30);
@@ -263,15 +263,14 @@ export class BlockDevice {
         fe.setVringKick(i, q.kickFd);
         if (pf) fe.setVringEnable(i, true);
       });
+      const c = native().bdevProperties(created.backend);
       const props: Properties = {
-        driver: 'virtio-blk-vhost-user', target: `vhost-user:${path}`, capacity, requestAlignment: blockSize, bufAlignment: 1,
-        optimalIoAlignment: blockSize,
-        optimalIoSize: hasBit(f, VIRTIO_BLK_F.TOPOLOGY) ? cfg.optIoSize * blockSize : 0,
-        maxTransfer: 0, maxQueues, numQueues, maxSegments: segMax, readOnly,
-        canDiscard: hasBit(f, VIRTIO_BLK_F.DISCARD) && !readOnly, canWriteZeroes: hasBit(f, VIRTIO_BLK_F.WRITE_ZEROES) && !readOnly,
-        discardAlignment: Math.max(1, cfg.discardSectorAlignment) * 512,
-        maxDiscardLength: cfg.maxDiscardSectors * 512, maxWriteZeroesLength: cfg.maxWriteZeroesSectors * 512,
-        maxMemRegions: slots ? fe.getMaxMemSlots() : 8, needsMemRegions: true, features: featureNames(f),
+        driver: 'virtio-blk-vhost-user', target: c.desc, capacity: c.capacity, requestAlignment: c.requestAlignment,
+        bufAlignment: c.bufAlignment, optimalIoAlignment: c.optimalIoAlignment, optimalIoSize: c.optimalIoSize,
+        maxTransfer: c.maxTransfer, maxQueues: c.maxQueues, numQueues, maxSegments: c.maxSegments, readOnly: c.readOnly,
+        canDiscard: c.canDiscard, canWriteZeroes: c.canWriteZeroes, discardAlignment: c.discardAlignment,
+        maxDiscardLength: c.maxDiscardLength, maxWriteZeroesLength: c.maxWriteZeroesLength,
+        maxMemRegions: c.maxMemRegions, needsMemRegions: c.needsMemRegions, features: featureNames(c.virtioFeatures),
       };
       const dev = new BlockDevice(props, created.backend, queueSize, completion, spin, fe);
       dev.memSlots = slots;
@@ -455,6 +454,8 @@ export class BlockDevice {
       native().vuClientMarkDead(this.backend, true);
       this.fe.close();
     }
+    // now, not at garbage collection: a file's fd and its image locks go with the device
+    native().backendClose(this.backend);
   }
 }
 

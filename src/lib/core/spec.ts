@@ -18,7 +18,7 @@ interface DriverSyntax { primary: string; keys: readonly string[] }
 export const SPEC_DRIVERS: Readonly<Record<string, DriverSyntax>> = {
   null: { primary: 'size', keys: ['size'] },
   mem: { primary: 'size', keys: ['size'] },
-  file: { primary: 'path', keys: ['path', 'create', 'direct', 'readonly', 'ro', 'ring-size'] },
+  file: { primary: 'path', keys: ['path', 'create', 'direct', 'readonly', 'ro', 'ring-size', 'locking'] },
   'vhost-user': { primary: 'path', keys: ['path'] },
 };
 

@@ -14,7 +14,7 @@ export { BACKEND_FORMS, TARGET_FORMS };
 
 export type Target =
   | { kind: 'vhost-user'; path: string }
-  | { kind: 'file'; path: string; create?: number; direct: boolean; readonly: boolean; ringSize?: number }
+  | { kind: 'file'; path: string; create?: number; direct: boolean; readonly: boolean; ringSize?: number; locking?: 'on' | 'off' | 'auto' }
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number };
 
@@ -47,6 +47,10 @@ export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TAR
         if (!/^\d+$/.test(p['ring-size'])) throw usageError(what, `ring-size needs a number of entries (ring-size=N)`, kind.forms);
         t.ringSize = Number(p['ring-size']);
       }
+      if (p.locking !== undefined) {
+        const l = p.locking === 'auto' ? 'auto' : parseOnOff(what, 'locking', p.locking) ? 'on' : 'off';
+        t.locking = l;
+      }
       return t;
     }
     default: throw usageError(what, `'${spec.driver}:' is not a ${kind.noun}`, kind.forms);
@@ -64,6 +68,7 @@ export function targetToSpec(t: Target): Spec {
       if (t.direct) props.direct = 'on';
       if (t.readonly) props.readonly = 'on';
       if (t.ringSize) props['ring-size'] = String(t.ringSize);
+      if (t.locking) props.locking = t.locking;
       return { driver: 'file', props };
     }
   }

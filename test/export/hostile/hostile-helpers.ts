@@ -40,6 +40,8 @@ export class Harness {
   }
 
   get socket(): string { return this.server.socket; }
+  /** The image file of a file backend ('' for mem). */
+  get imagePath(): string { return this.path; }
 
   async start(): Promise<void> {
     let backend;
