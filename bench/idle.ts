@@ -20,10 +20,22 @@ function parseHaltPollNs(value: string): number {
 export async function withHaltPollNs<T>(haltPollArg: string | undefined, fn: () => Promise<T>): Promise<T> {
   if (haltPollArg === undefined) return fn();
   const ns = parseHaltPollNs(haltPollArg);
-  if (!existsSync(HALT_POLL_PARAM)) throw new Error(`--halt-poll-ns: ${HALT_POLL_PARAM} does not exist (this guest does not use the haltpoll cpuidle driver)`);
+  if (!existsSync(HALT_POLL_PARAM))
+    throw new Error(
+      `--halt-poll-ns: ${HALT_POLL_PARAM} does not exist (this guest does not use the haltpoll cpuidle driver)`,
+    );
   const old = readFileSync(HALT_POLL_PARAM, 'utf8').trim();
-  const restore = (): void => { try { writeFileSync(HALT_POLL_PARAM, old); } catch { /* the next report's header shows the value */ } };
-  const onSignal = (sig: NodeJS.Signals): void => { restore(); process.kill(process.pid, sig); };
+  const restore = (): void => {
+    try {
+      writeFileSync(HALT_POLL_PARAM, old);
+    } catch {
+      /* the next report's header shows the value */
+    }
+  };
+  const onSignal = (sig: NodeJS.Signals): void => {
+    restore();
+    process.kill(process.pid, sig);
+  };
   try {
     writeFileSync(HALT_POLL_PARAM, String(ns));
   } catch (e) {

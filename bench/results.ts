@@ -7,9 +7,12 @@ export const resultsTag = (script: string, haltPollArg: string | undefined): str
   haltPollArg === undefined ? script : `${script}:halt-poll-${haltPollArg}`;
 
 export function writeResultsSection(path: string, tag: string, section: string): void {
-  const start = `<!-- ${tag}:start -->`, end = `<!-- ${tag}:end -->`;
+  const start = `<!-- ${tag}:start -->`,
+    end = `<!-- ${tag}:end -->`;
   const block = `${start}\n${section.trimEnd()}\n${end}\n`;
-  let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmark results\n\nLatest output of the scripts in bench/ (see bench/README.md).\n';
+  let text = existsSync(path)
+    ? readFileSync(path, 'utf8')
+    : '# Benchmark results\n\nLatest output of the scripts in bench/ (see bench/README.md).\n';
   const a = text.indexOf(start);
   const b = text.indexOf(end);
   if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + end.length).replace(/^\n/, '');

@@ -28,11 +28,19 @@ const CELLS: Cell[] = [];
 for (const rw of ['randread', 'randwrite'] as const) {
   for (const iodepth of [1, 32]) {
     for (const poll of [false, true]) {
-      CELLS.push({ id: `null ${rw} qd${iodepth} ${poll ? 'poll' : 'notify'}`, backend: 'null', job: { readwrite: rw, iodepth, poll } });
+      CELLS.push({
+        id: `null ${rw} qd${iodepth} ${poll ? 'poll' : 'notify'}`,
+        backend: 'null',
+        job: { readwrite: rw, iodepth, poll },
+      });
     }
   }
 }
-CELLS.push({ id: 'file randread qd32 notify', backend: 'file', job: { readwrite: 'randread', iodepth: 32, poll: false } });
+CELLS.push({
+  id: 'file randread qd32 notify',
+  backend: 'file',
+  job: { readwrite: 'randread', iodepth: 32, poll: false },
+});
 CELLS.push({ id: 'file randread qd32 poll', backend: 'file', job: { readwrite: 'randread', iodepth: 32, poll: true } });
 
 /**
@@ -52,13 +60,22 @@ const PAIRS: Record<Pair, { qsdPollMaxNs?: number; storMode: 'notify' | 'poll' |
 // Servers, both through the one launcher (tools/servers.ts); qemu-storage-daemon's export runs in an
 // iothread there, as QEMU's own vhost-user-blk benchmarks run it.
 
-interface Srv { name: 'qsd' | 'stor'; pid: number; socket: string; stop(): Promise<number | null>; alive(): boolean; output(): string }
+interface Srv {
+  name: 'qsd' | 'stor';
+  pid: number;
+  socket: string;
+  stop(): Promise<number | null>;
+  alive(): boolean;
+  output(): string;
+}
 
 function procStatus(pid: number, key: 'VmRSS' | 'VmHWM'): number {
   try {
     const m = new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : 0;
-  } catch { return 0; }
+  } catch {
+    return 0;
+  }
 }
 
 /** utime + stime of every thread of pid, in seconds. */
@@ -68,7 +85,9 @@ function cpuSeconds(pid: number): number {
     const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
     const hz = 100; // USER_HZ on Linux
     return (Number(rest[11]) + Number(rest[12])) / hz;
-  } catch { return 0; }
+  } catch {
+    return 0;
+  }
 }
 
 // The launcher kills every server it started at exit; a signal must end the process through exit.
@@ -77,23 +96,40 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.
 /** Wraps a launched server for the measurement loop; stop() also removes its socket directory. */
 function benchServer(r: RunningServer): Srv {
   return {
-    name: r.name, pid: r.pid, socket: r.socket, output: r.output,
+    name: r.name,
+    pid: r.pid,
+    socket: r.socket,
+    output: r.output,
     alive: () => r.proc.exitCode === null && r.proc.signalCode === null,
-    stop: async () => { const c = await r.stop(); cleanupSocket(r.socket); return c; },
+    stop: async () => {
+      const c = await r.stop();
+      cleanupSocket(r.socket);
+      return c;
+    },
   };
 }
 
 async function startQsdBench(backend: 'null' | 'file', image: string, pollMaxNs: number | undefined): Promise<Srv> {
-  return benchServer(await startQsd({
-    backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
-    queues: 1, qsdIothread: { pollMaxNs }, startTimeoutMs: 15_000,
-  }));
+  return benchServer(
+    await startQsd({
+      backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
+      queues: 1,
+      qsdIothread: { pollMaxNs },
+      startTimeoutMs: 15_000,
+    }),
+  );
 }
 
-async function startStorBench(backend: 'null' | 'file', image: string, mode: 'notify' | 'poll' | 'adaptive'): Promise<Srv> {
+async function startStorBench(
+  backend: 'null' | 'file',
+  image: string,
+  mode: 'notify' | 'poll' | 'adaptive',
+): Promise<Srv> {
   const r: RunningServer = await startStor({
     backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
-    queues: 1, mode, startTimeoutMs: 30_000,
+    queues: 1,
+    mode,
+    startTimeoutMs: 30_000,
   });
   return benchServer(r);
 }
@@ -115,17 +151,26 @@ function ensureImage(path: string): void {
       }
       writeSync(fd, chunk, 0, chunk.length, off);
     }
-  } finally { closeSync(fd); }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Measurement
 
-interface Sample { kiops: number; meanLatUs: number; cpuPct: number }
+interface Sample {
+  kiops: number;
+  meanLatUs: number;
+  cpuPct: number;
+}
 interface Row {
-  cell: string; pair: Pair;
-  qsd: Sample[]; stor: Sample[];
-  qsdRssKiB: number; storRssKiB: number;
+  cell: string;
+  pair: Pair;
+  qsd: Sample[];
+  stor: Sample[];
+  qsdRssKiB: number;
+  storRssKiB: number;
   errors: string[];
   /** Things worth knowing that do not make the run invalid (restarts of qsd after its known abort). */
   notes: string[];
@@ -148,7 +193,14 @@ async function measure(srv: Srv, job: BenchJob): Promise<Sample> {
   return { kiops: out.aggregate.kiops, meanLatUs: out.aggregate.mean_lat_us, cpuPct };
 }
 
-interface Opts { runtimeS: number; repeat: number; pairs: Pair[]; cells: Cell[]; image: string; servers: ('qsd' | 'stor')[] }
+interface Opts {
+  runtimeS: number;
+  repeat: number;
+  pairs: Pair[];
+  cells: Cell[];
+  image: string;
+  servers: ('qsd' | 'stor')[];
+}
 
 const QSD_KNOWN_CRASH = /vhost_user_server_ref: Assertion `!server->wait_idle' failed/;
 
@@ -166,12 +218,20 @@ async function runPair(o: Opts, pair: Pair, backend: 'null' | 'file', cells: Cel
     const s = srv[name];
     if (s && !s.alive()) {
       // qsd 7.2 sometimes aborts after a client disconnects with requests in flight (see test/peers).
-      notes.push(QSD_KNOWN_CRASH.test(s.output()) ? `${name} restarted after its known disconnect abort`
-        : `${name} died between runs:\n${s.output()}`);
+      notes.push(
+        QSD_KNOWN_CRASH.test(s.output())
+          ? `${name} restarted after its known disconnect abort`
+          : `${name} died between runs:\n${s.output()}`,
+      );
       await s.stop();
       delete srv[name];
     }
-    if (perRun) for (const other of o.servers) if (other !== name && srv[other]) { await srv[other]!.stop(); delete srv[other]; }
+    if (perRun)
+      for (const other of o.servers)
+        if (other !== name && srv[other]) {
+          await srv[other]!.stop();
+          delete srv[other];
+        }
     return (srv[name] ??= await start[name]());
   };
   try {
@@ -183,7 +243,9 @@ async function runPair(o: Opts, pair: Pair, backend: 'null' | 'file', cells: Cel
         for (const name of order) {
           const job: BenchJob = { ...cell.job, runtimeS: o.runtimeS };
           let s: Srv;
-          try { s = await acquire(name, row.notes); } catch (e) {
+          try {
+            s = await acquire(name, row.notes);
+          } catch (e) {
             // Record and go on: one server failing to start must not lose the whole table.
             row.errors.push(`${name} rep ${rep + 1}: could not start: ${(e as Error).message.trim()}`);
             continue;
@@ -193,8 +255,10 @@ async function runPair(o: Opts, pair: Pair, backend: 'null' | 'file', cells: Cel
           } catch (e) {
             await new Promise((r) => setTimeout(r, 200));
             const known = name === 'qsd' && !s.alive() && QSD_KNOWN_CRASH.test(s.output());
-            (known ? row.notes : row.errors).push(`${name} rep ${rep + 1}: ${(e as Error).message}` +
-              `${s.alive() ? '' : `\n${name} died:\n${s.output()}`}`);
+            (known ? row.notes : row.errors).push(
+              `${name} rep ${rep + 1}: ${(e as Error).message}` +
+                `${s.alive() ? '' : `\n${name} died:\n${s.output()}`}`,
+            );
           }
           // Resident memory after the server's last run in this cell.
           if (s.alive()) row[name === 'qsd' ? 'qsdRssKiB' : 'storRssKiB'] = procStatus(s.pid, 'VmRSS');
@@ -211,24 +275,48 @@ async function runPair(o: Opts, pair: Pair, backend: 'null' | 'file', cells: Cel
 // ---------------------------------------------------------------------------------------------
 // Reporting
 
-const HEAD = ['cell', 'server modes', 'qsd kIOPS', 'stor kIOPS', 'stor/qsd', 'qsd mean µs', 'stor mean µs',
-  'qsd CPU %', 'stor CPU %', 'qsd RSS MiB', 'stor RSS MiB'];
+const HEAD = [
+  'cell',
+  'server modes',
+  'qsd kIOPS',
+  'stor kIOPS',
+  'stor/qsd',
+  'qsd mean µs',
+  'stor mean µs',
+  'qsd CPU %',
+  'stor CPU %',
+  'qsd RSS MiB',
+  'stor RSS MiB',
+];
 
-function fmt(x: number, digits = 1): string { return Number.isFinite(x) ? x.toFixed(digits) : '—'; }
+function fmt(x: number, digits = 1): string {
+  return Number.isFinite(x) ? x.toFixed(digits) : '—';
+}
 
 function cells(r: Row): string[] {
   const q = median(r.qsd.map((s) => s.kiops));
   const s = median(r.stor.map((x) => x.kiops));
-  return [r.cell, r.pair, fmt(q), fmt(s), fmt(s / q, 2),
-    fmt(median(r.qsd.map((x) => x.meanLatUs))), fmt(median(r.stor.map((x) => x.meanLatUs))),
-    fmt(median(r.qsd.map((x) => x.cpuPct)), 0), fmt(median(r.stor.map((x) => x.cpuPct)), 0),
-    r.qsdRssKiB ? fmt(r.qsdRssKiB / 1024) : '—', r.storRssKiB ? fmt(r.storRssKiB / 1024) : '—'];
+  return [
+    r.cell,
+    r.pair,
+    fmt(q),
+    fmt(s),
+    fmt(s / q, 2),
+    fmt(median(r.qsd.map((x) => x.meanLatUs))),
+    fmt(median(r.stor.map((x) => x.meanLatUs))),
+    fmt(median(r.qsd.map((x) => x.cpuPct)), 0),
+    fmt(median(r.stor.map((x) => x.cpuPct)), 0),
+    r.qsdRssKiB ? fmt(r.qsdRssKiB / 1024) : '—',
+    r.storRssKiB ? fmt(r.storRssKiB / 1024) : '—',
+  ];
 }
 
 function printRow(r: Row): void {
   const c = cells(r);
-  process.stdout.write(`${c[0]!.padEnd(28)} ${c[1]!.padEnd(9)} qsd ${c[2]!.padStart(8)} kIOPS ${c[5]!.padStart(7)} µs | ` +
-    `stor ${c[3]!.padStart(8)} kIOPS ${c[6]!.padStart(7)} µs | ratio ${c[4]}\n`);
+  process.stdout.write(
+    `${c[0]!.padEnd(28)} ${c[1]!.padEnd(9)} qsd ${c[2]!.padStart(8)} kIOPS ${c[5]!.padStart(7)} µs | ` +
+      `stor ${c[3]!.padStart(8)} kIOPS ${c[6]!.padStart(7)} µs | ratio ${c[4]}\n`,
+  );
   for (const e of r.errors) process.stdout.write(`  error: ${e.split('\n').join('\n    ')}\n`);
   for (const n of r.notes) process.stdout.write(`  note: ${n.split('\n')[0]}\n`);
 }
@@ -240,12 +328,18 @@ function markdownTable(rows: Row[]): string {
 }
 
 function sh(cmd: string, args: string[]): string {
-  try { return execFileSync(cmd, args, { encoding: 'utf8', cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return '?'; }
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return '?';
+  }
 }
 
 function report(o: Opts, rows: Row[], started: Date, loadStart: number, idle: string): string {
   const commit = sh('git', ['rev-parse', '--short', 'HEAD']);
-  const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'native']) ? ' (+ uncommitted changes in src/native)' : '';
+  const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'native'])
+    ? ' (+ uncommitted changes in src/native)'
+    : '';
   const qsdVer = sh('qemu-storage-daemon', ['--version']).split('\n')[0];
   const notes = rows.flatMap((r) => r.notes.map((n) => `- ${r.cell} (${r.pair}): ${n.split('\n')[0]}`));
   const errs = rows.flatMap((r) => r.errors.map((e) => `- ${r.cell} (${r.pair}): ${e.split('\n')[0]}`));
@@ -253,10 +347,11 @@ function report(o: Opts, rows: Row[], started: Date, loadStart: number, idle: st
     `## serve-vs-qsd — ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, commit ${commit}${dirty}`,
     '',
     `blkio-bench (libblkio example), 4 KiB, 1 queue, ${o.runtimeS} s per run, median of ${o.repeat} runs per server, ` +
-    `servers alternated within each cell. null: qsd null-co,read-zeroes=on vs stor null:1G; ` +
-    `file: 1 GiB fully written image, qsd driver=file,aio=io_uring vs stor file:. ` +
-    `Client "notify"/"poll" is blkio-bench without/with --poll; "server modes" pairs: ` +
-    o.pairs.map((p) => `${p} = ${PAIRS[p].desc}`).join('; ') + '. CPU % is the server process over the run.',
+      `servers alternated within each cell. null: qsd null-co,read-zeroes=on vs stor null:1G; ` +
+      `file: 1 GiB fully written image, qsd driver=file,aio=io_uring vs stor file:. ` +
+      `Client "notify"/"poll" is blkio-bench without/with --poll; "server modes" pairs: ` +
+      o.pairs.map((p) => `${p} = ${PAIRS[p].desc}`).join('; ') +
+      '. CPU % is the server process over the run.',
     '',
     `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}, ${qsdVer}, Node ${process.version}; 1-minute load average ${loadStart.toFixed(1)} at start, ${loadavg()[0]!.toFixed(1)} at end. Guest idle: ${idle}.`,
     '',
@@ -284,20 +379,29 @@ async function main(): Promise<void> {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node dist/bench/serve-vs-qsd.js [--runtime S=3] [--repeat N=3] [--pairs adaptive,notify,poll]\n' +
-      '         [--cells SUBSTRING,...] [--image PATH] [--servers qsd,stor] [--halt-poll-ns N|default] [--out bench/RESULTS.md]\n' +
-      `cells: ${CELLS.map((c) => c.id).join('; ')}\n`);
+    process.stdout.write(
+      'usage: node dist/bench/serve-vs-qsd.js [--runtime S=3] [--repeat N=3] [--pairs adaptive,notify,poll]\n' +
+        '         [--cells SUBSTRING,...] [--image PATH] [--servers qsd,stor] [--halt-poll-ns N|default] [--out bench/RESULTS.md]\n' +
+        `cells: ${CELLS.map((c) => c.id).join('; ')}\n`,
+    );
     return;
   }
   const pairs = values.pairs!.split(',').map((p) => p.trim()) as Pair[];
   for (const p of pairs) if (!(p in PAIRS)) throw new Error(`unknown pair '${p}' (adaptive, notify, poll)`);
-  const filters = values.cells?.split(',').map((s) => s.trim()).filter(Boolean);
+  const filters = values.cells
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const o: Opts = {
-    runtimeS: Number(values.runtime), repeat: Number(values.repeat), pairs, image: values.image!,
+    runtimeS: Number(values.runtime),
+    repeat: Number(values.repeat),
+    pairs,
+    image: values.image!,
     cells: filters ? CELLS.filter((c) => filters.some((f) => c.id.includes(f))) : CELLS,
     servers: values.servers!.split(',').map((s) => s.trim()) as ('qsd' | 'stor')[],
   };
-  if (!(o.runtimeS >= 1) || !Number.isInteger(o.runtimeS)) throw new Error('--runtime must be a whole number of seconds >= 1');
+  if (!(o.runtimeS >= 1) || !Number.isInteger(o.runtimeS))
+    throw new Error('--runtime must be a whole number of seconds >= 1');
   if (!(o.repeat >= 1) || !Number.isInteger(o.repeat)) throw new Error('--repeat must be a whole number >= 1');
   const started = new Date();
   const loadStart = loadavg()[0]!;
@@ -318,8 +422,14 @@ async function main(): Promise<void> {
   });
   const section = report(o, rows, started, loadStart, idle);
   process.stdout.write(`\n${section}`);
-  if (values.out) { writeResultsSection(values.out, resultsTag('serve-vs-qsd', haltPoll), section); process.stdout.write(`wrote ${values.out}\n`); }
+  if (values.out) {
+    writeResultsSection(values.out, resultsTag('serve-vs-qsd', haltPoll), section);
+    process.stdout.write(`wrote ${values.out}\n`);
+  }
   if (rows.some((r) => r.errors.length)) process.exitCode = 1;
 }
 
-main().catch((e) => { process.stderr.write(`serve-vs-qsd: ${(e as Error).message}\n`); process.exit(1); });
+main().catch((e) => {
+  process.stderr.write(`serve-vs-qsd: ${(e as Error).message}\n`);
+  process.exit(1);
+});

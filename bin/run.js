@@ -4,7 +4,10 @@
 // command as one `stor: ...` line (a JSON error with --json) and exit 2, NO_COLOR (no-color.org; chalk
 // reads only FORCE_COLOR), and a reader of standard output that goes away (EPIPE: end quietly, 141).
 if (process.env.NO_COLOR) process.env.FORCE_COLOR = '0';
-process.stdout.on('error', (e) => { if (e.code === 'EPIPE') process.exit(141); throw e; });
+process.stdout.on('error', (e) => {
+  if (e.code === 'EPIPE') process.exit(141);
+  throw e;
+});
 
 const { Config, Help, flush, handle, run } = await import('@oclif/core');
 
@@ -39,9 +42,14 @@ if (first === 'help' || first === '-h' || first === '--help') {
 } else if (first !== undefined && !first.startsWith('-') && !config.findCommand(first)) {
   usageError(`'${first}' is not a command`, accepted);
 } else if (first !== undefined && first.startsWith('-')) {
-  usageError(`${first}: not an option of stor itself`, `accepted: --help, --version, or a command first (${commands.join(', ')})`);
+  usageError(
+    `${first}: not an option of stor itself`,
+    `accepted: --help, --version, or a command first (${commands.join(', ')})`,
+  );
 } else if (first !== undefined && (options.includes('-h') || options.includes('--help'))) {
   await help([first]);
 } else {
-  await run(argv, config).then(() => flush()).catch((e) => handle(e));
+  await run(argv, config)
+    .then(() => flush())
+    .catch((e) => handle(e));
 }

@@ -14,16 +14,34 @@ export interface RunResult {
 }
 
 const live = new Set<ChildProcess>();
-process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
+process.on('exit', () => {
+  for (const p of live) {
+    try {
+      p.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
 
-export async function runBounded(cmd: string, args: string[], timeoutMs: number,
-  opts: { env?: NodeJS.ProcessEnv; onSpawn?: (p: ChildProcess) => void; maxOutput?: number } = {}): Promise<RunResult> {
+export async function runBounded(
+  cmd: string,
+  args: string[],
+  timeoutMs: number,
+  opts: { env?: NodeJS.ProcessEnv; onSpawn?: (p: ChildProcess) => void; maxOutput?: number } = {},
+): Promise<RunResult> {
   const t0 = Date.now();
   const sub = execa(cmd, args, {
-    stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, stripFinalNewline: false,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    reject: false,
+    stripFinalNewline: false,
     // maxOutput: a runaway writer must not exhaust the test's memory (execa keeps the first bytes)
     ...(opts.maxOutput !== undefined ? { maxBuffer: opts.maxOutput } : {}),
-    timeout: timeoutMs, killSignal: 'SIGKILL', forceKillAfterDelay: false,
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    forceKillAfterDelay: false,
     // an env given replaces the whole environment, as spawn's does
     ...(opts.env ? { env: opts.env, extendEnv: false } : {}),
   });
@@ -33,9 +51,14 @@ export async function runBounded(cmd: string, args: string[], timeoutMs: number,
   const r = await sub;
   live.delete(proc);
   // could not start at all (no such program, not executable): an error, as spawn's 'error' was
-  if (r.failed && r.exitCode === undefined && r.signal === undefined && !r.timedOut) throw r.cause ?? new Error(r.message);
+  if (r.failed && r.exitCode === undefined && r.signal === undefined && !r.timedOut)
+    throw r.cause ?? new Error(r.message);
   return {
-    code: r.exitCode ?? null, signal: (r.signal as NodeJS.Signals | undefined) ?? null, timedOut: r.timedOut,
-    stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), ms: Date.now() - t0,
+    code: r.exitCode ?? null,
+    signal: (r.signal as NodeJS.Signals | undefined) ?? null,
+    timedOut: r.timedOut,
+    stdout: String(r.stdout ?? ''),
+    stderr: String(r.stderr ?? ''),
+    ms: Date.now() - t0,
   };
 }

@@ -13,12 +13,16 @@ export type BackendSpec =
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number }
   | {
-    kind: 'file'; path: string; create?: number; direct?: boolean; ringSize?: number;
-    /** stor only: the file driver's locking= (QEMU-compatible image locks; default auto). */
-    locking?: 'on' | 'off' | 'auto';
-    /** qemu-storage-daemon only: discard=unmap (QEMU ignores discards by default); stor always punches holes. */
-    discard?: boolean;
-  };
+      kind: 'file';
+      path: string;
+      create?: number;
+      direct?: boolean;
+      ringSize?: number;
+      /** stor only: the file driver's locking= (QEMU-compatible image locks; default auto). */
+      locking?: 'on' | 'off' | 'auto';
+      /** qemu-storage-daemon only: discard=unmap (QEMU ignores discards by default); stor always punches holes. */
+      discard?: boolean;
+    };
 
 export interface ServerOptions {
   backend: BackendSpec;
@@ -50,7 +54,15 @@ export interface RunningServer {
 }
 
 const live = new Set<ChildProcess>();
-process.on('exit', () => { for (const p of live) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
+process.on('exit', () => {
+  for (const p of live) {
+    try {
+      p.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
 
 function tmpSocket(name: string): string {
   const dir = mkdtempSync(join(tmpdir(), `stor-${name}-`));
@@ -59,7 +71,9 @@ function tmpSocket(name: string): string {
 
 export function storBackendArg(b: BackendSpec): string {
   switch (b.kind) {
-    case 'null': case 'mem': return formatSpec({ driver: b.kind, props: { size: String(b.size) } });
+    case 'null':
+    case 'mem':
+      return formatSpec({ driver: b.kind, props: { size: String(b.size) } });
     case 'file': {
       const props: Record<string, string> = { path: b.path };
       if (b.create !== undefined) props.create = String(b.create);
@@ -71,50 +85,93 @@ export function storBackendArg(b: BackendSpec): string {
   }
 }
 
-function launch(name: 'stor' | 'qsd', cmd: string, args: string[], socket: string, ready: (out: string) => boolean,
-  timeoutMs: number): Promise<RunningServer> {
+function launch(
+  name: 'stor' | 'qsd',
+  cmd: string,
+  args: string[],
+  socket: string,
+  ready: (out: string) => boolean,
+  timeoutMs: number,
+): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
     // stop() and the exit hook below do the killing: execa only starts it and pipes its output
-    const proc = execa(cmd, args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, cleanup: false }) as unknown as ChildProcess;
+    const proc = execa(cmd, args, {
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      buffer: false,
+      reject: false,
+      cleanup: false,
+    }) as unknown as ChildProcess;
     live.add(proc);
     let out = '';
     let settled = false;
     const server: RunningServer = {
-      name, socket, proc, pid: proc.pid ?? -1,
+      name,
+      socket,
+      proc,
+      pid: proc.pid ?? -1,
       output: () => out,
       rssKiB: () => {
         try {
           const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
           return m ? Number(m[1]) : 0;
-        } catch { return 0; }
+        } catch {
+          return 0;
+        }
       },
-      stop: (stopMs = 10_000) => new Promise((res) => {
-        if (proc.exitCode !== null || proc.signalCode !== null) { res(proc.exitCode); return; }
-        const t = setTimeout(() => proc.kill('SIGKILL'), stopMs);
-        proc.once('exit', (code) => { clearTimeout(t); live.delete(proc); res(code); });
-        proc.kill('SIGTERM');
-      }),
+      stop: (stopMs = 10_000) =>
+        new Promise((res) => {
+          if (proc.exitCode !== null || proc.signalCode !== null) {
+            res(proc.exitCode);
+            return;
+          }
+          const t = setTimeout(() => proc.kill('SIGKILL'), stopMs);
+          proc.once('exit', (code) => {
+            clearTimeout(t);
+            live.delete(proc);
+            res(code);
+          });
+          proc.kill('SIGTERM');
+        }),
     };
     const timer = setTimeout(() => {
       if (settled) return;
-      settled = true; proc.kill('SIGKILL');
+      settled = true;
+      proc.kill('SIGKILL');
       reject(new Error(`${name} did not become ready in ${timeoutMs} ms; output:\n${out}`));
     }, timeoutMs);
     const onData = (d: Buffer) => {
       out += d.toString();
-      if (!settled && ready(out)) { settled = true; clearTimeout(timer); resolve(server); }
+      if (!settled && ready(out)) {
+        settled = true;
+        clearTimeout(timer);
+        resolve(server);
+      }
     };
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
     proc.once('exit', (code, sig) => {
       live.delete(proc);
-      if (!settled) { settled = true; clearTimeout(timer); reject(new Error(`${name} exited (${code ?? sig}) before ready; output:\n${out}`)); }
+      if (!settled) {
+        settled = true;
+        clearTimeout(timer);
+        reject(new Error(`${name} exited (${code ?? sig}) before ready; output:\n${out}`));
+      }
     });
     // qemu-storage-daemon prints nothing when ready: the socket appearing is the signal.
     if (name === 'qsd') {
       const poll = setInterval(() => {
-        if (settled) { clearInterval(poll); return; }
-        if (existsSync(socket)) { settled = true; clearInterval(poll); clearTimeout(timer); resolve(server); }
+        if (settled) {
+          clearInterval(poll);
+          return;
+        }
+        if (existsSync(socket)) {
+          settled = true;
+          clearInterval(poll);
+          clearTimeout(timer);
+          resolve(server);
+        }
       }, 20);
     }
   });
@@ -123,12 +180,28 @@ function launch(name: 'stor' | 'qsd', cmd: string, args: string[], socket: strin
 /** `stor serve ... --json`; ready when it prints its {"event":"ready"} line. */
 export function startStor(o: ServerOptions): Promise<RunningServer> {
   const socket = o.socket ?? tmpSocket('stor');
-  const args = [STOR_BIN, 'serve', '--socket', socket, '--backend', storBackendArg(o.backend), '--json',
-    '--queues', String(o.queues ?? 1)];
+  const args = [
+    STOR_BIN,
+    'serve',
+    '--socket',
+    socket,
+    '--backend',
+    storBackendArg(o.backend),
+    '--json',
+    '--queues',
+    String(o.queues ?? 1),
+  ];
   if (o.readonly) args.push('--readonly');
   if (o.mode) args.push('--completion', o.mode);
   args.push(...(o.extraArgs ?? []));
-  return launch('stor', process.execPath, args, socket, (out) => out.includes('"event":"ready"'), o.startTimeoutMs ?? 15_000);
+  return launch(
+    'stor',
+    process.execPath,
+    args,
+    socket,
+    (out) => out.includes('"event":"ready"'),
+    o.startTimeoutMs ?? 15_000,
+  );
 }
 
 /** qemu-storage-daemon with a vhost-user-blk export of the same backend. */
@@ -137,21 +210,35 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
   const b = o.backend;
   let blockdev: string;
   switch (b.kind) {
-    case 'null': blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=on`; break;
-    case 'mem': throw new Error('qemu-storage-daemon has no memory backend; use a file in /dev/shm');
+    case 'null':
+      blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=on`;
+      break;
+    case 'mem':
+      throw new Error('qemu-storage-daemon has no memory backend; use a file in /dev/shm');
     case 'file':
       blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}${b.discard ? ',discard=unmap' : ''}`;
       break;
   }
   const io = o.qsdIothread;
-  const iothread = io ? ['--object', `iothread,id=io0${io.pollMaxNs === undefined ? '' : `,poll-max-ns=${io.pollMaxNs}`}`] : [];
-  const args = [...iothread, '--blockdev', blockdev, '--export',
+  const iothread = io
+    ? ['--object', `iothread,id=io0${io.pollMaxNs === undefined ? '' : `,poll-max-ns=${io.pollMaxNs}`}`]
+    : [];
+  const args = [
+    ...iothread,
+    '--blockdev',
+    blockdev,
+    '--export',
     `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=${o.readonly ? 'off' : 'on'},num-queues=${o.queues ?? 1}${io ? ',iothread=io0' : ''}`,
-    ...(o.extraArgs ?? [])];
+    ...(o.extraArgs ?? []),
+  ];
   return launch('qsd', 'qemu-storage-daemon', args, socket, () => false, o.startTimeoutMs ?? 15_000);
 }
 
 /** Removes the temp directory a server's socket lived in. */
 export function cleanupSocket(socket: string): void {
-  try { rmSync(join(socket, '..'), { recursive: true, force: true }); } catch { /* best effort */ }
+  try {
+    rmSync(join(socket, '..'), { recursive: true, force: true });
+  } catch {
+    /* best effort */
+  }
 }

@@ -1,7 +1,7 @@
 /* What every backend shares: the driver registry (open by name with key=value properties, each driver
  * parsing its own), property value parsing, iovec copies, reference counting, and the N-API handle
- * (bdevOpen / bdevProperties / bdevDrivers / backendInfo / backendFlush / backendClose). The backends live in null.c, mem.c, file.c and
- * vhost_user.c. */
+ * (bdevOpen / bdevProperties / bdevDrivers / backendInfo / backendFlush / backendClose). The backends live in null.c,
+ * mem.c, file.c and vhost_user.c. */
 #include "bdev/bdev.h"
 #include "sys/napi_util.h"
 #include <fcntl.h>
@@ -12,11 +12,15 @@
 size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t len) {
   size_t done = 0;
   for (int i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) { skip -= iov[i].iov_len; continue; }
+    if (skip >= iov[i].iov_len) {
+      skip -= iov[i].iov_len;
+      continue;
+    }
     size_t take = iov[i].iov_len - skip;
     if (take > len - done) take = len - done;
     memcpy((char *)buf + done, (char *)iov[i].iov_base + skip, take);
-    done += take; skip = 0;
+    done += take;
+    skip = 0;
   }
   return done;
 }
@@ -24,11 +28,15 @@ size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t
 size_t buf_to_iov(const struct iovec *iov, int n, size_t skip, const void *buf, size_t len) {
   size_t done = 0;
   for (int i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) { skip -= iov[i].iov_len; continue; }
+    if (skip >= iov[i].iov_len) {
+      skip -= iov[i].iov_len;
+      continue;
+    }
     size_t take = iov[i].iov_len - skip;
     if (take > len - done) take = len - done;
     memcpy((char *)iov[i].iov_base + skip, (const char *)buf + done, take);
-    done += take; skip = 0;
+    done += take;
+    skip = 0;
   }
   return done;
 }
@@ -42,11 +50,17 @@ void iov_memset(const struct iovec *iov, int n, int c) {
 /* ---- the registry: one descriptor per driver, each in its own file ------------------------------ */
 
 static const struct stor_bdev_driver *const drivers[] = {
-  &stor_null_driver, &stor_mem_driver, &stor_file_driver, &stor_vhost_user_driver,
+    &stor_null_driver,
+    &stor_mem_driver,
+    &stor_file_driver,
+    &stor_vhost_user_driver,
 };
 #define NDRIVERS (sizeof drivers / sizeof drivers[0])
 
-const struct stor_bdev_driver *const *stor_bdev_drivers(size_t *n) { *n = NDRIVERS; return drivers; }
+const struct stor_bdev_driver *const *stor_bdev_drivers(size_t *n) {
+  *n = NDRIVERS;
+  return drivers;
+}
 
 int stor_bdev_registry_check(char *err, size_t errlen) {
   for (size_t i = 0; i < NDRIVERS; i++) {
@@ -62,7 +76,8 @@ int stor_bdev_registry_check(char *err, size_t errlen) {
 int stor_bdev_open(const char *driver, const struct stor_kv *props, size_t n, struct stor_backend **out, char *err,
                    size_t errlen) {
   const struct stor_bdev_driver *d = NULL;
-  for (size_t i = 0; i < NDRIVERS; i++) if (!strcmp(drivers[i]->name, driver)) d = drivers[i];
+  for (size_t i = 0; i < NDRIVERS; i++)
+    if (!strcmp(drivers[i]->name, driver)) d = drivers[i];
   if (!d || !d->open) {
     char names[128] = "";
     for (size_t i = 0; i < NDRIVERS; i++) {
@@ -70,8 +85,10 @@ int stor_bdev_open(const char *driver, const struct stor_kv *props, size_t n, st
       size_t l = strlen(names);
       snprintf(names + l, sizeof names - l, "%s%s", l ? ", " : "", drivers[i]->name);
     }
-    snprintf(err, errlen, d ? "'%s' backends are opened by the client library, not by name (accepted: %s)"
-                            : "'%s' is not a backend driver (accepted: %s)", driver, names);
+    snprintf(err, errlen,
+             d ? "'%s' backends are opened by the client library, not by name (accepted: %s)"
+               : "'%s' is not a backend driver (accepted: %s)",
+             driver, names);
     return -EINVAL;
   }
   struct stor_backend *be = NULL;
@@ -96,7 +113,7 @@ void stor_bdev_props_default(struct stor_bdev_props *p, uint64_t capacity, bool 
   p->optimal_io_alignment = 512;
   p->optimal_io_size = 0;
   p->max_transfer = 0;
-  p->max_segments = 1024;   /* IOV_MAX */
+  p->max_segments = 1024; /* IOV_MAX */
   p->max_queues = 64;
   p->readonly = readonly;
   p->can_discard = !readonly;
@@ -133,13 +150,29 @@ int stor_kv_size(const char *driver, const struct stor_kv *kv, uint64_t *out, ch
   if (!digits) goto bad;
   unsigned shift = 0;
   switch (*s | 0x20) {
-  case 'k': shift = 10; s++; break;
-  case 'm': shift = 20; s++; break;
-  case 'g': shift = 30; s++; break;
-  case 't': shift = 40; s++; break;
-  case 'p': shift = 50; s++; break;
+  case 'k':
+    shift = 10;
+    s++;
+    break;
+  case 'm':
+    shift = 20;
+    s++;
+    break;
+  case 'g':
+    shift = 30;
+    s++;
+    break;
+  case 't':
+    shift = 40;
+    s++;
+    break;
+  case 'p':
+    shift = 50;
+    s++;
+    break;
   case 'b': break;
-  default: if (*s) goto bad;
+  default:
+    if (*s) goto bad;
   }
   if ((*s | 0x20) == 'i') s++;
   if ((*s | 0x20) == 'b') s++;
@@ -148,21 +181,29 @@ int stor_kv_size(const char *driver, const struct stor_kv *kv, uint64_t *out, ch
   uint64_t v = (uint64_t)whole << shift;
   if (frac_num) {
     unsigned __int128 f = ((unsigned __int128)frac_num << shift);
-    if (f % frac_den) goto bad;   /* not a whole number of bytes */
+    if (f % frac_den) goto bad; /* not a whole number of bytes */
     v += (uint64_t)(f / frac_den);
   }
   *out = v;
   return 0;
 bad:
-  snprintf(err, errlen, "%s: %s=%s: not a size (accepted: a byte count or a number with k, M, G, T, binary; "
-                        "KiB/MiB/GiB also accepted, e.g. 4k, 64M, 1GiB)", driver, kv->key, p);
+  snprintf(err, errlen,
+           "%s: %s=%s: not a size (accepted: a byte count or a number with k, M, G, T, binary; "
+           "KiB/MiB/GiB also accepted, e.g. 4k, 64M, 1GiB)",
+           driver, kv->key, p);
   return -EINVAL;
 }
 
 int stor_kv_bool(const char *driver, const struct stor_kv *kv, bool *out, char *err, size_t errlen) {
   const char *v = kv->value;
-  if (!v || !strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes")) { *out = true; return 0; }
-  if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no")) { *out = false; return 0; }
+  if (!v || !strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes")) {
+    *out = true;
+    return 0;
+  }
+  if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no")) {
+    *out = false;
+    return 0;
+  }
   snprintf(err, errlen, "%s: %s=%s: expected on or off", driver, kv->key, v);
   return -EINVAL;
 }
@@ -196,7 +237,9 @@ void stor_backend_put(struct stor_backend *be) {
 
 /* ---- N-API ----------------------------------------------------------------------------------- */
 
-struct backend_handle { struct stor_backend *be; };
+struct backend_handle {
+  struct stor_backend *be;
+};
 
 static void backend_finalize(napi_env env, void *data, void *hint) {
   struct backend_handle *h = data;
@@ -207,7 +250,10 @@ static void backend_finalize(napi_env env, void *data, void *hint) {
 struct stor_backend *backend_from_js(napi_env env, napi_value v) {
   struct backend_handle *h = handle_arg(env, v, STOR_HANDLE_BACKEND, "backend");
   if (!h) return NULL;
-  if (!h->be) { throw_msg(env, "backend is closed"); return NULL; }
+  if (!h->be) {
+    throw_msg(env, "backend is closed");
+    return NULL;
+  }
   return h->be;
 }
 
@@ -216,12 +262,13 @@ struct stor_backend *backend_from_js(napi_env env, napi_value v) {
 static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
   char driver[32];
-  if (!arg_str(env, argv[0], driver, sizeof driver)) return throw_msg(env, "bdevOpen(driver, props): driver must be a short string");
+  if (!arg_str(env, argv[0], driver, sizeof driver))
+    return throw_msg(env, "bdevOpen(driver, props): driver must be a short string");
   napi_value keys;
   uint32_t n = 0;
   napi_valuetype t;
-  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_object || napi_get_property_names(env, argv[1], &keys) != napi_ok ||
-      napi_get_array_length(env, keys, &n) != napi_ok)
+  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_object ||
+      napi_get_property_names(env, argv[1], &keys) != napi_ok || napi_get_array_length(env, keys, &n) != napi_ok)
     return throw_msg(env, "bdevOpen(driver, props): props must be an object of strings");
   if (n > 32) return throw_msg(env, "bdevOpen: at most 32 properties");
   struct stor_kv kv[32];
@@ -234,12 +281,18 @@ static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
     napi_get_property(env, argv[1], k, &v);
     napi_value vs;
     if (napi_coerce_to_string(env, v, &vs) != napi_ok) goto out;
-    napi_value both[2] = { k, vs };
+    napi_value both[2] = {k, vs};
     for (int w = 0; w < 2; w++) {
       size_t len;
-      if (napi_get_value_string_utf8(env, both[w], NULL, 0, &len) != napi_ok) { throw_msg(env, "bdevOpen: property names and values must be strings"); goto out; }
+      if (napi_get_value_string_utf8(env, both[w], NULL, 0, &len) != napi_ok) {
+        throw_msg(env, "bdevOpen: property names and values must be strings");
+        goto out;
+      }
       char *buf = malloc(len + 1);
-      if (!buf) { throw_errno(env, "bdevOpen", ENOMEM); goto out; }
+      if (!buf) {
+        throw_errno(env, "bdevOpen", ENOMEM);
+        goto out;
+      }
       napi_get_value_string_utf8(env, both[w], buf, len + 1, &len);
       strings[nstrings++] = buf;
     }
@@ -263,7 +316,9 @@ static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
         char quoted[80];
         snprintf(quoted, sizeof quoted, "'%s'", kv[i].key);
         if (named || strstr(err, quoted)) {
-          napi_value s; napi_create_string_utf8(env, kv[i].key, NAPI_AUTO_LENGTH, &s); set_prop(env, e, "property", s);
+          napi_value s;
+          napi_create_string_utf8(env, kv[i].key, NAPI_AUTO_LENGTH, &s);
+          set_prop(env, e, "property", s);
           break;
         }
       }
@@ -282,10 +337,17 @@ out:
 
 napi_value backend_wrap(napi_env env, struct stor_backend *be) {
   struct backend_handle *h = calloc(1, sizeof *h);
-  if (!h) { stor_backend_put(be); return throw_errno(env, "backend", ENOMEM); }
+  if (!h) {
+    stor_backend_put(be);
+    return throw_errno(env, "backend", ENOMEM);
+  }
   h->be = be;
   napi_value ext = make_handle(env, STOR_HANDLE_BACKEND, h, backend_finalize);
-  if (!ext) { stor_backend_put(be); free(h); return NULL; }
+  if (!ext) {
+    stor_backend_put(be);
+    free(h);
+    return NULL;
+  }
   return ext;
 }
 
@@ -296,8 +358,10 @@ static napi_value js_backend_info(napi_env env, napi_callback_info info) {
   if (!be) return NULL;
   napi_value o, s;
   napi_create_object(env, &o);
-  napi_create_string_utf8(env, be->ops->name, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "kind", s);
-  napi_create_string_utf8(env, be->desc, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "desc", s);
+  napi_create_string_utf8(env, be->ops->name, NAPI_AUTO_LENGTH, &s);
+  set_prop(env, o, "kind", s);
+  napi_create_string_utf8(env, be->desc, NAPI_AUTO_LENGTH, &s);
+  set_prop(env, o, "desc", s);
   set_prop(env, o, "capacity", make_f64(env, (double)be->props.capacity));
   set_prop(env, o, "readonly", make_bool(env, be->props.readonly));
   return o;
@@ -311,8 +375,10 @@ static napi_value js_bdev_properties(napi_env env, napi_callback_info info) {
   const struct stor_bdev_props *p = &be->props;
   napi_value o, s;
   napi_create_object(env, &o);
-  napi_create_string_utf8(env, be->ops->name, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "driver", s);
-  napi_create_string_utf8(env, be->desc, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "desc", s);
+  napi_create_string_utf8(env, be->ops->name, NAPI_AUTO_LENGTH, &s);
+  set_prop(env, o, "driver", s);
+  napi_create_string_utf8(env, be->desc, NAPI_AUTO_LENGTH, &s);
+  set_prop(env, o, "desc", s);
   set_prop(env, o, "capacity", make_f64(env, (double)p->capacity));
   set_prop(env, o, "requestAlignment", make_u32(env, p->block_size));
   set_prop(env, o, "bufAlignment", make_u32(env, p->buf_alignment));
@@ -342,16 +408,20 @@ static napi_value js_bdev_drivers(napi_env env, napi_callback_info info) {
   for (size_t i = 0; i < n; i++) {
     napi_value o, s, props;
     napi_create_object(env, &o);
-    napi_create_string_utf8(env, ds[i]->name, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "name", s);
-    napi_create_string_utf8(env, ds[i]->help, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "help", s);
+    napi_create_string_utf8(env, ds[i]->name, NAPI_AUTO_LENGTH, &s);
+    set_prop(env, o, "name", s);
+    napi_create_string_utf8(env, ds[i]->help, NAPI_AUTO_LENGTH, &s);
+    set_prop(env, o, "help", s);
     set_prop(env, o, "openable", make_bool(env, ds[i]->open != NULL));
     napi_create_array(env, &props);
     uint32_t k = 0;
     for (const struct stor_bdev_prop_help *p = ds[i]->props; p && p->name; p++) {
       napi_value po;
       napi_create_object(env, &po);
-      napi_create_string_utf8(env, p->name, NAPI_AUTO_LENGTH, &s); set_prop(env, po, "name", s);
-      napi_create_string_utf8(env, p->help, NAPI_AUTO_LENGTH, &s); set_prop(env, po, "help", s);
+      napi_create_string_utf8(env, p->name, NAPI_AUTO_LENGTH, &s);
+      set_prop(env, po, "name", s);
+      napi_create_string_utf8(env, p->help, NAPI_AUTO_LENGTH, &s);
+      set_prop(env, po, "help", s);
       napi_set_element(env, props, k++, po);
     }
     set_prop(env, o, "properties", props);
@@ -367,7 +437,10 @@ static napi_value js_backend_close(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   struct backend_handle *h = handle_arg(env, argv[0], STOR_HANDLE_BACKEND, "backend");
   if (!h) return NULL;
-  if (h->be) { stor_backend_put(h->be); h->be = NULL; }
+  if (h->be) {
+    stor_backend_put(h->be);
+    h->be = NULL;
+  }
   return make_undefined(env);
 }
 
@@ -383,7 +456,10 @@ static napi_value js_backend_flush(napi_env env, napi_callback_info info) {
 
 void backend_init(napi_env env, napi_value exports) {
   char err[160];
-  if (stor_bdev_registry_check(err, sizeof err) < 0) { napi_throw_error(env, NULL, err); return; }
+  if (stor_bdev_registry_check(err, sizeof err) < 0) {
+    napi_throw_error(env, NULL, err);
+    return;
+  }
   export_fn(env, exports, "bdevOpen", js_bdev_open);
   export_fn(env, exports, "bdevProperties", js_bdev_properties);
   export_fn(env, exports, "bdevDrivers", js_bdev_drivers);

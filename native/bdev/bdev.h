@@ -20,10 +20,10 @@ enum stor_op {
 struct stor_req {
   uint8_t op;
   uint8_t flags;
-  int32_t result;   /* set by the backend: 0, or -errno */
-  uint64_t offset;  /* bytes; the frontend has checked offset + length <= capacity */
-  uint64_t length;  /* bytes */
-  struct iovec *iov;/* READ/WRITE data; stays valid until complete() */
+  int32_t result;    /* set by the backend: 0, or -errno */
+  uint64_t offset;   /* bytes; the frontend has checked offset + length <= capacity */
+  uint64_t length;   /* bytes */
+  struct iovec *iov; /* READ/WRITE data; stays valid until complete() */
   int niov;
   /* Called exactly once by the backend, from the queue's own thread, inline in submit() or
    * later from reap(). */
@@ -43,7 +43,7 @@ enum stor_submit { STOR_SUBMIT_QUEUED = 0, STOR_SUBMIT_BUSY = 1 };
 #define STOR_BDEV_OPS_V1 1u
 
 struct stor_backend_ops {
-  unsigned version;         /* STOR_BDEV_OPS_V1 */
+  unsigned version; /* STOR_BDEV_OPS_V1 */
   const char *name;
   /* One per frontend queue thread; depth bounds the requests it will have in flight. */
   int (*queue_open)(struct stor_backend *be, unsigned depth, struct stor_bqueue **out);
@@ -67,33 +67,36 @@ struct stor_backend_ops {
 /* Everything a user of a backend needs to know about it, set by the backend when it opens (libblkio's
  * property names in the comments). TypeScript reads these; it never invents them. */
 struct stor_bdev_props {
-  uint64_t capacity;              /* capacity: bytes, a multiple of 512 */
-  uint32_t block_size;            /* request-alignment: offsets and lengths are multiples of it */
-  uint32_t buf_alignment;         /* buf-alignment: memory alignment of data buffers */
-  uint32_t optimal_io_alignment;  /* optimal-io-alignment */
-  uint32_t optimal_io_size;       /* optimal-io-size (0: none) */
-  uint64_t max_transfer;          /* max-transfer: bytes per request (0: no limit) */
-  uint32_t max_segments;          /* max-segments: iovecs per request */
-  uint32_t max_queues;            /* max-queues */
-  bool readonly;                  /* read-only */
-  bool can_discard;               /* can-discard */
-  bool can_write_zeroes;          /* can-write-zeroes */
-  uint32_t discard_alignment;     /* discard-alignment */
-  uint64_t max_discard_len;       /* max-discard-len (0: no limit) */
-  uint64_t max_write_zeroes_len;  /* max-write-zeroes-len (0: no limit) */
-  uint32_t max_mem_regions;       /* max-mem-regions: buffers a user may register for zero-copy I/O (0: none needed) */
-  bool needs_mem_regions;         /* needs-mem-regions: data must live in registered memory to avoid a copy */
-  uint64_t virtio_features;       /* a virtio device behind the backend (vhost-user): the negotiated features; else 0 */
+  uint64_t capacity;             /* capacity: bytes, a multiple of 512 */
+  uint32_t block_size;           /* request-alignment: offsets and lengths are multiples of it */
+  uint32_t buf_alignment;        /* buf-alignment: memory alignment of data buffers */
+  uint32_t optimal_io_alignment; /* optimal-io-alignment */
+  uint32_t optimal_io_size;      /* optimal-io-size (0: none) */
+  uint64_t max_transfer;         /* max-transfer: bytes per request (0: no limit) */
+  uint32_t max_segments;         /* max-segments: iovecs per request */
+  uint32_t max_queues;           /* max-queues */
+  bool readonly;                 /* read-only */
+  bool can_discard;              /* can-discard */
+  bool can_write_zeroes;         /* can-write-zeroes */
+  uint32_t discard_alignment;    /* discard-alignment */
+  uint64_t max_discard_len;      /* max-discard-len (0: no limit) */
+  uint64_t max_write_zeroes_len; /* max-write-zeroes-len (0: no limit) */
+  uint32_t max_mem_regions;      /* max-mem-regions: buffers a user may register for zero-copy I/O (0: none needed) */
+  bool needs_mem_regions;        /* needs-mem-regions: data must live in registered memory to avoid a copy */
+  uint64_t virtio_features;      /* a virtio device behind the backend (vhost-user): the negotiated features; else 0 */
 };
 
 struct stor_backend {
   const struct stor_backend_ops *ops;
   struct stor_bdev_props props;
-  int refs;                 /* devices using it; guarded by the JS thread (only it opens/closes) */
-  char desc[320];           /* human-readable spec, for logs */
+  int refs;       /* devices using it; guarded by the JS thread (only it opens/closes) */
+  char desc[320]; /* human-readable spec, for logs */
 };
 
-static inline void stor_req_done(struct stor_req *r, int32_t result) { r->result = result; r->complete(r); }
+static inline void stor_req_done(struct stor_req *r, int32_t result) {
+  r->result = result;
+  r->complete(r);
+}
 
 /* Copies len bytes between a flat buffer and an iovec list, starting skip bytes into the list. */
 size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t len);
@@ -103,9 +106,15 @@ void iov_memset(const struct iovec *iov, int n, int c);
 /* ---- the registry ------------------------------------------------------------------------------ */
 
 /* One key=value property of a backend spec ("file:/img,direct=on" -> path=/img, direct=on). */
-struct stor_kv { const char *key; const char *value; };
+struct stor_kv {
+  const char *key;
+  const char *value;
+};
 
-struct stor_bdev_prop_help { const char *name; const char *help; };
+struct stor_bdev_prop_help {
+  const char *name;
+  const char *help;
+};
 
 /* A backend driver: its name, the ops layout it was built for, its properties with one line of help
  * each, and open(), which parses its own properties (unknown keys and bad values are -EINVAL with
@@ -113,9 +122,9 @@ struct stor_bdev_prop_help { const char *name; const char *help; };
  * client library's handshake creates it). */
 struct stor_bdev_driver {
   const char *name;
-  unsigned ops_version;     /* STOR_BDEV_OPS_V1 */
+  unsigned ops_version; /* STOR_BDEV_OPS_V1 */
   const char *help;
-  const struct stor_bdev_prop_help *props;   /* terminated by {NULL, NULL} */
+  const struct stor_bdev_prop_help *props; /* terminated by {NULL, NULL} */
   int (*open)(const struct stor_kv *props, size_t n, struct stor_backend **out, char *err, size_t errlen);
 };
 
@@ -139,7 +148,9 @@ int stor_kv_u32(const char *driver, const struct stor_kv *kv, uint32_t *out, cha
 int stor_kv_unknown(const struct stor_bdev_driver *d, const struct stor_kv *kv, char *err, size_t errlen);
 
 /* Shared by backends that complete every request inline in submit() (null, mem). */
-struct stor_sync_bqueue { struct stor_backend *be; };
+struct stor_sync_bqueue {
+  struct stor_backend *be;
+};
 int stor_sync_queue_open(struct stor_backend *be, unsigned depth, struct stor_bqueue **out);
 void stor_sync_queue_close(struct stor_bqueue *q);
 void stor_sync_commit(struct stor_bqueue *q);
@@ -152,7 +163,8 @@ int stor_sync_flush(struct stor_backend *be);
 #include <node_api.h>
 /* N-API: bdevOpen(driver, props) -> handle, bdevProperties(h), bdevDrivers(), backendInfo(h), backendFlush(h). */
 void backend_init(napi_env env, napi_value exports);
-/* Extracts the backend from the handle made by bdevOpen (or a backend-making call); NULL (and a pending exception) if not one. */
+/* Extracts the backend from the handle made by bdevOpen (or a backend-making call); NULL (and a pending exception) if
+ * not one. */
 struct stor_backend *backend_from_js(napi_env env, napi_value v);
 /* Wraps a backend (taking over one reference) in the handle JS passes around. */
 napi_value backend_wrap(napi_env env, struct stor_backend *be);

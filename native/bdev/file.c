@@ -25,7 +25,7 @@ struct file_backend {
   bool blockdev;
   unsigned ring_size;
   bool direct;
-  uint32_t dio_mem_align, dio_len_align;   /* O_DIRECT: iovec address and length alignment (powers of 2) */
+  uint32_t dio_mem_align, dio_len_align; /* O_DIRECT: iovec address and length alignment (powers of 2) */
 };
 
 /* Bounce buffers for misaligned O_DIRECT requests, per queue: a few slots whose buffers are allocated
@@ -34,26 +34,26 @@ struct file_backend {
  * whole budget still goes through when it would be the only one bounced, so every request can make
  * progress. Memory per queue: at most BOUNCE_SLOTS x BOUNCE_KEEP_BYTES kept, max(budget, one request)
  * in flight. */
-#define BOUNCE_SLOTS 16u
+#define BOUNCE_SLOTS        16u
 #define BOUNCE_BUDGET_BYTES (8u << 20)
-#define BOUNCE_KEEP_BYTES (256u << 10)
+#define BOUNCE_KEEP_BYTES   (256u << 10)
 
 struct file_bounce {
   void *buf;
   size_t cap;
-  struct stor_req *req;   /* NULL: free */
+  struct stor_req *req; /* NULL: free */
 };
 
 struct file_bqueue {
   struct file_backend *be;
-  unsigned depth;     /* requests the ring may hold (queued + inflight); more is back-pressure */
+  unsigned depth; /* requests the ring may hold (queued + inflight); more is back-pressure */
   struct io_uring ring;
   int evfd;
-  unsigned queued;    /* prepared SQEs not yet submitted */
-  unsigned inflight;  /* submitted, not yet reaped */
-  struct file_bounce *bounce;   /* BOUNCE_SLOTS entries with direct=on, else NULL */
+  unsigned queued;            /* prepared SQEs not yet submitted */
+  unsigned inflight;          /* submitted, not yet reaped */
+  struct file_bounce *bounce; /* BOUNCE_SLOTS entries with direct=on, else NULL */
   unsigned bounce_busy;
-  size_t bounce_bytes;          /* bytes of the bounced requests in flight */
+  size_t bounce_bytes; /* bytes of the bounced requests in flight */
 };
 
 /* io_uring user_data: a stor_req, or (low bit set) the bounce slot serving one */
@@ -66,9 +66,16 @@ static int file_queue_open(struct stor_backend *be, unsigned depth, struct stor_
   if (q->be->ring_size) depth = q->be->ring_size;
   if (depth < 1) depth = 1;
   q->depth = depth;
-  if (q->be->direct && !(q->bounce = calloc(BOUNCE_SLOTS, sizeof *q->bounce))) { free(q); return -ENOMEM; }
+  if (q->be->direct && !(q->bounce = calloc(BOUNCE_SLOTS, sizeof *q->bounce))) {
+    free(q);
+    return -ENOMEM;
+  }
   int r = io_uring_queue_init(depth, &q->ring, 0);
-  if (r < 0) { free(q->bounce); free(q); return r; }
+  if (r < 0) {
+    free(q->bounce);
+    free(q);
+    return r;
+  }
   q->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (q->evfd < 0 || io_uring_register_eventfd(&q->ring, q->evfd) < 0) {
     int e = errno ? -errno : -EIO;
@@ -96,7 +103,10 @@ static void file_commit(struct stor_bqueue *bq) {
   struct file_bqueue *q = (struct file_bqueue *)bq;
   if (!q->queued) return;
   int r = io_uring_submit(&q->ring);
-  if (r > 0) { q->inflight += (unsigned)r; q->queued -= (unsigned)r; }
+  if (r > 0) {
+    q->inflight += (unsigned)r;
+    q->queued -= (unsigned)r;
+  }
 }
 
 /* Whether O_DIRECT would refuse these iovecs: every address aligned to the memory alignment and every
@@ -140,7 +150,11 @@ static void bounce_put(struct file_bqueue *q, struct file_bounce *b) {
   q->bounce_busy--;
   q->bounce_bytes -= b->req->length;
   b->req = NULL;
-  if (b->cap > BOUNCE_KEEP_BYTES) { free(b->buf); b->buf = NULL; b->cap = 0; }
+  if (b->cap > BOUNCE_KEEP_BYTES) {
+    free(b->buf);
+    b->buf = NULL;
+    b->cap = 0;
+  }
 }
 
 /* At most depth requests in the ring at once: the completion queue can then never overflow, and
@@ -153,13 +167,22 @@ static enum stor_submit file_submit(struct stor_bqueue *bq, struct stor_req *r) 
   if (q->bounce && (r->op == STOR_OP_READ || r->op == STOR_OP_WRITE) && iov_misaligned(q->be, r->iov, r->niov)) {
     int err;
     /* one read(2)/write(2) moves at most MAX_RW_COUNT (0x7ffff000) bytes: a larger request would be short */
-    if (r->length > 0x7ffff000u) { stor_req_done(r, -EINVAL); return STOR_SUBMIT_QUEUED; }
+    if (r->length > 0x7ffff000u) {
+      stor_req_done(r, -EINVAL);
+      return STOR_SUBMIT_QUEUED;
+    }
     b = bounce_get(q, r, &err);
-    if (!b && err) { stor_req_done(r, err); return STOR_SUBMIT_QUEUED; }
+    if (!b && err) {
+      stor_req_done(r, err);
+      return STOR_SUBMIT_QUEUED;
+    }
     if (!b) return STOR_SUBMIT_BUSY;
   }
   struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-  if (!sqe) { file_commit(bq); sqe = io_uring_get_sqe(&q->ring); }
+  if (!sqe) {
+    file_commit(bq);
+    sqe = io_uring_get_sqe(&q->ring);
+  }
   if (!sqe) {
     if (b) bounce_put(q, b);
     return STOR_SUBMIT_BUSY;
@@ -185,8 +208,9 @@ static enum stor_submit file_submit(struct stor_bqueue *bq, struct stor_req *r) 
     io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, r->offset, r->length);
     break;
   case STOR_OP_WRITE_ZEROES:
-    io_uring_prep_fallocate(sqe, fd, (r->flags & STOR_REQ_F_UNMAP) ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-                                                                  : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+    io_uring_prep_fallocate(sqe, fd,
+                            (r->flags & STOR_REQ_F_UNMAP) ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                                                          : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                             r->offset, r->length);
     break;
   default:
@@ -208,7 +232,8 @@ static int file_reap(struct stor_bqueue *bq, bool wait) {
   int n = 0;
   if (wait && q->inflight) {
     int r;
-    do r = io_uring_wait_cqe(&q->ring, &cqe); while (r == -EINTR);
+    do r = io_uring_wait_cqe(&q->ring, &cqe);
+    while (r == -EINTR);
   }
   while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
     uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -220,15 +245,22 @@ static int file_reap(struct stor_bqueue *bq, bool wait) {
     if (ud & UD_BOUNCE) {
       struct file_bounce *b = (struct file_bounce *)(uintptr_t)(ud & ~(uint64_t)UD_BOUNCE);
       r = b->req;
-      if (r->op == STOR_OP_READ && res >= 0 && (uint64_t)res == r->length) buf_to_iov(r->iov, r->niov, 0, b->buf, r->length);
+      if (r->op == STOR_OP_READ && res >= 0 && (uint64_t)res == r->length)
+        buf_to_iov(r->iov, r->niov, 0, b->buf, r->length);
       bounce_put(q, b);
     } else {
       r = (struct stor_req *)(uintptr_t)ud;
     }
-    if (r->result == -EOPNOTSUPP) { r->complete(r); continue; }
-    if (res < 0) stor_req_done(r, res);
-    else if ((r->op == STOR_OP_READ || r->op == STOR_OP_WRITE) && (uint64_t)res != r->length) stor_req_done(r, -EIO);
-    else stor_req_done(r, 0);
+    if (r->result == -EOPNOTSUPP) {
+      r->complete(r);
+      continue;
+    }
+    if (res < 0)
+      stor_req_done(r, res);
+    else if ((r->op == STOR_OP_READ || r->op == STOR_OP_WRITE) && (uint64_t)res != r->length)
+      stor_req_done(r, -EIO);
+    else
+      stor_req_done(r, 0);
   }
   return n;
 }
@@ -238,9 +270,7 @@ static unsigned file_inflight(struct stor_bqueue *bq) {
   struct file_bqueue *q = (struct file_bqueue *)bq;
   return q->inflight + q->queued;
 }
-static int file_flush(struct stor_backend *be) {
-  return fdatasync(((struct file_backend *)be)->fd) < 0 ? -errno : 0;
-}
+static int file_flush(struct stor_backend *be) { return fdatasync(((struct file_backend *)be)->fd) < 0 ? -errno : 0; }
 static void file_destroy(struct stor_backend *be) {
   struct file_backend *f = (struct file_backend *)be;
   if (!be->props.readonly) fdatasync(f->fd);
@@ -248,21 +278,29 @@ static void file_destroy(struct stor_backend *be) {
   free(f);
 }
 static const struct stor_backend_ops file_ops = {
-  .version = STOR_BDEV_OPS_V1, .name = "file", .queue_open = file_queue_open, .queue_close = file_queue_close, .submit = file_submit,
-  .commit = file_commit, .reap = file_reap, .event_fd = file_event_fd, .inflight = file_inflight,
-  .flush = file_flush, .destroy = file_destroy,
+    .version = STOR_BDEV_OPS_V1,
+    .name = "file",
+    .queue_open = file_queue_open,
+    .queue_close = file_queue_close,
+    .submit = file_submit,
+    .commit = file_commit,
+    .reap = file_reap,
+    .event_fd = file_event_fd,
+    .inflight = file_inflight,
+    .flush = file_flush,
+    .destroy = file_destroy,
 };
 
-
-
 static const struct stor_bdev_prop_help file_props[] = {
-  { "path", "the image file or block device (required)" },
-  { "create", "SIZE: create the file with this size if it does not exist (or is empty)" },
-  { "direct", "on: O_DIRECT (buffers and offsets aligned as buf-alignment and request-alignment say)" },
-  { "readonly", "on: open read-only; writes, discards and write-zeroes are refused (default off)" },
-  { "ring-size", "N: io_uring entries per queue, the most requests one queue has in flight (default: the queue depth)" },
-  { "locking", "on|off|auto: QEMU-compatible OFD image locks; a writer refuses other writers (default auto: on where the file system has OFD locks)" },
-  { NULL, NULL },
+    {"path", "the image file or block device (required)"},
+    {"create", "SIZE: create the file with this size if it does not exist (or is empty)"},
+    {"direct", "on: O_DIRECT (buffers and offsets aligned as buf-alignment and request-alignment say)"},
+    {"readonly", "on: open read-only; writes, discards and write-zeroes are refused (default off)"},
+    {"ring-size",
+     "N: io_uring entries per queue, the most requests one queue has in flight (default: the queue depth)"},
+    {"locking", "on|off|auto: QEMU-compatible OFD image locks; a writer refuses other writers (default auto: on where "
+                "the file system has OFD locks)"},
+    {NULL, NULL},
 };
 
 /* The O_DIRECT alignments of an open file: what statx reports (Linux 6.1+), else the logical sector
@@ -274,7 +312,8 @@ static void direct_alignment(int fd, bool blockdev, uint32_t *offset_align, uint
   if (blockdev && ioctl(fd, BLKSSZGET, &ssz) == 0 && ssz >= 512) *offset_align = (uint32_t)ssz;
 #ifdef STATX_DIOALIGN
   struct statx sx;
-  if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align) {
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN) &&
+      sx.stx_dio_offset_align) {
     if (sx.stx_dio_offset_align > *offset_align) *offset_align = sx.stx_dio_offset_align;
     if (sx.stx_dio_mem_align) *mem_align = sx.stx_dio_mem_align;
   }
@@ -290,7 +329,8 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
   for (size_t i = 0; i < n; i++) {
     int r = 0;
     const char *k = kv[i].key;
-    if (!strcmp(k, "path")) path = kv[i].value;
+    if (!strcmp(k, "path"))
+      path = kv[i].value;
     else if (!strcmp(k, "create")) {
       r = stor_kv_size("file", &kv[i], &create_size, err, errlen);
       if (!r && (create_size == 0 || create_size % 512)) {
@@ -298,38 +338,72 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
         r = -EINVAL;
       }
       create = true;
-    } else if (!strcmp(k, "direct")) r = stor_kv_bool("file", &kv[i], &direct, err, errlen);
-    else if (!strcmp(k, "readonly") || !strcmp(k, "ro")) r = stor_kv_bool("file", &kv[i], &readonly, err, errlen);
+    } else if (!strcmp(k, "direct"))
+      r = stor_kv_bool("file", &kv[i], &direct, err, errlen);
+    else if (!strcmp(k, "readonly") || !strcmp(k, "ro"))
+      r = stor_kv_bool("file", &kv[i], &readonly, err, errlen);
     else if (!strcmp(k, "ring-size")) {
       r = stor_kv_u32("file", &kv[i], &ring_size, err, errlen);
-      if (!r && (ring_size < 1 || ring_size > 32768)) { snprintf(err, errlen, "file: ring-size=%s: expected 1..32768", kv[i].value); r = -EINVAL; }
+      if (!r && (ring_size < 1 || ring_size > 32768)) {
+        snprintf(err, errlen, "file: ring-size=%s: expected 1..32768", kv[i].value);
+        r = -EINVAL;
+      }
     } else if (!strcmp(k, "locking")) {
       int m = image_locking_parse(kv[i].value);
-      if (m < 0) { snprintf(err, errlen, "file: locking=%s: expected on, off or auto", kv[i].value); r = -EINVAL; }
-      else locking = (enum image_locking)m;
-    } else r = stor_kv_unknown(&stor_file_driver, &kv[i], err, errlen);
+      if (m < 0) {
+        snprintf(err, errlen, "file: locking=%s: expected on, off or auto", kv[i].value);
+        r = -EINVAL;
+      } else
+        locking = (enum image_locking)m;
+    } else
+      r = stor_kv_unknown(&stor_file_driver, &kv[i], err, errlen);
     if (r < 0) return r;
   }
-  if (!path || !path[0]) { snprintf(err, errlen, "file: path: a path is required"); return -EINVAL; }
+  if (!path || !path[0]) {
+    snprintf(err, errlen, "file: path: a path is required");
+    return -EINVAL;
+  }
   int flags = O_CLOEXEC | (readonly ? O_RDONLY : O_RDWR) | (direct ? O_DIRECT : 0);
   if (create) flags |= O_CREAT;
   int fd = open(path, flags, 0644);
-  if (fd < 0) { int e = errno; snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
+  if (fd < 0) {
+    int e = errno;
+    snprintf(err, errlen, "%s: %s", path, strerror(e));
+    return -e;
+  }
   struct stat st;
-  if (fstat(fd, &st) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
+  if (fstat(fd, &st) < 0) {
+    int e = errno;
+    close(fd);
+    snprintf(err, errlen, "%s: %s", path, strerror(e));
+    return -e;
+  }
   uint64_t size;
   bool blockdev = S_ISBLK(st.st_mode);
   /* lock before anything changes the file (create= sizes it below) */
   if (blockdev || S_ISREG(st.st_mode)) {
     int r = image_lock(fd, path, !readonly, locking, err, errlen);
-    if (r < 0) { close(fd); return r; }
+    if (r < 0) {
+      close(fd);
+      return r;
+    }
   }
   if (blockdev) {
-    if (ioctl(fd, BLKGETSIZE64, &size) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: BLKGETSIZE64: %s", path, strerror(e)); return -e; }
+    if (ioctl(fd, BLKGETSIZE64, &size) < 0) {
+      int e = errno;
+      close(fd);
+      snprintf(err, errlen, "%s: BLKGETSIZE64: %s", path, strerror(e));
+      return -e;
+    }
   } else if (S_ISREG(st.st_mode)) {
     size = (uint64_t)st.st_size;
     if (create && size == 0) {
-      if (ftruncate(fd, (off_t)create_size) < 0) { int e = errno; close(fd); snprintf(err, errlen, "%s: ftruncate: %s", path, strerror(e)); return -e; }
+      if (ftruncate(fd, (off_t)create_size) < 0) {
+        int e = errno;
+        close(fd);
+        snprintf(err, errlen, "%s: ftruncate: %s", path, strerror(e));
+        return -e;
+      }
       size = create_size;
     } else if (create && size != create_size) {
       close(fd);
@@ -338,12 +412,24 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
       return -EEXIST;
     }
   } else {
-    close(fd); snprintf(err, errlen, "%s: not a regular file or block device", path); return -EINVAL;
+    close(fd);
+    snprintf(err, errlen, "%s: not a regular file or block device", path);
+    return -EINVAL;
   }
-  if (size < 512) { close(fd); snprintf(err, errlen, "%s: size %llu is smaller than one sector", path, (unsigned long long)size); return -EINVAL; }
+  if (size < 512) {
+    close(fd);
+    snprintf(err, errlen, "%s: size %llu is smaller than one sector", path, (unsigned long long)size);
+    return -EINVAL;
+  }
   struct file_backend *f = calloc(1, sizeof *f);
-  if (!f) { close(fd); return -ENOMEM; }
-  f->fd = fd; f->blockdev = blockdev; f->ring_size = ring_size; f->direct = direct;
+  if (!f) {
+    close(fd);
+    return -ENOMEM;
+  }
+  f->fd = fd;
+  f->blockdev = blockdev;
+  f->ring_size = ring_size;
+  f->direct = direct;
   struct stor_bdev_props *p = &f->base.props;
   stor_bdev_props_default(p, size & ~511ull, readonly);
   int ssz = 0;
@@ -367,6 +453,9 @@ static int file_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
 }
 
 const struct stor_bdev_driver stor_file_driver = {
-  .name = "file", .ops_version = STOR_BDEV_OPS_V1, .props = file_props, .open = file_open,
-  .help = "a raw image file or block device through io_uring",
+    .name = "file",
+    .ops_version = STOR_BDEV_OPS_V1,
+    .props = file_props,
+    .open = file_open,
+    .help = "a raw image file or block device through io_uring",
 };

@@ -15,12 +15,12 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#define LOCK_PERM_BASE 100
+#define LOCK_PERM_BASE   100
 #define LOCK_SHARED_BASE 200
 
 /* QEMU's permission bits (BLK_PERM_*), by bit index */
 enum { PERM_CONSISTENT_READ = 0, PERM_WRITE = 1, PERM_WRITE_UNCHANGED = 2, PERM_RESIZE = 3, PERM_COUNT = 4 };
-static const char *const perm_names[PERM_COUNT] = { "consistent read", "write", "write unchanged", "resize" };
+static const char *const perm_names[PERM_COUNT] = {"consistent read", "write", "write unchanged", "resize"};
 
 int image_locking_parse(const char *s) {
   if (!s || !strcmp(s, "auto")) return IMAGE_LOCKING_AUTO;
@@ -30,13 +30,13 @@ int image_locking_parse(const char *s) {
 }
 
 static int ofd_lock(int fd, off_t start, off_t len, short type) {
-  struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+  struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
   return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
 }
 
 /* 1 if another open file description holds a lock on the byte, 0 if not, -errno */
 static int ofd_conflict(int fd, off_t byte) {
-  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
   if (fcntl(fd, F_OFD_GETLK, &fl) < 0) return -errno;
   return fl.l_type != F_UNLCK;
 }
@@ -84,7 +84,7 @@ static void find_holder(int fd, unsigned long long byte, char *out, size_t outle
     struct dirent *fe;
     while ((fe = readdir(fds))) {
       if (!isdigit((unsigned char)fe->d_name[0])) continue;
-      if (pid == self && strtol(fe->d_name, NULL, 10) == fd) continue;   /* our own lock */
+      if (pid == self && strtol(fe->d_name, NULL, 10) == fd) continue; /* our own lock */
       char file[600];
       snprintf(file, sizeof file, "%s/%s", dir, fe->d_name);
       if (!fdinfo_has_lock(file, major(st.st_dev), minor(st.st_dev), (unsigned long)st.st_ino, byte)) continue;
@@ -95,8 +95,8 @@ static void find_holder(int fd, unsigned long long byte, char *out, size_t outle
         if (fgets(comm, sizeof comm, c)) comm[strcspn(comm, "\n")] = '\0';
         fclose(c);
       }
-      snprintf(out, outlen, "%s pid %ld%s%s%s", pid == self ? "this process," : "held by", pid, comm[0] ? " (" : "", comm,
-               comm[0] ? ")" : "");
+      snprintf(out, outlen, "%s pid %ld%s%s%s", pid == self ? "this process," : "held by", pid, comm[0] ? " (" : "",
+               comm, comm[0] ? ")" : "");
       break;
     }
     closedir(fds);
@@ -118,9 +118,10 @@ int image_lock(int fd, const char *path, bool writable, enum image_locking mode,
       if (!r) continue;
       unlock_all(fd);
       bool unsupported = r == -EINVAL || r == -EOPNOTSUPP || r == -ENOLCK || r == -ENOSYS;
-      if (unsupported && mode == IMAGE_LOCKING_AUTO) return 0;   /* no OFD locks here: open unlocked, as QEMU's auto */
+      if (unsupported && mode == IMAGE_LOCKING_AUTO) return 0; /* no OFD locks here: open unlocked, as QEMU's auto */
       snprintf(err, errlen, "%s: cannot lock the image: %s%s", path, strerror(-r),
-               unsupported ? " (this file system has no OFD locks: locking=off or locking=auto opens it unlocked)" : "");
+               unsupported ? " (this file system has no OFD locks: locking=off or locking=auto opens it unlocked)"
+                           : "");
       return r;
     }
   }

@@ -29,15 +29,23 @@ static enum stor_submit null_submit(struct stor_bqueue *bq, struct stor_req *r) 
 static void null_destroy(struct stor_backend *be) { free(be); }
 
 static const struct stor_backend_ops null_ops = {
-  .version = STOR_BDEV_OPS_V1, .name = "null", .queue_open = stor_sync_queue_open,
-  .queue_close = stor_sync_queue_close, .submit = null_submit, .commit = stor_sync_commit, .reap = stor_sync_reap,
-  .event_fd = stor_sync_event_fd, .inflight = stor_sync_inflight, .flush = stor_sync_flush, .destroy = null_destroy,
+    .version = STOR_BDEV_OPS_V1,
+    .name = "null",
+    .queue_open = stor_sync_queue_open,
+    .queue_close = stor_sync_queue_close,
+    .submit = null_submit,
+    .commit = stor_sync_commit,
+    .reap = stor_sync_reap,
+    .event_fd = stor_sync_event_fd,
+    .inflight = stor_sync_inflight,
+    .flush = stor_sync_flush,
+    .destroy = null_destroy,
 };
 
 static const struct stor_bdev_prop_help null_props[] = {
-  { "size", "capacity in bytes, a multiple of 512 (k, M, G, T binary suffixes; required)" },
-  { "readonly", "on: writes, discards and write-zeroes are refused (default off)" },
-  { NULL, NULL },
+    {"size", "capacity in bytes, a multiple of 512 (k, M, G, T binary suffixes; required)"},
+    {"readonly", "on: writes, discards and write-zeroes are refused (default off)"},
+    {NULL, NULL},
 };
 
 static int null_open(const struct stor_kv *kv, size_t n, struct stor_backend **out, char *err, size_t errlen) {
@@ -45,12 +53,19 @@ static int null_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
   bool readonly = false, have_size = false;
   for (size_t i = 0; i < n; i++) {
     int r = 0;
-    if (!strcmp(kv[i].key, "size")) { r = stor_kv_size("null", &kv[i], &size, err, errlen); have_size = true; }
-    else if (!strcmp(kv[i].key, "readonly") || !strcmp(kv[i].key, "ro")) r = stor_kv_bool("null", &kv[i], &readonly, err, errlen);
-    else r = stor_kv_unknown(&stor_null_driver, &kv[i], err, errlen);
+    if (!strcmp(kv[i].key, "size")) {
+      r = stor_kv_size("null", &kv[i], &size, err, errlen);
+      have_size = true;
+    } else if (!strcmp(kv[i].key, "readonly") || !strcmp(kv[i].key, "ro"))
+      r = stor_kv_bool("null", &kv[i], &readonly, err, errlen);
+    else
+      r = stor_kv_unknown(&stor_null_driver, &kv[i], err, errlen);
     if (r < 0) return r;
   }
-  if (!have_size || size == 0) { snprintf(err, errlen, "null: size: a size greater than 0 is required"); return -EINVAL; }
+  if (!have_size || size == 0) {
+    snprintf(err, errlen, "null: size: a size greater than 0 is required");
+    return -EINVAL;
+  }
   struct stor_backend *be = calloc(1, sizeof *be);
   if (!be) return -ENOMEM;
   be->ops = &null_ops;
@@ -61,6 +76,9 @@ static int null_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
 }
 
 const struct stor_bdev_driver stor_null_driver = {
-  .name = "null", .ops_version = STOR_BDEV_OPS_V1, .props = null_props, .open = null_open,
-  .help = "reads return zeros, writes are dropped (the work of qemu's null-co,read-zeroes=on)",
+    .name = "null",
+    .ops_version = STOR_BDEV_OPS_V1,
+    .props = null_props,
+    .open = null_open,
+    .help = "reads return zeros, writes are dropped (the work of qemu's null-co,read-zeroes=on)",
 };

@@ -26,10 +26,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define VU_MAX_QUEUES 64
+#define VU_MAX_QUEUES  64
 #define VU_MAX_REGIONS 32
-#define VU_MAX_CHAIN (1024 + 3)    /* seg_max is capped at 1024 */
-#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
+#define VU_MAX_CHAIN   (1024 + 3) /* seg_max is capped at 1024 */
+#define ALIGN_UP(x, a) (((x) + (a)-1) & ~((uint64_t)(a)-1))
 
 struct vu_slot {
   struct virtio_blk_outhdr hdr;
@@ -37,7 +37,12 @@ struct vu_slot {
   uint8_t status;
 };
 
-struct vu_region { uint8_t *addr; uint64_t size; int fd; bool owned; };
+struct vu_region {
+  uint8_t *addr;
+  uint64_t size;
+  int fd;
+  bool owned;
+};
 
 struct vu_queue {
   struct vu_backend *be;
@@ -46,49 +51,49 @@ struct vu_queue {
   struct vring_desc *desc;
   struct vring_avail *avail;
   struct vring_used *used;
-  struct vu_slot *slots;           /* num */
-  struct vring_desc *itables;      /* num * itable_len */
-  uint8_t *bounce;                 /* num * bounce_size */
-  struct stor_req **reqs;          /* num: the request in each slot (private: not in shared memory) */
-  bool *bounced;                   /* num: the slot's data went through its bounce buffer */
-  uint16_t *free_stack;            /* free descriptor ids */
+  struct vu_slot *slots;      /* num */
+  struct vring_desc *itables; /* num * itable_len */
+  uint8_t *bounce;            /* num * bounce_size */
+  struct stor_req **reqs;     /* num: the request in each slot (private: not in shared memory) */
+  bool *bounced;              /* num: the slot's data went through its bounce buffer */
+  uint16_t *free_stack;       /* free descriptor ids */
   unsigned free_top;
-  uint16_t *chain_next;            /* num: our private copy of each chain's links */
-  uint16_t *chain_len;             /* num, by head: descriptors the chain holds (0: free) */
+  uint16_t *chain_next; /* num: our private copy of each chain's links */
+  uint16_t *chain_len;  /* num, by head: descriptors the chain holds (0: free) */
   unsigned inflight;
   uint16_t avail_shadow, avail_published, last_used;
   int kick_fd, call_fd;
-  int wait_fd;                     /* epoll: call_fd and the control socket, registered once (-1: not yet) */
-  atomic_bool claimed;             /* one backend queue (thread) per virtqueue */
+  int wait_fd;         /* epoll: call_fd and the control socket, registered once (-1: not yet) */
+  atomic_bool claimed; /* one backend queue (thread) per virtqueue */
   bool interrupts_on;
   uint64_t kicks, waits;
-  unsigned idle_polls;             /* empty non-blocking reaps since the last liveness check */
+  unsigned idle_polls; /* empty non-blocking reaps since the last liveness check */
 };
 
 struct vu_backend {
   struct stor_backend base;
   unsigned nqueues;
   uint32_t seg_max;
-  uint32_t itable_len;             /* seg_max + 2 */
+  uint32_t itable_len; /* seg_max + 2 */
   uint64_t bounce_size;
   bool event_idx;
-  bool indirect;                   /* VIRTIO_RING_F_INDIRECT_DESC negotiated */
-  uint8_t *mem;                    /* the ring/slot/bounce memfd mapping */
+  bool indirect; /* VIRTIO_RING_F_INDIRECT_DESC negotiated */
+  uint8_t *mem;  /* the ring/slot/bounce memfd mapping */
   uint64_t mem_size;
   int mem_fd;
   struct vu_queue q[VU_MAX_QUEUES];
-  struct vu_region regions[VU_MAX_REGIONS];   /* [0] is mem; the rest are zero-copy buffer regions */
+  struct vu_region regions[VU_MAX_REGIONS]; /* [0] is mem; the rest are zero-copy buffer regions */
   unsigned nregions;
-  pthread_mutex_t lock;            /* claims and region changes */
-  atomic_bool dead;                /* the server went away: fail everything quickly */
-  int ctl_fd;                      /* a dup of the control socket: its EOF means the server is gone */
+  pthread_mutex_t lock; /* claims and region changes */
+  atomic_bool dead;     /* the server went away: fail everything quickly */
+  int ctl_fd;           /* a dup of the control socket: its EOF means the server is gone */
 };
 
 /* The server closed the control socket (it died or dropped us): nothing will complete. */
 static bool vu_server_gone(struct vu_backend *b) {
   if (atomic_load_explicit(&b->dead, memory_order_relaxed)) return true;
   if (b->ctl_fd < 0) return false;
-  struct pollfd p = { b->ctl_fd, POLLIN | POLLRDHUP, 0 };
+  struct pollfd p = {b->ctl_fd, POLLIN | POLLRDHUP, 0};
   if (poll(&p, 1, 0) <= 0) return false;
   char c;
   if ((p.revents & (POLLHUP | POLLRDHUP | POLLERR)) || recv(b->ctl_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
@@ -143,7 +148,9 @@ static void vq_interrupts(struct vu_queue *q, bool on) {
     if (q->interrupts_on == on) return;
     q->interrupts_on = on;
     uint16_t f = q->avail->flags;
-    __atomic_store_n(&q->avail->flags, (uint16_t)(on ? f & ~VRING_AVAIL_F_NO_INTERRUPT : f | VRING_AVAIL_F_NO_INTERRUPT), __ATOMIC_RELAXED);
+    __atomic_store_n(&q->avail->flags,
+                     (uint16_t)(on ? f & ~VRING_AVAIL_F_NO_INTERRUPT : f | VRING_AVAIL_F_NO_INTERRUPT),
+                     __ATOMIC_RELAXED);
   }
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
@@ -160,7 +167,7 @@ static int vu_queue_open(struct stor_backend *be, unsigned depth, struct stor_bq
       return 0;
     }
   }
-  return -EBUSY;   /* more threads than virtqueues */
+  return -EBUSY; /* more threads than virtqueues */
 }
 
 static void vu_queue_close(struct stor_bqueue *bq) {
@@ -185,21 +192,32 @@ static void free_chain(struct vu_queue *q, uint16_t head) {
 static enum stor_submit vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
   struct vu_queue *q = (struct vu_queue *)bq;
   struct vu_backend *b = q->be;
-  if (atomic_load_explicit(&b->dead, memory_order_relaxed)) { stor_req_done(r, -ENOTCONN); return STOR_SUBMIT_QUEUED; }
+  if (atomic_load_explicit(&b->dead, memory_order_relaxed)) {
+    stor_req_done(r, -ENOTCONN);
+    return STOR_SUBMIT_QUEUED;
+  }
   bool data = r->op == STOR_OP_READ || r->op == STOR_OP_WRITE;
-  if (!data && r->op != STOR_OP_FLUSH && r->op != STOR_OP_DISCARD && r->op != STOR_OP_WRITE_ZEROES) { stor_req_done(r, -EOPNOTSUPP); return STOR_SUBMIT_QUEUED; }
+  if (!data && r->op != STOR_OP_FLUSH && r->op != STOR_OP_DISCARD && r->op != STOR_OP_WRITE_ZEROES) {
+    stor_req_done(r, -EOPNOTSUPP);
+    return STOR_SUBMIT_QUEUED;
+  }
   bool zero_copy = false;
   unsigned ndata = 0;
   if (data) {
     zero_copy = (unsigned)r->niov <= b->seg_max;
     for (int i = 0; zero_copy && i < r->niov; i++) zero_copy = in_regions(b, r->iov[i].iov_base, r->iov[i].iov_len);
-    if (zero_copy) { for (int i = 0; i < r->niov; i++) if (r->iov[i].iov_len) ndata++; }
-    else {
-      if (r->length > b->bounce_size) { stor_req_done(r, -E2BIG); return STOR_SUBMIT_QUEUED; }
+    if (zero_copy) {
+      for (int i = 0; i < r->niov; i++)
+        if (r->iov[i].iov_len) ndata++;
+    } else {
+      if (r->length > b->bounce_size) {
+        stor_req_done(r, -E2BIG);
+        return STOR_SUBMIT_QUEUED;
+      }
       ndata = 1;
     }
   } else if (r->op != STOR_OP_FLUSH) {
-    ndata = 1;   /* the discard / write-zeroes segment */
+    ndata = 1; /* the discard / write-zeroes segment */
   }
   unsigned n = ndata + 2;
   bool direct = q->free_top >= n;
@@ -213,7 +231,7 @@ static enum stor_submit vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
   s->status = 0xff;
   s->hdr.ioprio = 0;
   s->hdr.sector = r->offset / 512;
-  t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->hdr, sizeof s->hdr, VRING_DESC_F_NEXT, 0 };
+  t[k++] = (struct vring_desc){(uint64_t)(uintptr_t)&s->hdr, sizeof s->hdr, VRING_DESC_F_NEXT, 0};
   q->bounced[head] = false;
   if (data) {
     bool read = r->op == STOR_OP_READ;
@@ -221,12 +239,13 @@ static enum stor_submit vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
     s->hdr.type = read ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT;
     if (zero_copy) {
       for (int i = 0; i < r->niov; i++)
-        if (r->iov[i].iov_len) t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)r->iov[i].iov_base, (uint32_t)r->iov[i].iov_len, dflags, 0 };
+        if (r->iov[i].iov_len)
+          t[k++] = (struct vring_desc){(uint64_t)(uintptr_t)r->iov[i].iov_base, (uint32_t)r->iov[i].iov_len, dflags, 0};
     } else {
       uint8_t *bb = q->bounce + (size_t)head * b->bounce_size;
       if (!read) iov_to_buf(r->iov, r->niov, 0, bb, r->length);
       q->bounced[head] = true;
-      t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)bb, (uint32_t)r->length, dflags, 0 };
+      t[k++] = (struct vring_desc){(uint64_t)(uintptr_t)bb, (uint32_t)r->length, dflags, 0};
     }
   } else if (r->op == STOR_OP_FLUSH) {
     s->hdr.type = VIRTIO_BLK_T_FLUSH;
@@ -237,15 +256,18 @@ static enum stor_submit vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
     s->seg.sector = r->offset / 512;
     s->seg.num_sectors = (uint32_t)(r->length / 512);
     s->seg.flags = (r->flags & STOR_REQ_F_UNMAP) ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0;
-    t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->seg, sizeof s->seg, VRING_DESC_F_NEXT, 0 };
+    t[k++] = (struct vring_desc){(uint64_t)(uintptr_t)&s->seg, sizeof s->seg, VRING_DESC_F_NEXT, 0};
   }
-  t[k++] = (struct vring_desc){ (uint64_t)(uintptr_t)&s->status, 1, VRING_DESC_F_WRITE, 0 };
+  t[k++] = (struct vring_desc){(uint64_t)(uintptr_t)&s->status, 1, VRING_DESC_F_WRITE, 0};
   if (direct) {
     /* pop k descriptor ids (the first is head) and link them in the shared table */
     uint16_t prev = 0;
     for (unsigned i = 0; i < k; i++) {
       uint16_t id = q->free_stack[--q->free_top];
-      if (i) { q->desc[prev].next = id; q->chain_next[prev] = id; }
+      if (i) {
+        q->desc[prev].next = id;
+        q->chain_next[prev] = id;
+      }
       q->desc[id] = t[i];
       prev = id;
     }
@@ -253,7 +275,7 @@ static enum stor_submit vu_submit(struct stor_bqueue *bq, struct stor_req *r) {
   } else {
     for (unsigned i = 0; i + 1 < k; i++) t[i].next = (uint16_t)(i + 1);
     q->free_top--;
-    q->desc[head] = (struct vring_desc){ (uint64_t)(uintptr_t)t, k * 16, VRING_DESC_F_INDIRECT, 0 };
+    q->desc[head] = (struct vring_desc){(uint64_t)(uintptr_t)t, k * 16, VRING_DESC_F_INDIRECT, 0};
     q->chain_len[head] = 1;
   }
   q->reqs[head] = r;
@@ -272,7 +294,10 @@ static int vu_reap_ready(struct vu_queue *q) {
   while (q->last_used != used_idx) {
     struct vring_used_elem e = q->used->ring[q->last_used % q->num];
     q->last_used++;
-    if (e.id >= q->num || !q->reqs[e.id]) { atomic_store(&b->dead, true); continue; }  /* a server bug */
+    if (e.id >= q->num || !q->reqs[e.id]) {
+      atomic_store(&b->dead, true);
+      continue;
+    } /* a server bug */
     struct stor_req *r = q->reqs[e.id];
     q->reqs[e.id] = NULL;
     uint8_t st = q->slots[e.id].status;
@@ -291,11 +316,19 @@ static int vu_reap_ready(struct vu_queue *q) {
 static int vu_wait_fd_open(struct vu_queue *q) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) return -errno;
-  struct epoll_event ev = { .events = EPOLLIN, .data.fd = q->call_fd };
-  if (epoll_ctl(ep, EPOLL_CTL_ADD, q->call_fd, &ev) < 0) { int e = errno; close(ep); return -e; }
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = q->call_fd};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, q->call_fd, &ev) < 0) {
+    int e = errno;
+    close(ep);
+    return -e;
+  }
   if (q->be->ctl_fd >= 0) {
-    struct epoll_event hup = { .events = EPOLLRDHUP, .data.fd = q->be->ctl_fd };
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, q->be->ctl_fd, &hup) < 0) { int e = errno; close(ep); return -e; }
+    struct epoll_event hup = {.events = EPOLLRDHUP, .data.fd = q->be->ctl_fd};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, q->be->ctl_fd, &hup) < 0) {
+      int e = errno;
+      close(ep);
+      return -e;
+    }
   }
   q->wait_fd = ep;
   return 0;
@@ -312,22 +345,32 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
    * that goes away wakes us (a check per wait cost more than the wait at high rates). */
   while (n == 0 && wait && vu_inflight(bq) && !atomic_load_explicit(&b->dead, memory_order_relaxed)) {
     vq_interrupts(q, true);
-    n = vu_reap_ready(q);   /* completions that raced with turning interrupts on */
+    n = vu_reap_ready(q); /* completions that raced with turning interrupts on */
     if (n) break;
-    if (q->wait_fd < 0 && vu_wait_fd_open(q) < 0) { atomic_store(&b->dead, true); break; }
+    if (q->wait_fd < 0 && vu_wait_fd_open(q) < 0) {
+      atomic_store(&b->dead, true);
+      break;
+    }
     struct epoll_event ev[2];
     int r = epoll_wait(q->wait_fd, ev, 2, 1000);
     q->waits++;
     for (int i = 0; i < r; i++) {
-      if (ev[i].data.fd == q->call_fd) { uint64_t v; if (read(q->call_fd, &v, 8) < 0) { /* spurious */ } }
-      else atomic_store(&b->dead, true);   /* the control socket hung up */
+      if (ev[i].data.fd == q->call_fd) {
+        uint64_t v;
+        if (read(q->call_fd, &v, 8) < 0) { /* spurious */
+        }
+      } else
+        atomic_store(&b->dead, true); /* the control socket hung up */
     }
-    if (r == 0) vu_server_gone(b);   /* a second without a call: look closer */
+    if (r == 0) vu_server_gone(b); /* a second without a call: look closer */
     n = vu_reap_ready(q);
   }
   if (q->interrupts_on && !wait) vq_interrupts(q, false);
   /* polling callers: look at the control socket now and then */
-  if (n == 0 && !wait && vu_inflight(bq) && ++q->idle_polls >= 65536) { q->idle_polls = 0; vu_server_gone(b); }
+  if (n == 0 && !wait && vu_inflight(bq) && ++q->idle_polls >= 65536) {
+    q->idle_polls = 0;
+    vu_server_gone(b);
+  }
   if (n) q->idle_polls = 0;
   /* a dead server: complete what is left so callers never hang */
   if (atomic_load_explicit(&b->dead, memory_order_relaxed)) {
@@ -363,7 +406,7 @@ static int vu_arm(struct stor_bqueue *bq) {
 }
 
 static int vu_event_fd(struct stor_bqueue *bq) { return ((struct vu_queue *)bq)->call_fd; }
-static int vu_flush(struct stor_backend *be) { return 0; }   /* FLUSH requests go through the queues */
+static int vu_flush(struct stor_backend *be) { return 0; } /* FLUSH requests go through the queues */
 
 static void vu_destroy(struct stor_backend *be) {
   struct vu_backend *b = (struct vu_backend *)be;
@@ -372,10 +415,17 @@ static void vu_destroy(struct stor_backend *be) {
     if (q->kick_fd >= 0) close(q->kick_fd);
     if (q->call_fd >= 0) close(q->call_fd);
     if (q->wait_fd >= 0) close(q->wait_fd);
-    free(q->reqs); free(q->free_stack); free(q->bounced); free(q->chain_next); free(q->chain_len);
+    free(q->reqs);
+    free(q->free_stack);
+    free(q->bounced);
+    free(q->chain_next);
+    free(q->chain_len);
   }
   for (unsigned i = 0; i < b->nregions; i++) {
-    if (b->regions[i].owned) { munmap(b->regions[i].addr, b->regions[i].size); close(b->regions[i].fd); }
+    if (b->regions[i].owned) {
+      munmap(b->regions[i].addr, b->regions[i].size);
+      close(b->regions[i].fd);
+    }
   }
   if (b->ctl_fd >= 0) close(b->ctl_fd);
   pthread_mutex_destroy(&b->lock);
@@ -383,21 +433,33 @@ static void vu_destroy(struct stor_backend *be) {
 }
 
 static const struct stor_backend_ops vu_ops = {
-  .version = STOR_BDEV_OPS_V1, .name = "vhost-user", .queue_open = vu_queue_open, .queue_close = vu_queue_close, .submit = vu_submit,
-  .commit = vu_commit, .reap = vu_reap, .event_fd = vu_event_fd, .inflight = vu_inflight, .arm = vu_arm,
-  .flush = vu_flush, .destroy = vu_destroy,
+    .version = STOR_BDEV_OPS_V1,
+    .name = "vhost-user",
+    .queue_open = vu_queue_open,
+    .queue_close = vu_queue_close,
+    .submit = vu_submit,
+    .commit = vu_commit,
+    .reap = vu_reap,
+    .event_fd = vu_event_fd,
+    .inflight = vu_inflight,
+    .arm = vu_arm,
+    .flush = vu_flush,
+    .destroy = vu_destroy,
 };
 
 static const struct stor_bdev_prop_help vu_props[] = {
-  { "path", "the vhost-user-blk server's Unix socket" },
-  { NULL, NULL },
+    {"path", "the vhost-user-blk server's Unix socket"},
+    {NULL, NULL},
 };
 
 /* Listed so that every backend is in one table; opened by the client library, which performs the
  * vhost-user handshake in TypeScript and then calls vuClientCreate. */
 const struct stor_bdev_driver stor_vhost_user_driver = {
-  .name = "vhost-user", .ops_version = STOR_BDEV_OPS_V1, .props = vu_props, .open = NULL,
-  .help = "a remote vhost-user-blk device (stor as the front-end): split virtqueues in shared memory",
+    .name = "vhost-user",
+    .ops_version = STOR_BDEV_OPS_V1,
+    .props = vu_props,
+    .open = NULL,
+    .help = "a remote vhost-user-blk device (stor as the front-end): split virtqueues in shared memory",
 };
 
 /* ---- N-API ----------------------------------------------------------------------------------- */
@@ -407,7 +469,10 @@ static void no_free(napi_env env, void *data, void *hint) {}
 static struct vu_backend *vu_from_js(napi_env env, napi_value v) {
   struct stor_backend *be = backend_from_js(env, v);
   if (!be) return NULL;
-  if (be->ops != &vu_ops) { throw_msg(env, "not a vhost-user client backend"); return NULL; }
+  if (be->ops != &vu_ops) {
+    throw_msg(env, "not a vhost-user client backend");
+    return NULL;
+  }
   return (struct vu_backend *)be;
 }
 
@@ -435,7 +500,7 @@ static void vu_device_props(struct stor_bdev_props *p, uint64_t f, const struct 
   p->discard_alignment = dalign > UINT32_MAX ? 512 : (uint32_t)dalign;
   p->max_discard_len = (uint64_t)c->max_discard_sectors * 512;
   p->max_write_zeroes_len = (uint64_t)c->max_write_zeroes_sectors * 512;
-  p->max_mem_regions = mem_slots ? mem_slots : 8;   /* the server's count, as libblkio reports it */
+  p->max_mem_regions = mem_slots ? mem_slots : 8; /* the server's count, as libblkio reports it */
   p->needs_mem_regions = true;
   p->virtio_features = f;
 #undef HAS
@@ -456,7 +521,8 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   if (!prop_u64(env, argv[0], "features", &features, 0) || !prop_bool(env, argv[0], "readonly", &ro, false) ||
       !prop_u32(env, argv[0], "queues", &nq, 1) || !prop_u32(env, argv[0], "queueSize", &qs, 256) ||
       !prop_u32(env, argv[0], "maxMemSlots", &mem_slots, 0) ||
-      !prop_u64(env, argv[0], "bounceSize", &bounce, 1 << 20) || !prop_str(env, argv[0], "desc", desc, sizeof desc, "vhost-user"))
+      !prop_u64(env, argv[0], "bounceSize", &bounce, 1 << 20) ||
+      !prop_str(env, argv[0], "desc", desc, sizeof desc, "vhost-user"))
     return NULL;
   int32_t ctl_fd;
   if (!prop_i32(env, argv[0], "controlFd", &ctl_fd, -1)) return NULL;
@@ -467,12 +533,14 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   void *cfg_data;
   size_t cfg_len;
   if (!get_prop(env, argv[0], "config", &cfg_v, &has_cfg)) return NULL;
-  if (!has_cfg || !arg_buffer(env, cfg_v, &cfg_data, &cfg_len)) return throw_msg(env, "vuClientCreate: config must be the device's config space (a Buffer)");
-  memcpy(&cfg, cfg_data, cfg_len < sizeof cfg ? cfg_len : sizeof cfg);   /* a shorter space reads as zeros */
+  if (!has_cfg || !arg_buffer(env, cfg_v, &cfg_data, &cfg_len))
+    return throw_msg(env, "vuClientCreate: config must be the device's config space (a Buffer)");
+  memcpy(&cfg, cfg_data, cfg_len < sizeof cfg ? cfg_len : sizeof cfg); /* a shorter space reads as zeros */
   struct stor_bdev_props props;
   vu_device_props(&props, features, &cfg, ro, mem_slots);
   if (nq < 1 || nq > VU_MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", VU_MAX_QUEUES);
-  if (nq > props.max_queues) return throw_msg(env, "numQueues: %u queues asked, the device has %u", nq, props.max_queues);
+  if (nq > props.max_queues)
+    return throw_msg(env, "numQueues: %u queues asked, the device has %u", nq, props.max_queues);
   if (qs < 2 || qs > 32768 || (qs & (qs - 1))) return throw_msg(env, "queue size %u is not a power of 2", qs);
   uint32_t seg_max = props.max_segments;
   bool event_idx = (features >> VIRTIO_RING_F_EVENT_IDX) & 1, indirect = (features >> VIRTIO_RING_F_INDIRECT_DESC) & 1;
@@ -481,7 +549,12 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   if (!b) return throw_errno(env, "vuClientCreate", ENOMEM);
   pthread_mutex_init(&b->lock, NULL);
   b->ctl_fd = -1;
-  b->nqueues = nq; b->seg_max = seg_max; b->itable_len = seg_max + 2; b->bounce_size = bounce; b->event_idx = event_idx; b->indirect = indirect;
+  b->nqueues = nq;
+  b->seg_max = seg_max;
+  b->itable_len = seg_max + 2;
+  b->bounce_size = bounce;
+  b->event_idx = event_idx;
+  b->indirect = indirect;
   /* per-queue sizes */
   uint64_t ring_sz = ALIGN_UP(16ull * qs, 4096) + ALIGN_UP(6 + 2ull * qs, 4096) + ALIGN_UP(6 + 8ull * qs, 4096);
   uint64_t slots_sz = ALIGN_UP(sizeof(struct vu_slot) * qs, 4096);
@@ -489,10 +562,20 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   uint64_t per_q = ring_sz + slots_sz + itab_sz + bounce * qs;
   b->mem_size = per_q * nq;
   b->mem_fd = memfd_create("stor-vu-client", MFD_CLOEXEC);
-  if (b->mem_fd < 0 || ftruncate(b->mem_fd, (off_t)b->mem_size) < 0) { int e = errno; if (b->mem_fd >= 0) close(b->mem_fd); free(b); return throw_errno(env, "memfd", e); }
+  if (b->mem_fd < 0 || ftruncate(b->mem_fd, (off_t)b->mem_size) < 0) {
+    int e = errno;
+    if (b->mem_fd >= 0) close(b->mem_fd);
+    free(b);
+    return throw_errno(env, "memfd", e);
+  }
   b->mem = mmap(NULL, b->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, b->mem_fd, 0);
-  if (b->mem == MAP_FAILED) { int e = errno; close(b->mem_fd); free(b); return throw_errno(env, "mmap", e); }
-  b->regions[0] = (struct vu_region){ b->mem, b->mem_size, b->mem_fd, true };
+  if (b->mem == MAP_FAILED) {
+    int e = errno;
+    close(b->mem_fd);
+    free(b);
+    return throw_errno(env, "mmap", e);
+  }
+  b->regions[0] = (struct vu_region){b->mem, b->mem_size, b->mem_fd, true};
   b->nregions = 1;
   b->base.ops = &vu_ops;
   b->base.props = props;
@@ -506,7 +589,9 @@ static napi_value js_vu_create(napi_env env, napi_callback_info info) {
   for (unsigned i = 0; i < nq; i++) {
     struct vu_queue *q = &b->q[i];
     uint8_t *base = b->mem + per_q * i;
-    q->be = b; q->index = i; q->num = (uint16_t)qs;
+    q->be = b;
+    q->index = i;
+    q->num = (uint16_t)qs;
     q->desc = (struct vring_desc *)base;
     q->avail = (struct vring_avail *)(base + ALIGN_UP(16ull * qs, 4096));
     q->used = (struct vring_used *)((uint8_t *)q->avail + ALIGN_UP(6 + 2ull * qs, 4096));
@@ -554,21 +639,35 @@ static napi_value js_vu_alloc_region(napi_env env, napi_callback_info info) {
   if (!arg_u64(env, argv[1], &size) || size == 0) return throw_msg(env, "region size must be > 0");
   size = ALIGN_UP(size, 4096);
   pthread_mutex_lock(&b->lock);
-  if (b->nregions >= VU_MAX_REGIONS) { pthread_mutex_unlock(&b->lock); return throw_msg(env, "at most %d memory regions", VU_MAX_REGIONS - 1); }
+  if (b->nregions >= VU_MAX_REGIONS) {
+    pthread_mutex_unlock(&b->lock);
+    return throw_msg(env, "at most %d memory regions", VU_MAX_REGIONS - 1);
+  }
   int fd = memfd_create("stor-vu-region", MFD_CLOEXEC);
-  if (fd < 0 || ftruncate(fd, (off_t)size) < 0) { int e = errno; if (fd >= 0) close(fd); pthread_mutex_unlock(&b->lock); return throw_errno(env, "memfd", e); }
+  if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    pthread_mutex_unlock(&b->lock);
+    return throw_errno(env, "memfd", e);
+  }
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) { int e = errno; close(fd); pthread_mutex_unlock(&b->lock); return throw_errno(env, "mmap", e); }
+  if (p == MAP_FAILED) {
+    int e = errno;
+    close(fd);
+    pthread_mutex_unlock(&b->lock);
+    return throw_errno(env, "mmap", e);
+  }
   /* Region is not visible to submitters until the front-end has registered it; the caller
    * registers first and only then uses the buffer. */
-  b->regions[b->nregions++] = (struct vu_region){ p, size, fd, true };
+  b->regions[b->nregions++] = (struct vu_region){p, size, fd, true};
   pthread_mutex_unlock(&b->lock);
   napi_value o, buf;
   napi_create_object(env, &o);
   set_prop(env, o, "fd", make_i32(env, fd));
   set_prop(env, o, "addr", make_u64(env, (uint64_t)(uintptr_t)p));
   set_prop(env, o, "size", make_f64(env, (double)size));
-  if (napi_create_external_buffer(env, size, p, no_free, NULL, &buf) != napi_ok) return throw_msg(env, "external buffers unavailable");
+  if (napi_create_external_buffer(env, size, p, no_free, NULL, &buf) != napi_ok)
+    return throw_msg(env, "external buffers unavailable");
   set_prop(env, o, "buffer", buf);
   return o;
 }
@@ -585,7 +684,11 @@ static napi_value js_vu_mark_dead(napi_env env, napi_callback_info info) {
   atomic_store(&b->dead, true);
   if (do_shutdown && b->ctl_fd >= 0) shutdown(b->ctl_fd, SHUT_RDWR);
   /* wake any thread waiting for a call */
-  for (unsigned i = 0; i < b->nqueues; i++) { uint64_t one = 1; if (write(b->q[i].call_fd, &one, 8) < 0) { /* full */ } }
+  for (unsigned i = 0; i < b->nqueues; i++) {
+    uint64_t one = 1;
+    if (write(b->q[i].call_fd, &one, 8) < 0) { /* full */
+    }
+  }
   return make_undefined(env);
 }
 

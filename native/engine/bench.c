@@ -17,9 +17,9 @@
 
 /* Histogram: values in ns; 64 linear sub-buckets per power of two (< 1.6% error), up to 2^44 ns. */
 #define HIST_SUB_BITS 6
-#define HIST_SUB (1 << HIST_SUB_BITS)
-#define HIST_MAGS 45
-#define HIST_BUCKETS (HIST_MAGS * HIST_SUB)
+#define HIST_SUB      (1 << HIST_SUB_BITS)
+#define HIST_MAGS     45
+#define HIST_BUCKETS  (HIST_MAGS * HIST_SUB)
 
 static unsigned hist_index(uint64_t v) {
   if (v < HIST_SUB) return (unsigned)v;
@@ -39,24 +39,24 @@ enum rw { RW_READ, RW_WRITE, RW_RANDREAD, RW_RANDWRITE, RW_RANDRW, RW_RW };
 
 struct bench_cfg {
   enum rw rw;
-  unsigned rwmixread;      /* percent reads for rw/randrw */
+  unsigned rwmixread; /* percent reads for rw/randrw */
   uint32_t bs;
   uint32_t iodepth;
   uint32_t threads;
-  uint64_t offset, span;   /* the byte range the workload touches */
+  uint64_t offset, span; /* the byte range the workload touches */
   uint64_t runtime_ns, ramp_ns;
   enum stor_completion_mode wait;
   uint32_t spin_us;        /* the spin budget of adaptive mode */
   bool refill_after_drain; /* after a wake-up, reap until a look finds nothing before refilling */
   bool verify;
   uint64_t seed;
-  uint32_t tick_ms;        /* timeline bucket width */
+  uint32_t tick_ms; /* timeline bucket width */
 };
 
-#define VERIFY_MAGIC 0x73746f7276657269ull   /* "storveri" */
+#define VERIFY_MAGIC 0x73746f7276657269ull /* "storveri" */
 
 struct bench_io {
-  struct stor_req req;     /* first member: completion gets the io back */
+  struct stor_req req; /* first member: completion gets the io back */
   struct iovec iov;
   struct bench_thread *t;
   uint64_t t_submit;
@@ -74,36 +74,38 @@ struct bench_thread {
   struct bench_io *ios;
   uint8_t *bufs;
   bool bufs_owned;
-  uint32_t *free_ios; unsigned free_top;
+  uint32_t *free_ios;
+  unsigned free_top;
   unsigned inflight;
   uint64_t rng;
-  uint64_t seq_next;       /* sequential workloads: next block */
-  uint64_t nblocks;        /* blocks in this thread's share (block index = k * threads + index) */
-  uint32_t *gens;          /* verify: last completed write generation per block of the share */
-  uint8_t *busy;           /* verify: a block with an I/O in flight */
+  uint64_t seq_next; /* sequential workloads: next block */
+  uint64_t nblocks;  /* blocks in this thread's share (block index = k * threads + index) */
+  uint32_t *gens;    /* verify: last completed write generation per block of the share */
+  uint8_t *busy;     /* verify: a block with an I/O in flight */
   uint64_t t_start, t_measure, t_end;
   bool measuring;
   /* results */
   uint64_t hist[HIST_BUCKETS];
   uint64_t ios_read, ios_write, bytes_read, bytes_write, errors, verify_failures, verified;
   uint64_t lat_min, lat_max, lat_sum;
-  uint64_t *timeline; unsigned timeline_len;
+  uint64_t *timeline;
+  unsigned timeline_len;
   double cpu_user, cpu_sys;
-  uint64_t ctx_voluntary, ctx_involuntary;   /* context switches over the measured window */
-  int error;               /* -errno that stopped the thread early */
+  uint64_t ctx_voluntary, ctx_involuntary; /* context switches over the measured window */
+  int error;                               /* -errno that stopped the thread early */
   char errmsg[160];
   uint64_t first_bad_offset;
-  bool ring_full;          /* the backend said BUSY: submit no more until something completes */
-  atomic_uint_fast64_t progress;   /* completed I/Os, for live display (published once per pass) */
-  uint64_t completed;      /* completed I/Os: the thread's own count behind progress */
+  bool ring_full;                /* the backend said BUSY: submit no more until something completes */
+  atomic_uint_fast64_t progress; /* completed I/Os, for live display (published once per pass) */
+  uint64_t completed;            /* completed I/Os: the thread's own count behind progress */
   /* One clock read per batch, as blkio-bench does: every I/O of a submission batch is stamped with
    * the time the batch started, every completion of a reap pass with the time the pass saw its
    * first completion. 0: not read yet in this pass. */
   uint64_t batch_now;
   uint64_t reap_now;
   unsigned reap_tick;
-  int wait_fd;             /* --refill drain: epoll on the backend's completion fd (-1: not yet; -2: unusable) */
-  struct stor_qloop loop;  /* how this thread waits for completions */
+  int wait_fd;            /* --refill drain: epoll on the backend's completion fd (-1: not yet; -2: unusable) */
+  struct stor_qloop loop; /* how this thread waits for completions */
 };
 
 static inline uint64_t now_ns(void) {
@@ -113,13 +115,15 @@ static inline uint64_t now_ns(void) {
 }
 static inline uint64_t xorshift(uint64_t *s) {
   uint64_t x = *s;
-  x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
   return *s = x;
 }
 
 /* Verify pattern: a header {magic, offset, generation, seed} then a stream derived from it. */
 static void fill_pattern(uint8_t *p, uint32_t len, uint64_t offset, uint32_t gen, uint64_t seed) {
-  uint64_t h[4] = { VERIFY_MAGIC, offset, gen, seed };
+  uint64_t h[4] = {VERIFY_MAGIC, offset, gen, seed};
   uint64_t s = offset * 0x9e3779b97f4a7c15ull ^ ((uint64_t)gen << 32) ^ seed ^ 1;
   uint64_t *w = (uint64_t *)p;
   for (uint32_t i = 0; i < len / 8; i++) w[i] = i < 4 ? h[i] : xorshift(&s);
@@ -128,7 +132,8 @@ static bool check_pattern(const uint8_t *p, uint32_t len, uint64_t offset, uint3
   uint64_t s = offset * 0x9e3779b97f4a7c15ull ^ ((uint64_t)gen << 32) ^ seed ^ 1;
   const uint64_t *w = (const uint64_t *)p;
   if (w[0] != VERIFY_MAGIC || w[1] != offset || w[2] != gen || w[3] != seed) return false;
-  for (uint32_t i = 4; i < len / 8; i++) if (w[i] != xorshift(&s)) return false;
+  for (uint32_t i = 4; i < len / 8; i++)
+    if (w[i] != xorshift(&s)) return false;
   return true;
 }
 
@@ -141,12 +146,16 @@ static void io_complete(struct stor_req *r) {
   t->completed++;
   if (r->result < 0) {
     t->errors++;
-    if (!t->error) { t->error = r->result; snprintf(t->errmsg, sizeof t->errmsg, "%s at offset %llu: %s", io->write ? "write" : "read",
-                                                     (unsigned long long)r->offset, strerror(-r->result)); }
+    if (!t->error) {
+      t->error = r->result;
+      snprintf(t->errmsg, sizeof t->errmsg, "%s at offset %llu: %s", io->write ? "write" : "read",
+               (unsigned long long)r->offset, strerror(-r->result));
+    }
     return;
   }
   if (t->cfg->verify) {
-    if (io->write) t->gens[io->block] = io->gen;
+    if (io->write)
+      t->gens[io->block] = io->gen;
     else if (t->gens[io->block]) {
       t->verified++;
       if (!check_pattern(io->iov.iov_base, t->cfg->bs, r->offset, t->gens[io->block], t->cfg->seed)) {
@@ -165,7 +174,13 @@ static void io_complete(struct stor_req *r) {
   if (lat < t->lat_min) t->lat_min = lat;
   if (lat > t->lat_max) t->lat_max = lat;
   t->lat_sum += lat;
-  if (io->write) { t->ios_write++; t->bytes_write += t->cfg->bs; } else { t->ios_read++; t->bytes_read += t->cfg->bs; }
+  if (io->write) {
+    t->ios_write++;
+    t->bytes_write += t->cfg->bs;
+  } else {
+    t->ios_read++;
+    t->bytes_read += t->cfg->bs;
+  }
   if (t->reap_tick < t->timeline_len) t->timeline[t->reap_tick]++;
 }
 
@@ -177,15 +192,20 @@ static bool next_block(struct bench_thread *t, uint64_t *block) {
     /* multiply-shift instead of a 64-bit division per I/O */
     uint64_t k = random ? (uint64_t)(((unsigned __int128)xorshift(&t->rng) * t->nblocks) >> 64) : t->seq_next;
     if (!random && ++t->seq_next == t->nblocks) t->seq_next = 0;
-    if (!c->verify || !t->busy[k]) { *block = k; return true; }
+    if (!c->verify || !t->busy[k]) {
+      *block = k;
+      return true;
+    }
   }
   return false;
 }
 
 static bool pick_write(struct bench_thread *t) {
   switch (t->cfg->rw) {
-  case RW_READ: case RW_RANDREAD: return false;
-  case RW_WRITE: case RW_RANDWRITE: return true;
+  case RW_READ:
+  case RW_RANDREAD: return false;
+  case RW_WRITE:
+  case RW_RANDWRITE: return true;
   default: return (xorshift(&t->rng) % 100) >= t->cfg->rwmixread;
   }
 }
@@ -220,7 +240,7 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
     t->ring_full = true;
     return false;
   }
-  t->reap_now = 0;   /* synchronous backends complete inside submit: their next completion reads the clock */
+  t->reap_now = 0; /* synchronous backends complete inside submit: their next completion reads the clock */
   return true;
 }
 
@@ -231,22 +251,32 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
 static void wait_on_completion_fd(struct bench_thread *t) {
   const struct stor_backend_ops *ops = t->be->ops;
   int fd = ops->event_fd(t->bq);
-  if (fd < 0 || !t->inflight) { ops->reap(t->bq, true); return; }
+  if (fd < 0 || !t->inflight) {
+    ops->reap(t->bq, true);
+    return;
+  }
   if (t->wait_fd < 0) {
     t->wait_fd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
     if (t->wait_fd < 0 || epoll_ctl(t->wait_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
       if (t->wait_fd >= 0) close(t->wait_fd);
-      t->wait_fd = -2;   /* never again: fall back to the backend's wait */
+      t->wait_fd = -2; /* never again: fall back to the backend's wait */
     }
-    if (ops->arm) ops->arm(t->bq);   /* first sleep: nothing armed the fd yet */
+    if (ops->arm) ops->arm(t->bq); /* first sleep: nothing armed the fd yet */
   }
-  if (t->wait_fd == -2) { ops->reap(t->bq, true); return; }
+  if (t->wait_fd == -2) {
+    ops->reap(t->bq, true);
+    return;
+  }
   struct epoll_event ev;
   /* a second without a completion: let the backend's own wait decide (it also notices a dead server) */
-  if (epoll_wait(t->wait_fd, &ev, 1, 1000) != 1) { ops->reap(t->bq, true); return; }
+  if (epoll_wait(t->wait_fd, &ev, 1, 1000) != 1) {
+    ops->reap(t->bq, true);
+    return;
+  }
   uint64_t v;
-  if (read(fd, &v, sizeof v) < 0) { /* another reader got it: harmless */ }
+  if (read(fd, &v, sizeof v) < 0) { /* another reader got it: harmless */
+  }
   ops->reap(t->bq, false);
 }
 
@@ -258,7 +288,7 @@ static void wait_on_completion_fd(struct bench_thread *t) {
 static void drain_after_wakeup(struct bench_thread *t) {
   const struct stor_backend_ops *ops = t->be->ops;
   for (;;) {
-    t->reap_now = 0;   /* a look that finds nothing leaves it 0 for the arm's own look */
+    t->reap_now = 0; /* a look that finds nothing leaves it 0 for the arm's own look */
     if (t->inflight && ops->reap(t->bq, false) > 0) continue;
     if (!ops->arm || ops->arm(t->bq) == 0) break;
   }
@@ -266,8 +296,11 @@ static void drain_after_wakeup(struct bench_thread *t) {
 
 /* Sleeps until something completes, the way --refill asks. */
 static void sleep_for_completions(struct bench_thread *t) {
-  if (t->cfg->refill_after_drain) { wait_on_completion_fd(t); drain_after_wakeup(t); }
-  else t->be->ops->reap(t->bq, true);
+  if (t->cfg->refill_after_drain) {
+    wait_on_completion_fd(t);
+    drain_after_wakeup(t);
+  } else
+    t->be->ops->reap(t->bq, true);
 }
 
 static int bench_poll(void *ctx) {
@@ -275,8 +308,11 @@ static int bench_poll(void *ctx) {
   int n = t->be->ops->reap(t->bq, false);
   return n > 0 ? n : !t->inflight;
 }
-static int bench_sleep(void *ctx) { sleep_for_completions(ctx); return 1; }
-static const struct stor_qloop_ops bench_loop_ops = { .poll = bench_poll, .sleep = bench_sleep };
+static int bench_sleep(void *ctx) {
+  sleep_for_completions(ctx);
+  return 1;
+}
+static const struct stor_qloop_ops bench_loop_ops = {.poll = bench_poll, .sleep = bench_sleep};
 
 /* Waits for at least one completion in the configured way (the shared queue loop). */
 static void reap(struct bench_thread *t) {
@@ -285,17 +321,24 @@ static void reap(struct bench_thread *t) {
 }
 
 static void drain(struct bench_thread *t) {
-  while (t->inflight) { t->be->ops->commit(t->bq); reap(t); }
+  while (t->inflight) {
+    t->be->ops->commit(t->bq);
+    reap(t);
+  }
   atomic_store_explicit(&t->progress, t->completed, memory_order_relaxed);
 }
 
 /* Writes this thread's whole share once so that every later read can be verified. */
 static void prefill(struct bench_thread *t) {
-  for (uint64_t k = 0; k < t->nblocks && !t->error; ) {
+  for (uint64_t k = 0; k < t->nblocks && !t->error;) {
     t->batch_now = 0;
     for (unsigned n = 0; n < t->cfg->iodepth && t->inflight < t->cfg->iodepth && k < t->nblocks; n++) {
       submit_one(t, true, k++, 1);
-      if (t->ring_full) { t->ring_full = false; k--; break; }
+      if (t->ring_full) {
+        t->ring_full = false;
+        k--;
+        break;
+      }
     }
     t->be->ops->commit(t->bq);
     reap(t);
@@ -315,7 +358,10 @@ static void *bench_thread_main(void *arg) {
   getrusage(RUSAGE_THREAD, &ru0);
   t->lat_min = UINT64_MAX;
   uint32_t gen = 1;
-  if (c->verify && c->rw != RW_WRITE && c->rw != RW_RANDWRITE) { prefill(t); gen = 2; }
+  if (c->verify && c->rw != RW_WRITE && c->rw != RW_RANDWRITE) {
+    prefill(t);
+    gen = 2;
+  }
   t->t_start = now_ns();
   t->t_measure = t->t_start + c->ramp_ns;
   t->t_end = t->t_measure + c->runtime_ns;
@@ -330,7 +376,11 @@ static void *bench_thread_main(void *arg) {
       bool w = pick_write(t);
       submit_one(t, w, k, w ? gen++ : 0);
       if (gen == 0) gen = 1;
-      if (t->ring_full) { t->ring_full = false; if (w) gen--; break; }
+      if (t->ring_full) {
+        t->ring_full = false;
+        if (w) gen--;
+        break;
+      }
     }
     ops->commit(t->bq);
     reap(t);
@@ -338,7 +388,7 @@ static void *bench_thread_main(void *arg) {
     now = t->reap_now ? t->reap_now : now_ns();
     if (!t->measuring && now >= t->t_measure) {
       t->measuring = true;
-      getrusage(RUSAGE_THREAD, &ru0);   /* CPU is measured over the measured window only */
+      getrusage(RUSAGE_THREAD, &ru0); /* CPU is measured over the measured window only */
     }
   }
   drain(t);
@@ -359,7 +409,8 @@ struct bench_job {
   struct stor_backend *be;
   struct bench_cfg cfg;
   struct bench_thread *threads;
-  uint8_t *pool; size_t pool_len;
+  uint8_t *pool;
+  size_t pool_len;
   double wall_seconds;
   char error[200];
   atomic_bool done;
@@ -373,35 +424,51 @@ static void job_execute(napi_env env, void *data) {
   unsigned started = 0;
   for (unsigned i = 0; i < c->threads; i++) {
     struct bench_thread *t = &j->threads[i];
-    t->cfg = c; t->be = j->be; t->index = i; t->wait_fd = -1;
+    t->cfg = c;
+    t->be = j->be;
+    t->index = i;
+    t->wait_fd = -1;
     stor_qloop_init(&t->loop, c->wait, c->spin_us);
     t->rng = c->seed * 0x9e3779b97f4a7c15ull + i * 0x632be59bd9b4e019ull + 1;
     t->nblocks = blocks / c->threads + (i < blocks % c->threads ? 1 : 0);
     int r = j->be->ops->queue_open(j->be, c->iodepth, &t->bq);
-    if (r < 0) { snprintf(j->error, sizeof j->error, "queue %u: %s", i, r == -EBUSY ? "the target has fewer queues than --queues" : strerror(-r)); break; }
+    if (r < 0) {
+      snprintf(j->error, sizeof j->error, "queue %u: %s", i,
+               r == -EBUSY ? "the target has fewer queues than --queues" : strerror(-r));
+      break;
+    }
     t->ios = calloc(c->iodepth, sizeof *t->ios);
     t->free_ios = calloc(c->iodepth, sizeof *t->free_ios);
-    for (unsigned k = 0; k < c->iodepth; k++) { t->free_ios[k] = k; t->ios[k].t = t; }
+    for (unsigned k = 0; k < c->iodepth; k++) {
+      t->free_ios[k] = k;
+      t->ios[k].t = t;
+    }
     t->free_top = c->iodepth;
-    if (j->pool && j->pool_len >= per_buf * c->threads) t->bufs = j->pool + per_buf * i;
+    if (j->pool && j->pool_len >= per_buf * c->threads)
+      t->bufs = j->pool + per_buf * i;
     else {
       if (posix_memalign((void **)&t->bufs, 4096, per_buf)) t->bufs = NULL;
       t->bufs_owned = true;
       if (t->bufs) memset(t->bufs, 0xa5, per_buf);
     }
-    if (c->verify) { t->gens = calloc(t->nblocks, sizeof *t->gens); t->busy = calloc(t->nblocks, 1); }
+    if (c->verify) {
+      t->gens = calloc(t->nblocks, sizeof *t->gens);
+      t->busy = calloc(t->nblocks, 1);
+    }
     t->timeline_len = (unsigned)(c->runtime_ns / (c->tick_ms * 1000000ull)) + 2;
     t->timeline = calloc(t->timeline_len, sizeof *t->timeline);
     if (!t->ios || !t->free_ios || !t->bufs || !t->timeline || (c->verify && (!t->gens || !t->busy))) {
       snprintf(j->error, sizeof j->error, "out of memory for queue %u", i);
-      j->be->ops->queue_close(t->bq); t->bq = NULL;
+      j->be->ops->queue_close(t->bq);
+      t->bq = NULL;
       break;
     }
     started++;
   }
   if (started == c->threads) {
     uint64_t t0 = now_ns();
-    for (unsigned i = 0; i < c->threads; i++) pthread_create(&j->threads[i].thread, NULL, bench_thread_main, &j->threads[i]);
+    for (unsigned i = 0; i < c->threads; i++)
+      pthread_create(&j->threads[i].thread, NULL, bench_thread_main, &j->threads[i]);
     for (unsigned i = 0; i < c->threads; i++) pthread_join(j->threads[i].thread, NULL);
     j->wall_seconds = (now_ns() - t0) / 1e9;
   }
@@ -415,8 +482,16 @@ static void job_execute(napi_env env, void *data) {
 static void job_free(napi_env env, struct bench_job *j) {
   for (unsigned i = 0; i < j->cfg.threads; i++) {
     struct bench_thread *t = &j->threads[i];
-    free(t->ios); free(t->free_ios); free(t->gens); free(t->busy); free(t->timeline);
-    t->ios = NULL; t->free_ios = NULL; t->gens = NULL; t->busy = NULL; t->timeline = NULL;
+    free(t->ios);
+    free(t->free_ios);
+    free(t->gens);
+    free(t->busy);
+    free(t->timeline);
+    t->ios = NULL;
+    t->free_ios = NULL;
+    t->gens = NULL;
+    t->busy = NULL;
+    t->timeline = NULL;
     if (t->bufs_owned) free(t->bufs);
     t->bufs = NULL;
   }
@@ -456,14 +531,27 @@ static void job_complete(napi_env env, napi_status status, void *data) {
     napi_value o, tl;
     napi_create_object(env, &o);
 #define F(name, v) set_prop(env, o, name, make_f64(env, (double)(v)))
-    F("readIos", t->ios_read); F("writeIos", t->ios_write); F("readBytes", t->bytes_read); F("writeBytes", t->bytes_write);
-    F("errors", t->errors); F("verifyFailures", t->verify_failures); F("verified", t->verified);
-    F("latMinNs", t->lat_min == UINT64_MAX ? 0 : t->lat_min); F("latMaxNs", t->lat_max); F("latSumNs", t->lat_sum);
-    F("cpuUser", t->cpu_user); F("cpuSys", t->cpu_sys);
-    F("ctxVoluntary", t->ctx_voluntary); F("ctxInvoluntary", t->ctx_involuntary);
+    F("readIos", t->ios_read);
+    F("writeIos", t->ios_write);
+    F("readBytes", t->bytes_read);
+    F("writeBytes", t->bytes_write);
+    F("errors", t->errors);
+    F("verifyFailures", t->verify_failures);
+    F("verified", t->verified);
+    F("latMinNs", t->lat_min == UINT64_MAX ? 0 : t->lat_min);
+    F("latMaxNs", t->lat_max);
+    F("latSumNs", t->lat_sum);
+    F("cpuUser", t->cpu_user);
+    F("cpuSys", t->cpu_sys);
+    F("ctxVoluntary", t->ctx_voluntary);
+    F("ctxInvoluntary", t->ctx_involuntary);
     F("firstBadOffset", t->first_bad_offset);
 #undef F
-    if (t->errmsg[0]) { napi_value s; napi_create_string_utf8(env, t->errmsg, NAPI_AUTO_LENGTH, &s); set_prop(env, o, "error", s); }
+    if (t->errmsg[0]) {
+      napi_value s;
+      napi_create_string_utf8(env, t->errmsg, NAPI_AUTO_LENGTH, &s);
+      set_prop(env, o, "error", s);
+    }
     napi_create_array_with_length(env, t->timeline_len, &tl);
     for (unsigned k = 0; k < t->timeline_len; k++) napi_set_element(env, tl, k, make_f64(env, (double)t->timeline[k]));
     set_prop(env, o, "timeline", tl);
@@ -489,17 +577,24 @@ static void job_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value js_bench_progress(napi_env env, napi_callback_info info) {
-  size_t argc = 0; napi_value self; void *data;
+  size_t argc = 0;
+  napi_value self;
+  void *data;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, NULL, &self, &data));
   struct bench_job *j = data;
   uint64_t n = 0;
-  if (j) for (unsigned i = 0; i < j->cfg.threads; i++) n += atomic_load(&j->threads[i].progress);
+  if (j)
+    for (unsigned i = 0; i < j->cfg.threads; i++) n += atomic_load(&j->threads[i].progress);
   return make_f64(env, (double)n);
 }
 
 static int parse_rw(const char *s, enum rw *out) {
-  static const char *names[] = { "read", "write", "randread", "randwrite", "randrw", "rw" };
-  for (int i = 0; i < 6; i++) if (!strcmp(s, names[i])) { *out = (enum rw)i; return 0; }
+  static const char *names[] = {"read", "write", "randread", "randwrite", "randrw", "rw"};
+  for (int i = 0; i < 6; i++)
+    if (!strcmp(s, names[i])) {
+      *out = (enum rw)i;
+      return 0;
+    }
   return -1;
 }
 
@@ -513,38 +608,69 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
   struct bench_cfg *c = &j->cfg;
   char rw[16], wait[16], refill[16];
   uint32_t runtime_ms, ramp_ms;
-  if (!prop_str(env, argv[1], "rw", rw, sizeof rw, "randread") || !prop_u32(env, argv[1], "rwmixread", &c->rwmixread, 50) ||
-      !prop_u32(env, argv[1], "bs", &c->bs, 4096) || !prop_u32(env, argv[1], "iodepth", &c->iodepth, 1) ||
-      !prop_u32(env, argv[1], "threads", &c->threads, 1) || !prop_u64(env, argv[1], "offset", &c->offset, 0) ||
-      !prop_u64(env, argv[1], "span", &c->span, be->props.capacity) || !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) ||
-      !prop_u32(env, argv[1], "rampMs", &ramp_ms, 0) || !prop_str(env, argv[1], "wait", wait, sizeof wait, "notify") ||
-      !prop_u32(env, argv[1], "spinUs", &c->spin_us, STOR_SPIN_US_DEFAULT) || !prop_bool(env, argv[1], "verify", &c->verify, false) ||
-      !prop_u64(env, argv[1], "seed", &c->seed, 1) || !prop_str(env, argv[1], "refill", refill, sizeof refill, "eager") || !prop_u32(env, argv[1], "tickMs", &c->tick_ms, 100)) {
-    free(j); return NULL;
+  if (!prop_str(env, argv[1], "rw", rw, sizeof rw, "randread") ||
+      !prop_u32(env, argv[1], "rwmixread", &c->rwmixread, 50) || !prop_u32(env, argv[1], "bs", &c->bs, 4096) ||
+      !prop_u32(env, argv[1], "iodepth", &c->iodepth, 1) || !prop_u32(env, argv[1], "threads", &c->threads, 1) ||
+      !prop_u64(env, argv[1], "offset", &c->offset, 0) ||
+      !prop_u64(env, argv[1], "span", &c->span, be->props.capacity) ||
+      !prop_u32(env, argv[1], "runtimeMs", &runtime_ms, 5000) || !prop_u32(env, argv[1], "rampMs", &ramp_ms, 0) ||
+      !prop_str(env, argv[1], "wait", wait, sizeof wait, "notify") ||
+      !prop_u32(env, argv[1], "spinUs", &c->spin_us, STOR_SPIN_US_DEFAULT) ||
+      !prop_bool(env, argv[1], "verify", &c->verify, false) || !prop_u64(env, argv[1], "seed", &c->seed, 1) ||
+      !prop_str(env, argv[1], "refill", refill, sizeof refill, "eager") ||
+      !prop_u32(env, argv[1], "tickMs", &c->tick_ms, 100)) {
+    free(j);
+    return NULL;
   }
-  if (parse_rw(rw, &c->rw)) { free(j); return throw_msg(env, "rw must be read, write, randread, randwrite, randrw or rw"); }
-  if (strcmp(refill, "eager") && strcmp(refill, "drain")) { free(j); return throw_msg(env, "refill must be eager or drain"); }
+  if (parse_rw(rw, &c->rw)) {
+    free(j);
+    return throw_msg(env, "rw must be read, write, randread, randwrite, randrw or rw");
+  }
+  if (strcmp(refill, "eager") && strcmp(refill, "drain")) {
+    free(j);
+    return throw_msg(env, "refill must be eager or drain");
+  }
   c->refill_after_drain = !strcmp(refill, "drain");
   int mode = stor_completion_mode_parse(wait);
-  if (mode < 0) { free(j); return throw_msg(env, "wait must be notify, poll or adaptive"); }
+  if (mode < 0) {
+    free(j);
+    return throw_msg(env, "wait must be notify, poll or adaptive");
+  }
   c->wait = (enum stor_completion_mode)mode;
-  c->runtime_ns = runtime_ms * 1000000ull; c->ramp_ns = ramp_ms * 1000000ull;
+  c->runtime_ns = runtime_ms * 1000000ull;
+  c->ramp_ns = ramp_ms * 1000000ull;
   if (!c->tick_ms) c->tick_ms = 100;
-  if (!c->bs || c->bs % 512 || c->bs > (64u << 20)) { free(j); return throw_msg(env, "bs must be a multiple of 512 up to 64 MiB"); }
-  if (!c->iodepth || c->iodepth > 4096 || !c->threads || c->threads > 64) { free(j); return throw_msg(env, "iodepth 1..4096, threads 1..64"); }
-  if (c->offset + c->span > be->props.capacity || c->span / c->bs < c->threads) { free(j); return throw_msg(env, "the range is outside the target or smaller than one block per thread"); }
-  if (be->props.readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) { free(j); return throw_msg(env, "the target is read-only"); }
+  if (!c->bs || c->bs % 512 || c->bs > (64u << 20)) {
+    free(j);
+    return throw_msg(env, "bs must be a multiple of 512 up to 64 MiB");
+  }
+  if (!c->iodepth || c->iodepth > 4096 || !c->threads || c->threads > 64) {
+    free(j);
+    return throw_msg(env, "iodepth 1..4096, threads 1..64");
+  }
+  if (c->offset + c->span > be->props.capacity || c->span / c->bs < c->threads) {
+    free(j);
+    return throw_msg(env, "the range is outside the target or smaller than one block per thread");
+  }
+  if (be->props.readonly && c->rw != RW_READ && c->rw != RW_RANDREAD) {
+    free(j);
+    return throw_msg(env, "the target is read-only");
+  }
   j->be = be;
-  be->refs++;   /* the job's own reference: closing the handle meanwhile leaves the backend to us */
+  be->refs++; /* the job's own reference: closing the handle meanwhile leaves the backend to us */
   j->threads = calloc(c->threads, sizeof *j->threads);
   napi_create_reference(env, argv[0], 1, &j->backend_ref);
   if (argc > 2) {
-    void *p; size_t len;
-    if (arg_buffer(env, argv[2], &p, &len)) { j->pool = p; j->pool_len = len; napi_create_reference(env, argv[2], 1, &j->pool_ref); }
+    void *p;
+    size_t len;
+    if (arg_buffer(env, argv[2], &p, &len)) {
+      j->pool = p;
+      j->pool_len = len;
+      napi_create_reference(env, argv[2], 1, &j->pool_ref);
+    }
   }
-  return start_job(env, "stor-bench", job_execute, job_complete, j, &j->work, &j->deferred, js_bench_progress, job_finalize);
+  return start_job(env, "stor-bench", job_execute, job_complete, j, &j->work, &j->deferred, js_bench_progress,
+                   job_finalize);
 }
 
-void bench_init(napi_env env, napi_value exports) {
-  export_fn(env, exports, "benchRun", js_bench_run);
-}
+void bench_init(napi_env env, napi_value exports) { export_fn(env, exports, "benchRun", js_bench_run); }

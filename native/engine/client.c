@@ -22,9 +22,11 @@ struct client_queue {
   napi_ref backend_ref;
   struct client_req *reqs;
   unsigned depth;
-  unsigned *free_ids; unsigned free_top;
+  unsigned *free_ids;
+  unsigned free_top;
   /* completed, not yet handed to JS */
-  unsigned *done_ids; unsigned done_n;
+  unsigned *done_ids;
+  unsigned done_n;
   bool closed;
 };
 
@@ -36,15 +38,22 @@ static void on_complete(struct stor_req *r) {
 static struct client_queue *cq_arg(napi_env env, napi_value v) {
   struct client_queue *q = handle_arg(env, v, STOR_HANDLE_CLIENT_QUEUE, "client queue");
   if (!q) return NULL;
-  if (q->closed) { throw_msg(env, "client queue is closed"); return NULL; }
+  if (q->closed) {
+    throw_msg(env, "client queue is closed");
+    return NULL;
+  }
   return q;
 }
 
 static void cq_close(napi_env env, struct client_queue *q) {
   if (q->closed) return;
   /* finish what is in flight: its buffers are still referenced */
-  while (q->be->ops->inflight(q->bq)) { q->be->ops->commit(q->bq); q->be->ops->reap(q->bq, true); }
-  for (unsigned i = 0; i < q->depth; i++) if (q->reqs[i].buf_ref) napi_delete_reference(env, q->reqs[i].buf_ref);
+  while (q->be->ops->inflight(q->bq)) {
+    q->be->ops->commit(q->bq);
+    q->be->ops->reap(q->bq, true);
+  }
+  for (unsigned i = 0; i < q->depth; i++)
+    if (q->reqs[i].buf_ref) napi_delete_reference(env, q->reqs[i].buf_ref);
   q->be->ops->queue_close(q->bq);
   stor_backend_put(q->be);
   napi_delete_reference(env, q->backend_ref);
@@ -55,11 +64,17 @@ static void cq_finalize(napi_env env, void *data, void *hint) {
   struct client_queue *q = data;
   if (!q->closed) {
     /* collected without close(): no env calls allowed on references here beyond deletion */
-    while (q->be->ops->inflight(q->bq)) { q->be->ops->commit(q->bq); q->be->ops->reap(q->bq, true); }
+    while (q->be->ops->inflight(q->bq)) {
+      q->be->ops->commit(q->bq);
+      q->be->ops->reap(q->bq, true);
+    }
     q->be->ops->queue_close(q->bq);
     stor_backend_put(q->be);
   }
-  free(q->reqs); free(q->free_ids); free(q->done_ids); free(q);
+  free(q->reqs);
+  free(q->free_ids);
+  free(q->done_ids);
+  free(q);
 }
 
 /* clientQueueOpen(backend, depth) -> handle */
@@ -70,18 +85,31 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (!be) return NULL;
   if (!arg_u32(env, argv[1], &depth) || depth == 0 || depth > 32768) return throw_msg(env, "depth must be 1..32768");
   struct client_queue *q = calloc(1, sizeof *q);
-  q->be = be; q->depth = depth;
+  q->be = be;
+  q->depth = depth;
   q->reqs = calloc(depth, sizeof *q->reqs);
   q->free_ids = calloc(depth, sizeof *q->free_ids);
   q->done_ids = calloc(depth, sizeof *q->done_ids);
-  if (!q->reqs || !q->free_ids || !q->done_ids) { free(q->reqs); free(q->free_ids); free(q->done_ids); free(q); return throw_errno(env, "clientQueueOpen", ENOMEM); }
+  if (!q->reqs || !q->free_ids || !q->done_ids) {
+    free(q->reqs);
+    free(q->free_ids);
+    free(q->done_ids);
+    free(q);
+    return throw_errno(env, "clientQueueOpen", ENOMEM);
+  }
   int r = be->ops->queue_open(be, depth, &q->bq);
   if (r < 0) {
-    free(q->reqs); free(q->free_ids); free(q->done_ids); free(q);
+    free(q->reqs);
+    free(q->free_ids);
+    free(q->done_ids);
+    free(q);
     return r == -EBUSY ? throw_msg(env, "every queue of this device is in use") : throw_errno(env, "open queue", -r);
   }
-  be->refs++;   /* the queue's own reference: the backend outlives a closed handle while the queue is open */
-  for (unsigned i = 0; i < depth; i++) { q->free_ids[i] = depth - 1 - i; q->reqs[i].q = q; }
+  be->refs++; /* the queue's own reference: the backend outlives a closed handle while the queue is open */
+  for (unsigned i = 0; i < depth; i++) {
+    q->free_ids[i] = depth - 1 - i;
+    q->reqs[i].q = q;
+  }
   q->free_top = depth;
   napi_create_reference(env, argv[0], 1, &q->backend_ref);
   return make_handle(env, STOR_HANDLE_CLIENT_QUEUE, q, cq_finalize);
@@ -92,18 +120,22 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 7);
   struct client_queue *q = cq_arg(env, argv[0]);
   if (!q) return NULL;
-  uint32_t op, flags = 0; uint64_t offset, length; double token;
+  uint32_t op, flags = 0;
+  uint64_t offset, length;
+  double token;
   if (!arg_u32(env, argv[1], &op) || !arg_u64(env, argv[2], &offset) || !arg_u64(env, argv[3], &length) ||
       napi_get_value_double(env, argv[5], &token) != napi_ok)
     return throw_msg(env, "clientSubmit(q, op, offset, length, buffer, token, flags)");
   if (argc > 6) arg_u32(env, argv[6], &flags);
   if (q->free_top == 0) return make_bool(env, false);
-  void *data = NULL; size_t len = 0;
+  void *data = NULL;
+  size_t len = 0;
   napi_valuetype bt;
   napi_typeof(env, argv[4], &bt);
   if (bt != napi_null && bt != napi_undefined) {
     if (!arg_buffer(env, argv[4], &data, &len)) return throw_msg(env, "buffer must be a Buffer or Uint8Array");
-    if (len < length) return throw_msg(env, "buffer of %zu bytes is shorter than the request (%llu)", len, (unsigned long long)length);
+    if (len < length)
+      return throw_msg(env, "buffer of %zu bytes is shorter than the request (%llu)", len, (unsigned long long)length);
   }
   unsigned id = q->free_ids[--q->free_top];
   struct client_req *c = &q->reqs[id];
@@ -115,14 +147,19 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   c->req.complete = on_complete;
   c->token = token;
   if (data) {
-    c->iov.iov_base = data; c->iov.iov_len = length;
-    c->req.iov = &c->iov; c->req.niov = 1;
+    c->iov.iov_base = data;
+    c->iov.iov_len = length;
+    c->req.iov = &c->iov;
+    c->req.niov = 1;
     napi_create_reference(env, argv[4], 1, &c->buf_ref);
   }
   /* BUSY: the backend's queue is full right now. Back-pressure, not a failure: take the request
    * back; the caller retries after a completion. */
   if (q->be->ops->submit(q->bq, &c->req) == STOR_SUBMIT_BUSY) {
-    if (c->buf_ref) { napi_delete_reference(env, c->buf_ref); c->buf_ref = NULL; }
+    if (c->buf_ref) {
+      napi_delete_reference(env, c->buf_ref);
+      c->buf_ref = NULL;
+    }
     q->free_ids[q->free_top++] = id;
     return make_bool(env, false);
   }
@@ -144,7 +181,7 @@ static int cq_poll(void *ctx) {
   q->be->ops->reap(q->bq, false);
   return q->done_n > 0;
 }
-static const struct stor_qloop_ops cq_loop_ops = { .poll = cq_poll };
+static const struct stor_qloop_ops cq_loop_ops = {.poll = cq_poll};
 
 /* clientReap(q, spinUs, arm) -> Float64Array [token, result, token, result, ...]
  * spinUs > 0: poll up to that long for a first completion (polled mode).
@@ -153,12 +190,17 @@ static napi_value js_reap(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
   struct client_queue *q = cq_arg(env, argv[0]);
   if (!q) return NULL;
-  uint32_t spin_us = 0; bool arm = false;
+  uint32_t spin_us = 0;
+  bool arm = false;
   if (argc > 1) arg_u32(env, argv[1], &spin_us);
   if (argc > 2) arg_bool(env, argv[2], &arm);
   const struct stor_backend_ops *ops = q->be->ops;
   int efd = ops->event_fd(q->bq);
-  if (efd >= 0) { uint64_t v; if (read(efd, &v, 8) < 0) { /* nothing pending */ } }
+  if (efd >= 0) {
+    uint64_t v;
+    if (read(efd, &v, 8) < 0) { /* nothing pending */
+    }
+  }
   ops->commit(q->bq);
   if (ops->inflight(q->bq)) ops->reap(q->bq, false);
   if (spin_us && !q->done_n && ops->inflight(q->bq)) {
@@ -176,7 +218,10 @@ static napi_value js_reap(napi_env env, napi_callback_info info) {
     struct client_req *c = &q->reqs[q->done_ids[i]];
     out[2 * i] = c->token;
     out[2 * i + 1] = c->req.result;
-    if (c->buf_ref) { napi_delete_reference(env, c->buf_ref); c->buf_ref = NULL; }
+    if (c->buf_ref) {
+      napi_delete_reference(env, c->buf_ref);
+      c->buf_ref = NULL;
+    }
     q->free_ids[q->free_top++] = q->done_ids[i];
   }
   napi_create_typedarray(env, napi_float64_array, q->done_n * 2, ab, 0, &arr);

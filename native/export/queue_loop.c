@@ -14,7 +14,10 @@ static inline uint64_t mono_ns(void) {
  * may need this core. (Counted per wait, not overall: a yield every few requests would cost each of
  * them a trip through the scheduler.) */
 static inline void relax(struct stor_qloop *l) {
-  if (++l->spins % 256 == 0) sched_yield(); else __builtin_ia32_pause();
+  if (++l->spins % 256 == 0)
+    sched_yield();
+  else
+    __builtin_ia32_pause();
 }
 
 void stor_qloop_init(struct stor_qloop *l, enum stor_completion_mode mode, uint32_t spin_us) {
@@ -35,15 +38,20 @@ int stor_completion_mode_parse(const char *s) {
 /* adaptive: grow the window when a sleep ended within the budget, shrink it when it was longer */
 static void adapt(struct stor_qloop *l, uint64_t blocked_ns) {
   if (blocked_ns <= l->spin_ns) {
-    if (!l->window_ns) l->window_ns = l->spin_ns < 4000 ? l->spin_ns : 4000;
-    else l->window_ns = l->window_ns * 2 > l->spin_ns ? l->spin_ns : l->window_ns * 2;
+    if (!l->window_ns)
+      l->window_ns = l->spin_ns < 4000 ? l->spin_ns : 4000;
+    else
+      l->window_ns = l->window_ns * 2 > l->spin_ns ? l->spin_ns : l->window_ns * 2;
   } else {
     l->window_ns /= 2;
   }
 }
 
 static inline int progress(struct stor_qloop *l, const struct stor_qloop_ops *ops, void *ctx, int r) {
-  if (r > 0 && l->armed) { l->armed = false; if (ops->disarm) ops->disarm(ctx); }
+  if (r > 0 && l->armed) {
+    l->armed = false;
+    if (ops->disarm) ops->disarm(ctx);
+  }
   return r;
 }
 
@@ -57,11 +65,17 @@ int stor_qloop_wait(struct stor_qloop *l, const struct stor_qloop_ops *ops, void
       if (r) return progress(l, ops, ctx, r);
     }
     look = true;
-    if (l->mode == STOR_MODE_POLL) { relax(l); continue; }
+    if (l->mode == STOR_MODE_POLL) {
+      relax(l);
+      continue;
+    }
     if (l->mode == STOR_MODE_ADAPTIVE) {
       uint64_t now = mono_ns();
       if (!idle_since) idle_since = now;
-      if (now - idle_since < l->window_ns) { relax(l); continue; }
+      if (now - idle_since < l->window_ns) {
+        relax(l);
+        continue;
+      }
     }
     /* sleep */
     if (ops->sleep) {
@@ -75,11 +89,14 @@ int stor_qloop_wait(struct stor_qloop *l, const struct stor_qloop_ops *ops, void
     }
     struct pollfd pf[4];
     int n = ops->sleep_fds(ctx, pf, 4);
-    if (n <= 0) { relax(l); continue; }   /* nothing to sleep on: the peer expects polling */
+    if (n <= 0) {
+      relax(l);
+      continue;
+    } /* nothing to sleep on: the peer expects polling */
     if (!l->armed && ops->arm) {
       l->armed = true;
       int a = ops->arm(ctx);
-      if (a) return progress(l, ops, ctx, a);   /* arrived while notifications were turned on */
+      if (a) return progress(l, ops, ctx, a); /* arrived while notifications were turned on */
     }
     uint64_t t0 = l->mode == STOR_MODE_ADAPTIVE ? mono_ns() : 0;
     int pr = poll(pf, (nfds_t)n, l->sleep_timeout_ms);

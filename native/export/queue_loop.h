@@ -41,12 +41,12 @@ struct stor_qloop_ops {
 
 struct stor_qloop {
   enum stor_completion_mode mode;
-  uint64_t spin_ns;        /* the budget: adaptive's longest window, a bounded spin's length */
-  uint64_t window_ns;      /* adaptive: the current window */
-  int sleep_timeout_ms;    /* poll(2) timeout of a sleep; -1: none */
+  uint64_t spin_ns;     /* the budget: adaptive's longest window, a bounded spin's length */
+  uint64_t window_ns;   /* adaptive: the current window */
+  int sleep_timeout_ms; /* poll(2) timeout of a sleep; -1: none */
   bool armed;
   unsigned spins;
-  uint64_t sleeps;         /* how often the loop slept */
+  uint64_t sleeps; /* how often the loop slept */
 };
 
 void stor_qloop_init(struct stor_qloop *l, enum stor_completion_mode mode, uint32_t spin_us);

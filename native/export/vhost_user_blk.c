@@ -20,15 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_QUEUES 64
-#define MAX_SEGS_PER_REQ 258   /* seg_max (256) + header + status */
-#define LOG_BURST 20           /* per-request failure logs allowed per second per queue */
+#define MAX_QUEUES       64
+#define MAX_SEGS_PER_REQ 258 /* seg_max (256) + header + status */
+#define LOG_BURST        20  /* per-request failure logs allowed per second per queue */
 
 struct blk_device;
 struct blk_queue;
 
 struct req_slot {
-  struct virtio_blk_req vr;   /* first: the handler's completion finds the slot */
+  struct virtio_blk_req vr; /* first: the handler's completion finds the slot */
   struct blk_queue *q;
   uint16_t head;
   bool busy;
@@ -36,7 +36,7 @@ struct req_slot {
 };
 
 struct queue_stats {
-  struct virtio_blk_stats blk;   /* kept by the virtio-blk handler */
+  struct virtio_blk_stats blk; /* kept by the virtio-blk handler */
   uint64_t kicks, calls, wakeups;
 };
 
@@ -55,9 +55,9 @@ struct blk_queue {
   atomic_bool stop;
   int wake_fd;
   clockid_t cpu_clock;
-  double cpu_seconds_done;   /* accumulated over earlier runs */
+  double cpu_seconds_done; /* accumulated over earlier runs */
   struct vring vr;
-  struct virtio_blk_handler handler;   /* the device's settings, this queue's stats and log */
+  struct virtio_blk_handler handler; /* the device's settings, this queue's stats and log */
   struct stor_qloop loop;
   struct stor_bqueue *bq;
   struct req_slot *slots;
@@ -67,7 +67,7 @@ struct blk_queue {
   struct req_slot **deferred;
   unsigned deferred_head, deferred_n;
   struct queue_stats st;
-  volatile bool faulted;     /* guest memory raised SIGBUS: never touch it again */
+  volatile bool faulted; /* guest memory raised SIGBUS: never touch it again */
   /* failure logging, rate-limited so a hostile driver cannot flood the log */
   time_t log_second;
   unsigned log_count, log_suppressed;
@@ -80,15 +80,18 @@ struct blk_device {
   int nqueues;
   uint64_t features;
   enum stor_completion_mode mode;
-  uint32_t spin_us;          /* the spin budget: adaptive's longest window after the last request */
-  napi_threadsafe_function events;  /* (kind, queue, message) to JS: errors and lifecycle only */
+  uint32_t spin_us;                /* the spin budget: adaptive's longest window after the last request */
+  napi_threadsafe_function events; /* (kind, queue, message) to JS: errors and lifecycle only */
   bool destroyed;
 };
 
-
 /* ---- events to JS (never per successful request) ---------------------------------------- */
 
-struct dev_event { char kind[16]; int queue; char msg[384]; };
+struct dev_event {
+  char kind[16];
+  int queue;
+  char msg[384];
+};
 
 static void emit(struct blk_device *d, const char *kind, int queue, const char *fmt, ...) {
   if (!d->events) return;
@@ -120,7 +123,8 @@ static void call_js_event(napi_env env, napi_value cb, void *context, void *data
 /* A broken ring: tell JS (which drops the front-end) and signal the ring's err eventfd. */
 static void queue_broken_notify(struct blk_queue *q) {
   uint64_t one = 1;
-  if (q->err_fd >= 0 && write(q->err_fd, &one, 8) < 0) { /* best effort */ }
+  if (q->err_fd >= 0 && write(q->err_fd, &one, 8) < 0) { /* best effort */
+  }
 }
 
 /* Reports the failures the rate limit kept out of the log. Called when the next second begins (by the
@@ -137,11 +141,12 @@ static void req_log(struct blk_queue *q, const char *fmt, ...) {
   time_t s = time(NULL);
   if (s != q->log_second) {
     req_log_flush(q);
-    q->log_second = s; q->log_count = 0;
+    q->log_second = s;
+    q->log_count = 0;
   }
   if (q->log_count >= LOG_BURST) {
     q->log_suppressed++;
-    q->loop.sleep_timeout_ms = 1000;   /* the loop wakes to report the count even if nothing follows */
+    q->loop.sleep_timeout_ms = 1000; /* the loop wakes to report the count even if nothing follows */
     return;
   }
   q->log_count++;
@@ -204,7 +209,8 @@ static int process_ring(struct blk_queue *q) {
     uint16_t pending = vring_avail_pending(&q->vr);
     if (!pending) break;
     if (pending > q->vr.num) {
-      emit(d, "broken", q->index, "queue %d: avail index moved by %u, more than the queue size %u", q->index, pending, q->vr.num);
+      emit(d, "broken", q->index, "queue %d: avail index moved by %u, more than the queue size %u", q->index, pending,
+           q->vr.num);
       return -1;
     }
     /* the head is read once: the driver may rewrite the avail entry under us */
@@ -220,7 +226,10 @@ static int process_ring(struct blk_queue *q) {
     struct req_slot *s = &q->slots[head];
     int r = vring_pop_head(&q->vr, &d->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err);
     /* A malformed chain means a broken driver: fail the connection, as QEMU marks the device broken. */
-    if (r == VRING_BAD_CHAIN) { emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err); return -1; }
+    if (r == VRING_BAD_CHAIN) {
+      emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
+      return -1;
+    }
     s->busy = true;
     s->head = c.head;
     s->q = q;
@@ -243,7 +252,8 @@ static void signal_call(struct blk_queue *q) {
 
 static void drain_fd(int fd) {
   uint64_t v;
-  if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */ }
+  if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */
+  }
 }
 
 /* ---- the queue thread: the shared queue loop with this export's callbacks ---------------------- */
@@ -283,17 +293,20 @@ static void loop_disarm(void *ctx) {
 static int loop_sleep_fds(void *ctx, struct pollfd *pf, int max) {
   struct blk_queue *q = ctx;
   int be_fd = q->dev->be->ops->event_fd(q->bq);
-  if (q->kick_fd < 0 && be_fd < 0) return 0;   /* nothing to wait on: the driver expects polling */
-  pf[0] = (struct pollfd){ q->wake_fd, POLLIN, 0 };
-  pf[1] = (struct pollfd){ q->deferred_n ? -1 : q->kick_fd, POLLIN, 0 };   /* poll(2) skips fd -1 */
-  pf[2] = (struct pollfd){ be_fd, POLLIN, 0 };
+  if (q->kick_fd < 0 && be_fd < 0) return 0; /* nothing to wait on: the driver expects polling */
+  pf[0] = (struct pollfd){q->wake_fd, POLLIN, 0};
+  pf[1] = (struct pollfd){q->deferred_n ? -1 : q->kick_fd, POLLIN, 0}; /* poll(2) skips fd -1 */
+  pf[2] = (struct pollfd){be_fd, POLLIN, 0};
   return 3;
 }
 
 static int loop_woke(void *ctx, struct pollfd *pf, int n) {
   struct blk_queue *q = ctx;
   q->st.wakeups++;
-  if (pf[1].revents & POLLIN) { drain_fd(q->kick_fd); q->st.kicks++; }
+  if (pf[1].revents & POLLIN) {
+    drain_fd(q->kick_fd);
+    q->st.kicks++;
+  }
   if (pf[2].revents & POLLIN) drain_fd(pf[2].fd);
   if (pf[1].revents & (POLLERR | POLLNVAL)) {
     emit(q->dev, "broken", q->index, "queue %d: kick fd failed", q->index);
@@ -303,7 +316,11 @@ static int loop_woke(void *ctx, struct pollfd *pf, int n) {
 }
 
 static const struct stor_qloop_ops export_loop_ops = {
-  .poll = loop_poll, .arm = loop_arm, .disarm = loop_disarm, .sleep_fds = loop_sleep_fds, .woke = loop_woke,
+    .poll = loop_poll,
+    .arm = loop_arm,
+    .disarm = loop_disarm,
+    .sleep_fds = loop_sleep_fds,
+    .woke = loop_woke,
 };
 
 static void *queue_thread(void *arg) {
@@ -319,15 +336,18 @@ static void *queue_thread(void *arg) {
   if (sigsetjmp(fault, 1)) {
     q->faulted = true;
     queue_broken_notify(q);
-    emit(d, "broken", q->index, "queue %d: guest memory became inaccessible (SIGBUS): the front-end shrank a memory region", q->index);
+    emit(d, "broken", q->index,
+         "queue %d: guest memory became inaccessible (SIGBUS): the front-end shrank a memory region", q->index);
     goto out;
   }
   stor_fault_jmp = &fault;
   /* the driver starts with kicks enabled: notify mode keeps them (the loop starts armed); the
    * spinning modes, and a queue without a kick fd, turn them off */
   stor_qloop_init(&q->loop, d->mode, d->spin_us);
-  if (d->mode == STOR_MODE_NOTIFY && q->kick_fd >= 0) q->loop.armed = true;
-  else vring_disable_kicks(&q->vr);
+  if (d->mode == STOR_MODE_NOTIFY && q->kick_fd >= 0)
+    q->loop.armed = true;
+  else
+    vring_disable_kicks(&q->vr);
   for (;;) {
     int r = stor_qloop_wait(&q->loop, &export_loop_ops, q);
     if (r == LOOP_BROKEN) queue_broken_notify(q);
@@ -335,15 +355,22 @@ static void *queue_thread(void *arg) {
   }
   /* Stopping: finish what is in flight (and what waits for room) so the used ring is complete when
    * GET_VRING_BASE returns. */
-  while (ops->inflight(q->bq) || q->deferred_n) { retry_deferred(q); ops->commit(q->bq); ops->reap(q->bq, true); }
+  while (ops->inflight(q->bq) || q->deferred_n) {
+    retry_deferred(q);
+    ops->commit(q->bq);
+    ops->reap(q->bq, true);
+  }
   signal_call(q);
 out:
   stor_fault_jmp = NULL;
   /* after a fault: reap the backend without touching guest memory (complete_slot checks faulted);
    * requests still waiting for room are dropped with the ring */
   q->deferred_n = 0;
-  while (ops->inflight(q->bq)) { ops->commit(q->bq); ops->reap(q->bq, true); }
-  req_log_flush(q);   /* a stopped queue owes nobody a count */
+  while (ops->inflight(q->bq)) {
+    ops->commit(q->bq);
+    ops->reap(q->bq, true);
+  }
+  req_log_flush(q); /* a stopped queue owes nobody a count */
   return NULL;
 }
 
@@ -362,7 +389,8 @@ static void queue_stop(struct blk_queue *q) {
   if (!q->running) return;
   atomic_store(&q->stop, true);
   uint64_t one = 1;
-  if (write(q->wake_fd, &one, 8) != 8) { /* the thread also checks the flag while spinning */ }
+  if (write(q->wake_fd, &one, 8) != 8) { /* the thread also checks the flag while spinning */
+  }
   struct timespec ts;
   double cpu = 0;
   if (clock_gettime(q->cpu_clock, &ts) == 0) cpu = ts.tv_sec + ts.tv_nsec / 1e9;
@@ -378,7 +406,10 @@ static void queue_stop(struct blk_queue *q) {
 static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
   struct blk_device *d = q->dev;
   if (q->running) return 0;
-  if (!q->addr_set || !q->num) { snprintf(err, errlen, "queue %d: ring size or addresses not set", q->index); return -EINVAL; }
+  if (!q->addr_set || !q->num) {
+    snprintf(err, errlen, "queue %d: ring size or addresses not set", q->index);
+    return -EINVAL;
+  }
   bool event_idx = d->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
   int r;
   sigjmp_buf fault;
@@ -396,28 +427,51 @@ static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
     free(q->deferred);
     q->slots = calloc(q->num, sizeof *q->slots);
     q->deferred = calloc(q->num, sizeof *q->deferred);
-    if (!q->slots || !q->deferred) { free(q->slots); free(q->deferred); q->slots = NULL; q->deferred = NULL; q->slots_num = 0; snprintf(err, errlen, "out of memory for %u request slots", q->num); return -ENOMEM; }
+    if (!q->slots || !q->deferred) {
+      free(q->slots);
+      free(q->deferred);
+      q->slots = NULL;
+      q->deferred = NULL;
+      q->slots_num = 0;
+      snprintf(err, errlen, "out of memory for %u request slots", q->num);
+      return -ENOMEM;
+    }
     q->slots_num = q->num;
   }
   for (unsigned i = 0; i < q->num; i++) q->slots[i].busy = false;
   q->deferred_head = q->deferred_n = 0;
   r = d->be->ops->queue_open(d->be, q->num, &q->bq);
-  if (r < 0) { snprintf(err, errlen, "backend queue: %s", strerror(-r)); return r; }
+  if (r < 0) {
+    snprintf(err, errlen, "backend queue: %s", strerror(-r));
+    return r;
+  }
   atomic_store(&q->stop, false);
   r = pthread_create(&q->thread, NULL, queue_thread, q);
-  if (r) { d->be->ops->queue_close(q->bq); q->bq = NULL; snprintf(err, errlen, "pthread_create: %s", strerror(r)); return -r; }
+  if (r) {
+    d->be->ops->queue_close(q->bq);
+    q->bq = NULL;
+    snprintf(err, errlen, "pthread_create: %s", strerror(r));
+    return -r;
+  }
   q->running = true;
   return 0;
 }
 
-static void close_fd(int *fd) { if (*fd >= 0) close(*fd); *fd = -1; }
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
 
 static void device_reset(struct blk_device *d) {
   for (int i = 0; i < d->nqueues; i++) queue_stop(&d->q[i]);
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
-    close_fd(&q->kick_fd); close_fd(&q->call_fd); close_fd(&q->err_fd);
-    q->addr_set = false; q->num = 0; q->base = 0;
+    close_fd(&q->kick_fd);
+    close_fd(&q->call_fd);
+    close_fd(&q->err_fd);
+    q->addr_set = false;
+    q->num = 0;
+    q->base = 0;
   }
   mem_clear(&d->mem);
   d->features = 0;
@@ -428,7 +482,13 @@ static void device_destroy(napi_env env, struct blk_device *d) {
   if (d->destroyed) return;
   d->destroyed = true;
   device_reset(d);
-  for (int i = 0; i < d->nqueues; i++) { close_fd(&d->q[i].wake_fd); free(d->q[i].slots); d->q[i].slots = NULL; free(d->q[i].deferred); d->q[i].deferred = NULL; }
+  for (int i = 0; i < d->nqueues; i++) {
+    close_fd(&d->q[i].wake_fd);
+    free(d->q[i].slots);
+    d->q[i].slots = NULL;
+    free(d->q[i].deferred);
+    d->q[i].deferred = NULL;
+  }
   /* release, not abort: events already queued (the failures of the last requests, drained just above)
    * are still delivered (call_js_event needs nothing of the device), and the channel holds the event
    * loop until they are, so a process that stops right after a failure still logs it */
@@ -450,31 +510,41 @@ static void device_finalize(napi_env env, void *data, void *hint) {
 static struct blk_device *dev_arg(napi_env env, napi_value v) {
   struct blk_device *d = handle_arg(env, v, STOR_HANDLE_BLK_DEVICE, "vhost-user-blk device");
   if (!d) return NULL;
-  if (d->destroyed) { throw_msg(env, "device is closed"); return NULL; }
+  if (d->destroyed) {
+    throw_msg(env, "device is closed");
+    return NULL;
+  }
   return d;
 }
 
 static struct blk_queue *queue_arg(napi_env env, struct blk_device *d, napi_value v) {
   uint32_t i;
-  if (!arg_u32(env, v, &i) || i >= (uint32_t)d->nqueues) { throw_msg(env, "queue index out of range (device has %d)", d->nqueues); return NULL; }
+  if (!arg_u32(env, v, &i) || i >= (uint32_t)d->nqueues) {
+    throw_msg(env, "queue index out of range (device has %d)", d->nqueues);
+    return NULL;
+  }
   return &d->q[i];
 }
 
 /* Memory and ring changes happen with every running queue paused (joined), then restarted. */
 static void pause_all(struct blk_device *d, bool *was_running) {
-  for (int i = 0; i < d->nqueues; i++) { was_running[i] = d->q[i].running; queue_stop(&d->q[i]); }
+  for (int i = 0; i < d->nqueues; i++) {
+    was_running[i] = d->q[i].running;
+    queue_stop(&d->q[i]);
+  }
 }
 static void resume_all(struct blk_device *d, const bool *was_running) {
   for (int i = 0; i < d->nqueues; i++) {
     char e[256];
-    if (was_running[i] && queue_start(&d->q[i], e, sizeof e) < 0) emit(d, "broken", i, "queue %d cannot restart: %s", i, e);
+    if (was_running[i] && queue_start(&d->q[i], e, sizeof e) < 0)
+      emit(d, "broken", i, "queue %d cannot restart: %s", i, e);
   }
 }
 
 /* ---- N-API ---------------------------------------------------------------------------------- */
 
-/* blkDeviceCreate(backend, {queues, blockSize, readonly, serial, mode, spinUs (pollUs: its old name), maxDiscardSectors,
- *                 maxWriteZeroesSectors}, onEvent(kind, queue, msg)) -> handle */
+/* blkDeviceCreate(backend, {queues, blockSize, readonly, serial, mode, spinUs (pollUs: its old name),
+ * maxDiscardSectors, maxWriteZeroesSectors}, onEvent(kind, queue, msg)) -> handle */
 static napi_value js_create(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
   struct stor_backend *be = backend_from_js(env, argv[0]);
@@ -483,8 +553,10 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   bool readonly;
   char serial[64], mode[16];
   if (!prop_u32(env, argv[1], "queues", &queues, 1) || !prop_u32(env, argv[1], "blockSize", &block_size, 512) ||
-      !prop_bool(env, argv[1], "readonly", &readonly, false) || !prop_str(env, argv[1], "serial", serial, sizeof serial, "") ||
-      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") || !prop_u32(env, argv[1], "pollUs", &poll_us, STOR_SPIN_US_DEFAULT) ||
+      !prop_bool(env, argv[1], "readonly", &readonly, false) ||
+      !prop_str(env, argv[1], "serial", serial, sizeof serial, "") ||
+      !prop_str(env, argv[1], "mode", mode, sizeof mode, "adaptive") ||
+      !prop_u32(env, argv[1], "pollUs", &poll_us, STOR_SPIN_US_DEFAULT) ||
       !prop_u32(env, argv[1], "spinUs", &spin_us, poll_us) ||
       !prop_u32(env, argv[1], "maxDiscardSectors", &mds, 1u << 22) ||
       !prop_u32(env, argv[1], "maxWriteZeroesSectors", &mwzs, 1u << 22))
@@ -500,12 +572,18 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   d->spin_us = spin_us;
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
-    q->dev = d; q->index = i;
+    q->dev = d;
+    q->index = i;
     /* one handler per queue: the same device settings, this queue's counters and log */
     q->handler = (struct virtio_blk_handler){
-      .be = be, .block_size = block_size, .readonly = readonly || be->props.readonly,
-      .max_discard_sectors = mds, .max_write_zeroes_sectors = mwzs,
-      .stats = &q->st.blk, .log = handler_log, .log_ctx = q,
+        .be = be,
+        .block_size = block_size,
+        .readonly = readonly || be->props.readonly,
+        .max_discard_sectors = mds,
+        .max_write_zeroes_sectors = mwzs,
+        .stats = &q->st.blk,
+        .log = handler_log,
+        .log_ctx = q,
     };
     memcpy(q->handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
     q->kick_fd = q->call_fd = q->err_fd = -1;
@@ -513,8 +591,10 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   }
   napi_value name;
   napi_create_string_utf8(env, "stor-vhost-blk-events", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 256, 1, NULL, NULL, NULL, call_js_event, &d->events) != napi_ok) {
-    device_destroy(NULL, d); free(d);
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 256, 1, NULL, NULL, NULL, call_js_event, &d->events) !=
+      napi_ok) {
+    device_destroy(NULL, d);
+    free(d);
     return throw_msg(env, "cannot create the event channel");
   }
   /* Events must not keep the process alive on their own; the server's socket does that. */
@@ -552,9 +632,11 @@ static napi_value js_set_features(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
-static bool region_arg(napi_env env, napi_value o, uint64_t *gpa, uint64_t *size, uint64_t *uva, uint64_t *off, int32_t *fd) {
-  return prop_u64(env, o, "guestAddr", gpa, 0) && prop_u64(env, o, "size", size, 0) && prop_u64(env, o, "userAddr", uva, 0) &&
-         prop_u64(env, o, "mmapOffset", off, 0) && prop_i32(env, o, "fd", fd, -1);
+static bool region_arg(napi_env env, napi_value o, uint64_t *gpa, uint64_t *size, uint64_t *uva, uint64_t *off,
+                       int32_t *fd) {
+  return prop_u64(env, o, "guestAddr", gpa, 0) && prop_u64(env, o, "size", size, 0) &&
+         prop_u64(env, o, "userAddr", uva, 0) && prop_u64(env, o, "mmapOffset", off, 0) &&
+         prop_i32(env, o, "fd", fd, -1);
 }
 
 /* blkDeviceSetMemTable(dev, regions[]) replaces the table (SET_MEM_TABLE). Always takes ownership
@@ -564,17 +646,27 @@ static napi_value js_set_mem_table(napi_env env, napi_callback_info info) {
   struct blk_device *d = dev_arg(env, argv[0]);
   if (!d) return NULL;
   uint32_t n;
-  if (napi_get_array_length(env, argv[1], &n) != napi_ok || n > MEM_MAX_REGIONS) return throw_msg(env, "regions: an array of at most %d", MEM_MAX_REGIONS);
+  if (napi_get_array_length(env, argv[1], &n) != napi_ok || n > MEM_MAX_REGIONS)
+    return throw_msg(env, "regions: an array of at most %d", MEM_MAX_REGIONS);
   char err[256] = "";
   int r = 0;
   bool was[MAX_QUEUES];
   pause_all(d, was);
   mem_clear(&d->mem);
   for (uint32_t i = 0; i < n; i++) {
-    napi_value o; uint64_t gpa = 0, size = 0, uva = 0, off = 0; int32_t fd = -1;
+    napi_value o;
+    uint64_t gpa = 0, size = 0, uva = 0, off = 0;
+    int32_t fd = -1;
     napi_get_element(env, argv[1], i, &o);
     bool ok = region_arg(env, o, &gpa, &size, &uva, &off, &fd);
-    if (!ok) { bool pending; napi_is_exception_pending(env, &pending); if (pending) { napi_value e; napi_get_and_clear_last_exception(env, &e); } }
+    if (!ok) {
+      bool pending;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value e;
+        napi_get_and_clear_last_exception(env, &e);
+      }
+    }
     if (r == 0 && !ok) {
       r = -EINVAL;
       snprintf(err, sizeof err, "memory region %u is malformed", i);
@@ -583,7 +675,7 @@ static napi_value js_set_mem_table(napi_env env, napi_callback_info info) {
       r = mem_add_region(&d->mem, gpa, size, uva, off, fd, err, sizeof err);
       if (r < 0 && fd >= 0) close(fd);
     } else if (fd >= 0) {
-      close(fd);   /* after a failure: the fds of the remaining regions are ours to close */
+      close(fd); /* after a failure: the fds of the remaining regions are ours to close */
     }
   }
   resume_all(d, was);
@@ -596,7 +688,8 @@ static napi_value js_add_mem_region(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
   struct blk_device *d = dev_arg(env, argv[0]);
   if (!d) return NULL;
-  uint64_t gpa, size, uva, off; int32_t fd;
+  uint64_t gpa, size, uva, off;
+  int32_t fd;
   if (!region_arg(env, argv[1], &gpa, &size, &uva, &off, &fd)) return NULL;
   char err[256] = "";
   int r = 0;
@@ -613,7 +706,8 @@ static napi_value js_remove_mem_region(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
   struct blk_device *d = dev_arg(env, argv[0]);
   if (!d) return NULL;
-  uint64_t gpa, size, uva, off; int32_t fd;
+  uint64_t gpa, size, uva, off;
+  int32_t fd;
   if (!region_arg(env, argv[1], &gpa, &size, &uva, &off, &fd)) return NULL;
   int r = 0;
   bool was[MAX_QUEUES];
@@ -630,15 +724,20 @@ static napi_value js_set_vring(napi_env env, napi_callback_info info) {
   if (!d) return NULL;
   struct blk_queue *q = queue_arg(env, d, argv[1]);
   if (!q) return NULL;
-  napi_value v; bool present;
+  napi_value v;
+  bool present;
   uint32_t u;
   if (!get_prop(env, argv[2], "num", &v, &present)) return NULL;
   if (present) {
-    if (!arg_u32(env, v, &u) || u == 0 || u > 32768 || (u & (u - 1))) return throw_msg(env, "vring num %u is not a power of 2 up to 32768", u);
+    if (!arg_u32(env, v, &u) || u == 0 || u > 32768 || (u & (u - 1)))
+      return throw_msg(env, "vring num %u is not a power of 2 up to 32768", u);
     q->num = (uint16_t)u;
   }
   if (!get_prop(env, argv[2], "base", &v, &present)) return NULL;
-  if (present) { if (!arg_u32(env, v, &u) || u > 65535) return throw_msg(env, "vring base must be 0..65535"); q->base = (uint16_t)u; }
+  if (present) {
+    if (!arg_u32(env, v, &u) || u > 65535) return throw_msg(env, "vring base must be 0..65535");
+    q->base = (uint16_t)u;
+  }
   if (!get_prop(env, argv[2], "desc", &v, &present)) return NULL;
   if (present) {
     uint64_t desc, avail, used;
@@ -647,13 +746,17 @@ static napi_value js_set_vring(napi_env env, napi_callback_info info) {
       return NULL;
     /* Refused now, as libvhost-user does, not acknowledged and found broken when the ring starts:
      * the rings must lie in the current memory table (for the ring size when known, else one entry). */
-    struct vring_desc *dp; struct vring_avail *ap; struct vring_used *up;
+    struct vring_desc *dp;
+    struct vring_avail *ap;
+    struct vring_used *up;
     char err[256];
     if (vring_translate(&d->mem, q->num, desc, avail, used, &dp, &ap, &up, err, sizeof err) < 0) {
       q->addr_set = false;
       return throw_msg(env, "%s", err);
     }
-    q->desc_uva = desc; q->avail_uva = avail; q->used_uva = used;
+    q->desc_uva = desc;
+    q->avail_uva = avail;
+    q->used_uva = used;
     q->addr_set = true;
   }
   return make_undefined(env);
@@ -667,9 +770,14 @@ static napi_value js_set_vring_fd(napi_env env, napi_callback_info info) {
   if (!d) return NULL;
   struct blk_queue *q = queue_arg(env, d, argv[1]);
   if (!q) return NULL;
-  char which[8]; int32_t fd;
-  if (!arg_str(env, argv[2], which, sizeof which) || !arg_i32(env, argv[3], &fd)) return throw_msg(env, "setVringFd(dev, index, kind, fd)");
-  int *slot = !strcmp(which, "kick") ? &q->kick_fd : !strcmp(which, "call") ? &q->call_fd : !strcmp(which, "err") ? &q->err_fd : NULL;
+  char which[8];
+  int32_t fd;
+  if (!arg_str(env, argv[2], which, sizeof which) || !arg_i32(env, argv[3], &fd))
+    return throw_msg(env, "setVringFd(dev, index, kind, fd)");
+  int *slot = !strcmp(which, "kick")   ? &q->kick_fd
+              : !strcmp(which, "call") ? &q->call_fd
+              : !strcmp(which, "err")  ? &q->err_fd
+                                       : NULL;
   if (!slot) return throw_msg(env, "fd kind must be kick, call or err");
   if (fd >= 0) {
     /* Only eventfds: a pipe nobody drains, a file that is always readable or an eventfd set
@@ -727,11 +835,22 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     napi_value o;
     napi_create_object(env, &o);
 #define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.blk.f))
-    S(requests); S(reads); S(writes); S(flushes); S(discards); S(get_id); S(errors); S(unsupported);
-    S(bytes_read); S(bytes_written); S(write_zeroes);
+    S(requests);
+    S(reads);
+    S(writes);
+    S(flushes);
+    S(discards);
+    S(get_id);
+    S(errors);
+    S(unsupported);
+    S(bytes_read);
+    S(bytes_written);
+    S(write_zeroes);
 #undef S
 #define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.f))
-    S(kicks); S(calls); S(wakeups);
+    S(kicks);
+    S(calls);
+    S(wakeups);
 #undef S
     set_prop(env, o, "running", make_bool(env, q->running));
     set_prop(env, o, "cpuSeconds", make_f64(env, queue_cpu_seconds(q)));

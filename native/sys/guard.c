@@ -14,12 +14,15 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc) {
     siglongjmp(*j, 1);
   }
   /* Not a guarded access: behave as before we were loaded. */
-  if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction) { previous.sa_sigaction(sig, si, uc); return; }
+  if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction) {
+    previous.sa_sigaction(sig, si, uc);
+    return;
+  }
   if (!(previous.sa_flags & SA_SIGINFO) && previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
     previous.sa_handler(sig);
     return;
   }
-  signal(SIGBUS, SIG_DFL);   /* returning re-runs the access, which now kills the process as usual */
+  signal(SIGBUS, SIG_DFL); /* returning re-runs the access, which now kills the process as usual */
 }
 
 void stor_fault_guard_install(void) {

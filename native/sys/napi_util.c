@@ -50,7 +50,10 @@ bool arg_buffer(napi_env env, napi_value v, void **data, size_t *len) {
   bool is;
   if (napi_is_buffer(env, v, &is) == napi_ok && is) return napi_get_buffer_info(env, v, data, len) == napi_ok;
   if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
-    napi_typedarray_type t; size_t n; napi_value ab; size_t off;
+    napi_typedarray_type t;
+    size_t n;
+    napi_value ab;
+    size_t off;
     if (napi_get_typedarray_info(env, v, &t, &n, data, &ab, &off) != napi_ok) return false;
     *len = n * (t == napi_uint8_array || t == napi_int8_array || t == napi_uint8_clamped_array ? 1 : 0);
     return t == napi_uint8_array || t == napi_int8_array || t == napi_uint8_clamped_array;
@@ -58,13 +61,41 @@ bool arg_buffer(napi_env env, napi_value v, void **data, size_t *len) {
   return false;
 }
 
-napi_value make_i32(napi_env env, int32_t v) { napi_value r; napi_create_int32(env, v, &r); return r; }
-napi_value make_u32(napi_env env, uint32_t v) { napi_value r; napi_create_uint32(env, v, &r); return r; }
-napi_value make_f64(napi_env env, double v) { napi_value r; napi_create_double(env, v, &r); return r; }
-napi_value make_u64(napi_env env, uint64_t v) { napi_value r; napi_create_bigint_uint64(env, v, &r); return r; }
-napi_value make_bool(napi_env env, bool v) { napi_value r; napi_get_boolean(env, v, &r); return r; }
-napi_value make_undefined(napi_env env) { napi_value r; napi_get_undefined(env, &r); return r; }
-napi_value make_null(napi_env env) { napi_value r; napi_get_null(env, &r); return r; }
+napi_value make_i32(napi_env env, int32_t v) {
+  napi_value r;
+  napi_create_int32(env, v, &r);
+  return r;
+}
+napi_value make_u32(napi_env env, uint32_t v) {
+  napi_value r;
+  napi_create_uint32(env, v, &r);
+  return r;
+}
+napi_value make_f64(napi_env env, double v) {
+  napi_value r;
+  napi_create_double(env, v, &r);
+  return r;
+}
+napi_value make_u64(napi_env env, uint64_t v) {
+  napi_value r;
+  napi_create_bigint_uint64(env, v, &r);
+  return r;
+}
+napi_value make_bool(napi_env env, bool v) {
+  napi_value r;
+  napi_get_boolean(env, v, &r);
+  return r;
+}
+napi_value make_undefined(napi_env env) {
+  napi_value r;
+  napi_get_undefined(env, &r);
+  return r;
+}
+napi_value make_null(napi_env env) {
+  napi_value r;
+  napi_get_null(env, &r);
+  return r;
+}
 
 bool get_prop(napi_env env, napi_value obj, const char *name, napi_value *out, bool *present) {
   bool has = false;
@@ -80,23 +111,37 @@ bool get_prop(napi_env env, napi_value obj, const char *name, napi_value *out, b
 bool set_prop(napi_env env, napi_value obj, const char *name, napi_value v) {
   return napi_set_named_property(env, obj, name, v) == napi_ok;
 }
-#define PROP_GETTER(fn, type, conv, desc)                                         \
-  bool fn(napi_env env, napi_value obj, const char *name, type *out, type dflt) { \
-    napi_value v; bool present;                                                   \
-    if (!get_prop(env, obj, name, &v, &present)) return false;                    \
-    if (!present) { *out = dflt; return true; }                                   \
-    if (!conv(env, v, out)) { throw_msg(env, "option %s: expected " desc, name); return false; } \
-    return true;                                                                  \
+#define PROP_GETTER(fn, type, conv, desc)                                                                              \
+  bool fn(napi_env env, napi_value obj, const char *name, type *out, type dflt) {                                      \
+    napi_value v;                                                                                                      \
+    bool present;                                                                                                      \
+    if (!get_prop(env, obj, name, &v, &present)) return false;                                                         \
+    if (!present) {                                                                                                    \
+      *out = dflt;                                                                                                     \
+      return true;                                                                                                     \
+    }                                                                                                                  \
+    if (!conv(env, v, out)) {                                                                                          \
+      throw_msg(env, "option %s: expected " desc, name);                                                               \
+      return false;                                                                                                    \
+    }                                                                                                                  \
+    return true;                                                                                                       \
   }
 PROP_GETTER(prop_u64, uint64_t, arg_u64, "a non-negative integer")
 PROP_GETTER(prop_u32, uint32_t, arg_u32, "a 32-bit unsigned integer")
 PROP_GETTER(prop_i32, int32_t, arg_i32, "a 32-bit integer")
 PROP_GETTER(prop_bool, bool, arg_bool, "a boolean")
 bool prop_str(napi_env env, napi_value obj, const char *name, char *buf, size_t len, const char *dflt) {
-  napi_value v; bool present;
+  napi_value v;
+  bool present;
   if (!get_prop(env, obj, name, &v, &present)) return false;
-  if (!present) { snprintf(buf, len, "%s", dflt ? dflt : ""); return true; }
-  if (!arg_str(env, v, buf, len)) { throw_msg(env, "option %s: expected a string shorter than %zu bytes", name, len); return false; }
+  if (!present) {
+    snprintf(buf, len, "%s", dflt ? dflt : "");
+    return true;
+  }
+  if (!arg_str(env, v, buf, len)) {
+    throw_msg(env, "option %s: expected a string shorter than %zu bytes", name, len);
+    return false;
+  }
   return true;
 }
 
@@ -106,8 +151,9 @@ void export_fn(napi_env env, napi_value exports, const char *name, napi_callback
   napi_set_named_property(env, exports, name, fn);
 }
 
-napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete,
-                     void *data, napi_async_work *work, napi_deferred *deferred, napi_callback progress, napi_finalize finalize) {
+napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute,
+                     napi_async_complete_callback complete, void *data, napi_async_work *work, napi_deferred *deferred,
+                     napi_callback progress, napi_finalize finalize) {
   napi_value promise, resource_name, res, progress_fn;
   NAPI_CALL(env, napi_create_promise(env, deferred, &promise));
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
@@ -123,9 +169,9 @@ napi_value start_job(napi_env env, const char *name, napi_async_execute_callback
 
 /* One random 128-bit tag per kind of handle. */
 static const napi_type_tag handle_tags[STOR_HANDLE_KINDS] = {
-  [STOR_HANDLE_BACKEND] = { 0x73746f7262646576ull, 0x9b1c54a0e2d34f11ull },
-  [STOR_HANDLE_BLK_DEVICE] = { 0x73746f72626c6b64ull, 0x4e7a2b90c1f86d23ull },
-  [STOR_HANDLE_CLIENT_QUEUE] = { 0x73746f72636c7471ull, 0x2d6f18b3a7e95c47ull },
+    [STOR_HANDLE_BACKEND] = {0x73746f7262646576ull, 0x9b1c54a0e2d34f11ull},
+    [STOR_HANDLE_BLK_DEVICE] = {0x73746f72626c6b64ull, 0x4e7a2b90c1f86d23ull},
+    [STOR_HANDLE_CLIENT_QUEUE] = {0x73746f72636c7471ull, 0x2d6f18b3a7e95c47ull},
 };
 
 napi_value make_handle(napi_env env, enum stor_handle_kind kind, void *data, napi_finalize finalize) {

@@ -7,23 +7,22 @@
 #include <string.h>
 #include <errno.h>
 
-#define NAPI_CALL(env, call)                                                   \
-  do {                                                                         \
-    if ((call) != napi_ok) {                                                   \
-      const napi_extended_error_info *ei_;                                     \
-      napi_get_last_error_info((env), &ei_);                                   \
-      bool pending_;                                                           \
-      napi_is_exception_pending((env), &pending_);                             \
-      if (!pending_)                                                           \
-        napi_throw_error((env), NULL, ei_ && ei_->error_message ? ei_->error_message : #call); \
-      return NULL;                                                             \
-    }                                                                          \
+#define NAPI_CALL(env, call)                                                                                           \
+  do {                                                                                                                 \
+    if ((call) != napi_ok) {                                                                                           \
+      const napi_extended_error_info *ei_;                                                                             \
+      napi_get_last_error_info((env), &ei_);                                                                           \
+      bool pending_;                                                                                                   \
+      napi_is_exception_pending((env), &pending_);                                                                     \
+      if (!pending_) napi_throw_error((env), NULL, ei_ && ei_->error_message ? ei_->error_message : #call);            \
+      return NULL;                                                                                                     \
+    }                                                                                                                  \
   } while (0)
 
-#define GET_ARGS(env, info, n)                                                 \
-  size_t argc = (n);                                                           \
-  napi_value argv[(n) > 0 ? (n) : 1];                                          \
-  napi_value this_arg;                                                         \
+#define GET_ARGS(env, info, n)                                                                                         \
+  size_t argc = (n);                                                                                                   \
+  napi_value argv[(n) > 0 ? (n) : 1];                                                                                  \
+  napi_value this_arg;                                                                                                 \
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL))
 
 /* Throws an Error whose message is "what: strerror(err)" and whose .errno is err. */
@@ -71,6 +70,7 @@ void *handle_arg(napi_env env, napi_value v, enum stor_handle_kind kind, const c
 /* Queues a long-running native job (execute runs on a libuv worker, complete on the JS thread) and
  * returns {promise, progress()}: progress is called with `data`, which lives until progress is
  * garbage-collected (then finalize frees it), so reading it after the job settled is safe. */
-napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete,
-                     void *data, napi_async_work *work, napi_deferred *deferred, napi_callback progress, napi_finalize finalize);
+napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute,
+                     napi_async_complete_callback complete, void *data, napi_async_work *work, napi_deferred *deferred,
+                     napi_callback progress, napi_finalize finalize);
 #endif

@@ -37,11 +37,17 @@ static napi_value js_unix_listen(napi_env env, napi_callback_info info) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    int e = errno; close(fd);
-    char what[160]; snprintf(what, sizeof what, "bind %s", sa.sun_path);
+    int e = errno;
+    close(fd);
+    char what[160];
+    snprintf(what, sizeof what, "bind %s", sa.sun_path);
     return throw_errno(env, what, e);
   }
-  if (listen(fd, backlog) < 0) { int e = errno; close(fd); return throw_errno(env, "listen", e); }
+  if (listen(fd, backlog) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "listen", e);
+  }
   return make_i32(env, fd);
 }
 
@@ -53,8 +59,10 @@ static napi_value js_unix_connect(napi_env env, napi_callback_info info) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    int e = errno; close(fd);
-    char what[160]; snprintf(what, sizeof what, "connect %s", sa.sun_path);
+    int e = errno;
+    close(fd);
+    char what[160];
+    snprintf(what, sizeof what, "connect %s", sa.sun_path);
     return throw_errno(env, what, e);
   }
   return make_i32(env, fd);
@@ -73,7 +81,10 @@ static napi_value js_accept(napi_env env, napi_callback_info info) {
   return make_i32(env, fd);
 }
 
-static void close_fds(int *fds, int n) { for (int i = 0; i < n; i++) if (fds[i] >= 0) close(fds[i]); }
+static void close_fds(int *fds, int n) {
+  for (int i = 0; i < n; i++)
+    if (fds[i] >= 0) close(fds[i]);
+}
 
 /* recvmsg(fd, maxLen) -> {data: Buffer, fds: number[]} | null when it would block.
  * data.length === 0 means the peer closed. Received fds are close-on-exec; the caller owns them.
@@ -81,33 +92,48 @@ static void close_fds(int *fds, int n) { for (int i = 0; i < n; i++) if (fds[i] 
  * attached to a message are never mistaken for a neighbour's. */
 static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
-  int32_t fd; uint32_t max;
+  int32_t fd;
+  uint32_t max;
   if (!arg_i32(env, argv[0], &fd) || !arg_u32(env, argv[1], &max) || max == 0 || max > (1u << 20))
     return throw_msg(env, "recvmsg(fd, maxLen): maxLen must be 1..1048576");
   void *data = malloc(max);
   if (!data) return throw_errno(env, "recvmsg", ENOMEM);
-  union { char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)]; struct cmsghdr align; } ctl;
-  struct iovec iov = { data, max };
-  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {data, max};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
   ssize_t n;
-  do n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+  do n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
   if (n < 0) {
-    int e = errno; free(data);
+    int e = errno;
+    free(data);
     if (e == EAGAIN || e == EWOULDBLOCK) return make_null(env);
     return throw_errno(env, "recvmsg", e);
   }
-  int fds[MAX_FDS_PER_MSG]; int nfds = 0;
+  int fds[MAX_FDS_PER_MSG];
+  int nfds = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
       int cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       for (int i = 0; i < cnt; i++) {
-        int f; memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-        if (nfds < MAX_FDS_PER_MSG) fds[nfds++] = f; else close(f);
+        int f;
+        memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+        if (nfds < MAX_FDS_PER_MSG)
+          fds[nfds++] = f;
+        else
+          close(f);
       }
     }
   }
   napi_value result, buf, arr;
-  if (napi_create_buffer_copy(env, n, data, NULL, &buf) != napi_ok) { free(data); close_fds(fds, nfds); return NULL; }
+  if (napi_create_buffer_copy(env, n, data, NULL, &buf) != napi_ok) {
+    free(data);
+    close_fds(fds, nfds);
+    return NULL;
+  }
   free(data);
   napi_create_object(env, &result);
   napi_create_array_with_length(env, nfds, &arr);
@@ -121,31 +147,42 @@ static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
 /* sendmsg(fd, buffer, fds?) -> bytes sent (-1 when it would block). */
 static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
-  int32_t fd; void *data; size_t len;
-  if (!arg_i32(env, argv[0], &fd) || !arg_buffer(env, argv[1], &data, &len)) return throw_msg(env, "sendmsg(fd, buffer, fds?)");
-  int fds[MAX_FDS_PER_MSG]; uint32_t nfds = 0;
+  int32_t fd;
+  void *data;
+  size_t len;
+  if (!arg_i32(env, argv[0], &fd) || !arg_buffer(env, argv[1], &data, &len))
+    return throw_msg(env, "sendmsg(fd, buffer, fds?)");
+  int fds[MAX_FDS_PER_MSG];
+  uint32_t nfds = 0;
   bool is_arr = false;
   if (argc > 2) napi_is_array(env, argv[2], &is_arr);
   if (is_arr) {
     napi_get_array_length(env, argv[2], &nfds);
     if (nfds > MAX_FDS_PER_MSG) return throw_msg(env, "sendmsg: at most %d fds", MAX_FDS_PER_MSG);
     for (uint32_t i = 0; i < nfds; i++) {
-      napi_value e; napi_get_element(env, argv[2], i, &e);
+      napi_value e;
+      napi_get_element(env, argv[2], i, &e);
       if (!arg_i32(env, e, &fds[i])) return throw_msg(env, "sendmsg: fds must be integers");
     }
   }
-  union { char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)]; struct cmsghdr align; } ctl;
-  struct iovec iov = { data, len };
-  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {data, len};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
   if (nfds) {
     mh.msg_control = ctl.buf;
     mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
     memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
   }
   ssize_t n;
-  do n = sendmsg(fd, &mh, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  do n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return make_i32(env, -1);
     return throw_errno(env, "sendmsg", errno);
@@ -159,9 +196,10 @@ static napi_value js_wait_readable(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
   int32_t fd, ms;
   if (!arg_i32(env, argv[0], &fd) || !arg_i32(env, argv[1], &ms)) return throw_msg(env, "waitReadable(fd, ms)");
-  struct pollfd p = { fd, POLLIN, 0 };
+  struct pollfd p = {fd, POLLIN, 0};
   int r;
-  do r = poll(&p, 1, ms); while (r < 0 && errno == EINTR);
+  do r = poll(&p, 1, ms);
+  while (r < 0 && errno == EINTR);
   if (r < 0) return throw_errno(env, "poll", errno);
   return make_bool(env, r > 0);
 }
@@ -176,17 +214,20 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 
 static napi_value js_set_nonblocking(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
-  int32_t fd; bool on;
+  int32_t fd;
+  bool on;
   if (!arg_i32(env, argv[0], &fd) || !arg_bool(env, argv[1], &on)) return throw_msg(env, "setNonBlocking(fd, on)");
   int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) < 0) return throw_errno(env, "fcntl", errno);
+  if (fl < 0 || fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) < 0)
+    return throw_errno(env, "fcntl", errno);
   return make_undefined(env);
 }
 
 /* eventfd(initval, nonblocking) -> fd */
 static napi_value js_eventfd(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
-  uint32_t init = 0; bool nb = true;
+  uint32_t init = 0;
+  bool nb = true;
   if (argc > 0) arg_u32(env, argv[0], &init);
   if (argc > 1) arg_bool(env, argv[1], &nb);
   int fd = eventfd(init, EFD_CLOEXEC | (nb ? EFD_NONBLOCK : 0));
@@ -196,7 +237,8 @@ static napi_value js_eventfd(napi_env env, napi_callback_info info) {
 
 static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
-  int32_t fd; uint64_t v = 1;
+  int32_t fd;
+  uint64_t v = 1;
   if (!arg_i32(env, argv[0], &fd)) return throw_msg(env, "eventfdWrite(fd, value)");
   if (argc > 1) arg_u64(env, argv[1], &v);
   if (write(fd, &v, 8) != 8 && errno != EAGAIN) return throw_errno(env, "eventfd write", errno);
@@ -206,7 +248,8 @@ static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
 /* eventfdRead(fd) -> counter value (0 if it would block). */
 static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  int32_t fd; uint64_t v = 0;
+  int32_t fd;
+  uint64_t v = 0;
   if (!arg_i32(env, argv[0], &fd)) return throw_msg(env, "eventfdRead(fd)");
   if (read(fd, &v, 8) != 8) {
     if (errno == EAGAIN) return make_f64(env, 0);
@@ -218,11 +261,17 @@ static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
 /* memfdCreate(name, size) -> fd, sized with ftruncate; sparse until written. */
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
-  char name[64]; uint64_t size;
-  if (!arg_str(env, argv[0], name, sizeof name) || !arg_u64(env, argv[1], &size)) return throw_msg(env, "memfdCreate(name, size)");
+  char name[64];
+  uint64_t size;
+  if (!arg_str(env, argv[0], name, sizeof name) || !arg_u64(env, argv[1], &size))
+    return throw_msg(env, "memfdCreate(name, size)");
   int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return throw_errno(env, "memfd_create", errno);
-  if (ftruncate(fd, (off_t)size) < 0) { int e = errno; close(fd); return throw_errno(env, "ftruncate", e); }
+  if (ftruncate(fd, (off_t)size) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "ftruncate", e);
+  }
   return make_i32(env, fd);
 }
 
@@ -231,8 +280,10 @@ static void unmap_finalizer(napi_env env, void *data, void *hint) { munmap(data,
 /* mmapShared(fd, size, offset) -> Buffer over a MAP_SHARED mapping, unmapped when collected. */
 static napi_value js_mmap_shared(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
-  int32_t fd; uint64_t size, off = 0;
-  if (!arg_i32(env, argv[0], &fd) || !arg_u64(env, argv[1], &size) || size == 0) return throw_msg(env, "mmapShared(fd, size, offset)");
+  int32_t fd;
+  uint64_t size, off = 0;
+  if (!arg_i32(env, argv[0], &fd) || !arg_u64(env, argv[1], &size) || size == 0)
+    return throw_msg(env, "mmapShared(fd, size, offset)");
   if (argc > 2) arg_u64(env, argv[2], &off);
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off);
   if (p == MAP_FAILED) return throw_errno(env, "mmap", errno);
@@ -247,7 +298,8 @@ static napi_value js_mmap_shared(napi_env env, napi_callback_info info) {
 /* bufferAddress(buf) -> BigInt virtual address of buf's first byte (a front-end's "user address"). */
 static napi_value js_buffer_address(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  void *data; size_t len;
+  void *data;
+  size_t len;
   if (!arg_buffer(env, argv[0], &data, &len)) return throw_msg(env, "bufferAddress(buffer)");
   return make_u64(env, (uint64_t)(uintptr_t)data);
 }
@@ -255,7 +307,8 @@ static napi_value js_buffer_address(napi_env env, napi_callback_info info) {
 /* fstatSize(fd) -> size in bytes (regular files and memfds). */
 static napi_value js_fstat_size(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  int32_t fd; struct stat st;
+  int32_t fd;
+  struct stat st;
   if (!arg_i32(env, argv[0], &fd)) return throw_msg(env, "fstatSize(fd)");
   if (fstat(fd, &st) < 0) return throw_errno(env, "fstat", errno);
   return make_f64(env, (double)st.st_size);
@@ -301,7 +354,9 @@ static void watch_stop(fd_watch *w) {
 }
 
 static napi_value js_watch_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 0; napi_value self; void *data;
+  size_t argc = 0;
+  napi_value self;
+  void *data;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, NULL, &self, &data));
   fd_watch *w;
   if (napi_unwrap(env, self, (void **)&w) == napi_ok && w) {
@@ -313,13 +368,17 @@ static napi_value js_watch_stop(napi_env env, napi_callback_info info) {
 
 /* ref(on): whether the watch keeps the event loop alive (uv_ref / uv_unref). */
 static napi_value js_watch_ref(napi_env env, napi_callback_info info) {
-  size_t argc = 1; napi_value argv[1], self;
+  size_t argc = 1;
+  napi_value argv[1], self;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
   bool on = true;
   if (argc > 0) arg_bool(env, argv[0], &on);
   fd_watch *w;
   if (napi_unwrap(env, self, (void **)&w) == napi_ok && w && !w->closed) {
-    if (on) uv_ref((uv_handle_t *)&w->poll); else uv_unref((uv_handle_t *)&w->poll);
+    if (on)
+      uv_ref((uv_handle_t *)&w->poll);
+    else
+      uv_unref((uv_handle_t *)&w->poll);
   }
   return make_undefined(env);
 }
@@ -333,7 +392,8 @@ static void watch_finalize(napi_env env, void *data, void *hint) {
  * until stopped. */
 static napi_value js_watch_fd(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 4);
-  int32_t fd; bool rd, wr;
+  int32_t fd;
+  bool rd, wr;
   if (!arg_i32(env, argv[0], &fd) || !arg_bool(env, argv[1], &rd) || !arg_bool(env, argv[2], &wr))
     return throw_msg(env, "watchFd(fd, readable, writable, cb)");
   uv_loop_t *loop;
@@ -342,11 +402,17 @@ static napi_value js_watch_fd(napi_env env, napi_callback_info info) {
   if (!w) return throw_errno(env, "watchFd", ENOMEM);
   w->env = env;
   int r = uv_poll_init(loop, &w->poll, fd);
-  if (r < 0) { free(w); return throw_msg(env, "watchFd: %s", uv_strerror(r)); }
+  if (r < 0) {
+    free(w);
+    return throw_msg(env, "watchFd: %s", uv_strerror(r));
+  }
   w->poll.data = w;
   NAPI_CALL(env, napi_create_reference(env, argv[3], 1, &w->callback));
   r = uv_poll_start(&w->poll, (rd ? UV_READABLE : 0) | (wr ? UV_WRITABLE : 0) | UV_DISCONNECT, watch_cb);
-  if (r < 0) { watch_stop(w); return throw_msg(env, "watchFd: %s", uv_strerror(r)); }
+  if (r < 0) {
+    watch_stop(w);
+    return throw_msg(env, "watchFd: %s", uv_strerror(r));
+  }
   napi_value obj, stop;
   napi_create_object(env, &obj);
   napi_create_function(env, "stop", NAPI_AUTO_LENGTH, js_watch_stop, NULL, &stop);

@@ -22,7 +22,10 @@ static void hlog(const struct virtio_blk_handler *h, const char *fmt, ...) {
 
 static void count_status(const struct virtio_blk_handler *h, uint8_t status) {
   if (!h->stats || status == VIRTIO_BLK_S_OK) return;
-  if (status == VIRTIO_BLK_S_UNSUPP) h->stats->unsupported++; else h->stats->errors++;
+  if (status == VIRTIO_BLK_S_UNSUPP)
+    h->stats->unsupported++;
+  else
+    h->stats->errors++;
 }
 
 static enum virtio_blk_process_result finish(struct virtio_blk_req *vr, uint8_t status) {
@@ -41,7 +44,7 @@ static const char *op_name(uint8_t op) {
 }
 
 static void on_backend_complete(struct stor_req *r) {
-  struct virtio_blk_req *vr = (struct virtio_blk_req *)r;   /* req is the first member */
+  struct virtio_blk_req *vr = (struct virtio_blk_req *)r; /* req is the first member */
   if (r->result < 0) {
     hlog(vr->h, "backend %s at offset %llu length %llu failed: %s", op_name(r->op), (unsigned long long)r->offset,
          (unsigned long long)r->length, strerror(-r->result));
@@ -81,7 +84,10 @@ enum virtio_blk_process_result virtio_blk_process(const struct virtio_blk_handle
   int n_in_data = n_in;
   size_t in_data_len = in_len - 1;
   struct iovec saved_last = *last;
-  if (last->iov_len == 1) n_in_data--; else last->iov_len--;
+  if (last->iov_len == 1)
+    n_in_data--;
+  else
+    last->iov_len--;
 
   struct virtio_blk_outhdr hdr;
   if (out_len < sizeof hdr || iov_to_buf(out, n_out, 0, &hdr, sizeof hdr) != sizeof hdr) {
@@ -123,18 +129,29 @@ enum virtio_blk_process_result virtio_blk_process(const struct virtio_blk_handle
     r->offset = hdr.sector * SECTOR;
     r->length = len;
     if (is_read) {
-      r->iov = in; r->niov = n_in_data;
+      r->iov = in;
+      r->niov = n_in_data;
       vr->used_len = (uint32_t)len + 1;
-      if (st) { st->reads++; st->bytes_read += len; }
+      if (st) {
+        st->reads++;
+        st->bytes_read += len;
+      }
     } else {
       /* skip the header bytes at the front of the readable iovecs */
       size_t skip = sizeof hdr;
       int first = 0;
-      while (first < n_out && skip >= out[first].iov_len) { skip -= out[first].iov_len; first++; }
+      while (first < n_out && skip >= out[first].iov_len) {
+        skip -= out[first].iov_len;
+        first++;
+      }
       out[first].iov_base = (char *)out[first].iov_base + skip;
       out[first].iov_len -= skip;
-      r->iov = out + first; r->niov = n_out - first;
-      if (st) { st->writes++; st->bytes_written += len; }
+      r->iov = out + first;
+      r->niov = n_out - first;
+      if (st) {
+        st->writes++;
+        st->bytes_written += len;
+      }
     }
     return VIRTIO_BLK_REQ_SUBMIT;
   }
@@ -167,19 +184,25 @@ enum virtio_blk_process_result virtio_blk_process(const struct virtio_blk_handle
         (!discard && (seg.flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))) {
       hlog(h, "%s of sector %llu count %u refused (%s)", discard ? "discard" : "write-zeroes",
            (unsigned long long)seg.sector, seg.num_sectors,
-           h->readonly ? "read-only" : !in_range ? "past the end" : seg.num_sectors > max ? "too large" : "bad flags");
+           h->readonly             ? "read-only"
+           : !in_range             ? "past the end"
+           : seg.num_sectors > max ? "too large"
+                                   : "bad flags");
       return finish(vr, VIRTIO_BLK_S_IOERR);
     }
     if (len == 0) return finish(vr, VIRTIO_BLK_S_OK);
-    if (st) { if (discard) st->discards++; else st->write_zeroes++; }
+    if (st) {
+      if (discard)
+        st->discards++;
+      else
+        st->write_zeroes++;
+    }
     r->op = discard ? STOR_OP_DISCARD : STOR_OP_WRITE_ZEROES;
     r->flags = (!discard && (seg.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)) ? STOR_REQ_F_UNMAP : 0;
     r->offset = seg.sector * SECTOR;
     r->length = len;
     return VIRTIO_BLK_REQ_SUBMIT;
   }
-  default:
-    hlog(h, "unsupported request type %u", hdr.type);
-    return finish(vr, VIRTIO_BLK_S_UNSUPP);
+  default: hlog(h, "unsupported request type %u", hdr.type); return finish(vr, VIRTIO_BLK_S_UNSUPP);
   }
 }

@@ -12,45 +12,62 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define VIRTIO_BLK_T_IN 0
-#define VIRTIO_BLK_T_OUT 1
-#define VIRTIO_BLK_T_FLUSH 4
-#define VIRTIO_BLK_T_GET_ID 8
-#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_IN           0
+#define VIRTIO_BLK_T_OUT          1
+#define VIRTIO_BLK_T_FLUSH        4
+#define VIRTIO_BLK_T_GET_ID       8
+#define VIRTIO_BLK_T_DISCARD      11
 #define VIRTIO_BLK_T_WRITE_ZEROES 13
 
-#define VIRTIO_BLK_S_OK 0
-#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_OK     0
+#define VIRTIO_BLK_S_IOERR  1
 #define VIRTIO_BLK_S_UNSUPP 2
 
-#define VIRTIO_BLK_ID_BYTES 20
+#define VIRTIO_BLK_ID_BYTES                20
 #define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1
 
-struct virtio_blk_outhdr { uint32_t type; uint32_t ioprio; uint64_t sector; };
-struct virtio_blk_discard_write_zeroes { uint64_t sector; uint32_t num_sectors; uint32_t flags; };
+struct virtio_blk_outhdr {
+  uint32_t type;
+  uint32_t ioprio;
+  uint64_t sector;
+};
+struct virtio_blk_discard_write_zeroes {
+  uint64_t sector;
+  uint32_t num_sectors;
+  uint32_t flags;
+};
 
 #define VIRTIO_RING_F_INDIRECT_DESC 28
-#define VIRTIO_RING_F_EVENT_IDX 29
+#define VIRTIO_RING_F_EVENT_IDX     29
 
 /* virtio-blk feature bits (5.2.3) */
-#define VIRTIO_BLK_F_SIZE_MAX 1
-#define VIRTIO_BLK_F_SEG_MAX 2
-#define VIRTIO_BLK_F_RO 5
-#define VIRTIO_BLK_F_BLK_SIZE 6
-#define VIRTIO_BLK_F_FLUSH 9
-#define VIRTIO_BLK_F_TOPOLOGY 10
-#define VIRTIO_BLK_F_MQ 12
-#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_SIZE_MAX     1
+#define VIRTIO_BLK_F_SEG_MAX      2
+#define VIRTIO_BLK_F_RO           5
+#define VIRTIO_BLK_F_BLK_SIZE     6
+#define VIRTIO_BLK_F_FLUSH        9
+#define VIRTIO_BLK_F_TOPOLOGY     10
+#define VIRTIO_BLK_F_MQ           12
+#define VIRTIO_BLK_F_DISCARD      13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
 
 /* The device configuration layout (5.2.4), little-endian; fields are valid only with their feature. */
 struct virtio_blk_config {
-  uint64_t capacity;                /* in 512-byte sectors */
+  uint64_t capacity; /* in 512-byte sectors */
   uint32_t size_max;
   uint32_t seg_max;
-  struct { uint16_t cylinders; uint8_t heads; uint8_t sectors; } geometry;
+  struct {
+    uint16_t cylinders;
+    uint8_t heads;
+    uint8_t sectors;
+  } geometry;
   uint32_t blk_size;
-  struct { uint8_t physical_block_exp; uint8_t alignment_offset; uint16_t min_io_size; uint32_t opt_io_size; } topology;
+  struct {
+    uint8_t physical_block_exp;
+    uint8_t alignment_offset;
+    uint16_t min_io_size;
+    uint32_t opt_io_size;
+  } topology;
   uint8_t writeback;
   uint8_t unused0;
   uint16_t num_queues;
@@ -71,12 +88,12 @@ struct virtio_blk_stats {
 };
 
 struct virtio_blk_handler {
-  struct stor_backend *be;          /* capacity comes from its properties */
-  uint32_t block_size;              /* logical block size offered in the config space */
+  struct stor_backend *be; /* capacity comes from its properties */
+  uint32_t block_size;     /* logical block size offered in the config space */
   bool readonly;
   char serial[VIRTIO_BLK_ID_BYTES]; /* GET_ID; not NUL-terminated when 20 bytes long */
   uint32_t max_discard_sectors, max_write_zeroes_sectors;
-  struct virtio_blk_stats *stats;   /* may be NULL */
+  struct virtio_blk_stats *stats; /* may be NULL */
   /* Why a request failed (the driver's fault or the backend's); the transport rate-limits. */
   void (*log)(void *ctx, const char *msg);
   void *log_ctx;
@@ -90,17 +107,17 @@ struct virtio_blk_req;
 typedef void (*virtio_blk_done_fn)(struct virtio_blk_req *vr, uint8_t status, uint32_t used_len);
 
 struct virtio_blk_req {
-  struct stor_req req;              /* first: the backend's completion finds the request */
+  struct stor_req req; /* first: the backend's completion finds the request */
   const struct virtio_blk_handler *h;
   virtio_blk_done_fn done;
-  uint16_t head;                    /* the chain's head descriptor (set by the transport; for logs) */
-  uint8_t *status;                  /* the status byte in driver memory, NULL when the chain has none */
+  uint16_t head;   /* the chain's head descriptor (set by the transport; for logs) */
+  uint8_t *status; /* the status byte in driver memory, NULL when the chain has none */
   uint32_t used_len;
 };
 
 enum virtio_blk_process_result {
-  VIRTIO_BLK_REQ_DONE = 0,          /* finished; done() has been called */
-  VIRTIO_BLK_REQ_SUBMIT = 1,        /* vr->req is ready: the caller submits it (and handles BUSY) */
+  VIRTIO_BLK_REQ_DONE = 0,   /* finished; done() has been called */
+  VIRTIO_BLK_REQ_SUBMIT = 1, /* vr->req is ready: the caller submits it (and handles BUSY) */
 };
 
 /* Handles one chain: iov[0..n_out) device-readable, iov[n_out..n_out+n_in) device-writable, with

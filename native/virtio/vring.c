@@ -10,9 +10,13 @@ static bool add_overflows(uint64_t a, uint64_t b) { return a + b < a; }
 
 int mem_add_region(struct mem_table *t, uint64_t gpa, uint64_t size, uint64_t uva, uint64_t mmap_offset, int fd,
                    char *err, size_t errlen) {
-  if (t->n >= MEM_MAX_REGIONS) { snprintf(err, errlen, "more than %d memory regions", MEM_MAX_REGIONS); return -ENOSPC; }
+  if (t->n >= MEM_MAX_REGIONS) {
+    snprintf(err, errlen, "more than %d memory regions", MEM_MAX_REGIONS);
+    return -ENOSPC;
+  }
   if (size == 0 || add_overflows(gpa, size) || add_overflows(uva, size) || add_overflows(mmap_offset, size)) {
-    snprintf(err, errlen, "memory region gpa 0x%llx size 0x%llx wraps around", (unsigned long long)gpa, (unsigned long long)size);
+    snprintf(err, errlen, "memory region gpa 0x%llx size 0x%llx wraps around", (unsigned long long)gpa,
+             (unsigned long long)size);
     return -EINVAL;
   }
   for (int i = 0; i < t->n; i++) {
@@ -24,7 +28,11 @@ int mem_add_region(struct mem_table *t, uint64_t gpa, uint64_t size, uint64_t uv
     }
   }
   struct stat st;
-  if (fstat(fd, &st) < 0) { int e = errno; snprintf(err, errlen, "memory region fd: %s", strerror(e)); return -e; }
+  if (fstat(fd, &st) < 0) {
+    int e = errno;
+    snprintf(err, errlen, "memory region fd: %s", strerror(e));
+    return -e;
+  }
   /* Touching a mapping beyond the end of its file raises SIGBUS: refuse such regions up front. */
   if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < mmap_offset + size) {
     snprintf(err, errlen, "memory region (offset 0x%llx size 0x%llx) extends beyond its fd (size 0x%llx)",
@@ -42,8 +50,14 @@ int mem_add_region(struct mem_table *t, uint64_t gpa, uint64_t size, uint64_t uv
     return -e;
   }
   struct mem_region *r = &t->r[t->n++];
-  r->gpa = gpa; r->size = size; r->uva = uva; r->mmap_offset = mmap_offset;
-  r->map_base = p; r->map_len = map_len; r->host = (uint8_t *)p + (mmap_offset - aligned); r->fd = fd;
+  r->gpa = gpa;
+  r->size = size;
+  r->uva = uva;
+  r->mmap_offset = mmap_offset;
+  r->map_base = p;
+  r->map_len = map_len;
+  r->host = (uint8_t *)p + (mmap_offset - aligned);
+  r->fd = fd;
   return 0;
 }
 
@@ -91,7 +105,10 @@ int mem_gpa_to_iov(const struct mem_table *t, uint64_t gpa, uint64_t len, struct
     const struct mem_region *hit = NULL;
     for (int i = 0; i < t->n; i++) {
       const struct mem_region *r = &t->r[i];
-      if (gpa >= r->gpa && gpa - r->gpa < r->size) { hit = r; break; }
+      if (gpa >= r->gpa && gpa - r->gpa < r->size) {
+        hit = r;
+        break;
+      }
     }
     if (!hit) return -EFAULT;
     if (n >= max_iov) return -E2BIG;
@@ -101,14 +118,16 @@ int mem_gpa_to_iov(const struct mem_table *t, uint64_t gpa, uint64_t len, struct
     iov[n].iov_base = hit->host + off;
     iov[n].iov_len = (size_t)take;
     n++;
-    gpa += take; len -= take;
+    gpa += take;
+    len -= take;
   }
   return n;
 }
 
 int vring_translate(const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva, uint64_t used_uva,
-                    struct vring_desc **desc, struct vring_avail **avail, struct vring_used **used, char *err, size_t errlen) {
-  if (num == 0) num = 1;   /* size not known yet: at least one entry must fit */
+                    struct vring_desc **desc, struct vring_avail **avail, struct vring_used **used, char *err,
+                    size_t errlen) {
+  if (num == 0) num = 1; /* size not known yet: at least one entry must fit */
   *desc = mem_uva_to_host(t, desc_uva, 16ull * num);
   *avail = mem_uva_to_host(t, avail_uva, 6 + 2ull * num);
   *used = mem_uva_to_host(t, used_uva, 6 + 8ull * num);
@@ -124,7 +143,10 @@ int vring_translate(const struct mem_table *t, uint16_t num, uint64_t desc_uva, 
 int vring_setup(struct vring *vr, const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva,
                 uint64_t used_uva, uint16_t base, bool event_idx, char *err, size_t errlen) {
   memset(vr, 0, sizeof *vr);
-  if (num == 0 || (num & (num - 1)) || num > 32768) { snprintf(err, errlen, "queue size %u is not a power of 2 up to 32768", num); return -EINVAL; }
+  if (num == 0 || (num & (num - 1)) || num > 32768) {
+    snprintf(err, errlen, "queue size %u is not a power of 2 up to 32768", num);
+    return -EINVAL;
+  }
   vr->num = num;
   int r = vring_translate(t, num, desc_uva, avail_uva, used_uva, &vr->desc, &vr->avail, &vr->used, err, errlen);
   if (r < 0) return r;
@@ -143,7 +165,10 @@ int vring_setup(struct vring *vr, const struct mem_table *t, uint16_t num, uint6
 static int chain_add(const struct mem_table *t, struct vring_chain *c, const struct vring_desc *d, struct iovec *iov,
                      int max_iov, char *err, size_t errlen) {
   bool writable = d->flags & VRING_DESC_F_WRITE;
-  if (!writable && c->n_in) { snprintf(err, errlen, "readable descriptor after a writable one"); return -EINVAL; }
+  if (!writable && c->n_in) {
+    snprintf(err, errlen, "readable descriptor after a writable one");
+    return -EINVAL;
+  }
   if (d->len == 0) return 0;
   int used = c->n_out + c->n_in;
   int n = mem_gpa_to_iov(t, d->addr, d->len, iov + used, max_iov - used);
@@ -151,8 +176,17 @@ static int chain_add(const struct mem_table *t, struct vring_chain *c, const str
     snprintf(err, errlen, "buffer 0x%llx+%u outside guest memory", (unsigned long long)d->addr, d->len);
     return n;
   }
-  if (n < 0) { snprintf(err, errlen, "chain has more than %d segments", max_iov); return n; }
-  if (writable) { c->n_in += n; c->in_len += d->len; } else { c->n_out += n; c->out_len += d->len; }
+  if (n < 0) {
+    snprintf(err, errlen, "chain has more than %d segments", max_iov);
+    return n;
+  }
+  if (writable) {
+    c->n_in += n;
+    c->in_len += d->len;
+  } else {
+    c->n_out += n;
+    c->out_len += d->len;
+  }
   return 0;
 }
 
@@ -166,7 +200,10 @@ int vring_pop(struct vring *vr, const struct mem_table *t, struct vring_chain *c
     return VRING_BROKEN;
   }
   uint16_t head = __atomic_load_n(&vr->avail->ring[vr->last_avail_idx % vr->num], __ATOMIC_RELAXED);
-  if (head >= vr->num) { snprintf(err, errlen, "avail ring names head %u, queue size is %u", head, vr->num); return VRING_BROKEN; }
+  if (head >= vr->num) {
+    snprintf(err, errlen, "avail ring names head %u, queue size is %u", head, vr->num);
+    return VRING_BROKEN;
+  }
   return vring_pop_head(vr, t, head, c, iov, max_iov, err, errlen);
 }
 
@@ -179,25 +216,50 @@ int vring_pop_head(struct vring *vr, const struct mem_table *t, uint16_t head, s
   const struct vring_desc *table = vr->desc;
   uint32_t table_len = vr->num;
   uint32_t i = head;
-  uint32_t visited = 0;      /* bounds the walk: a loop can never exceed the table length */
+  uint32_t visited = 0; /* bounds the walk: a loop can never exceed the table length */
   bool indirect = false;
   for (;;) {
-    struct vring_desc d = table[i];   /* one copy: the driver may change it under us */
-    if (++visited > table_len) { snprintf(err, errlen, "descriptor chain loops or exceeds %u entries", table_len); return VRING_BAD_CHAIN; }
+    struct vring_desc d = table[i]; /* one copy: the driver may change it under us */
+    if (++visited > table_len) {
+      snprintf(err, errlen, "descriptor chain loops or exceeds %u entries", table_len);
+      return VRING_BAD_CHAIN;
+    }
     if (d.flags & VRING_DESC_F_INDIRECT) {
-      if (indirect) { snprintf(err, errlen, "nested indirect descriptor table"); return VRING_BAD_CHAIN; }
-      if (d.flags & VRING_DESC_F_NEXT) { snprintf(err, errlen, "indirect descriptor with NEXT set"); return VRING_BAD_CHAIN; }
-      if (d.len == 0 || d.len % 16 || d.len / 16 > 32768) { snprintf(err, errlen, "indirect table length %u is invalid", d.len); return VRING_BAD_CHAIN; }
+      if (indirect) {
+        snprintf(err, errlen, "nested indirect descriptor table");
+        return VRING_BAD_CHAIN;
+      }
+      if (d.flags & VRING_DESC_F_NEXT) {
+        snprintf(err, errlen, "indirect descriptor with NEXT set");
+        return VRING_BAD_CHAIN;
+      }
+      if (d.len == 0 || d.len % 16 || d.len / 16 > 32768) {
+        snprintf(err, errlen, "indirect table length %u is invalid", d.len);
+        return VRING_BAD_CHAIN;
+      }
       const struct vring_desc *it = mem_gpa_to_host(t, d.addr, d.len);
-      if (!it || ((uintptr_t)it & 7)) { snprintf(err, errlen, "indirect table 0x%llx+%u outside guest memory", (unsigned long long)d.addr, d.len); return VRING_BAD_CHAIN; }
-      if (visited != 1) { snprintf(err, errlen, "indirect descriptor is not the only one in its chain"); return VRING_BAD_CHAIN; }
-      table = it; table_len = d.len / 16; i = 0; visited = 0; indirect = true;
+      if (!it || ((uintptr_t)it & 7)) {
+        snprintf(err, errlen, "indirect table 0x%llx+%u outside guest memory", (unsigned long long)d.addr, d.len);
+        return VRING_BAD_CHAIN;
+      }
+      if (visited != 1) {
+        snprintf(err, errlen, "indirect descriptor is not the only one in its chain");
+        return VRING_BAD_CHAIN;
+      }
+      table = it;
+      table_len = d.len / 16;
+      i = 0;
+      visited = 0;
+      indirect = true;
       continue;
     }
     int r = chain_add(t, c, &d, iov, max_iov, err, errlen);
     if (r < 0) return VRING_BAD_CHAIN;
     if (!(d.flags & VRING_DESC_F_NEXT)) break;
-    if (d.next >= table_len) { snprintf(err, errlen, "descriptor next %u is beyond the table (%u)", d.next, table_len); return VRING_BAD_CHAIN; }
+    if (d.next >= table_len) {
+      snprintf(err, errlen, "descriptor next %u is beyond the table (%u)", d.next, table_len);
+      return VRING_BAD_CHAIN;
+    }
     i = d.next;
   }
   return VRING_POPPED;
@@ -238,6 +300,7 @@ bool vring_enable_kicks(struct vring *vr) {
 }
 
 void vring_disable_kicks(struct vring *vr) {
-  if (!vr->event_idx) __atomic_store_n(&vr->used->flags, (uint16_t)(vr->used->flags | VRING_USED_F_NO_NOTIFY), __ATOMIC_RELAXED);
+  if (!vr->event_idx)
+    __atomic_store_n(&vr->used->flags, (uint16_t)(vr->used->flags | VRING_USED_F_NO_NOTIFY), __ATOMIC_RELAXED);
   /* With EVENT_IDX a stale avail_event already suppresses kicks until the index wraps. */
 }

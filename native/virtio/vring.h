@@ -7,26 +7,42 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define VRING_DESC_F_NEXT 1
-#define VRING_DESC_F_WRITE 2
-#define VRING_DESC_F_INDIRECT 4
-#define VRING_USED_F_NO_NOTIFY 1
+#define VRING_DESC_F_NEXT          1
+#define VRING_DESC_F_WRITE         2
+#define VRING_DESC_F_INDIRECT      4
+#define VRING_USED_F_NO_NOTIFY     1
 #define VRING_AVAIL_F_NO_INTERRUPT 1
 
-struct vring_desc { uint64_t addr; uint32_t len; uint16_t flags; uint16_t next; };
-struct vring_avail { uint16_t flags; uint16_t idx; uint16_t ring[]; };
-struct vring_used_elem { uint32_t id; uint32_t len; };
-struct vring_used { uint16_t flags; uint16_t idx; struct vring_used_elem ring[]; };
+struct vring_desc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+struct vring_avail {
+  uint16_t flags;
+  uint16_t idx;
+  uint16_t ring[];
+};
+struct vring_used_elem {
+  uint32_t id;
+  uint32_t len;
+};
+struct vring_used {
+  uint16_t flags;
+  uint16_t idx;
+  struct vring_used_elem ring[];
+};
 
 #define MEM_MAX_REGIONS 64
 
 struct mem_region {
-  uint64_t gpa;        /* guest physical address (what descriptors carry) */
+  uint64_t gpa; /* guest physical address (what descriptors carry) */
   uint64_t size;
-  uint64_t uva;        /* the front-end's own virtual address (what ring addresses carry) */
+  uint64_t uva; /* the front-end's own virtual address (what ring addresses carry) */
   uint64_t mmap_offset;
-  uint8_t *host;       /* our mapping of gpa */
-  void *map_base;      /* what mmap returned (host - mmap_offset) */
+  uint8_t *host;  /* our mapping of gpa */
+  void *map_base; /* what mmap returned (host - mmap_offset) */
   size_t map_len;
   int fd;
 };
@@ -56,10 +72,10 @@ struct vring {
   struct vring_desc *desc;
   struct vring_avail *avail;
   struct vring_used *used;
-  uint16_t last_avail_idx;  /* next avail entry to pop */
-  uint16_t used_idx;        /* next used entry to fill (published on flush) */
-  uint16_t published_used;  /* used->idx as last written */
-  uint16_t signalled_used;  /* used idx at the last call */
+  uint16_t last_avail_idx; /* next avail entry to pop */
+  uint16_t used_idx;       /* next used entry to fill (published on flush) */
+  uint16_t published_used; /* used->idx as last written */
+  uint16_t signalled_used; /* used idx at the last call */
   bool signalled_valid;
   bool event_idx;
 };
@@ -67,7 +83,7 @@ struct vring {
 /* A popped chain, split by direction: out = device-readable, in = device-writable. */
 struct vring_chain {
   uint16_t head;
-  int n_out, n_in;        /* iov[0..n_out) readable, iov[n_out..n_out+n_in) writable */
+  int n_out, n_in; /* iov[0..n_out) readable, iov[n_out..n_out+n_in) writable */
   uint64_t out_len, in_len;
 };
 
@@ -84,7 +100,8 @@ enum vring_pop_result {
 /* Translates the three ring addresses (front-end virtual addresses) for a ring of num entries (0: not
  * known yet, checked for one entry); -EFAULT with the bad ones named when any is outside the table. */
 int vring_translate(const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva, uint64_t used_uva,
-                    struct vring_desc **desc, struct vring_avail **avail, struct vring_used **used, char *err, size_t errlen);
+                    struct vring_desc **desc, struct vring_avail **avail, struct vring_used **used, char *err,
+                    size_t errlen);
 int vring_setup(struct vring *vr, const struct mem_table *t, uint16_t num, uint64_t desc_uva, uint64_t avail_uva,
                 uint64_t used_uva, uint16_t base, bool event_idx, char *err, size_t errlen);
 /* How many entries the driver has made available and we have not popped (0 if none). */

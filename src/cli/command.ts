@@ -8,7 +8,9 @@ import { translateParseError } from './parse-errors.js';
 export abstract class StorCommand extends Command {
   static override enableJsonFlag = true;
 
-  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number }; parse?: unknown }): Promise<void> {
+  protected override async catch(
+    err: Error & { exitCode?: number; oclif?: { exit?: number }; parse?: unknown },
+  ): Promise<void> {
     let code: number = EXIT.RUNTIME;
     let message = err.message ?? String(err);
     let hint: string | undefined;
@@ -25,7 +27,7 @@ export abstract class StorCommand extends Command {
     } else if (err instanceof Errors.ExitError) {
       process.exitCode = err.oclif.exit;
       return;
-    } else if (err.parse !== undefined || err instanceof Errors.CLIError && (err.oclif?.exit === 2)) {
+    } else if (err.parse !== undefined || (err instanceof Errors.CLIError && err.oclif?.exit === 2)) {
       // oclif's flag/argument errors, in stor's own format
       code = EXIT.USAGE;
       const ctor = this.ctor as unknown as { flags?: Record<string, object>; args?: Record<string, object> };
@@ -33,7 +35,12 @@ export abstract class StorCommand extends Command {
     }
     process.exitCode = code;
     if (this.jsonEnabled()) {
-      process.stdout.write(JSON.stringify({ error: { code, message, ...(hint ? { hint } : {}) }, ...(details ? { result: details } : {}) }) + '\n');
+      process.stdout.write(
+        JSON.stringify({
+          error: { code, message, ...(hint ? { hint } : {}) },
+          ...(details ? { result: details } : {}),
+        }) + '\n',
+      );
     } else {
       process.stderr.write(`stor: ${message}\n${hint ? `  ${hint}\n` : ''}`);
       if (process.env.STOR_DEBUG && err.stack) process.stderr.write(err.stack + '\n');

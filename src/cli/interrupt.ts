@@ -24,16 +24,26 @@ export interface InterruptOptions {
 }
 
 /** 128 + the signal's number: the status a shell reports for a process the signal ended. */
-export function signalExitCode(sig: InterruptSignal): number { return 128 + constants.signals[sig]; }
+export function signalExitCode(sig: InterruptSignal): number {
+  return 128 + constants.signals[sig];
+}
 
 function say(fd: number, text: string): void {
-  try { writeSync(fd, text); } catch { /* the terminal or pipe is gone (SIGHUP): nothing to tell */ }
+  try {
+    writeSync(fd, text);
+  } catch {
+    /* the terminal or pipe is gone (SIGHUP): nothing to tell */
+  }
 }
 
 function endBy(sig: InterruptSignal): void {
   // With no listener left, Node restores the default action and the signal ends the process.
   for (const s of INTERRUPT_SIGNALS) process.removeAllListeners(s);
-  try { process.kill(process.pid, sig); } catch { /* fall through */ }
+  try {
+    process.kill(process.pid, sig);
+  } catch {
+    /* fall through */
+  }
   // only reached if something still catches it
   setTimeout(() => process.exit(signalExitCode(sig)), 200);
 }
@@ -42,17 +52,35 @@ function endBy(sig: InterruptSignal): void {
 export function exitOnInterrupt(o: InterruptOptions): () => void {
   let fired = false;
   const handler = (sig: InterruptSignal): void => {
-    if (fired) { endBy(sig); return; }
+    if (fired) {
+      endBy(sig);
+      return;
+    }
     fired = true;
-    try { o.before?.(); } catch { /* best effort */ }
+    try {
+      o.before?.();
+    } catch {
+      /* best effort */
+    }
     let how = '';
-    try { how = o.progress(); } catch { /* best effort */ }
+    try {
+      how = o.progress();
+    } catch {
+      /* best effort */
+    }
     const message = `${o.command}: interrupted by ${sig}${how ? ` ${how}` : ''}`;
     if (o.json) say(1, JSON.stringify({ error: { code: signalExitCode(sig), message, signal: sig } }) + '\n');
     else say(2, `stor: ${message}\n`);
     const bound = new Promise<void>((r) => setTimeout(r, o.cleanupMs ?? 3000));
-    Promise.race([Promise.resolve().then(() => o.cleanup?.()).catch(() => undefined), bound]).finally(() => endBy(sig));
+    Promise.race([
+      Promise.resolve()
+        .then(() => o.cleanup?.())
+        .catch(() => undefined),
+      bound,
+    ]).finally(() => endBy(sig));
   };
   for (const s of INTERRUPT_SIGNALS) process.on(s, handler);
-  return () => { for (const s of INTERRUPT_SIGNALS) process.off(s, handler); };
+  return () => {
+    for (const s of INTERRUPT_SIGNALS) process.off(s, handler);
+  };
 }

@@ -4,22 +4,43 @@
 // the same whichever layer caught it.
 import { Errors } from '@oclif/core';
 
-interface FlagDef { name?: string; description?: string; options?: readonly string[]; min?: number; max?: number; type?: string; aliases?: string[] }
-interface ArgDef { name?: string; description?: string }
+interface FlagDef {
+  name?: string;
+  description?: string;
+  options?: readonly string[];
+  min?: number;
+  max?: number;
+  type?: string;
+  aliases?: string[];
+}
+interface ArgDef {
+  name?: string;
+  description?: string;
+}
 
 const ANSI = /\x1b\[[0-9;]*m/g;
 
-export function translateParseError(err: Error & { args?: ArgDef[]; flags?: string[] }, id: string,
-  flags: Record<string, FlagDef>, args: Record<string, ArgDef>): { message: string; hint: string } {
+export function translateParseError(
+  err: Error & { args?: ArgDef[]; flags?: string[] },
+  id: string,
+  flags: Record<string, FlagDef>,
+  args: Record<string, ArgDef>,
+): { message: string; hint: string } {
   const text = (err.message ?? '').replace(ANSI, '');
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !/^See more help/.test(l) && !/^The following errors? occurred:?$/.test(l));
-  const usage = `stor ${id} ${Object.keys(args).map((a) => a.toUpperCase()).join(' ')} [FLAGS]`.replace(/\s+/g, ' ');
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^See more help/.test(l) && !/^The following errors? occurred:?$/.test(l));
+  const usage = `stor ${id} ${Object.keys(args)
+    .map((a) => a.toUpperCase())
+    .join(' ')} [FLAGS]`.replace(/\s+/g, ' ');
   const helpRef = `(stor help ${id})`;
   const flagHint = (name: string): string => {
     const f = flags[name];
     if (!f) return `accepted: the flags of stor ${id} ${helpRef}`;
     if (f.options?.length) return `accepted: ${f.options.join(', ')}`;
-    if (f.min !== undefined || f.max !== undefined) return `accepted: an integer${f.min !== undefined ? ` from ${f.min}` : ''}${f.max !== undefined ? ` to ${f.max}` : ''}`;
+    if (f.min !== undefined || f.max !== undefined)
+      return `accepted: an integer${f.min !== undefined ? ` from ${f.min}` : ''}${f.max !== undefined ? ` to ${f.max}` : ''}`;
     return `accepted: --${name}: ${f.description ?? 'see ' + helpRef}`;
   };
 
@@ -33,15 +54,26 @@ export function translateParseError(err: Error & { args?: ArgDef[]; flags?: stri
 
   const unknown = (err as { flags?: unknown }).flags;
   if (err instanceof Errors.CLIError && Array.isArray(unknown) && /^Nonexistent flag/.test(text)) {
-    const names = Object.keys(flags).filter((n) => n !== 'json').map((n) => `--${n}`);
-    return { message: `${unknown.join(', ')}: not a flag of stor ${id}`, hint: `accepted: ${names.join(', ')}, --json ${helpRef}` };
+    const names = Object.keys(flags)
+      .filter((n) => n !== 'json')
+      .map((n) => `--${n}`);
+    return {
+      message: `${unknown.join(', ')}: not a flag of stor ${id}`,
+      hint: `accepted: ${names.join(', ')}, --json ${helpRef}`,
+    };
   }
   if (/^Missing \d+ required arg/.test(text) && Array.isArray(err.args) && err.args.length) {
     const a = err.args[0];
-    return { message: `${(a.name ?? 'argument').toUpperCase()}: missing`, hint: `accepted: ${usage} — ${(a.name ?? '').toUpperCase()}: ${a.description ?? 'required'}` };
+    return {
+      message: `${(a.name ?? 'argument').toUpperCase()}: missing`,
+      hint: `accepted: ${usage} — ${(a.name ?? '').toUpperCase()}: ${a.description ?? 'required'}`,
+    };
   }
   if (/^Unexpected arguments?:/.test(text)) {
-    return { message: `${text.replace(/^Unexpected arguments?:\s*/, '').split('\n')[0]}: unexpected argument`, hint: `accepted: ${usage}` };
+    return {
+      message: `${text.replace(/^Unexpected arguments?:\s*/, '').split('\n')[0]}: unexpected argument`,
+      hint: `accepted: ${usage}`,
+    };
   }
   let m = /^Parsing --([\w-]+)/.exec(lines[0] ?? '');
   if (m) {

@@ -15,8 +15,8 @@ export class ProgressLine {
   /** A progress line on stderr, or undefined when there is nowhere sensible to draw it. */
   static start(enabled = true, stream: NodeJS.WriteStream = process.stderr): ProgressLine | undefined {
     if (!enabled || !stream.isTTY || !(ProgressLine.width(stream) > 2)) return undefined;
+    // drawn from the first update on: a command that ends sooner leaves no trace on the terminal
     const spinner = ora({ stream, discardStdin: false, hideCursor: false, isEnabled: true, text: '' });
-    spinner.start();
     return new ProgressLine(spinner, stream);
   }
 

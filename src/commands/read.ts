@@ -20,7 +20,10 @@ export default class Read extends StorCommand {
     ...clientFlags,
     offset: Flags.string({ description: `byte offset (${SIZE_FORMS})`, default: '0' }),
     length: Flags.string({ description: 'bytes to read', required: true }),
-    output: Flags.string({ char: 'o', description: 'write the data here instead of standard output (- is standard output)' }),
+    output: Flags.string({
+      char: 'o',
+      description: 'write the data here instead of standard output (- is standard output)',
+    }),
   };
 
   async run(): Promise<Record<string, unknown>> {
@@ -28,9 +31,18 @@ export default class Read extends StorCommand {
     const toFile = flags.output !== undefined && flags.output !== '-';
     const offset = parseSize(flags.offset, '--offset');
     const length = parseSize(flags.length, '--length');
-    if (flags.output === '-' && this.jsonEnabled()) throw usageError('--output', '- (standard output) would mix the data with the --json document', '--output FILE with --json');
+    if (flags.output === '-' && this.jsonEnabled())
+      throw usageError(
+        '--output',
+        '- (standard output) would mix the data with the --json document',
+        '--output FILE with --json',
+      );
     if (!toFile && !this.jsonEnabled() && process.stdout.isTTY) {
-      throw usageError('--output', 'refusing to write binary data to a terminal', '--output FILE, or pipe standard output');
+      throw usageError(
+        '--output',
+        'refusing to write binary data to a terminal',
+        '--output FILE, or pipe standard output',
+      );
     }
     const dev = await openTarget(args.target, 'target', flags, { readOnly: true });
     const hash = createHash('sha256');
@@ -44,12 +56,16 @@ export default class Read extends StorCommand {
       const inflight: Array<Promise<Buffer>> = [];
       let next = 0;
       let written = 0;
-      stopInterrupt = exitOnInterrupt({ command: 'read', json: this.jsonEnabled(), progress: () => `after reading ${written} of ${length} bytes` });
+      stopInterrupt = exitOnInterrupt({
+        command: 'read',
+        json: this.jsonEnabled(),
+        progress: () => `after reading ${written} of ${length} bytes`,
+      });
       const issue = (): void => {
         if (next >= length) return;
         const len = Math.min(CHUNK, length - next);
         const p = dev.read(offset + next, len, { queue: (next / CHUNK) % dev.properties.numQueues });
-        p.catch(() => undefined);   // awaited in order below; a failure there must not also be unhandled
+        p.catch(() => undefined); // awaited in order below; a failure there must not also be unhandled
         inflight.push(p);
         next += len;
       };
@@ -68,7 +84,8 @@ export default class Read extends StorCommand {
       await dev.close();
     }
     const result = { target: args.target, offset, length, sha256: hash.digest('hex'), output: flags.output ?? null };
-    if (toFile && !this.jsonEnabled()) process.stderr.write(`read ${length} bytes at offset ${offset} into ${flags.output} (sha256 ${result.sha256})\n`);
+    if (toFile && !this.jsonEnabled())
+      process.stderr.write(`read ${length} bytes at offset ${offset} into ${flags.output} (sha256 ${result.sha256})\n`);
     return result;
   }
 }

@@ -25,7 +25,11 @@ export default class Write extends StorCommand {
   static override flags = {
     ...clientFlags,
     offset: Flags.string({ description: `byte offset (${SIZE_FORMS})`, default: '0' }),
-    input: Flags.string({ char: 'i', description: 'file whose bytes are written; - is standard input; a pipe or device is read to its end', exclusive: ['pattern'] }),
+    input: Flags.string({
+      char: 'i',
+      description: 'file whose bytes are written; - is standard input; a pipe or device is read to its end',
+      exclusive: ['pattern'],
+    }),
     pattern: Flags.string({ description: 'a byte to repeat (0..255 or 0xNN); needs --length', exclusive: ['input'] }),
     length: Flags.string({ description: 'bytes to write (default with --input: the whole file)' }),
     'no-flush': Flags.boolean({ description: 'do not send FLUSH after the data', default: false }),
@@ -34,7 +38,8 @@ export default class Write extends StorCommand {
   async run(): Promise<Record<string, unknown>> {
     const { args, flags } = await this.parse(Write);
     const offset = parseSize(flags.offset, '--offset');
-    if (!flags.input && flags.pattern === undefined) throw usageError('--input/--pattern', 'say what to write', '--input FILE or --pattern BYTE --length N');
+    if (!flags.input && flags.pattern === undefined)
+      throw usageError('--input/--pattern', 'say what to write', '--input FILE or --pattern BYTE --length N');
     // length: known up front (a regular file, a pattern, --length), or undefined: read a pipe to its end
     let length: number | undefined;
     let inFd = -1;
@@ -42,12 +47,18 @@ export default class Write extends StorCommand {
     let fill = 0;
     if (flags.input) {
       if (flags.input === '-') inFd = 0;
-      else try { inFd = openSync(flags.input, 'r'); } catch (e) { throw usageError('--input', (e as Error).message); }
+      else
+        try {
+          inFd = openSync(flags.input, 'r');
+        } catch (e) {
+          throw usageError('--input', (e as Error).message);
+        }
       const st = fstatSync(inFd);
       // a pipe, a socket, a terminal, a block device: its size says nothing; read it to the end
       stream = !st.isFile();
       length = flags.length ? parseSize(flags.length, '--length') : stream ? undefined : st.size;
-      if (!stream && length! > st.size) throw usageError('--length', `${length} is more than the ${st.size} bytes of ${flags.input}`);
+      if (!stream && length! > st.size)
+        throw usageError('--length', `${length} is more than the ${st.size} bytes of ${flags.input}`);
     } else {
       fill = parseByte(flags.pattern!);
       if (!flags.length) throw usageError('--length', '--pattern needs a length', SIZE_FORMS);
@@ -63,7 +74,11 @@ export default class Write extends StorCommand {
       // each chunk before it is sent)
       dev.checkRange('write', offset, length ?? 0, true);
       let sent = 0;
-      stopInterrupt = exitOnInterrupt({ command: 'write', json: this.jsonEnabled(), progress: () => `after sending ${sent} of ${length ?? 'a stream of'} bytes (not flushed)` });
+      stopInterrupt = exitOnInterrupt({
+        command: 'write',
+        json: this.jsonEnabled(),
+        progress: () => `after sending ${sent} of ${length ?? 'a stream of'} bytes (not flushed)`,
+      });
       const inflight: Array<Promise<void>> = [];
       const room = dev.properties.capacity - offset;
       while (length === undefined || done < length) {
@@ -72,25 +87,45 @@ export default class Write extends StorCommand {
         if (inFd >= 0) {
           const got = await readFully(inFd, buf, stream ? null : done);
           if (got < want) {
-            if (length !== undefined) throw await afterInflight(inflight, usageError('--input', `${inputName} ended after ${done + got} bytes, --length asked for ${length}`));
+            if (length !== undefined)
+              throw await afterInflight(
+                inflight,
+                usageError('--input', `${inputName} ended after ${done + got} bytes, --length asked for ${length}`),
+              );
             buf = buf.subarray(0, got);
           }
           if (!buf.length) break;
           if (done + buf.length > room) {
-            throw await afterInflight(inflight, usageError('--input', `${inputName} holds more than the ${room} bytes from --offset ${offset} to the end of the device ` +
-              `(the first ${done} bytes were written)`));
+            throw await afterInflight(
+              inflight,
+              usageError(
+                '--input',
+                `${inputName} holds more than the ${room} bytes from --offset ${offset} to the end of the device ` +
+                  `(the first ${done} bytes were written)`,
+              ),
+            );
           }
           const align = dev.properties.requestAlignment;
           if (buf.length % align) {
-            throw await afterInflight(inflight, usageError('--input', `${inputName} ended after ${done + buf.length} bytes, not a multiple of the request alignment ` +
-              `(${align}; the first ${done} bytes were written)`, 'an input of whole blocks, or --length N'));
+            throw await afterInflight(
+              inflight,
+              usageError(
+                '--input',
+                `${inputName} ended after ${done + buf.length} bytes, not a multiple of the request alignment ` +
+                  `(${align}; the first ${done} bytes were written)`,
+                'an input of whole blocks, or --length N',
+              ),
+            );
           }
         }
         hash.update(buf);
         const p = dev.write(offset + done, buf, { queue: (done / CHUNK) % dev.properties.numQueues });
-        p.catch(() => undefined);   // awaited below; a failure must not also be an unhandled rejection
+        p.catch(() => undefined); // awaited below; a failure must not also be an unhandled rejection
         inflight.push(p);
-        if (inflight.length >= 4) { await inflight.shift(); sent += CHUNK; }
+        if (inflight.length >= 4) {
+          await inflight.shift();
+          sent += CHUNK;
+        }
         done += buf.length;
         if (buf.length < want) break;
       }
@@ -103,7 +138,8 @@ export default class Write extends StorCommand {
     }
     length = done;
     const result = { target: args.target, offset, length, sha256: hash.digest('hex'), flushed: !flags['no-flush'] };
-    if (!this.jsonEnabled()) process.stderr.write(`wrote ${length} bytes at offset ${offset} (sha256 ${result.sha256})\n`);
+    if (!this.jsonEnabled())
+      process.stderr.write(`wrote ${length} bytes at offset ${offset} (sha256 ${result.sha256})\n`);
     return result;
   }
 }
@@ -113,9 +149,13 @@ async function readFully(fd: number, buf: Buffer, position: number | null): Prom
   let got = 0;
   while (got < buf.length) {
     let n: number;
-    try { n = readSync(fd, buf, got, buf.length - got, position === null ? null : position + got); }
-    catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') { await new Promise((r) => setTimeout(r, 2)); continue; }
+    try {
+      n = readSync(fd, buf, got, buf.length - got, position === null ? null : position + got);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+        await new Promise((r) => setTimeout(r, 2));
+        continue;
+      }
       throw new StorError(`cannot read the input: ${(e as Error).message}`);
     }
     if (n <= 0) break;

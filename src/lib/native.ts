@@ -6,7 +6,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StorError } from './core/errors.js';
 
-export interface RecvResult { data: Buffer; fds: number[]; truncated: boolean }
+export interface RecvResult {
+  data: Buffer;
+  fds: number[];
+  truncated: boolean;
+}
 export interface FdWatch {
   stop(): void;
   /** Whether the watch keeps the process alive (default true). */
@@ -39,20 +43,43 @@ export interface NativeSys {
 
 /** An opaque handle to a native backend (null, mem, file, vhost-user); shared by every frontend. */
 export type BackendHandle = { readonly __backend: unique symbol };
-export interface BackendInfo { kind: string; desc: string; capacity: number; readonly: boolean }
+export interface BackendInfo {
+  kind: string;
+  desc: string;
+  capacity: number;
+  readonly: boolean;
+}
 /** What a backend reports about itself (C sets every one; libblkio's names in camelCase). */
 export interface BdevProperties {
-  driver: string; desc: string; capacity: number; requestAlignment: number; bufAlignment: number;
-  optimalIoAlignment: number; optimalIoSize: number; maxTransfer: number; maxSegments: number; maxQueues: number;
-  readOnly: boolean; canDiscard: boolean; canWriteZeroes: boolean; discardAlignment: number;
-  maxDiscardLength: number; maxWriteZeroesLength: number;
+  driver: string;
+  desc: string;
+  capacity: number;
+  requestAlignment: number;
+  bufAlignment: number;
+  optimalIoAlignment: number;
+  optimalIoSize: number;
+  maxTransfer: number;
+  maxSegments: number;
+  maxQueues: number;
+  readOnly: boolean;
+  canDiscard: boolean;
+  canWriteZeroes: boolean;
+  discardAlignment: number;
+  maxDiscardLength: number;
+  maxWriteZeroesLength: number;
   /** Buffers a user may register for zero-copy I/O (vhost-user), and whether data must live in them to avoid a copy. */
-  maxMemRegions: number; needsMemRegions: boolean;
+  maxMemRegions: number;
+  needsMemRegions: boolean;
   /** The negotiated virtio features of a device behind the backend (vhost-user); 0n for others. */
   virtioFeatures: bigint;
 }
 /** A backend driver of the C registry; openable: false for those the client library creates (vhost-user). */
-export interface BdevDriverInfo { name: string; help: string; openable: boolean; properties: Array<{ name: string; help: string }> }
+export interface BdevDriverInfo {
+  name: string;
+  help: string;
+  openable: boolean;
+  properties: Array<{ name: string; help: string }>;
+}
 
 export interface NativeBackend {
   /** Opens a backend through the C registry. A bad property throws with errno 22 and .property naming it. */
@@ -61,23 +88,51 @@ export interface NativeBackend {
   bdevDrivers(): BdevDriverInfo[];
   backendInfo(b: BackendHandle): BackendInfo;
   backendFlush(b: BackendHandle): void;
-  /** Releases the handle's backend now (a file's fd and image locks), not at garbage collection; users that still run on it keep it alive. */
+  /**
+   * Releases the handle's backend now (a file's fd and image locks), not at garbage collection;
+   * users that still run on it keep it alive.
+   */
   backendClose(b: BackendHandle): void;
 }
 
 export type CompletionMode = 'notify' | 'poll' | 'adaptive';
 export type BlkDeviceHandle = { readonly __blkdev: unique symbol };
 export interface BlkDeviceOptions {
-  queues: number; blockSize: number; readonly: boolean; serial: string; mode: CompletionMode;
+  queues: number;
+  blockSize: number;
+  readonly: boolean;
+  serial: string;
+  mode: CompletionMode;
   /** the spin budget (adaptive); pollUs is its old name */
-  spinUs?: number; pollUs?: number;
-  maxDiscardSectors: number; maxWriteZeroesSectors: number;
+  spinUs?: number;
+  pollUs?: number;
+  maxDiscardSectors: number;
+  maxWriteZeroesSectors: number;
 }
-export interface NativeMemRegion { guestAddr: bigint; size: bigint; userAddr: bigint; mmapOffset: bigint; fd: number }
+export interface NativeMemRegion {
+  guestAddr: bigint;
+  size: bigint;
+  userAddr: bigint;
+  mmapOffset: bigint;
+  fd: number;
+}
 export interface QueueStats {
-  requests: number; reads: number; writes: number; flushes: number; discards: number; write_zeroes: number;
-  get_id: number; errors: number; unsupported: number; bytes_read: number; bytes_written: number;
-  kicks: number; calls: number; wakeups: number; running: boolean; cpuSeconds: number;
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  write_zeroes: number;
+  get_id: number;
+  errors: number;
+  unsupported: number;
+  bytes_read: number;
+  bytes_written: number;
+  kicks: number;
+  calls: number;
+  wakeups: number;
+  running: boolean;
+  cpuSeconds: number;
 }
 /** kind: 'broken' (the ring is unusable: drop the front-end), 'reqerr' (one request failed), 'warn'. */
 export type BlkDeviceEvent = (kind: string, queue: number, message: string) => void;
@@ -91,7 +146,11 @@ export interface NativeBlkDevice {
   blkDeviceSetMemTable(d: BlkDeviceHandle, regions: NativeMemRegion[]): void;
   blkDeviceAddMemRegion(d: BlkDeviceHandle, region: NativeMemRegion): void;
   blkDeviceRemoveMemRegion(d: BlkDeviceHandle, region: NativeMemRegion): boolean;
-  blkDeviceSetVring(d: BlkDeviceHandle, index: number, v: { num?: number; base?: number; desc?: bigint; avail?: bigint; used?: bigint }): void;
+  blkDeviceSetVring(
+    d: BlkDeviceHandle,
+    index: number,
+    v: { num?: number; base?: number; desc?: bigint; avail?: bigint; used?: bigint },
+  ): void;
   blkDeviceSetVringFd(d: BlkDeviceHandle, index: number, kind: 'kick' | 'call' | 'err', fd: number): void;
   blkDeviceStartQueue(d: BlkDeviceHandle, index: number): void;
   /** Stops the queue after its in-flight requests complete; returns the next avail index. */
@@ -99,9 +158,26 @@ export interface NativeBlkDevice {
   blkDeviceStats(d: BlkDeviceHandle): QueueStats[];
 }
 
-export interface VuClientQueueInfo { desc: bigint; avail: bigint; used: bigint; kickFd: number; callFd: number }
-export interface VuClientCreated { backend: BackendHandle; memFd: number; memAddr: bigint; memSize: number; queues: VuClientQueueInfo[] }
-export interface VuClientRegion { fd: number; addr: bigint; size: number; buffer: Buffer }
+export interface VuClientQueueInfo {
+  desc: bigint;
+  avail: bigint;
+  used: bigint;
+  kickFd: number;
+  callFd: number;
+}
+export interface VuClientCreated {
+  backend: BackendHandle;
+  memFd: number;
+  memAddr: bigint;
+  memSize: number;
+  queues: VuClientQueueInfo[];
+}
+export interface VuClientRegion {
+  fd: number;
+  addr: bigint;
+  size: number;
+  buffer: Buffer;
+}
 
 /** The driver side of a remote vhost-user-blk device, as a backend. */
 export interface NativeVuClient {
@@ -109,9 +185,18 @@ export interface NativeVuClient {
    * The backend derives every property (bdevProperties) from the negotiated features and the config space;
    * more queues than the device has throws "numQueues: N queues asked, the device has M".
    */
-  vuClientCreate(o: { features: bigint; config: Buffer; readonly: boolean; queues: number; queueSize: number;
+  vuClientCreate(o: {
+    features: bigint;
+    config: Buffer;
+    readonly: boolean;
+    queues: number;
+    queueSize: number;
     /** GET_MAX_MEM_SLOTS's answer; 0 without CONFIGURE_MEM_SLOTS */
-    maxMemSlots: number; bounceSize?: number; desc?: string; controlFd?: number }): VuClientCreated;
+    maxMemSlots: number;
+    bounceSize?: number;
+    desc?: string;
+    controlFd?: number;
+  }): VuClientCreated;
   vuClientAllocRegion(b: BackendHandle, size: number): VuClientRegion;
   vuClientMarkDead(b: BackendHandle, shutdown?: boolean): void;
 }
@@ -123,7 +208,15 @@ export const STOR_REQ_F_UNMAP = 1;
 export interface NativeClient {
   clientQueueOpen(b: BackendHandle, depth: number): ClientQueueHandle;
   /** false when every slot is in flight. */
-  clientSubmit(q: ClientQueueHandle, op: number, offset: number, length: number, buffer: Uint8Array | null, token: number, flags?: number): boolean;
+  clientSubmit(
+    q: ClientQueueHandle,
+    op: number,
+    offset: number,
+    length: number,
+    buffer: Uint8Array | null,
+    token: number,
+    flags?: number,
+  ): boolean;
   clientCommit(q: ClientQueueHandle): void;
   /** [token, result, token, result, ...]; result 0 or -errno. */
   clientReap(q: ClientQueueHandle, spinUs?: number, arm?: boolean): Float64Array;
@@ -132,29 +225,88 @@ export interface NativeClient {
 }
 
 export interface BenchThreadResult {
-  readIos: number; writeIos: number; readBytes: number; writeBytes: number; errors: number; verifyFailures: number;
-  verified: number; latMinNs: number; latMaxNs: number; latSumNs: number; cpuUser: number; cpuSys: number; ctxVoluntary: number; ctxInvoluntary: number;
-  firstBadOffset: number; error?: string; timeline: number[];
+  readIos: number;
+  writeIos: number;
+  readBytes: number;
+  writeBytes: number;
+  errors: number;
+  verifyFailures: number;
+  verified: number;
+  latMinNs: number;
+  latMaxNs: number;
+  latSumNs: number;
+  cpuUser: number;
+  cpuSys: number;
+  ctxVoluntary: number;
+  ctxInvoluntary: number;
+  firstBadOffset: number;
+  error?: string;
+  timeline: number[];
 }
-export interface BenchRunResult { threads: BenchThreadResult[]; histogram: Array<[number, number]>; wallSeconds: number; tickMs: number }
+export interface BenchRunResult {
+  threads: BenchThreadResult[];
+  histogram: Array<[number, number]>;
+  wallSeconds: number;
+  tickMs: number;
+}
 export interface BenchRunConfig {
-  rw: 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw'; rwmixread?: number; bs: number; iodepth: number;
-  threads: number; offset?: number; span?: number; runtimeMs: number; rampMs?: number; wait: 'notify' | 'poll' | 'adaptive';
-  spinUs?: number; refill?: 'eager' | 'drain'; verify?: boolean; seed?: number; tickMs?: number;
+  rw: 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
+  rwmixread?: number;
+  bs: number;
+  iodepth: number;
+  threads: number;
+  offset?: number;
+  span?: number;
+  runtimeMs: number;
+  rampMs?: number;
+  wait: 'notify' | 'poll' | 'adaptive';
+  spinUs?: number;
+  refill?: 'eager' | 'drain';
+  verify?: boolean;
+  seed?: number;
+  tickMs?: number;
 }
 export interface NativeBench {
-  benchRun(b: BackendHandle, cfg: BenchRunConfig, bufferPool?: Buffer): { promise: Promise<BenchRunResult>; progress(): number };
+  benchRun(
+    b: BackendHandle,
+    cfg: BenchRunConfig,
+    bufferPool?: Buffer,
+  ): { promise: Promise<BenchRunResult>; progress(): number };
 }
 
-export interface CopyResult { bytesCopied: number; bytesVerified: number; zeroBytes: number; mismatchedChunks: number; firstMismatch: number | null }
+export interface CopyResult {
+  bytesCopied: number;
+  bytesVerified: number;
+  zeroBytes: number;
+  mismatchedChunks: number;
+  firstMismatch: number | null;
+}
 export interface NativeCopy {
-  copyRun(src: BackendHandle, dst: BackendHandle, cfg: {
-    srcOffset?: number; dstOffset?: number; length: number; chunk: number; queues: number; iodepth: number;
-    verify: boolean; zeroDetect: boolean; flush?: boolean;
-  }, pool?: Buffer): { promise: Promise<CopyResult>; progress(): { copied: number; verified: number } };
+  copyRun(
+    src: BackendHandle,
+    dst: BackendHandle,
+    cfg: {
+      srcOffset?: number;
+      dstOffset?: number;
+      length: number;
+      chunk: number;
+      queues: number;
+      iodepth: number;
+      verify: boolean;
+      zeroDetect: boolean;
+      flush?: boolean;
+    },
+    pool?: Buffer,
+  ): { promise: Promise<CopyResult>; progress(): { copied: number; verified: number } };
 }
 
-export type NativeAddon = NativeSys & NativeBackend & NativeBlkDevice & NativeVuClient & NativeClient & NativeBench & NativeCopy;
+export type NativeAddon = NativeSys &
+  NativeBackend &
+  NativeBlkDevice &
+  NativeVuClient &
+  NativeClient &
+  NativeBench &
+  NativeCopy;
 
 let addon: NativeAddon | undefined;
 
@@ -165,7 +317,9 @@ function addonPath(): string {
     const p = join(here, up, 'native', 'build', 'Release', 'stor.node');
     if (existsSync(p)) return p;
   }
-  throw new StorError('native addon not built', { hint: 'run `npm run build:native` (needs liburing-dev and a C compiler)' });
+  throw new StorError('native addon not built', {
+    hint: 'run `npm run build:native` (needs liburing-dev and a C compiler)',
+  });
 }
 
 export function native(): NativeAddon {

@@ -14,7 +14,11 @@ const dir = mkdtempSync(join(tmpdir(), 'stor-bench-test-'));
 t.after(() => rmSync(dir, { recursive: true, force: true }));
 
 function stor(args: string[], timeout = 90_000) {
-  return spawnSync(process.execPath, [STOR_BIN, ...args], { encoding: 'utf8', timeout, env: { ...process.env, NO_COLOR: '1' } });
+  return spawnSync(process.execPath, [STOR_BIN, ...args], {
+    encoding: 'utf8',
+    timeout,
+    env: { ...process.env, NO_COLOR: '1' },
+  });
 }
 
 const PCTS = ['1.000000', '5.000000', '10.000000', '50.000000', '90.000000', '99.000000', '99.900000', '99.990000'];
@@ -26,7 +30,10 @@ t('with no target: every mode, every figure, in fio-shaped JSON; percentiles ord
   assert.is(doc['global options'].rw, 'randread');
   assert.is(doc['global options'].iodepth, 4);
   assert.match(doc.target, /embedded stor serve/);
-  assert.equal(doc.jobs.map((j: { jobname: string }) => j.jobname), ['notify', 'poll', 'adaptive']);
+  assert.equal(
+    doc.jobs.map((j: { jobname: string }) => j.jobname),
+    ['notify', 'poll', 'adaptive'],
+  );
   for (const j of doc.jobs) {
     assert.ok(j.read.iops > 0, `${j.jobname}: iops`);
     assert.ok(j.read.bw_bytes > 0, `${j.jobname}: bandwidth`);
@@ -36,7 +43,8 @@ t('with no target: every mode, every figure, in fio-shaped JSON; percentiles ord
     for (const k of ['min', 'max', 'mean', 'stddev', 'percentile']) assert.ok(k in lat, `lat_ns.${k}`);
     const values = PCTS.map((p) => lat.percentile[p]);
     values.forEach((v, i) => assert.type(v, 'number', `p${PCTS[i]}`));
-    for (let i = 1; i < values.length; i++) assert.ok(values[i - 1] <= values[i], `${j.jobname}: p${PCTS[i - 1]} <= p${PCTS[i]}: ${values}`);
+    for (let i = 1; i < values.length; i++)
+      assert.ok(values[i - 1] <= values[i], `${j.jobname}: p${PCTS[i - 1]} <= p${PCTS[i]}: ${values}`);
     assert.ok(lat.min <= lat.mean && lat.mean <= lat.max, 'min <= mean <= max');
     assert.ok(lat.min <= lat.percentile['50.000000'] * 1.05 + 100, 'min <= p50 (within a bucket)');
     assert.ok(j.cpu.client.user + j.cpu.client.sys >= 0 && 'server' in j.cpu, 'client and server CPU');
@@ -46,20 +54,45 @@ t('with no target: every mode, every figure, in fio-shaped JSON; percentiles ord
     assert.type(j.usr_cpu, 'number');
   }
   assert.ok(doc.jobs[1].cpu.client.user > 0, 'poll mode burns user CPU in the client');
-  for (const j of doc.jobs) assert.ok(Number.isInteger(j.ctx) && j.ctx >= j.ctx_voluntary && j.ctx_voluntary >= 0, `${j.jobname}: context switches`);
+  for (const j of doc.jobs)
+    assert.ok(
+      Number.isInteger(j.ctx) && j.ctx >= j.ctx_voluntary && j.ctx_voluntary >= 0,
+      `${j.jobname}: context switches`,
+    );
   // notify at QD4 sleeps waiting for completions; poll never asks to sleep (preemption is involuntary)
   assert.ok(doc.jobs[0].ctx_voluntary > 0, 'the notify client sleeps');
-  assert.ok(doc.jobs[1].ctx_voluntary < doc.jobs[0].ctx_voluntary / 10, `poll sleeps far less than notify: ${doc.jobs[1].ctx_voluntary} vs ${doc.jobs[0].ctx_voluntary}`);
+  assert.ok(
+    doc.jobs[1].ctx_voluntary < doc.jobs[0].ctx_voluntary / 10,
+    `poll sleeps far less than notify: ${doc.jobs[1].ctx_voluntary} vs ${doc.jobs[0].ctx_voluntary}`,
+  );
   const pv = doc.comparisons.find((c: { of: string; over: string }) => c.of === 'poll' && c.over === 'notify');
   assert.ok(pv && pv.meanLatencyRatio > 0 && pv.iopsRatio > 0, 'poll over notify comparison');
   // how this machine sleeps, which sets what notify costs on a VM
   assert.ok(doc.host.cpus >= 1 && typeof doc.host.cpuidle_driver === 'string', 'host CPUs and cpuidle driver');
-  assert.ok(doc.host.guest_halt_poll_ns === null || Number.isInteger(doc.host.guest_halt_poll_ns), 'guest halt polling window or null');
+  assert.ok(
+    doc.host.guest_halt_poll_ns === null || Number.isInteger(doc.host.guest_halt_poll_ns),
+    'guest halt polling window or null',
+  );
 });
 
 t('a file target through io_uring with --verify (randrw): reads check out, the I/O engine is named', () => {
   const img = join(dir, 'verify.img');
-  const r = stor(['bench', `file:${img},create=16M`, '--rw', 'randrw', '--verify', '--modes', 'notify,poll', '--runtime', '300ms', '--ramp', '0ms', '--iodepth', '8', '--json']);
+  const r = stor([
+    'bench',
+    `file:${img},create=16M`,
+    '--rw',
+    'randrw',
+    '--verify',
+    '--modes',
+    'notify,poll',
+    '--runtime',
+    '300ms',
+    '--ramp',
+    '0ms',
+    '--iodepth',
+    '8',
+    '--json',
+  ]);
   assert.is(r.status, 0, r.stderr);
   const doc = JSON.parse(r.stdout);
   assert.is(doc.driver, 'io_uring');
@@ -72,7 +105,19 @@ t('a file target through io_uring with --verify (randrw): reads check out, the I
 });
 
 t('--verify against a target that drops writes (null:) fails with exit 3', () => {
-  const r = stor(['bench', 'null:64M', '--rw', 'randrw', '--verify', '--modes', 'notify', '--runtime', '200ms', '--ramp', '0ms']);
+  const r = stor([
+    'bench',
+    'null:64M',
+    '--rw',
+    'randrw',
+    '--verify',
+    '--modes',
+    'notify',
+    '--runtime',
+    '200ms',
+    '--ramp',
+    '0ms',
+  ]);
   assert.is(r.status, 3, `exit 3 on a mismatch; stderr: ${r.stderr}`);
   assert.match(r.stderr, /^stor: verification failed/m);
 });
@@ -80,44 +125,113 @@ t('--verify against a target that drops writes (null:) fails with exit 3', () =>
 t('verify over vhost-user against stor serve (mem backend) passes', async () => {
   const s = await startStor({ backend: { kind: 'mem', size: 32 << 20 }, queues: 2 });
   try {
-    const r = stor(['bench', `vhost-user:${s.socket}`, '--rw', 'randrw', '--verify', '--queues', '2', '--iodepth', '8', '--modes', 'notify,poll',
-      '--runtime', '300ms', '--ramp', '0ms', '--json']);
+    const r = stor([
+      'bench',
+      `vhost-user:${s.socket}`,
+      '--rw',
+      'randrw',
+      '--verify',
+      '--queues',
+      '2',
+      '--iodepth',
+      '8',
+      '--modes',
+      'notify,poll',
+      '--runtime',
+      '300ms',
+      '--ramp',
+      '0ms',
+      '--json',
+    ]);
     assert.is(r.status, 0, r.stderr);
     const doc = JSON.parse(r.stdout);
-    for (const j of doc.jobs) { assert.ok(j.verify.verified > 0); assert.is(j.verify.failures, 0); }
-  } finally { await s.stop(); cleanupSocket(s.socket); }
+    for (const j of doc.jobs) {
+      assert.ok(j.verify.verified > 0);
+      assert.is(j.verify.failures, 0);
+    }
+  } finally {
+    await s.stop();
+    cleanupSocket(s.socket);
+  }
 });
 
-t('--refill drain (blkio-bench\'s loop) over vhost-user and io_uring: data verified, the loop recorded in the JSON', async () => {
-  const s = await startStor({ backend: { kind: 'mem', size: 32 << 20 }, queues: 2 });
-  try {
-    const img = join(dir, 'drain.img');
-    for (const target of [`vhost-user:${s.socket}`, `file:${img},create=16M`]) {
-      const r = stor(['bench', target, '--rw', 'randrw', '--verify', '--refill', 'drain', '--queues', '2', '--iodepth', '8',
-        '--modes', 'notify,adaptive', '--spin-us', '1', '--runtime', '300ms', '--ramp', '0ms', '--json']);
-      assert.is(r.status, 0, `${target}: ${r.stderr}`);
-      const doc = JSON.parse(r.stdout);
-      assert.is(doc['global options'].refill, 'drain');
-      for (const j of doc.jobs) {
-        assert.ok(j.read.total_ios > 0 && j.write.total_ios > 0, `${target} ${j.jobname}: both directions`);
-        assert.ok(j.verify.verified > 0, `${target} ${j.jobname}: reads verified`);
-        assert.is(j.verify.failures, 0);
-        assert.is(j.error, 0);
+t(
+  "--refill drain (blkio-bench's loop) over vhost-user and io_uring: data verified, the loop recorded in the JSON",
+  async () => {
+    const s = await startStor({ backend: { kind: 'mem', size: 32 << 20 }, queues: 2 });
+    try {
+      const img = join(dir, 'drain.img');
+      for (const target of [`vhost-user:${s.socket}`, `file:${img},create=16M`]) {
+        const r = stor([
+          'bench',
+          target,
+          '--rw',
+          'randrw',
+          '--verify',
+          '--refill',
+          'drain',
+          '--queues',
+          '2',
+          '--iodepth',
+          '8',
+          '--modes',
+          'notify,adaptive',
+          '--spin-us',
+          '1',
+          '--runtime',
+          '300ms',
+          '--ramp',
+          '0ms',
+          '--json',
+        ]);
+        assert.is(r.status, 0, `${target}: ${r.stderr}`);
+        const doc = JSON.parse(r.stdout);
+        assert.is(doc['global options'].refill, 'drain');
+        for (const j of doc.jobs) {
+          assert.ok(j.read.total_ios > 0 && j.write.total_ios > 0, `${target} ${j.jobname}: both directions`);
+          assert.ok(j.verify.verified > 0, `${target} ${j.jobname}: reads verified`);
+          assert.is(j.verify.failures, 0);
+          assert.is(j.error, 0);
+        }
       }
+      const d = JSON.parse(
+        stor(['bench', 'null:16M', '--modes', 'notify', '--runtime', '100ms', '--ramp', '0ms', '--json']).stdout,
+      );
+      assert.is(d['global options'].refill, 'eager', "the default loop is fio's");
+    } finally {
+      await s.stop();
+      cleanupSocket(s.socket);
     }
-    const d = JSON.parse(stor(['bench', 'null:16M', '--modes', 'notify', '--runtime', '100ms', '--ramp', '0ms', '--json']).stdout);
-    assert.is(d['global options'].refill, 'eager', 'the default loop is fio\'s');
-  } finally { await s.stop(); cleanupSocket(s.socket); }
-});
+  },
+);
 
 t('a server killed mid-run: stor bench fails with exit 1 in bounded time, in both loops', async () => {
   for (const refill of ['eager', 'drain']) {
     const s = await startStor({ backend: { kind: 'null', size: 64 << 20 } });
     const t0 = Date.now();
-    const p = spawn(process.execPath, [STOR_BIN, 'bench', `vhost-user:${s.socket}`, '--modes', 'notify', '--refill', refill, '--iodepth', '16',
-      '--runtime', '20s', '--ramp', '0ms'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(
+      process.execPath,
+      [
+        STOR_BIN,
+        'bench',
+        `vhost-user:${s.socket}`,
+        '--modes',
+        'notify',
+        '--refill',
+        refill,
+        '--iodepth',
+        '16',
+        '--runtime',
+        '20s',
+        '--ramp',
+        '0ms',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stderr = '';
-    p.stderr.on('data', (d) => { stderr += d; });
+    p.stderr.on('data', (d) => {
+      stderr += d;
+    });
     const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
     await new Promise((r) => setTimeout(r, 1500));
     s.proc.kill('SIGKILL');
@@ -159,7 +273,10 @@ t('bad input: a block size below the target alignment (4096-byte blocks) -> exit
     const r = stor(['bench', `vhost-user:${s.socket}`, '--bs', '512', '--runtime', '200ms'], 30_000);
     assert.is(r.status, 2, r.stderr);
     assert.match(r.stderr, /--bs.*alignment \(4096\)/);
-  } finally { await s.stop(); cleanupSocket(s.socket); }
+  } finally {
+    await s.stop();
+    cleanupSocket(s.socket);
+  }
 });
 
 t.run();

@@ -15,16 +15,32 @@ const CHROMIUM = '/usr/bin/chromium';
 
 function chromium(args: string[]) {
   // flags that keep Chromium off the (closed) network and out of the desktop session
-  return spawnSync(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${join(dir, 'profile')}`, ...args],
-  { encoding: 'utf8', timeout: 90_000, maxBuffer: 64 << 20 });
+  return spawnSync(
+    CHROMIUM,
+    [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--user-data-dir=${join(dir, 'profile')}`,
+      ...args,
+    ],
+    { encoding: 'utf8', timeout: 90_000, maxBuffer: 64 << 20 },
+  );
 }
 
 t('the report renders in Chromium with a CDF, a histogram and IOPS over time for every mode', () => {
   assert.ok(existsSync(CHROMIUM), 'chromium is installed by scripts/setup-debian.sh');
   const html = join(dir, 'report.html');
-  const r = spawnSync(process.execPath, [STOR_BIN, 'bench', '--runtime', '300ms', '--ramp', '100ms', '--iodepth', '2', '--report', html],
-    { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(
+    process.execPath,
+    [STOR_BIN, 'bench', '--runtime', '300ms', '--ramp', '100ms', '--iodepth', '2', '--report', html],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
   assert.is(r.status, 0, r.stderr);
   const source = readFileSync(html, 'utf8');
   assert.not.match(source, /<script|https?:\/\//, 'self-contained: no scripts, no external resources');
@@ -33,9 +49,17 @@ t('the report renders in Chromium with a CDF, a histogram and IOPS over time for
   assert.is(dom.status, 0, dom.stderr);
   const page = dom.stdout;
   for (const mode of ['notify', 'poll', 'adaptive']) {
-    assert.match(page, new RegExp(`<polyline class="cdf" data-mode="${mode}"[^>]*points="[0-9., ]{20,}"`), `CDF of ${mode}`);
+    assert.match(
+      page,
+      new RegExp(`<polyline class="cdf" data-mode="${mode}"[^>]*points="[0-9., ]{20,}"`),
+      `CDF of ${mode}`,
+    );
     assert.match(page, new RegExp(`<rect class="bar" data-mode="${mode}"`), `histogram bars of ${mode}`);
-    assert.match(page, new RegExp(`<polyline class="iops" data-mode="${mode}"[^>]*points="[0-9., ]+"`), `IOPS over time of ${mode}`);
+    assert.match(
+      page,
+      new RegExp(`<polyline class="iops" data-mode="${mode}"[^>]*points="[0-9., ]+"`),
+      `IOPS over time of ${mode}`,
+    );
     assert.match(page, new RegExp(`<td>${mode}</td><td>[0-9,]+</td>`), `summary row of ${mode}`);
   }
 

@@ -10,7 +10,19 @@ const t = suite('completion flags and the spin budget');
 
 for (const mode of ['notify', 'poll', 'event']) {
   t(`stor read --completion ${mode} works (a null target, 64 KiB)`, async () => {
-    const r = await stor(['read', 'null:1M', '--offset', '0', '--length', '64k', '--completion', mode, '-o', '/dev/null', '--json']);
+    const r = await stor([
+      'read',
+      'null:1M',
+      '--offset',
+      '0',
+      '--length',
+      '64k',
+      '--completion',
+      mode,
+      '-o',
+      '/dev/null',
+      '--json',
+    ]);
     assertOk(r);
     assert.ok(json(r), 'a JSON document');
   });
@@ -28,13 +40,21 @@ t('a bad backend property: exit 2, the property named, the accepted properties i
 for (const flag of ['--spin-us', '--poll-us']) {
   t(`stor serve ${flag} 10 starts (adaptive, the spin budget set)`, async () => {
     const s = await startStor({ backend: { kind: 'null', size: 1 << 20 }, extraArgs: [flag, '10'] });
-    try { assert.match(s.output(), /"event":"ready"/); }
-    finally { await s.stop(); cleanupSocket(s.socket); }
+    try {
+      assert.match(s.output(), /"event":"ready"/);
+    } finally {
+      await s.stop();
+      cleanupSocket(s.socket);
+    }
   });
 }
 
 t('stor serve --spin-us and --poll-us together are refused', async () => {
-  assertCleanError(await stor(['serve', '--socket', '/tmp/stor-never.sock', '--spin-us', '1', '--poll-us', '2']), 2, /spin-us|poll-us/);
+  assertCleanError(
+    await stor(['serve', '--socket', '/tmp/stor-never.sock', '--spin-us', '1', '--poll-us', '2']),
+    2,
+    /spin-us|poll-us/,
+  );
 });
 
 // one spelling per idea, the old ones kept as aliases (issue #16): --completion everywhere
@@ -42,29 +62,54 @@ for (const flag of ['--completion', '--mode']) {
   t(`stor serve ${flag} poll starts, and the ready line says completion poll`, async () => {
     const s = await startStor({ backend: { kind: 'null', size: 1 << 20 }, extraArgs: [flag, 'poll'] });
     try {
-      const ready = JSON.parse(s.output().split('\n').find((l) => l.includes('"event":"ready"'))!);
+      const ready = JSON.parse(
+        s
+          .output()
+          .split('\n')
+          .find((l) => l.includes('"event":"ready"'))!,
+      );
       assert.is(ready.completion, 'poll');
       assert.is(ready.mode, 'poll', 'the old field stays (fields are only ever added)');
-    } finally { await s.stop(); cleanupSocket(s.socket); }
+    } finally {
+      await s.stop();
+      cleanupSocket(s.socket);
+    }
   });
 }
 
 for (const flag of ['--completion', '--modes']) {
   t(`stor bench ${flag} notify,poll runs exactly those modes`, async () => {
-    const r = await stor(['bench', 'null:16M', flag, 'notify,poll', '--runtime', '150ms', '--ramp', '0s', '--json'], 60_000);
+    const r = await stor(
+      ['bench', 'null:16M', flag, 'notify,poll', '--runtime', '150ms', '--ramp', '0s', '--json'],
+      60_000,
+    );
     assertOk(r);
-    assert.equal((json(r) as { jobs: Array<{ jobname: string }> }).jobs.map((j) => j.jobname), ['notify', 'poll']);
+    assert.equal(
+      (json(r) as { jobs: Array<{ jobname: string }> }).jobs.map((j) => j.jobname),
+      ['notify', 'poll'],
+    );
   });
 }
 
 t('stor bench --completion turbo: exit 2 naming --completion', async () => {
-  assertCleanError(await stor(['bench', 'null:16M', '--completion', 'turbo', '--runtime', '150ms']), 2, /--completion: 'turbo'/);
+  assertCleanError(
+    await stor(['bench', 'null:16M', '--completion', 'turbo', '--runtime', '150ms']),
+    2,
+    /--completion: 'turbo'/,
+  );
 });
 
-for (const [value, ok] of [['2s', true], ['1500ms', true], ['2000', true], ['2x', false], ['0', false]] as const) {
+for (const [value, ok] of [
+  ['2s', true],
+  ['1500ms', true],
+  ['2000', true],
+  ['2x', false],
+  ['0', false],
+] as const) {
   t(`--timeout ${value} (a duration, or bare milliseconds): ${ok ? 'accepted' : 'exit 2'}`, async () => {
     const r = await stor(['info', 'null:1M', '--timeout', value, ...(ok ? ['--json'] : [])]);
-    if (ok) assertOk(r); else assertCleanError(r, 2, /--timeout/);
+    if (ok) assertOk(r);
+    else assertCleanError(r, 2, /--timeout/);
   });
 }
 

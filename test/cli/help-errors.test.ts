@@ -21,12 +21,21 @@ for (const args of [['help'], ['-h'], ['--help']]) {
   help(`stor ${args.join(' ')}: exit 0, lists the six commands and nothing that does not exist`, async () => {
     const r = await stor(args);
     assert.is(r.code, 0, describeRun(r));
-    for (const c of COMMANDS) assert.match(r.stdout, new RegExp(`^\\s+${c}\\s`, 'm'), `${c} missing: ${describeRun(r)}`);
-    assert.not.match(r.stdout, /ublk|VDUSE|SPDK|attach|JSON-RPC/i, `advertises a command that does not exist: ${describeRun(r)}`);
+    for (const c of COMMANDS)
+      assert.match(r.stdout, new RegExp(`^\\s+${c}\\s`, 'm'), `${c} missing: ${describeRun(r)}`);
+    assert.not.match(
+      r.stdout,
+      /ublk|VDUSE|SPDK|attach|JSON-RPC/i,
+      `advertises a command that does not exist: ${describeRun(r)}`,
+    );
   });
 }
 
-for (const args of [['help', 'copy'], ['copy', '-h'], ['copy', '--help']]) {
+for (const args of [
+  ['help', 'copy'],
+  ['copy', '-h'],
+  ['copy', '--help'],
+]) {
   help(`stor ${args.join(' ')}: exit 0, the copy command's help`, async () => {
     const r = await stor(args);
     assert.is(r.code, 0, describeRun(r));
@@ -43,14 +52,17 @@ for (const flag of ['-v', '--version']) {
   });
 }
 
-help('an unknown command (stor bogus, stor help bogus, stor --bogus) -> exit 2, one line naming it, the commands as the hint', async () => {
-  for (const args of [['bogus'], ['help', 'bogus'], ['--bogus']]) {
-    const r = await stor(args);
-    assertCleanError(r, 2, /bogus/);
-    assert.match(r.stderr, /accepted: .*copy/, describeRun(r));
-    assert.not.match(r.stderr, /›|Error:/, describeRun(r));
-  }
-});
+help(
+  'an unknown command (stor bogus, stor help bogus, stor --bogus) -> exit 2, one line naming it, the commands as the hint',
+  async () => {
+    for (const args of [['bogus'], ['help', 'bogus'], ['--bogus']]) {
+      const r = await stor(args);
+      assertCleanError(r, 2, /bogus/);
+      assert.match(r.stderr, /accepted: .*copy/, describeRun(r));
+      assert.not.match(r.stderr, /›|Error:/, describeRun(r));
+    }
+  },
+);
 
 help('an unknown command with --json -> {"error":{"code":2,...}} on stdout', async () => {
   const r = await stor(['bogus', '--json']);
@@ -76,32 +88,54 @@ const BAD: Array<[string[], RegExp]> = [
   [['serve', '--completion', 'turbo'], /^stor: --completion: 'turbo'/],
 ];
 
-help(`oclif's texts never leak: each bad flag or argument is 'stor: <what>: <why>' + '  accepted: ...', exit 2 (${BAD.length} cases)`, async () => {
-  const failures: string[] = [];
-  for (let i = 0; i < BAD.length; i += 4) {
-    const rs = await Promise.all(BAD.slice(i, i + 4).map(async ([args, re]) => ({ r: await stor(args), re })));
-    for (const { r, re } of rs) {
-      try {
-        assertCleanError(r, 2, re);
-        assert.not.match(r.stderr, /The following errors? occurred|;|›|Error:|See more help/, 'an oclif text leaked');
-        assert.match(r.stderr.split('\n')[1] ?? '', /^  accepted: /, 'no `accepted:` hint line');
-        const j = await stor([...r.args, '--json']);
-        const doc = JSON.parse(j.stdout) as { error: { code: number; message: string; hint: string } };
-        assert.is(doc.error.code, 2, 'JSON error code');
-        assert.match(doc.error.hint, /^accepted: /, 'JSON hint');
-      } catch (e) { failures.push(`${r.args.join(' ')}: ${(e as Error).message}\n${describeRun(r)}`); }
+help(
+  `oclif's texts never leak: each bad flag or argument is 'stor: <what>: <why>' + '  accepted: ...', exit 2 (${BAD.length} cases)`,
+  async () => {
+    const failures: string[] = [];
+    for (let i = 0; i < BAD.length; i += 4) {
+      const rs = await Promise.all(BAD.slice(i, i + 4).map(async ([args, re]) => ({ r: await stor(args), re })));
+      for (const { r, re } of rs) {
+        try {
+          assertCleanError(r, 2, re);
+          assert.not.match(r.stderr, /The following errors? occurred|;|›|Error:|See more help/, 'an oclif text leaked');
+          assert.match(r.stderr.split('\n')[1] ?? '', /^ {2}accepted: /, 'no `accepted:` hint line');
+          const j = await stor([...r.args, '--json']);
+          const doc = JSON.parse(j.stdout) as { error: { code: number; message: string; hint: string } };
+          assert.is(doc.error.code, 2, 'JSON error code');
+          assert.match(doc.error.hint, /^accepted: /, 'JSON hint');
+        } catch (e) {
+          failures.push(`${r.args.join(' ')}: ${(e as Error).message}\n${describeRun(r)}`);
+        }
+      }
     }
-  }
-  assert.is(failures.length, 0, `\n${failures.join('\n\n')}`);
-});
+    assert.is(failures.length, 0, `\n${failures.join('\n\n')}`);
+  },
+);
 
-help('NO_COLOR is honoured on a terminal: stor info null:1M under a pty has colour codes without it and none with it', async () => {
-  const plain = await storInPty(['info', 'null:1M'], { columns: 80, pidFile: join(dir, 'p1'), timeoutMs: 20_000, env: { NO_COLOR: '', FORCE_COLOR: '' } }).result;
-  assert.is(plain.code, 0, plain.stdout);
-  assert.match(plain.stdout, /\x1b\[\d+m/, `the control run shows no colour, so the check below would prove nothing: ${JSON.stringify(plain.stdout)}`);
-  const none = await storInPty(['info', 'null:1M'], { columns: 80, pidFile: join(dir, 'p2'), timeoutMs: 20_000, env: { NO_COLOR: '1', FORCE_COLOR: '' } }).result;
-  assert.is(none.code, 0, none.stdout);
-  assert.not.match(none.stdout, /\x1b\[/, `colour codes with NO_COLOR=1: ${JSON.stringify(none.stdout)}`);
-});
+help(
+  'NO_COLOR is honoured on a terminal: stor info null:1M under a pty has colour codes without it and none with it',
+  async () => {
+    const plain = await storInPty(['info', 'null:1M'], {
+      columns: 80,
+      pidFile: join(dir, 'p1'),
+      timeoutMs: 20_000,
+      env: { NO_COLOR: '', FORCE_COLOR: '' },
+    }).result;
+    assert.is(plain.code, 0, plain.stdout);
+    assert.match(
+      plain.stdout,
+      /\x1b\[\d+m/,
+      `the control run shows no colour, so the check below would prove nothing: ${JSON.stringify(plain.stdout)}`,
+    );
+    const none = await storInPty(['info', 'null:1M'], {
+      columns: 80,
+      pidFile: join(dir, 'p2'),
+      timeoutMs: 20_000,
+      env: { NO_COLOR: '1', FORCE_COLOR: '' },
+    }).result;
+    assert.is(none.code, 0, none.stdout);
+    assert.not.match(none.stdout, /\x1b\[/, `colour codes with NO_COLOR=1: ${JSON.stringify(none.stdout)}`);
+  },
+);
 
 help.run();

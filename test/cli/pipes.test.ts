@@ -27,21 +27,31 @@ pipes.before(async () => {
   writeFileSync(dataFile, data);
   s = await startServer('stor', { backend: 'mem', size: SIZE });
 });
-pipes.after(async () => { await s?.stop(); rmSync(dir, { recursive: true, force: true }); });
+pipes.after(async () => {
+  await s?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const q = (x: string): string => `'${x.replace(/'/g, `'\\''`)}'`;
 const STOR = `${q(process.execPath)} ${q(STOR_BIN)}`;
 /** Runs a bash pipeline; the last line of stdout is "status: a b c" from PIPESTATUS. */
 function sh(script: string): Promise<RunResult> {
-  return runBounded('bash', ['-c', `${script}; echo "status: \${PIPESTATUS[*]}"`], 30_000, { env: { ...process.env, NO_COLOR: '1', STOR_DEBUG: '' } });
+  return runBounded('bash', ['-c', `${script}; echo "status: \${PIPESTATUS[*]}"`], 30_000, {
+    env: { ...process.env, NO_COLOR: '1', STOR_DEBUG: '' },
+  });
 }
-const statuses = (r: RunResult): number[] => (/status: ([\d ]+)\s*$/.exec(r.stdout)?.[1] ?? '').trim().split(' ').map(Number);
+const statuses = (r: RunResult): number[] =>
+  (/status: ([\d ]+)\s*$/.exec(r.stdout)?.[1] ?? '').trim().split(' ').map(Number);
 const show = (r: RunResult): string => `stdout: ${r.stdout.slice(-500)}\nstderr: ${r.stderr.slice(-500)}`;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 async function readBack(offset: number, length: number): Promise<Buffer> {
   const out = join(dir, 'back.bin');
-  const r = await runBounded(process.execPath, [STOR_BIN, 'read', `vhost-user:${s!.socket}`, '--offset', String(offset), '--length', String(length), '-o', out], 30_000);
+  const r = await runBounded(
+    process.execPath,
+    [STOR_BIN, 'read', `vhost-user:${s!.socket}`, '--offset', String(offset), '--length', String(length), '-o', out],
+    30_000,
+  );
   assert.is(r.code, 0, r.stderr);
   const { readFileSync } = await import('node:fs');
   return readFileSync(out);
@@ -57,7 +67,9 @@ for (const input of ['/dev/stdin', '-']) {
 }
 
 pipes('stor read SOCK --length 3M --output - | sha256sum: the data on standard output, no file named "-"', async () => {
-  const r = await sh(`cd ${q(dir)} && ${STOR} read vhost-user:${q(s!.socket)} --offset 1M --length 3M --output - | sha256sum`);
+  const r = await sh(
+    `cd ${q(dir)} && ${STOR} read vhost-user:${q(s!.socket)} --offset 1M --length 3M --output - | sha256sum`,
+  );
   assert.equal(statuses(r), [0, 0], show(r));
   assert.match(r.stdout, new RegExp(`^${sha(data)} `), show(r));
   const { existsSync } = await import('node:fs');

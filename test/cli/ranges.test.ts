@@ -8,7 +8,16 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  allBytes, assertCleanError, describeRun, filledFile, readRange, startServer, stor, tempDir, type Server, type ServerName,
+  allBytes,
+  assertCleanError,
+  describeRun,
+  filledFile,
+  readRange,
+  startServer,
+  stor,
+  tempDir,
+  type Server,
+  type ServerName,
 } from '../client/helpers.js';
 
 const ranges = suite('cli: ranges are checked before any I/O');
@@ -58,10 +67,17 @@ for (const name of ['stor', 'qsd'] as ServerName[]) {
     assert.not.ok(existsSync(out), 'a partial output file was left');
   });
 
-  ranges(`${name}: write --pattern 7 --length 10M --offset 8M (crosses the end) -> exit 2 and the device is not modified`, async () => {
-    assertCleanError(await stor(['write', sock(), '--pattern', '7', '--length', '10M', '--offset', '8M']), USAGE, /past the end|capacity/);
-    assertImageUntouched(servers[name]!, 'write crossing the end');
-  });
+  ranges(
+    `${name}: write --pattern 7 --length 10M --offset 8M (crosses the end) -> exit 2 and the device is not modified`,
+    async () => {
+      assertCleanError(
+        await stor(['write', sock(), '--pattern', '7', '--length', '10M', '--offset', '8M']),
+        USAGE,
+        /past the end|capacity/,
+      );
+      assertImageUntouched(servers[name]!, 'write crossing the end');
+    },
+  );
 
   ranges(`${name}: write --input (12 MiB file) --offset 8M -> exit 2 and the device is not modified`, async () => {
     const input = join(dir, 'twelve.bin');
@@ -70,24 +86,59 @@ for (const name of ['stor', 'qsd'] as ServerName[]) {
     assertImageUntouched(servers[name]!, 'write --input crossing the end');
   });
 
-  ranges(`${name}: a zero length past the end is still past the end: read and write --length 0 --offset 17M -> exit 2`, async () => {
-    const out = join(dir, `zero-${name}.bin`);
-    assertCleanError(await stor(['read', sock(), '--length', '0', '--offset', '17M', '-o', out]), USAGE, /past the end|capacity/);
-    assert.not.ok(existsSync(out), 'an output file was created');
-    assertCleanError(await stor(['write', sock(), '--pattern', '1', '--length', '0', '--offset', '17M']), USAGE, /past the end|capacity/);
-  });
+  ranges(
+    `${name}: a zero length past the end is still past the end: read and write --length 0 --offset 17M -> exit 2`,
+    async () => {
+      const out = join(dir, `zero-${name}.bin`);
+      assertCleanError(
+        await stor(['read', sock(), '--length', '0', '--offset', '17M', '-o', out]),
+        USAGE,
+        /past the end|capacity/,
+      );
+      assert.not.ok(existsSync(out), 'an output file was created');
+      assertCleanError(
+        await stor(['write', sock(), '--pattern', '1', '--length', '0', '--offset', '17M']),
+        USAGE,
+        /past the end|capacity/,
+      );
+    },
+  );
 }
 
-ranges('copy: a source range past the end (--src-offset 1M --length 16M) and a destination range past the end -> exit 2, nothing written', async () => {
-  const s = servers.stor!;
-  assertCleanError(await stor(['copy', `vhost-user:${s.socket}`, `null:${SIZE}`, '--src-offset', '1M', '--length', '16M']), USAGE, /--length|source/);
-  assertCleanError(await stor(['copy', `null:${SIZE}`, `vhost-user:${s.socket}`, '--dst-offset', '8M', '--length', '10M']), USAGE, /destination/);
-  assertImageUntouched(s, 'copy past the end of the destination');
-});
+ranges(
+  'copy: a source range past the end (--src-offset 1M --length 16M) and a destination range past the end -> exit 2, nothing written',
+  async () => {
+    const s = servers.stor!;
+    assertCleanError(
+      await stor(['copy', `vhost-user:${s.socket}`, `null:${SIZE}`, '--src-offset', '1M', '--length', '16M']),
+      USAGE,
+      /--length|source/,
+    );
+    assertCleanError(
+      await stor(['copy', `null:${SIZE}`, `vhost-user:${s.socket}`, '--dst-offset', '8M', '--length', '10M']),
+      USAGE,
+      /destination/,
+    );
+    assertImageUntouched(s, 'copy past the end of the destination');
+  },
+);
 
 ranges('bench: --size larger than the target -> exit 2 before the run (no write reaches the device)', async () => {
   const s = servers.stor!;
-  const r = await stor(['bench', `vhost-user:${s.socket}`, '--rw', 'randwrite', '--size', '20M', '--runtime', '200ms', '--ramp', '0s', '--modes', 'notify']);
+  const r = await stor([
+    'bench',
+    `vhost-user:${s.socket}`,
+    '--rw',
+    'randwrite',
+    '--size',
+    '20M',
+    '--runtime',
+    '200ms',
+    '--ramp',
+    '0s',
+    '--modes',
+    'notify',
+  ]);
   assertCleanError(r, USAGE, /--size/);
   assertImageUntouched(s, 'bench --size past the end');
 });

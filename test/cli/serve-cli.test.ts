@@ -14,7 +14,11 @@ const dir = mkdtempSync(join(tmpdir(), 'stor-cli-'));
 cli.after(() => rmSync(dir, { recursive: true, force: true }));
 
 function stor(args: string[]) {
-  return spawnSync(process.execPath, [STOR_BIN, ...args], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, NO_COLOR: '1' } });
+  return spawnSync(process.execPath, [STOR_BIN, ...args], {
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...process.env, NO_COLOR: '1' },
+  });
 }
 
 const badFlags: Array<[string[], RegExp]> = [
@@ -55,7 +59,12 @@ cli('SIGTERM drains, removes the socket and exits 0; --json prints ready and sto
   const socket = join(dir, 'term.sock');
   const s = await startStor({ backend: { kind: 'mem', size: 1 << 24 }, socket });
   assert.ok(existsSync(socket));
-  const ready = JSON.parse(s.output().split('\n').find((l) => l.includes('"event":"ready"'))!);
+  const ready = JSON.parse(
+    s
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"event":"ready"'))!,
+  );
   assert.is(ready.capacity, 1 << 24);
   assert.is(ready.socket, socket);
   const code = await s.stop();
@@ -72,7 +81,9 @@ cli('a second server on a live socket is refused and the first keeps its socket'
     assert.is(r.status, 1);
     assert.match(r.stderr, /in use/);
     assert.ok(existsSync(socket));
-  } finally { await s.stop(); }
+  } finally {
+    await s.stop();
+  }
 });
 
 cli('a stale socket file (no listener) is replaced', async () => {

@@ -20,7 +20,9 @@ const BS = 4096;
 let dir = '';
 let server: RunningServer | undefined;
 
-t.before(() => { dir = tempDir('backpressure'); });
+t.before(() => {
+  dir = tempDir('backpressure');
+});
 t.after(async () => {
   await server?.stop();
   if (server) cleanupSocket(server.socket);
@@ -36,7 +38,9 @@ async function writeReadAll(target: string, queueSize: number): Promise<void> {
     await Promise.all(data.map((d, i) => dev.write(offsets[i], d)));
     const back = await Promise.all(offsets.map((o) => dev.read(o, BS)));
     back.forEach((b, i) => assert.ok(b.equals(data[i]), `block ${i} at ${offsets[i]} reads back what was written`));
-  } finally { await dev.close(); }
+  } finally {
+    await dev.close();
+  }
 }
 
 t('vhost-user export: a guest queue of 64 in flight on a 2-entry backend ring completes every request', async () => {
@@ -57,7 +61,14 @@ t('copy: source and destination with 2-entry rings, 16 chunks in flight, verifie
   const dstPath = join(dir, 'dst.img');
   const src = openBackend({ driver: 'file', props: { path: srcPath, 'ring-size': '2' } });
   const dst = openBackend({ driver: 'file', props: { path: dstPath, create: String(SIZE), 'ring-size': '2' } });
-  const job = native().copyRun(src.handle, dst.handle, { length: SIZE, chunk: 64 << 10, queues: 1, iodepth: 16, verify: true, zeroDetect: true });
+  const job = native().copyRun(src.handle, dst.handle, {
+    length: SIZE,
+    chunk: 64 << 10,
+    queues: 1,
+    iodepth: 16,
+    verify: true,
+    zeroDetect: true,
+  });
   const r = await job.promise;
   assert.is(r.bytesCopied, SIZE);
   assert.is(r.mismatchedChunks, 0);
@@ -66,8 +77,19 @@ t('copy: source and destination with 2-entry rings, 16 chunks in flight, verifie
 });
 
 t('bench: iodepth 32 on a 2-entry ring, with verify: no errors', async () => {
-  const b = openBackend({ driver: 'file', props: { path: join(dir, 'bench.img'), create: String(SIZE), 'ring-size': '2' } });
-  const r = await native().benchRun(b.handle, { rw: 'randrw', bs: BS, iodepth: 32, threads: 1, runtimeMs: 300, wait: 'notify', verify: true }).promise;
+  const b = openBackend({
+    driver: 'file',
+    props: { path: join(dir, 'bench.img'), create: String(SIZE), 'ring-size': '2' },
+  });
+  const r = await native().benchRun(b.handle, {
+    rw: 'randrw',
+    bs: BS,
+    iodepth: 32,
+    threads: 1,
+    runtimeMs: 300,
+    wait: 'notify',
+    verify: true,
+  }).promise;
   const th = r.threads[0];
   assert.is(th.errors, 0, th.error ?? '');
   assert.is(th.verifyFailures, 0);

@@ -8,7 +8,16 @@ import { rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertCleanError, assertOk, assertSame, readRange, startServer, stor, tempDir, type Server } from './helpers.js';
+import {
+  assertCleanError,
+  assertOk,
+  assertSame,
+  readRange,
+  startServer,
+  stor,
+  tempDir,
+  type Server,
+} from './helpers.js';
 
 const overlap = suite('client: copy within one image');
 
@@ -29,20 +38,58 @@ overlap.after(() => rmSync(dir, { recursive: true, force: true }));
 
 const unchanged = (): void => assertSame(readRange(image, 0, SIZE), content, 'the image after a refused copy');
 
-overlap('copy IMG IMG --dst-offset 1M --length 4M --chunk 64k --iodepth 16 --verify -> exit 2, image unchanged', async () => {
-  const r = await stor(['copy', image, image, '--dst-offset', '1M', '--length', '4M', '--chunk', '64k', '--iodepth', '16', '--verify']);
-  assertCleanError(r, 2, /same image.*overlap/);
-  unchanged();
-});
+overlap(
+  'copy IMG IMG --dst-offset 1M --length 4M --chunk 64k --iodepth 16 --verify -> exit 2, image unchanged',
+  async () => {
+    const r = await stor([
+      'copy',
+      image,
+      image,
+      '--dst-offset',
+      '1M',
+      '--length',
+      '4M',
+      '--chunk',
+      '64k',
+      '--iodepth',
+      '16',
+      '--verify',
+    ]);
+    assertCleanError(r, 2, /same image.*overlap/);
+    unchanged();
+  },
+);
 
-overlap('the same image spelled differently (file:IMG vs a symlink; --src-offset 2M onto 0) -> exit 2, image unchanged', async () => {
-  assertCleanError(await stor(['copy', `file:${image}`, join(dir, 'link.img'), '--src-offset', '2M', '--length', '4M']), 2, /same image/);
-  assertCleanError(await stor(['copy', image, image]), 2, /same image/);
-  unchanged();
-});
+overlap(
+  'the same image spelled differently (file:IMG vs a symlink; --src-offset 2M onto 0) -> exit 2, image unchanged',
+  async () => {
+    assertCleanError(
+      await stor(['copy', `file:${image}`, join(dir, 'link.img'), '--src-offset', '2M', '--length', '4M']),
+      2,
+      /same image/,
+    );
+    assertCleanError(await stor(['copy', image, image]), 2, /same image/);
+    unchanged();
+  },
+);
 
 overlap('ranges of one image that do not overlap copy and verify: 0..4M onto 8M..12M', async () => {
-  assertOk(await stor(['copy', image, image, '--dst-offset', '8M', '--length', '4M', '--chunk', '64k', '--iodepth', '16', '--verify']));
+  assertOk(
+    await stor([
+      'copy',
+      image,
+      image,
+      '--dst-offset',
+      '8M',
+      '--length',
+      '4M',
+      '--chunk',
+      '64k',
+      '--iodepth',
+      '16',
+      '--verify',
+    ]),
+  );
   content.copy(content, 8 * MiB, 0, 4 * MiB);
   assertSame(readRange(image, 0, SIZE), content, 'the image after copying 0..4M onto 8M..12M');
 });
@@ -53,8 +100,13 @@ overlap('the same vhost-user socket as source and destination with overlapping r
     s = await startServer('stor', { backend: 'file', size: 4 * MiB, fill: 0x5a });
     const sock = `vhost-user:${s.socket}`;
     assertCleanError(await stor(['copy', sock, s.socket, '--dst-offset', '512', '--length', '1M']), 2, /same image/);
-    assert.ok(readRange(s.image!, 0, 4 * MiB).every((b) => b === 0x5a), 'the served image changed');
-  } finally { await s?.stop(); }
+    assert.ok(
+      readRange(s.image!, 0, 4 * MiB).every((b) => b === 0x5a),
+      'the served image changed',
+    );
+  } finally {
+    await s?.stop();
+  }
 });
 
 overlap.run();

@@ -7,7 +7,16 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  assertOk, assertSame, describeRun, filledFile, json, startServer, stor, tempDir, type CliResult, type Server,
+  assertOk,
+  assertSame,
+  describeRun,
+  filledFile,
+  json,
+  startServer,
+  stor,
+  tempDir,
+  type CliResult,
+  type Server,
 } from './helpers.js';
 
 const copy = suite('client: stor copy between kinds, --verify');
@@ -68,40 +77,89 @@ function assertImage(image: string, off: number, bytes: Buffer, what: string): v
   assert.is(img.length, SIZE, `${what}: image size`);
   assertSame(img.subarray(off, off + bytes.length), bytes, `${what}: copied range`);
   assertSame(img.subarray(0, off), Buffer.alloc(off, FILL), `${what}: before the range`);
-  assertSame(img.subarray(off + bytes.length), Buffer.alloc(SIZE - off - bytes.length, FILL), `${what}: after the range`);
+  assertSame(
+    img.subarray(off + bytes.length),
+    Buffer.alloc(SIZE - off - bytes.length, FILL),
+    `${what}: after the range`,
+  );
 }
 
-const A_OFF = MiB + 512;       // where the file lands on stor's image
-const B_OFF = 4 * MiB + 4096;  // where stor's copy of it lands on qsd's image
+const A_OFF = MiB + 512; // where the file lands on stor's image
+const B_OFF = 4 * MiB + 4096; // where stor's copy of it lands on qsd's image
 
-copy('file -> socket (stor serve): --verify --queues 2 --dst-offset 1 MiB + 512 succeeds and the image holds the file there, nothing else changed', async () => {
-  const r = await stor(['copy', srcPath, `vhost-user:${a!.socket}`, '--dst-offset', String(A_OFF), '--verify', '--queues', '2', '--json']);
-  assertVerified(r, src.length);
-  assertImage(a!.image!, A_OFF, src, 'stor image');
-});
+copy(
+  'file -> socket (stor serve): --verify --queues 2 --dst-offset 1 MiB + 512 succeeds and the image holds the file there, nothing else changed',
+  async () => {
+    const r = await stor([
+      'copy',
+      srcPath,
+      `vhost-user:${a!.socket}`,
+      '--dst-offset',
+      String(A_OFF),
+      '--verify',
+      '--queues',
+      '2',
+      '--json',
+    ]);
+    assertVerified(r, src.length);
+    assertImage(a!.image!, A_OFF, src, 'stor image');
+  },
+);
 
-copy('socket -> socket (stor serve -> qemu-storage-daemon): --verify --queues 2 with --src-offset, --dst-offset and --length moves exactly that range', async () => {
-  const r = await stor(['copy', `vhost-user:${a!.socket}`, `vhost-user:${b!.socket}`, '--src-offset', String(A_OFF), '--dst-offset', String(B_OFF),
-    '--length', String(src.length), '--verify', '--queues', '2', '--chunk', '256k', '--json']);
-  assertVerified(r, src.length);
-  assertImage(b!.image!, B_OFF, src, 'qsd image');
-  assertImage(a!.image!, A_OFF, src, 'stor image (the source) unchanged');
-});
+copy(
+  'socket -> socket (stor serve -> qemu-storage-daemon): --verify --queues 2 with --src-offset, --dst-offset and --length moves exactly that range',
+  async () => {
+    const r = await stor([
+      'copy',
+      `vhost-user:${a!.socket}`,
+      `vhost-user:${b!.socket}`,
+      '--src-offset',
+      String(A_OFF),
+      '--dst-offset',
+      String(B_OFF),
+      '--length',
+      String(src.length),
+      '--verify',
+      '--queues',
+      '2',
+      '--chunk',
+      '256k',
+      '--json',
+    ]);
+    assertVerified(r, src.length);
+    assertImage(b!.image!, B_OFF, src, 'qsd image');
+    assertImage(a!.image!, A_OFF, src, 'stor image (the source) unchanged');
+  },
+);
 
-copy('socket -> socket (qemu-storage-daemon -> stor serve): the whole 16 MiB device with --verify, both images identical afterwards', async () => {
-  const r = await stor(['copy', `vhost-user:${b!.socket}`, `vhost-user:${a!.socket}`, '--verify', '--iodepth', '2', '--json']);
-  assertVerified(r, SIZE);
-  assertSame(readFileSync(a!.image!), readFileSync(b!.image!), 'stor image vs qsd image');
-  assertImage(a!.image!, B_OFF, src, 'stor image');
-});
+copy(
+  'socket -> socket (qemu-storage-daemon -> stor serve): the whole 16 MiB device with --verify, both images identical afterwards',
+  async () => {
+    const r = await stor([
+      'copy',
+      `vhost-user:${b!.socket}`,
+      `vhost-user:${a!.socket}`,
+      '--verify',
+      '--iodepth',
+      '2',
+      '--json',
+    ]);
+    assertVerified(r, SIZE);
+    assertSame(readFileSync(a!.image!), readFileSync(b!.image!), 'stor image vs qsd image');
+    assertImage(a!.image!, B_OFF, src, 'stor image');
+  },
+);
 
-copy('socket -> file (qemu-storage-daemon -> a new file): --verify creates the file with the size of the copy and the device bytes', async () => {
-  const out = join(dir, 'from-qsd.bin');
-  assert.not.ok(existsSync(out));
-  const r = await stor(['copy', `vhost-user:${b!.socket}`, out, '--verify', '--queues', '2', '--json']);
-  assertVerified(r, SIZE);
-  assertSame(readFileSync(out), readFileSync(b!.image!), 'new file vs qsd image');
-});
+copy(
+  'socket -> file (qemu-storage-daemon -> a new file): --verify creates the file with the size of the copy and the device bytes',
+  async () => {
+    const out = join(dir, 'from-qsd.bin');
+    assert.not.ok(existsSync(out));
+    const r = await stor(['copy', `vhost-user:${b!.socket}`, out, '--verify', '--queues', '2', '--json']);
+    assertVerified(r, SIZE);
+    assertSame(readFileSync(out), readFileSync(b!.image!), 'new file vs qsd image');
+  },
+);
 
 copy('file -> file: --verify into an existing larger file at --dst-offset 512 changes exactly that range', async () => {
   const dst = join(dir, 'dst.bin');
@@ -112,38 +170,52 @@ copy('file -> file: --verify into an existing larger file at --dst-offset 512 ch
   assertSame(readFileSync(srcPath), src, 'source file unchanged');
 });
 
-copy('file -> null: with non-zero data, --verify fails: exit 3, one-line "verification failed" naming the first differing byte (1 MiB: the zero chunk before it matches)', async () => {
-  // zeros first: null reads return zeros, so the first chunk verifies; the mismatch starts at 1 MiB
-  const f = join(dir, 'zero-then-random.bin');
-  writeFileSync(f, Buffer.concat([Buffer.alloc(MiB), randomBytes(3 * MiB)]));
-  const r = await stor(['copy', f, `null:${SIZE}`, '--verify']);
-  assertMismatch(r, /^stor: verification failed: 3 chunk\(s\) differ, the first at byte 1048576$/);
-  // and with --json: ONE document on stdout: the error (code 3) with the copy's result in it
-  const rj = await stor(['copy', f, `null:${SIZE}`, '--verify', '--json']);
-  assert.is(rj.code, 3, describeRun(rj));
-  const docs = rj.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
-  assert.is(docs.length, 1, `one JSON document: ${describeRun(rj)}`);
-  const result = docs[0]['result'] as Record<string, unknown> | undefined;
-  const error = docs[0]['error'] as { code?: number } | undefined;
-  assert.ok(result, `no result on stdout: ${describeRun(rj)}`);
-  assert.is(result!['mismatchedChunks'], 3, 'mismatchedChunks');
-  assert.is(result!['firstMismatch'], MiB, 'firstMismatch');
-  assert.is(error?.code, 3, `error code on stdout: ${describeRun(rj)}`);
-});
+copy(
+  'file -> null: with non-zero data, --verify fails: exit 3, one-line "verification failed" naming the first differing byte (1 MiB: the zero chunk before it matches)',
+  async () => {
+    // zeros first: null reads return zeros, so the first chunk verifies; the mismatch starts at 1 MiB
+    const f = join(dir, 'zero-then-random.bin');
+    writeFileSync(f, Buffer.concat([Buffer.alloc(MiB), randomBytes(3 * MiB)]));
+    const r = await stor(['copy', f, `null:${SIZE}`, '--verify']);
+    assertMismatch(r, /^stor: verification failed: 3 chunk\(s\) differ, the first at byte 1048576$/);
+    // and with --json: ONE document on stdout: the error (code 3) with the copy's result in it
+    const rj = await stor(['copy', f, `null:${SIZE}`, '--verify', '--json']);
+    assert.is(rj.code, 3, describeRun(rj));
+    const docs = rj.stdout
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.is(docs.length, 1, `one JSON document: ${describeRun(rj)}`);
+    const result = docs[0]['result'] as Record<string, unknown> | undefined;
+    const error = docs[0]['error'] as { code?: number } | undefined;
+    assert.ok(result, `no result on stdout: ${describeRun(rj)}`);
+    assert.is(result!['mismatchedChunks'], 3, 'mismatchedChunks');
+    assert.is(result!['firstMismatch'], MiB, 'firstMismatch');
+    assert.is(error?.code, 3, `error code on stdout: ${describeRun(rj)}`);
+  },
+);
 
-copy('file -> null: an all-zero source verifies (null reads zeros): exit 0, so a mismatch is not reported unconditionally', async () => {
-  const f = join(dir, 'zeros.bin');
-  writeFileSync(f, Buffer.alloc(2 * MiB));
-  const r = await stor(['copy', f, `null:${SIZE}`, '--verify', '--json']);
-  assertVerified(r, 2 * MiB);
-});
+copy(
+  'file -> null: an all-zero source verifies (null reads zeros): exit 0, so a mismatch is not reported unconditionally',
+  async () => {
+    const f = join(dir, 'zeros.bin');
+    writeFileSync(f, Buffer.alloc(2 * MiB));
+    const r = await stor(['copy', f, `null:${SIZE}`, '--verify', '--json']);
+    assertVerified(r, 2 * MiB);
+  },
+);
 
-copy('socket -> socket where the destination server drops writes (stor serve null backend): --verify fails with exit 3', async () => {
-  const n = await startServer('stor', { backend: 'null', size: SIZE, queues: 1 });
-  try {
-    const r = await stor(['copy', `vhost-user:${a!.socket}`, `vhost-user:${n.socket}`, '--verify']);
-    assertMismatch(r, /^stor: verification failed: \d+ chunk\(s\) differ/);
-  } finally { await n.stop(); }
-});
+copy(
+  'socket -> socket where the destination server drops writes (stor serve null backend): --verify fails with exit 3',
+  async () => {
+    const n = await startServer('stor', { backend: 'null', size: SIZE, queues: 1 });
+    try {
+      const r = await stor(['copy', `vhost-user:${a!.socket}`, `vhost-user:${n.socket}`, '--verify']);
+      assertMismatch(r, /^stor: verification failed: \d+ chunk\(s\) differ/);
+    } finally {
+      await n.stop();
+    }
+  },
+);
 
 copy.run();

@@ -37,32 +37,42 @@ const LENGTHS = [512, 2048, 4096, 64 * 1024, MiB, 3 * MiB + 512];
 direct('library: open("file:IMG,direct=on").read() of 512 B to 3 MiB returns the image bytes', async () => {
   const dev = await open(`file:${image},direct=on`);
   try {
-    assert.ok(dev.properties.bufAlignment > 1, `buf-alignment ${dev.properties.bufAlignment}: direct=on should need aligned buffers`);
+    assert.ok(
+      dev.properties.bufAlignment > 1,
+      `buf-alignment ${dev.properties.bufAlignment}: direct=on should need aligned buffers`,
+    );
     for (const len of LENGTHS) {
       const got = await dev.read(4096, len);
       assertSame(got, content.subarray(4096, 4096 + len), `read(4096, ${len})`);
     }
-  } finally { await dev.close(); }
+  } finally {
+    await dev.close();
+  }
 });
 
-direct('library: readInto() and write() with misaligned buffers, every size; the image holds what was written', async () => {
-  const dev = await open(`file:${image},direct=on`);
-  try {
-    let offset = MiB;
-    for (const len of LENGTHS) {
-      const into = misaligned(len);
-      await dev.readInto(offset, into);
-      assertSame(into, content.subarray(offset, offset + len), `readInto(${offset}, misaligned ${len})`);
-      const data = misaligned(len);
-      randomBytes(len).copy(data);
-      await dev.write(offset, data);
-      data.copy(content, offset);
-      offset += len + 512;
+direct(
+  'library: readInto() and write() with misaligned buffers, every size; the image holds what was written',
+  async () => {
+    const dev = await open(`file:${image},direct=on`);
+    try {
+      let offset = MiB;
+      for (const len of LENGTHS) {
+        const into = misaligned(len);
+        await dev.readInto(offset, into);
+        assertSame(into, content.subarray(offset, offset + len), `readInto(${offset}, misaligned ${len})`);
+        const data = misaligned(len);
+        randomBytes(len).copy(data);
+        await dev.write(offset, data);
+        data.copy(content, offset);
+        offset += len + 512;
+      }
+      await dev.flush();
+    } finally {
+      await dev.close();
     }
-    await dev.flush();
-  } finally { await dev.close(); }
-  assertSame(readRange(image, 0, SIZE), content, 'the image after the misaligned writes');
-});
+    assertSame(readRange(image, 0, SIZE), content, 'the image after the misaligned writes');
+  },
+);
 
 direct('stor read file:IMG,direct=on --length 4k / 2k / 5M -o FILE -> exit 0, the image bytes', async () => {
   for (const len of ['2k', '4k', '5M']) {
@@ -74,17 +84,41 @@ direct('stor read file:IMG,direct=on --length 4k / 2k / 5M -o FILE -> exit 0, th
   }
 });
 
-direct('stor write file:IMG,direct=on --pattern 7 --length 4k and --length 3M -> exit 0, those bytes are 7, the rest unchanged', async () => {
-  for (const [offset, len] of [[4096, 4096], [2 * MiB, 3 * MiB]] as const) {
-    const r = await stor(['write', `file:${image},direct=on`, '--pattern', '7', '--offset', String(offset), '--length', String(len)]);
-    assertOk(r);
-    content.fill(7, offset, offset + len);
-  }
-  assertSame(readRange(image, 0, SIZE), content, 'the image after stor write');
-});
+direct(
+  'stor write file:IMG,direct=on --pattern 7 --length 4k and --length 3M -> exit 0, those bytes are 7, the rest unchanged',
+  async () => {
+    for (const [offset, len] of [
+      [4096, 4096],
+      [2 * MiB, 3 * MiB],
+    ] as const) {
+      const r = await stor([
+        'write',
+        `file:${image},direct=on`,
+        '--pattern',
+        '7',
+        '--offset',
+        String(offset),
+        '--length',
+        String(len),
+      ]);
+      assertOk(r);
+      content.fill(7, offset, offset + len);
+    }
+    assertSame(readRange(image, 0, SIZE), content, 'the image after stor write');
+  },
+);
 
 direct('a range past the end of a direct=on file is still exit 2, not EINVAL', async () => {
-  const r = await stor(['read', `file:${image},direct=on`, '--offset', String(SIZE), '--length', '4k', '-o', join(dir, 'past.bin')]);
+  const r = await stor([
+    'read',
+    `file:${image},direct=on`,
+    '--offset',
+    String(SIZE),
+    '--length',
+    '4k',
+    '-o',
+    join(dir, 'past.bin'),
+  ]);
   assertCleanError(r, 2, /past the end/);
 });
 

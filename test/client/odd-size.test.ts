@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { assertCleanError, assertOk, stor, tempDir } from './helpers.js';
 
 const odd = suite('client: files that are not whole sectors');
-const ODD = 1024 * 1024 + 424;   // 1 MiB and 424 bytes
+const ODD = 1024 * 1024 + 424; // 1 MiB and 424 bytes
 let dir = '';
 let image = '';
 let content: Buffer;
@@ -26,19 +26,30 @@ odd.after(() => rmSync(dir, { recursive: true, force: true }));
 
 const REFUSED = /not a multiple of 512.*424 bytes/;
 
-odd('info, read and copy from a 1 MiB + 424 B file -> exit 1 naming the size, hint says truncate -s 1049088', async () => {
-  for (const args of [['info', image], ['read', `file:${image}`, '--length', '4k', '-o', join(dir, 'r.bin')], ['copy', image, join(dir, 'copy.img')]]) {
-    const r = await stor(args);
-    assertCleanError(r, 1, REFUSED);
-    assert.match(r.stderr, /truncate -s 1049088 /);
-  }
-  assert.not.ok(existsSync(join(dir, 'copy.img')), 'the copy destination was created');
-  assert.not.ok(existsSync(join(dir, 'r.bin')), 'the read output was created');
-});
+odd(
+  'info, read and copy from a 1 MiB + 424 B file -> exit 1 naming the size, hint says truncate -s 1049088',
+  async () => {
+    for (const args of [
+      ['info', image],
+      ['read', `file:${image}`, '--length', '4k', '-o', join(dir, 'r.bin')],
+      ['copy', image, join(dir, 'copy.img')],
+    ]) {
+      const r = await stor(args);
+      assertCleanError(r, 1, REFUSED);
+      assert.match(r.stderr, /truncate -s 1049088 /);
+    }
+    assert.not.ok(existsSync(join(dir, 'copy.img')), 'the copy destination was created');
+    assert.not.ok(existsSync(join(dir, 'r.bin')), 'the read output was created');
+  },
+);
 
 odd('copy onto such a file and stor serve of it -> exit 1, the file unchanged', async () => {
   assertCleanError(await stor(['copy', 'null:1M', image]), 1, REFUSED);
-  assertCleanError(await stor(['serve', '--socket', join(dir, 's.sock'), '--backend', `file:${image}`], 20_000), 1, REFUSED);
+  assertCleanError(
+    await stor(['serve', '--socket', join(dir, 's.sock'), '--backend', `file:${image}`], 20_000),
+    1,
+    REFUSED,
+  );
   assert.ok(readFileSync(image).equals(content), 'the odd-sized file changed');
 });
 

@@ -26,8 +26,13 @@ export function backendUnavailable(kind: BackendKind): string | undefined {
     return undefined;
   } catch (e) {
     return `${DIRECT_DIR} does not take O_DIRECT (${(e as NodeJS.ErrnoException).code})`;
+  } finally {
+    try {
+      unlinkSync(probe);
+    } catch {
+      /* never created */
+    }
   }
-  finally { try { unlinkSync(probe); } catch { /* never created */ } }
 }
 
 /** Index of the first differing byte, or -1. */
@@ -49,9 +54,22 @@ export class BackendFixture {
    * @param onTmpfs mem served by a server without a memory backend (qemu-storage-daemon): a file
    *   in /dev/shm stands in for it.
    */
-  constructor(readonly kind: BackendKind, readonly size: number, readonly onTmpfs = false) {
+  constructor(
+    readonly kind: BackendKind,
+    readonly size: number,
+    readonly onTmpfs = false,
+  ) {
     this.model = kind === 'file' || kind === 'file-direct' ? randomBytes(size) : Buffer.alloc(size);
-    const base = kind === 'file-direct' ? DIRECT_DIR : kind === 'mem' ? (onTmpfs ? '/dev/shm' : undefined) : kind === 'file' ? tmpdir() : undefined;
+    const base =
+      kind === 'file-direct'
+        ? DIRECT_DIR
+        : kind === 'mem'
+          ? onTmpfs
+            ? '/dev/shm'
+            : undefined
+          : kind === 'file'
+            ? tmpdir()
+            : undefined;
     if (base) {
       this.dir = mkdtempSync(join(base, `stor-conf-${kind}-`));
       this.image = join(this.dir, 'disk.img');
@@ -60,20 +78,29 @@ export class BackendFixture {
   }
 
   /** null drops writes and reads zeros: nothing written ever reads back. */
-  get persists(): boolean { return this.kind !== 'null'; }
+  get persists(): boolean {
+    return this.kind !== 'null';
+  }
 
   /** What the launcher starts a server on. */
   launcherSpec(o: { qsdDiscard?: boolean } = {}): BackendSpec {
-    if (this.image) return { kind: 'file', path: this.image, direct: this.kind === 'file-direct', discard: o.qsdDiscard };
+    if (this.image)
+      return { kind: 'file', path: this.image, direct: this.kind === 'file-direct', discard: o.qsdDiscard };
     return { kind: this.kind as 'null' | 'mem', size: this.size };
   }
 
   /** A new server over a backend that lives in its process (stor's mem) starts from zeros. */
-  serverRestarted(): void { if (this.kind === 'mem' && !this.image) this.model.fill(0); }
+  serverRestarted(): void {
+    if (this.kind === 'mem' && !this.image) this.model.fill(0);
+  }
 
   /** Records a write the export acknowledged (null keeps nothing). */
-  wrote(offset: number, data: Buffer): void { if (this.persists) data.copy(this.model, offset); }
-  zeroed(offset: number, length: number): void { this.model.fill(0, offset, offset + length); }
+  wrote(offset: number, data: Buffer): void {
+    if (this.persists) data.copy(this.model, offset);
+  }
+  zeroed(offset: number, length: number): void {
+    this.model.fill(0, offset, offset + length);
+  }
 
   /** The whole backend equals the model: the image on disk, or what readAll() returns. */
   async assertMatches(readAll: () => Promise<Buffer>): Promise<void> {
@@ -81,10 +108,14 @@ export class BackendFixture {
     assert.is(actual.length, this.size, 'backend size');
     const d = firstDifference(actual, this.model);
     if (d >= 0) {
-      assert.unreachable(`backend differs from the model first at byte ${d} (sector ${Math.floor(d / 512)}): ` +
-        `0x${actual[d]?.toString(16)} instead of 0x${this.model[d]?.toString(16)}`);
+      assert.unreachable(
+        `backend differs from the model first at byte ${d} (sector ${Math.floor(d / 512)}): ` +
+          `0x${actual[d]?.toString(16)} instead of 0x${this.model[d]?.toString(16)}`,
+      );
     }
   }
 
-  cleanup(): void { if (this.dir) rmSync(this.dir, { recursive: true, force: true }); }
+  cleanup(): void {
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+  }
 }

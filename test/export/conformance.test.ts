@@ -16,7 +16,12 @@ const SIZE = 4 << 20;
 const QUEUES = 2;
 const KiB = 1024;
 
-interface Cell { exp: Export; b: BackendFixture; e: RunningExport; d: DiskDriver }
+interface Cell {
+  exp: Export;
+  b: BackendFixture;
+  e: RunningExport;
+  d: DiskDriver;
+}
 
 interface Check {
   name: string;
@@ -32,7 +37,9 @@ function assertOk(rs: Result[], what: string): void {
 }
 
 /** What a read of [offset, offset+length) must return: the model (which stays zero for null). */
-function expected(c: Cell, offset: number, length: number): Buffer { return c.b.model.subarray(offset, offset + length); }
+function expected(c: Cell, offset: number, length: number): Buffer {
+  return c.b.model.subarray(offset, offset + length);
+}
 
 function assertData(c: Cell, r: Result, offset: number, what: string): void {
   assert.is(r.status, 'ok', `${what}: status`);
@@ -40,8 +47,10 @@ function assertData(c: Cell, r: Result, offset: number, what: string): void {
   if (!r.data.equals(want)) {
     let i = 0;
     while (r.data[i] === want[i]) i++;
-    assert.unreachable(`${what}: byte ${offset + i} (sector ${Math.floor((offset + i) / 512)}) reads 0x${r.data[i]?.toString(16)}, ` +
-      `the backend holds 0x${want[i]?.toString(16)}`);
+    assert.unreachable(
+      `${what}: byte ${offset + i} (sector ${Math.floor((offset + i) / 512)}) reads 0x${r.data[i]?.toString(16)}, ` +
+        `the backend holds 0x${want[i]?.toString(16)}`,
+    );
   }
 }
 
@@ -69,11 +78,20 @@ const CHECKS: Check[] = [
   {
     name: 'write/read round trip with a pattern at several offsets, the last sector included',
     async run(c) {
-      const at: Array<[number, number]> = [[0, 4 * KiB], [7 * 512, 3 * 512], [(1 << 20) + 3 * 512, 8 * KiB], [SIZE - 64 * KiB, 4 * KiB], [SIZE - 512, 512]];
+      const at: Array<[number, number]> = [
+        [0, 4 * KiB],
+        [7 * 512, 3 * 512],
+        [(1 << 20) + 3 * 512, 8 * KiB],
+        [SIZE - 64 * KiB, 4 * KiB],
+        [SIZE - 512, 512],
+      ];
       const writes: Op[] = at.map(([offset, len]) => ({ op: 'write', offset, data: randomBytes(len) }));
       assertOk(await c.d.batch(0, writes), 'writes on queue 0');
       for (const w of writes) if (w.op === 'write') c.b.wrote(w.offset, w.data);
-      const reads = await c.d.batch(QUEUES - 1, at.map(([offset, length]) => ({ op: 'read', offset, length })));
+      const reads = await c.d.batch(
+        QUEUES - 1,
+        at.map(([offset, length]) => ({ op: 'read', offset, length })),
+      );
       reads.forEach((r, i) => assertData(c, r, at[i]![0], `read back at ${at[i]![0]} on the other queue`));
       await verify(c);
     },
@@ -86,10 +104,24 @@ const CHECKS: Check[] = [
       const big = randomBytes(most * 512);
       const off = 2 << 20;
       const sectors = new Array<number>(most).fill(512);
-      assert.is((await one(c.d, 0, { op: 'write', offset: off, data: big, segments: sectors })).status, 'ok', `write of seg_max (${most}) segments`);
+      assert.is(
+        (await one(c.d, 0, { op: 'write', offset: off, data: big, segments: sectors })).status,
+        'ok',
+        `write of seg_max (${most}) segments`,
+      );
       c.b.wrote(off, big);
-      assertData(c, await one(c.d, 1, { op: 'read', offset: off, length: big.length, segments: sectors }), off, `read of seg_max (${most}) segments`);
-      assertData(c, await one(c.d, 0, { op: 'read', offset: off, length: 24 * KiB, segments: [4096, 512, 8192, 1024] }), off, 'read in 5 segments');
+      assertData(
+        c,
+        await one(c.d, 1, { op: 'read', offset: off, length: big.length, segments: sectors }),
+        off,
+        `read of seg_max (${most}) segments`,
+      );
+      assertData(
+        c,
+        await one(c.d, 0, { op: 'read', offset: off, length: 24 * KiB, segments: [4096, 512, 8192, 1024] }),
+        off,
+        'read in 5 segments',
+      );
       await verify(c);
     },
   },
@@ -101,16 +133,26 @@ const CHECKS: Check[] = [
     async run(c) {
       const base = 4096 * 512;
       const data = randomBytes(24 * KiB);
-      assert.is((await one(c.d, 0, { op: 'write', offset: base, data, segments: [512, 1536, 100, 412, 4096, 8192] })).status, 'ok', 'write in 7 segments');
+      assert.is(
+        (await one(c.d, 0, { op: 'write', offset: base, data, segments: [512, 1536, 100, 412, 4096, 8192] })).status,
+        'ok',
+        'write in 7 segments',
+      );
       c.b.wrote(base, data);
-      assertData(c, await one(c.d, 1, { op: 'read', offset: base, length: data.length, segments: [4096, 3584, 512, 1000, 24] }), base, 'read in 6 segments');
+      assertData(
+        c,
+        await one(c.d, 1, { op: 'read', offset: base, length: data.length, segments: [4096, 3584, 512, 1000, 24] }),
+        base,
+        'read in 6 segments',
+      );
       await verify(c);
     },
   },
   {
     name: 'FLUSH succeeds on every queue',
     async run(c) {
-      for (let q = 0; q < QUEUES; q++) assert.is((await one(c.d, q, { op: 'flush' })).status, 'ok', `flush on queue ${q}`);
+      for (let q = 0; q < QUEUES; q++)
+        assert.is((await one(c.d, q, { op: 'flush' })).status, 'ok', `flush on queue ${q}`);
     },
   },
   {
@@ -129,22 +171,44 @@ const CHECKS: Check[] = [
     async run(c) {
       const off = 3 << 20;
       await write(c, 0, off, randomBytes(64 * KiB));
-      assert.is((await one(c.d, 1, { op: 'discard', offset: off + 16 * KiB, length: 16 * KiB })).status, 'ok', 'discard');
+      assert.is(
+        (await one(c.d, 1, { op: 'discard', offset: off + 16 * KiB, length: 16 * KiB })).status,
+        'ok',
+        'discard',
+      );
       c.b.zeroed(off + 16 * KiB, 16 * KiB);
-      assertData(c, await one(c.d, 0, { op: 'read', offset: off, length: 64 * KiB }), off, 'read across the discarded range');
+      assertData(
+        c,
+        await one(c.d, 0, { op: 'read', offset: off, length: 64 * KiB }),
+        off,
+        'read across the discarded range',
+      );
       await verify(c);
     },
   },
   {
     name: 'WRITE_ZEROES (with and without UNMAP, aligned and not) reads back as zeros, the neighbouring sectors intact',
     async run(c) {
-      const off = (3 << 20) + (512 * KiB);
+      const off = (3 << 20) + 512 * KiB;
       await write(c, 0, off, randomBytes(64 * KiB));
-      for (const [at, len, unmap] of [[4 * KiB, 4 * KiB, false], [32 * KiB + 512, 5 * 512, true], [48 * KiB, 8 * KiB, true]] as const) {
-        assert.is((await one(c.d, 1, { op: 'write-zeroes', offset: off + at, length: len, unmap })).status, 'ok', `write-zeroes at +${at}`);
+      for (const [at, len, unmap] of [
+        [4 * KiB, 4 * KiB, false],
+        [32 * KiB + 512, 5 * 512, true],
+        [48 * KiB, 8 * KiB, true],
+      ] as const) {
+        assert.is(
+          (await one(c.d, 1, { op: 'write-zeroes', offset: off + at, length: len, unmap })).status,
+          'ok',
+          `write-zeroes at +${at}`,
+        );
         c.b.zeroed(off + at, len);
       }
-      assertData(c, await one(c.d, 0, { op: 'read', offset: off, length: 64 * KiB }), off, 'read across the zeroed ranges');
+      assertData(
+        c,
+        await one(c.d, 0, { op: 'read', offset: off, length: 64 * KiB }),
+        off,
+        'read across the zeroed ranges',
+      );
       await verify(c);
     },
   },
@@ -153,14 +217,21 @@ const CHECKS: Check[] = [
     raw: true,
     async run(c) {
       const cases: Op[] = [
-        { op: 'read', offset: SIZE - 512, length: 1024 }, { op: 'read', offset: SIZE, length: 512 },
-        { op: 'write', offset: SIZE - 512, data: Buffer.alloc(1024, 0x5a) }, { op: 'write', offset: SIZE, data: Buffer.alloc(512, 0x5a) },
+        { op: 'read', offset: SIZE - 512, length: 1024 },
+        { op: 'read', offset: SIZE, length: 512 },
+        { op: 'write', offset: SIZE - 512, data: Buffer.alloc(1024, 0x5a) },
+        { op: 'write', offset: SIZE, data: Buffer.alloc(512, 0x5a) },
       ];
       for (const op of cases) {
         const r = await one(c.d, 0, op);
         assert.is(r.status, 'ioerr', `${op.op} at ${'offset' in op ? op.offset : '?'} crossing the end`);
       }
-      assertData(c, await one(c.d, 1, { op: 'read', offset: SIZE - 4 * KiB, length: 4 * KiB }), SIZE - 4 * KiB, 'the last 4 KiB');
+      assertData(
+        c,
+        await one(c.d, 1, { op: 'read', offset: SIZE - 4 * KiB, length: 4 * KiB }),
+        SIZE - 4 * KiB,
+        'the last 4 KiB',
+      );
       await verify(c);
     },
   },
@@ -170,12 +241,24 @@ const CHECKS: Check[] = [
       const n = 16;
       const off = (q: number, i: number): number => (1 << 20) + (q * n + i) * 8 * KiB;
       const datas = [0, 1].map(() => Array.from({ length: n }, () => randomBytes(8 * KiB)));
-      const writes = [0, 1].map((q) => c.d.batch(q, datas[q]!.map((data, i): Op => ({ op: 'write', offset: off(q, i), data }))));
+      const writes = [0, 1].map((q) =>
+        c.d.batch(
+          q,
+          datas[q]!.map((data, i): Op => ({ op: 'write', offset: off(q, i), data })),
+        ),
+      );
       (await Promise.all(writes)).forEach((rs, q) => assertOk(rs, `writes on queue ${q}`));
       datas.forEach((ds, q) => ds.forEach((data, i) => c.b.wrote(off(q, i), data)));
       // each queue reads back what the other wrote, both at once
-      const reads = [0, 1].map((q) => c.d.batch(q, datas[1 - q]!.map((_, i): Op => ({ op: 'read', offset: off(1 - q, i), length: 8 * KiB }))));
-      (await Promise.all(reads)).forEach((rs, q) => rs.forEach((r, i) => assertData(c, r, off(1 - q, i), `queue ${q} reading request ${i} of queue ${1 - q}`)));
+      const reads = [0, 1].map((q) =>
+        c.d.batch(
+          q,
+          datas[1 - q]!.map((_, i): Op => ({ op: 'read', offset: off(1 - q, i), length: 8 * KiB })),
+        ),
+      );
+      (await Promise.all(reads)).forEach((rs, q) =>
+        rs.forEach((r, i) => assertData(c, r, off(1 - q, i), `queue ${q} reading request ${i} of queue ${1 - q}`)),
+      );
       await verify(c);
     },
   },
@@ -186,7 +269,11 @@ async function readOnlyCheck(c: Cell, d: DiskDriver): Promise<void> {
   assert.is(d.geometry.readOnly, true, 'the export says read-only (VIRTIO_BLK_F_RO)');
   if (d.raw) {
     assert.is((await one(d, 0, { op: 'write', offset: 0, data: Buffer.alloc(4096, 0x77) })).status, 'ioerr', 'write');
-    assert.is((await one(d, 1, { op: 'write', offset: SIZE - 512, data: Buffer.alloc(512, 0x77) })).status, 'ioerr', 'write of the last sector');
+    assert.is(
+      (await one(d, 1, { op: 'write', offset: SIZE - 512, data: Buffer.alloc(512, 0x77) })).status,
+      'ioerr',
+      'write of the last sector',
+    );
     for (const op of ['discard', 'write-zeroes'] as const) {
       const s = (await one(d, 0, { op, offset: 8 * KiB, length: 8 * KiB })).status;
       assert.ok(s === 'ioerr' || s === 'unsupp', `${op} on a read-only export -> ${s}`);
@@ -213,7 +300,10 @@ for (const exp of EXPORTS) {
     /** The open driver of kind dk, closing another one first (the export takes one at a time). */
     const use = async (dk: DriverKind): Promise<DiskDriver> => {
       if (d && dName === dk.name) return d;
-      if (d) { await d.close(); d = undefined; }
+      if (d) {
+        await d.close();
+        d = undefined;
+      }
       d = await dk.open(e!, QUEUES);
       dName = dk.name;
       return d;
@@ -224,7 +314,9 @@ for (const exp of EXPORTS) {
      * quiet first, or the reason is missing from the report.
      */
     const guarded = async (what: string, body: () => Promise<void>): Promise<void> => {
-      try { await within(15_000, what, body()); } catch (err) {
+      try {
+        await within(15_000, what, body());
+      } catch (err) {
         if (err instanceof Error && e) {
           const deadline = Date.now() + 2000;
           for (let seen = -1; seen !== e.output().length && Date.now() < deadline;) {
@@ -237,7 +329,9 @@ for (const exp of EXPORTS) {
       }
     };
 
-    t.before(async () => { e = await within(20_000, 'start the export', exp.start(b, { queues: QUEUES, readonly: false, serial })); });
+    t.before(async () => {
+      e = await within(20_000, 'start the export', exp.start(b, { queues: QUEUES, readonly: false, serial }));
+    });
     t.after(async () => {
       if (d) await d.close().catch(() => {});
       if (e) await e.stop();
@@ -248,25 +342,32 @@ for (const exp of EXPORTS) {
       for (const check of CHECKS) {
         if (check.raw && !dk.raw) continue;
         if (check.storOnly && exp.reference) continue;
-        t(`${check.name} [${dk.name}]`, () => guarded(check.name, async () => {
-          const drv = await use(dk);
-          await check.run({ exp, b, e: e!, d: drv });
-          assert.ok(e!.alive(), 'the server is still running');
-        }));
+        t(`${check.name} [${dk.name}]`, () =>
+          guarded(check.name, async () => {
+            const drv = await use(dk);
+            await check.run({ exp, b, e: e!, d: drv });
+            assert.ok(e!.alive(), 'the server is still running');
+          }),
+        );
       }
     }
 
-    t(`read-only export: writes -> IOERR, the data unchanged [${exp.drivers.map((x) => x.name).join(', ')}]`, () => guarded('read-only', async () => {
-      if (d) { await d.close(); d = undefined; }
-      await e!.stop();
-      e = undefined;
-      b.serverRestarted();
-      e = await exp.start(b, { queues: QUEUES, readonly: true, serial });
-      for (const dk of exp.drivers) {
-        const drv = await use(dk);
-        await readOnlyCheck({ exp, b, e, d: drv }, drv);
-      }
-    }));
+    t(`read-only export: writes -> IOERR, the data unchanged [${exp.drivers.map((x) => x.name).join(', ')}]`, () =>
+      guarded('read-only', async () => {
+        if (d) {
+          await d.close();
+          d = undefined;
+        }
+        await e!.stop();
+        e = undefined;
+        b.serverRestarted();
+        e = await exp.start(b, { queues: QUEUES, readonly: true, serial });
+        for (const dk of exp.drivers) {
+          const drv = await use(dk);
+          await readOnlyCheck({ exp, b, e, d: drv }, drv);
+        }
+      }),
+    );
 
     t.run();
   }

@@ -31,7 +31,10 @@ export type Op =
   | { op: 'write-zeroes'; offset: number; length: number; unmap?: boolean }
   | { op: 'get-id' };
 
-export interface Result { status: Status; data: Buffer }
+export interface Result {
+  status: Status;
+  data: Buffer;
+}
 
 export interface DiskDriver {
   readonly name: string;
@@ -46,7 +49,9 @@ export interface DiskDriver {
   close(): Promise<void>;
 }
 
-export async function one(d: DiskDriver, q: number, op: Op): Promise<Result> { return (await d.batch(q, [op]))[0]!; }
+export async function one(d: DiskDriver, q: number, op: Op): Promise<Result> {
+  return (await d.batch(q, [op]))[0]!;
+}
 
 /** Reads the whole disk in 1 MiB requests on queue 0. */
 export async function readAll(d: DiskDriver): Promise<Buffer> {
@@ -61,7 +66,13 @@ export async function readAll(d: DiskDriver): Promise<Buffer> {
 }
 
 function statusName(s: number): Status {
-  return s === VIRTIO_BLK_S.OK ? 'ok' : s === VIRTIO_BLK_S.IOERR ? 'ioerr' : s === VIRTIO_BLK_S.UNSUPP ? 'unsupp' : `bad ${s}`;
+  return s === VIRTIO_BLK_S.OK
+    ? 'ok'
+    : s === VIRTIO_BLK_S.IOERR
+      ? 'ioerr'
+      : s === VIRTIO_BLK_S.UNSUPP
+        ? 'unsupp'
+        : `bad ${s}`;
 }
 
 /** Splits length into the given segment sizes (the last one takes the rest). */
@@ -97,9 +108,15 @@ export class VirtqDriver implements DiskDriver {
 
   /** ringSize must be at least segMax + 2 for the longest request to fit the rules of the ring. */
   static open(socket: string, queues: number, ringSize: number): VirtqDriver {
-    return new VirtqDriver(BlkSession.open(socket, {
-      queues, queueSize: ringSize, memSize: 32 << 20, timeoutMs: 3000, features: DRIVER_FEATURES | bit(VIRTIO_BLK_F.RO),
-    }));
+    return new VirtqDriver(
+      BlkSession.open(socket, {
+        queues,
+        queueSize: ringSize,
+        memSize: 32 << 20,
+        timeoutMs: 3000,
+        features: DRIVER_FEATURES | bit(VIRTIO_BLK_F.RO),
+      }),
+    );
   }
 
   async batch(qi: number, ops: Op[]): Promise<Result[]> {
@@ -110,11 +127,20 @@ export class VirtqDriver implements DiskDriver {
     // the last of them is done.
     if (this.active++ === 0) this.base = mem.position();
     try {
-      const posted = new Map<number, { index: number; statusOff: number; inSegs: Array<{ off: number; len: number }> }>();
+      const posted = new Map<
+        number,
+        { index: number; statusOff: number; inSegs: Array<{ off: number; len: number }> }
+      >();
       ops.forEach((o, index) => {
         const hdr = mem.alloc(16, 16);
-        const type = { read: VIRTIO_BLK_T.IN, write: VIRTIO_BLK_T.OUT, flush: VIRTIO_BLK_T.FLUSH, discard: VIRTIO_BLK_T.DISCARD,
-          'write-zeroes': VIRTIO_BLK_T.WRITE_ZEROES, 'get-id': VIRTIO_BLK_T.GET_ID }[o.op];
+        const type = {
+          read: VIRTIO_BLK_T.IN,
+          write: VIRTIO_BLK_T.OUT,
+          flush: VIRTIO_BLK_T.FLUSH,
+          discard: VIRTIO_BLK_T.DISCARD,
+          'write-zeroes': VIRTIO_BLK_T.WRITE_ZEROES,
+          'get-id': VIRTIO_BLK_T.GET_ID,
+        }[o.op];
         mem.buf.writeUInt32LE(type, hdr);
         mem.buf.writeUInt32LE(0, hdr + 4);
         mem.buf.writeBigUInt64LE(o.op === 'read' || o.op === 'write' ? BigInt(o.offset / 512) : 0n, hdr + 8);
@@ -123,20 +149,25 @@ export class VirtqDriver implements DiskDriver {
         const place = (bytes: Buffer | number, write: boolean): void => {
           const len = typeof bytes === 'number' ? bytes : bytes.length;
           const off = mem.alloc(len, 512);
-          if (typeof bytes === 'number') mem.buf.fill(0xee, off, off + len);   // poison: a read must overwrite it
+          if (typeof bytes === 'number')
+            mem.buf.fill(0xee, off, off + len); // poison: a read must overwrite it
           else bytes.copy(mem.buf, off);
           segs.push({ off, len, write });
           if (write) inSegs.push({ off, len });
         };
-        if (o.op === 'read') { for (const len of split(o.length, o.segments)) place(len, true); }
-        else if (o.op === 'write') {
+        if (o.op === 'read') {
+          for (const len of split(o.length, o.segments)) place(len, true);
+        } else if (o.op === 'write') {
           let at = 0;
-          for (const len of split(o.data.length, o.segments)) { place(o.data.subarray(at, at + len), false); at += len; }
+          for (const len of split(o.data.length, o.segments)) {
+            place(o.data.subarray(at, at + len), false);
+            at += len;
+          }
         } else if (o.op === 'discard' || o.op === 'write-zeroes') {
           place(dwzSegment(o.offset / 512, o.length / 512, o.op === 'write-zeroes' && o.unmap ? 1 : 0), false);
         } else if (o.op === 'get-id') place(20, true);
         const statusOff = mem.alloc(1, 1);
-        mem.buf[statusOff] = 0xff;   // not a status: proves the device wrote one
+        mem.buf[statusOff] = 0xff; // not a status: proves the device wrote one
         segs.push({ off: statusOff, len: 1, write: true });
         // long chains go through one indirect table, as Linux's virtio-blk driver sends them
         const head = q.postChain(segs, { indirect: segs.length > 8 });
@@ -152,11 +183,13 @@ export class VirtqDriver implements DiskDriver {
       }
       return results;
     } finally {
-      if (--this.active === 0) mem.rewind(this.base);   // everything the batches placed was copied out
+      if (--this.active === 0) mem.rewind(this.base); // everything the batches placed was copied out
     }
   }
 
-  async close(): Promise<void> { this.s.close(); }
+  async close(): Promise<void> {
+    this.s.close();
+  }
 }
 
 /** stor's client library (`open('vhost-user:...')`): requests as an application makes them. */
@@ -168,13 +201,20 @@ export class LibraryDriver implements DiskDriver {
   private constructor(private readonly dev: BlockDevice) {
     const p = dev.properties;
     this.geometry = {
-      capacity: p.capacity, blockSize: p.requestAlignment, segMax: p.maxSegments, numQueues: p.maxQueues,
-      readOnly: p.readOnly, discard: p.canDiscard, writeZeroes: p.canWriteZeroes,
+      capacity: p.capacity,
+      blockSize: p.requestAlignment,
+      segMax: p.maxSegments,
+      numQueues: p.maxQueues,
+      readOnly: p.readOnly,
+      discard: p.canDiscard,
+      writeZeroes: p.canWriteZeroes,
     };
   }
 
   static async open(socket: string, queues: number): Promise<LibraryDriver> {
-    return new LibraryDriver(await open(formatSpec({ driver: 'vhost-user', props: { path: socket } }), { numQueues: queues, timeoutMs: 3000 }));
+    return new LibraryDriver(
+      await open(formatSpec({ driver: 'vhost-user', props: { path: socket } }), { numQueues: queues, timeoutMs: 3000 }),
+    );
   }
 
   async batch(q: number, ops: Op[]): Promise<Result[]> {
@@ -183,12 +223,23 @@ export class LibraryDriver implements DiskDriver {
       let data: Buffer = Buffer.alloc(0);
       try {
         switch (o.op) {
-          case 'read': data = await d.read(o.offset, o.length, { queue: q }); break;
-          case 'write': await d.write(o.offset, o.data, { queue: q }); break;
-          case 'flush': await d.flush({ queue: q }); break;
-          case 'discard': await d.discard(o.offset, o.length, { queue: q }); break;
-          case 'write-zeroes': await d.writeZeroes(o.offset, o.length, { queue: q, unmap: o.unmap }); break;
-          case 'get-id': return { status: 'unsupp', data };
+          case 'read':
+            data = await d.read(o.offset, o.length, { queue: q });
+            break;
+          case 'write':
+            await d.write(o.offset, o.data, { queue: q });
+            break;
+          case 'flush':
+            await d.flush({ queue: q });
+            break;
+          case 'discard':
+            await d.discard(o.offset, o.length, { queue: q });
+            break;
+          case 'write-zeroes':
+            await d.writeZeroes(o.offset, o.length, { queue: q, unmap: o.unmap });
+            break;
+          case 'get-id':
+            return { status: 'unsupp', data };
         }
         return { status: 'ok', data };
       } catch (e) {
@@ -198,5 +249,7 @@ export class LibraryDriver implements DiskDriver {
     return Promise.all(ops.map(run));
   }
 
-  async close(): Promise<void> { await this.dev.close(); }
+  async close(): Promise<void> {
+    await this.dev.close();
+  }
 }

@@ -57,7 +57,9 @@ export interface Export {
 async function openWithRetry(what: string, open: () => Promise<DiskDriver>): Promise<DiskDriver> {
   const deadline = Date.now() + 3000;
   for (;;) {
-    try { return await open(); } catch (e) {
+    try {
+      return await open();
+    } catch (e) {
       if (Date.now() > deadline) throw new Error(`${what}: ${(e as Error).message}`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -66,21 +68,28 @@ async function openWithRetry(what: string, open: () => Promise<DiskDriver>): Pro
 
 /** The test driver; its rings are ringSize entries, so a request of seg_max segments fits. */
 const virtqDriver = (ringSize: number): DriverKind => ({
-  name: 'virtq', raw: true,
+  name: 'virtq',
+  raw: true,
   open: (e, queues) => openWithRetry('virtq test driver', async () => VirtqDriver.open(e.endpoint, queues, ringSize)),
 });
 const libraryDriver: DriverKind = {
-  name: 'library', raw: false,
+  name: 'library',
+  raw: false,
   open: (e, queues) => openWithRetry('stor client library', () => LibraryDriver.open(e.endpoint, queues)),
 };
 
 /** A vhost-user-blk server started by the launcher. */
 function vhostUserExport(srv: RunningServer, serial: string, segMax: number): RunningExport {
   return {
-    endpoint: srv.socket, serial, segMax,
+    endpoint: srv.socket,
+    serial,
+    segMax,
     output: () => srv.output(),
     alive: () => srv.proc.exitCode === null && srv.proc.signalCode === null,
-    stop: async () => { await srv.stop(5000); cleanupSocket(srv.socket); },
+    stop: async () => {
+      await srv.stop(5000);
+      cleanupSocket(srv.socket);
+    },
   };
 }
 
@@ -92,7 +101,12 @@ export const STOR_VHOST_USER: Export = {
   drivers: [virtqDriver(256), libraryDriver],
   fixture: (kind, size) => new BackendFixture(kind, size),
   async start(b, o) {
-    const srv = await startStor({ backend: b.launcherSpec(), queues: o.queues, readonly: o.readonly, extraArgs: ['--serial', o.serial] });
+    const srv = await startStor({
+      backend: b.launcherSpec(),
+      queues: o.queues,
+      readonly: o.readonly,
+      extraArgs: ['--serial', o.serial],
+    });
     return vhostUserExport(srv, o.serial, 254);
   },
 };
@@ -109,7 +123,11 @@ export const QSD_VHOST_USER: Export = {
   drivers: [virtqDriver(128)],
   fixture: (kind, size) => new BackendFixture(kind, size, true),
   async start(b, o) {
-    const srv = await startQsd({ backend: b.launcherSpec({ qsdDiscard: true }), queues: o.queues, readonly: o.readonly });
+    const srv = await startQsd({
+      backend: b.launcherSpec({ qsdDiscard: true }),
+      queues: o.queues,
+      readonly: o.readonly,
+    });
     return vhostUserExport(srv, 'vhost_user_blk', 126);
   },
 };

@@ -9,24 +9,38 @@ import { runBounded, type RunResult } from './run.js';
 
 const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-export interface PtyRun { pidFile: string; result: Promise<RunResult> }
+export interface PtyRun {
+  pidFile: string;
+  result: Promise<RunResult>;
+}
 
 /**
  * `script -qec "stty cols C rows 24; echo $$ > pidFile; exec node bin/run.js ARGS" /dev/null`.
  * result.code is stor's exit status (128 + n when a signal ended it); stdout holds everything
  * stor wrote to the terminal (stdout and stderr together, with \r\n line ends; the last MiB of it).
  */
-export function storInPty(args: string[], o: { columns: number; pidFile: string; timeoutMs: number; env?: NodeJS.ProcessEnv }): PtyRun {
+export function storInPty(
+  args: string[],
+  o: { columns: number; pidFile: string; timeoutMs: number; env?: NodeJS.ProcessEnv },
+): PtyRun {
   const cmd = `stty cols ${o.columns} rows 24; echo $$ > ${q(o.pidFile)}; exec ${q(process.execPath)} ${q(STOR_BIN)} ${args.map(q).join(' ')}`;
   const env = { ...process.env, STOR_DEBUG: '', ...o.env };
-  return { pidFile: o.pidFile, result: runBounded('script', ['-qec', cmd, '/dev/null'], o.timeoutMs, { env, maxOutput: 1 << 20 }) };
+  return {
+    pidFile: o.pidFile,
+    result: runBounded('script', ['-qec', cmd, '/dev/null'], o.timeoutMs, { env, maxOutput: 1 << 20 }),
+  };
 }
 
 /** The pid in pidFile once it is there (undefined after timeoutMs). */
 export async function readPid(pidFile: string, timeoutMs: number): Promise<number | undefined> {
   const t0 = Date.now();
   while (Date.now() - t0 < timeoutMs) {
-    try { const pid = Number(readFileSync(pidFile, 'utf8').trim()); if (pid > 0) return pid; } catch { /* not yet */ }
+    try {
+      const pid = Number(readFileSync(pidFile, 'utf8').trim());
+      if (pid > 0) return pid;
+    } catch {
+      /* not yet */
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
   return undefined;
@@ -38,9 +52,15 @@ export async function waitForThread(pid: number, prefix: string, timeoutMs: numb
   while (Date.now() - t0 < timeoutMs) {
     try {
       for (const tid of readdirSync(`/proc/${pid}/task`)) {
-        try { if (readFileSync(join(`/proc/${pid}/task`, tid, 'comm'), 'utf8').startsWith(prefix)) return true; } catch { /* ended */ }
+        try {
+          if (readFileSync(join(`/proc/${pid}/task`, tid, 'comm'), 'utf8').startsWith(prefix)) return true;
+        } catch {
+          /* ended */
+        }
       }
-    } catch { return false; }
+    } catch {
+      return false;
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
   return false;

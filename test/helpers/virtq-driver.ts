@@ -9,7 +9,14 @@
 import { native } from '../../src/lib/native.js';
 import { VhostUserFrontend, type FrontendMemRegion } from '../../src/lib/client/vhost-user-frontend.js';
 import { ProtocolFeature } from '../../src/lib/proto/vhost-user.js';
-import { VIRTIO_BLK_F, VIRTIO_BLK_T, VIRTIO_F, bit, decodeBlkConfig, type DecodedBlkConfig } from '../../src/lib/proto/virtio-blk.js';
+import {
+  VIRTIO_BLK_F,
+  VIRTIO_BLK_T,
+  VIRTIO_F,
+  bit,
+  decodeBlkConfig,
+  type DecodedBlkConfig,
+} from '../../src/lib/proto/virtio-blk.js';
 
 export const DESC_F_NEXT = 1;
 export const DESC_F_WRITE = 2;
@@ -45,20 +52,46 @@ export class GuestMemory {
   }
 
   /** The allocator's position, to rewind to once what was allocated after it is no longer in use. */
-  position(): number { return this.next; }
-  rewind(pos: number): void { if (pos > this.next) throw new Error('rewind forward'); this.next = pos; }
+  position(): number {
+    return this.next;
+  }
+  rewind(pos: number): void {
+    if (pos > this.next) throw new Error('rewind forward');
+    this.next = pos;
+  }
 
-  gpa(off: number): bigint { return this.gpaBase + BigInt(off); }
-  uva(off: number): bigint { return this.uvaBase + BigInt(off); }
+  gpa(off: number): bigint {
+    return this.gpaBase + BigInt(off);
+  }
+  uva(off: number): bigint {
+    return this.uvaBase + BigInt(off);
+  }
   /** The region for SET_MEM_TABLE; the fd is dup'ed by the kernel when sent, ours stays valid. */
-  region(): FrontendMemRegion { return { guestAddr: this.gpaBase, size: BigInt(this.size), userAddr: this.uvaBase, mmapOffset: 0n, fd: this.fd }; }
-  close(): void { native().close(this.fd); }
+  region(): FrontendMemRegion {
+    return { guestAddr: this.gpaBase, size: BigInt(this.size), userAddr: this.uvaBase, mmapOffset: 0n, fd: this.fd };
+  }
+  close(): void {
+    native().close(this.fd);
+  }
 }
 
-export interface Desc { addr: bigint; len: number; flags: number; next: number }
-export interface Used { id: number; len: number }
+export interface Desc {
+  addr: bigint;
+  len: number;
+  flags: number;
+  next: number;
+}
+export interface Used {
+  id: number;
+  len: number;
+}
 /** One buffer of a chain: device-writable or device-readable. */
-export interface Seg { off?: number; addr?: bigint; len: number; write: boolean }
+export interface Seg {
+  off?: number;
+  addr?: bigint;
+  len: number;
+  write: boolean;
+}
 
 export interface BlkRequest {
   type: number;
@@ -81,7 +114,11 @@ export interface Posted {
   statusOff: number;
 }
 
-export interface Completion extends Posted { status: number; usedLen: number; data: Buffer }
+export interface Completion extends Posted {
+  status: number;
+  usedLen: number;
+  data: Buffer;
+}
 
 /** A split virtqueue, driver side. */
 export class Virtqueue {
@@ -97,7 +134,11 @@ export class Virtqueue {
   lastUsed = 0;
   private posted = new Map<number, Posted>();
 
-  constructor(readonly mem: GuestMemory, index: number, num: number) {
+  constructor(
+    readonly mem: GuestMemory,
+    index: number,
+    num: number,
+  ) {
     this.index = index;
     this.num = num;
     this.descOff = mem.alloc(16 * num, 16);
@@ -127,10 +168,17 @@ export class Virtqueue {
     b.writeUInt16LE(d.next, o + 14);
   }
 
-  setAvailFlags(f: number): void { this.mem.buf.writeUInt16LE(f, this.availOff); }
+  setAvailFlags(f: number): void {
+    this.mem.buf.writeUInt16LE(f, this.availOff);
+  }
   /** Writes avail->idx as is (hostile tests); normal posting goes through publish(). */
-  setAvailIdx(v: number): void { this.availIdx = v & 0xffff; this.mem.buf.writeUInt16LE(this.availIdx, this.availOff + 2); }
-  usedIdx(): number { return this.mem.buf.readUInt16LE(this.usedOff + 2); }
+  setAvailIdx(v: number): void {
+    this.availIdx = v & 0xffff;
+    this.mem.buf.writeUInt16LE(this.availIdx, this.availOff + 2);
+  }
+  usedIdx(): number {
+    return this.mem.buf.readUInt16LE(this.usedOff + 2);
+  }
   usedElem(i: number): Used {
     const o = this.usedOff + 4 + 8 * (i % this.num);
     return { id: this.mem.buf.readUInt32LE(o), len: this.mem.buf.readUInt32LE(o + 4) };
@@ -143,7 +191,9 @@ export class Virtqueue {
     this.setAvailIdx(this.availIdx + 1);
   }
 
-  kick(): void { native().eventfdWrite(this.kickFd, 1); }
+  kick(): void {
+    native().eventfdWrite(this.kickFd, 1);
+  }
 
   allocDescs(n: number): number[] {
     if (n > this.free.length) throw new Error(`queue ${this.index}: ${n} descriptors wanted, ${this.free.length} free`);
@@ -156,12 +206,16 @@ export class Virtqueue {
    */
   postChain(segs: Seg[], opts: { indirect?: boolean; publish?: boolean } = {}): number {
     const addrOf = (s: Seg): bigint => s.addr ?? this.mem.gpa(s.off ?? 0);
-    const flagsOf = (s: Seg, last: boolean, i: number): { flags: number; next: number } =>
-      ({ flags: (s.write ? DESC_F_WRITE : 0) | (last ? 0 : DESC_F_NEXT), next: last ? 0 : i + 1 });
+    const flagsOf = (s: Seg, last: boolean, i: number): { flags: number; next: number } => ({
+      flags: (s.write ? DESC_F_WRITE : 0) | (last ? 0 : DESC_F_NEXT),
+      next: last ? 0 : i + 1,
+    });
     let head: number;
     if (opts.indirect) {
       const table = this.mem.alloc(16 * segs.length, 16);
-      segs.forEach((s, i) => this.writeDescAt(table, i, { addr: addrOf(s), len: s.len, ...flagsOf(s, i === segs.length - 1, i) }));
+      segs.forEach((s, i) =>
+        this.writeDescAt(table, i, { addr: addrOf(s), len: s.len, ...flagsOf(s, i === segs.length - 1, i) }),
+      );
       [head] = this.allocDescs(1);
       this.writeDesc(head, { addr: this.mem.gpa(table), len: 16 * segs.length, flags: DESC_F_INDIRECT, next: 0 });
       this.posted.set(head, { head, descs: [head], hdrOff: -1, outOff: -1, inOff: -1, inLen: 0, statusOff: -1 });
@@ -169,7 +223,12 @@ export class Virtqueue {
       const ids = this.allocDescs(segs.length);
       segs.forEach((s, i) => {
         const last = i === segs.length - 1;
-        this.writeDesc(ids[i], { addr: addrOf(s), len: s.len, flags: (s.write ? DESC_F_WRITE : 0) | (last ? 0 : DESC_F_NEXT), next: last ? 0 : ids[i + 1] });
+        this.writeDesc(ids[i], {
+          addr: addrOf(s),
+          len: s.len,
+          flags: (s.write ? DESC_F_WRITE : 0) | (last ? 0 : DESC_F_NEXT),
+          next: last ? 0 : ids[i + 1],
+        });
       });
       head = ids[0];
       this.posted.set(head, { head, descs: ids, hdrOff: -1, outOff: -1, inOff: -1, inLen: 0, statusOff: -1 });
@@ -186,7 +245,8 @@ export class Virtqueue {
     m.buf.writeUInt32LE(0, hdrOff + 4);
     m.buf.writeBigUInt64LE(BigInt(r.sector), hdrOff + 8);
     const segs: Seg[] = [{ off: hdrOff, len: 16, write: false }];
-    let outOff = -1, inOff = -1;
+    let outOff = -1,
+      inOff = -1;
     if (r.out?.length) {
       outOff = m.alloc(r.out.length, 512);
       r.out.copy(m.buf, outOff);
@@ -195,11 +255,11 @@ export class Virtqueue {
     const inLen = r.inLen ?? 0;
     if (inLen) {
       inOff = m.alloc(inLen, 512);
-      m.buf.fill(0xee, inOff, inOff + inLen);   // poison: reads must overwrite it
+      m.buf.fill(0xee, inOff, inOff + inLen); // poison: reads must overwrite it
       segs.push({ off: inOff, len: inLen, write: true });
     }
     const statusOff = m.alloc(1, 1);
-    m.buf[statusOff] = 0xff;                     // not a valid status: proves the device wrote it
+    m.buf[statusOff] = 0xff; // not a valid status: proves the device wrote it
     segs.push({ off: statusOff, len: 1, write: true });
     const head = this.postChain(segs, { indirect: r.indirect });
     const p = { ...this.posted.get(head)!, hdrOff, outOff, inOff, inLen, statusOff };
@@ -217,7 +277,9 @@ export class Virtqueue {
     const target = (this.lastUsed + count) & 0xffff;
     while (((this.usedIdx() - this.lastUsed) & 0xffff) < count) {
       if (Date.now() > deadline) {
-        throw new Error(`queue ${this.index}: ${(this.usedIdx() - this.lastUsed) & 0xffff} of ${count} completions within ${timeoutMs} ms (used idx ${this.usedIdx()}, want ${target})`);
+        throw new Error(
+          `queue ${this.index}: ${(this.usedIdx() - this.lastUsed) & 0xffff} of ${count} completions within ${timeoutMs} ms (used idx ${this.usedIdx()}, want ${target})`,
+        );
       }
       if (n.waitReadable(this.callFd, 2)) n.eventfdRead(this.callFd);
       await new Promise((r) => setImmediate(r));
@@ -250,14 +312,24 @@ export class Virtqueue {
     return c;
   }
 
-  close(): void { native().close(this.kickFd); native().close(this.callFd); }
+  close(): void {
+    native().close(this.kickFd);
+    native().close(this.callFd);
+  }
 }
 
 /** Features a test driver asks for: the basics, indirect descriptors, and the blk request types. */
-export const DRIVER_FEATURES = bit(VIRTIO_F.VERSION_1) | bit(VIRTIO_F.RING_INDIRECT_DESC) | bit(VIRTIO_BLK_F.SEG_MAX)
-  | bit(VIRTIO_BLK_F.BLK_SIZE) | bit(VIRTIO_BLK_F.FLUSH) | bit(VIRTIO_BLK_F.MQ) | bit(VIRTIO_BLK_F.DISCARD)
-  | bit(VIRTIO_BLK_F.WRITE_ZEROES);
-export const DRIVER_PROTOCOL_FEATURES = bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG);
+export const DRIVER_FEATURES =
+  bit(VIRTIO_F.VERSION_1) |
+  bit(VIRTIO_F.RING_INDIRECT_DESC) |
+  bit(VIRTIO_BLK_F.SEG_MAX) |
+  bit(VIRTIO_BLK_F.BLK_SIZE) |
+  bit(VIRTIO_BLK_F.FLUSH) |
+  bit(VIRTIO_BLK_F.MQ) |
+  bit(VIRTIO_BLK_F.DISCARD) |
+  bit(VIRTIO_BLK_F.WRITE_ZEROES);
+export const DRIVER_PROTOCOL_FEATURES =
+  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG);
 
 export interface BlkSessionOptions {
   queues?: number;
@@ -276,7 +348,10 @@ export class BlkSession {
   config!: DecodedBlkConfig;
   features = 0n;
 
-  private constructor(readonly fe: VhostUserFrontend, readonly mem: GuestMemory) {}
+  private constructor(
+    readonly fe: VhostUserFrontend,
+    readonly mem: GuestMemory,
+  ) {}
 
   static open(socket: string, o: BlkSessionOptions = {}): BlkSession {
     const fe = VhostUserFrontend.connect(socket, { timeoutMs: o.timeoutMs ?? 5000 });
@@ -305,7 +380,9 @@ export class BlkSession {
     this.fe.setVringNum(i, num);
     this.fe.setVringBase(i, 0);
     this.fe.setVringAddr({
-      index: i, desc: addr?.desc ?? this.mem.uva(q.descOff), avail: addr?.avail ?? this.mem.uva(q.availOff),
+      index: i,
+      desc: addr?.desc ?? this.mem.uva(q.descOff),
+      avail: addr?.avail ?? this.mem.uva(q.availOff),
       used: addr?.used ?? this.mem.uva(q.usedOff),
     });
     this.fe.setVringCall(i, q.callFd);
@@ -314,7 +391,9 @@ export class BlkSession {
     return q;
   }
 
-  get q0(): Virtqueue { return this.queues[0]; }
+  get q0(): Virtqueue {
+    return this.queues[0];
+  }
 
   async read(sector: number | bigint, len: number, q = 0): Promise<Completion> {
     return this.queues[q].run({ type: VIRTIO_BLK_T.IN, sector, inLen: len });

@@ -22,10 +22,15 @@ function checkStats(s: BenchStats, where: string, blocksize = 4096): void {
   assert.ok(s.kiops > 0, `${where}: kiops ${s.kiops}`);
   // gips is printed with 3 decimals: a slow thread rounds to 0.000, so check it against kiops instead
   const expected = (s.kiops * 1000 * blocksize) / 2 ** 30;
-  assert.ok(Math.abs(s.gips - expected) <= 0.0006 + expected * 0.01, `${where}: gips ${s.gips}, kiops ${s.kiops} means ${expected.toFixed(4)}`);
+  assert.ok(
+    Math.abs(s.gips - expected) <= 0.0006 + expected * 0.01,
+    `${where}: gips ${s.gips}, kiops ${s.kiops} means ${expected.toFixed(4)}`,
+  );
   assert.ok(s.calls > 0, `${where}: calls ${s.calls}`);
-  assert.ok(s.min_lat_us > 0 && s.min_lat_us <= s.mean_lat_us && s.mean_lat_us <= s.max_lat_us,
-    `${where}: latencies min ${s.min_lat_us} mean ${s.mean_lat_us} max ${s.max_lat_us} out of order`);
+  assert.ok(
+    s.min_lat_us > 0 && s.min_lat_us <= s.mean_lat_us && s.mean_lat_us <= s.max_lat_us,
+    `${where}: latencies min ${s.min_lat_us} mean ${s.mean_lat_us} max ${s.max_lat_us} out of order`,
+  );
   assert.ok(s.max_completions >= 1, `${where}: max_completions ${s.max_completions}`);
 }
 
@@ -39,7 +44,8 @@ async function runAll(spec: TargetSpec, extraArgs?: string[]): Promise<void> {
       checkStats(out!.aggregate, `${name} aggregate`);
       out!.threads.forEach((th, i) => checkStats(th, `${name} thread ${i}`));
       // With a queue depth of 32 a batch must sometimes bring more than one completion.
-      if (j.iodepth === 32) assert.ok(out!.aggregate.max_completions > 1, `${name}: never more than one completion per call`);
+      if (j.iodepth === 32)
+        assert.ok(out!.aggregate.max_completions > 1, `${name}: never more than one completion per call`);
       else assert.is(out!.aggregate.max_completions, 1, `${name}: more completions than requests in flight`);
     }
   });

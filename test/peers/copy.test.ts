@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { describe, ok, runPeer, vhostUser } from './blkio.js';
+import { describe, ok, runPeer } from './blkio.js';
 import { label, matrix, peer, withTarget, type Target, type TargetSpec } from './matrix.js';
 
 const copy = suite('peers: blkio-copy');
@@ -32,8 +32,11 @@ function firstDiff(a: Buffer, b: Buffer): number {
 
 function assertSame(actual: Buffer, expected: Buffer, what: string): void {
   const d = firstDiff(actual, expected);
-  assert.ok(d === -1, `${what}: first difference at byte ${d} (length ${actual.length} vs ${expected.length}; ` +
-    `got 0x${actual[d]?.toString(16)}, want 0x${expected[d]?.toString(16)})`);
+  assert.ok(
+    d === -1,
+    `${what}: first difference at byte ${d} (length ${actual.length} vs ${expected.length}; ` +
+      `got 0x${actual[d]?.toString(16)}, want 0x${expected[d]?.toString(16)})`,
+  );
 }
 
 /** The device's expected content after DATA bytes of `data` were written at offset 0. */
@@ -52,7 +55,13 @@ async function roundTrip(spec: TargetSpec, direct: boolean): Promise<void> {
     const output = join(dir, 'out.bin');
     writeFileSync(input, data);
     const code = await withTarget(spec, { size: SIZE, image: FILL, direct }, async (t) => {
-      const w = await peer(t, () => runPeer('blkio-copy', [`--input-file=${input}`, '--output-blkio=virtio-blk-vhost-user', `path=${t.socket}`], 30_000));
+      const w = await peer(t, () =>
+        runPeer(
+          'blkio-copy',
+          [`--input-file=${input}`, '--output-blkio=virtio-blk-vhost-user', `path=${t.socket}`],
+          30_000,
+        ),
+      );
       assert.ok(ok(w), describe(w));
 
       if (t.imagePath) {
@@ -65,7 +74,13 @@ async function roundTrip(spec: TargetSpec, direct: boolean): Promise<void> {
 
       // blkio-copy opens its output file O_WRONLY without O_CREAT: it must exist.
       writeFileSync(output, Buffer.alloc(0));
-      const r = await peer(t, () => runPeer('blkio-copy', ['--input-blkio=virtio-blk-vhost-user', `path=${t.socket}`, `--output-file=${output}`], 30_000));
+      const r = await peer(t, () =>
+        runPeer(
+          'blkio-copy',
+          ['--input-blkio=virtio-blk-vhost-user', `path=${t.socket}`, `--output-file=${output}`],
+          30_000,
+        ),
+      );
       assert.ok(ok(r), describe(r));
       const back = readFileSync(output);
       assert.is(back.length, SIZE, 'read back the whole capacity');
@@ -78,16 +93,21 @@ async function roundTrip(spec: TargetSpec, direct: boolean): Promise<void> {
 }
 
 for (const spec of matrix()) {
-  const what = spec.backend === 'null' ? 'writes are accepted and reads return zeroes'
-    : spec.backend === 'file' ? 'bytes round-trip and sit at the right offsets of the image file'
-      : 'bytes round-trip';
+  const what =
+    spec.backend === 'null'
+      ? 'writes are accepted and reads return zeroes'
+      : spec.backend === 'file'
+        ? 'bytes round-trip and sit at the right offsets of the image file'
+        : 'bytes round-trip';
   copy(`${label(spec)}: file -> socket -> file, ${what}`, () => roundTrip(spec, false));
 }
 
 // O_DIRECT takes a different I/O path (aligned buffers, no page cache): prove it once per server.
 for (const server of ['stor', 'qsd'] as const) {
   const spec: TargetSpec = { server, backend: 'file', queues: 1 };
-  copy(`${label(spec)} direct=on: bytes round-trip and sit at the right offsets of the image file`, () => roundTrip(spec, true));
+  copy(`${label(spec)} direct=on: bytes round-trip and sit at the right offsets of the image file`, () =>
+    roundTrip(spec, true),
+  );
 }
 
 copy.run();

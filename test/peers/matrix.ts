@@ -55,15 +55,20 @@ export const BACKENDS: BackendKind[] = ['null', 'mem', 'file'];
 export const QUEUES = [1, 2];
 
 export function label(t: TargetSpec): string {
-  const b = t.server === 'qsd' && t.backend === 'null' ? 'null-co'
-    : t.server === 'qsd' && t.backend === 'mem' ? 'file-on-tmpfs' : t.backend;
+  const b =
+    t.server === 'qsd' && t.backend === 'null'
+      ? 'null-co'
+      : t.server === 'qsd' && t.backend === 'mem'
+        ? 'file-on-tmpfs'
+        : t.backend;
   return `${t.server}/${b}/q${t.queues}`;
 }
 
 /** Every server × backend × queue count. */
 export function matrix(): TargetSpec[] {
   const out: TargetSpec[] = [];
-  for (const server of SERVERS) for (const backend of BACKENDS) for (const queues of QUEUES) out.push({ server, backend, queues });
+  for (const server of SERVERS)
+    for (const backend of BACKENDS) for (const queues of QUEUES) out.push({ server, backend, queues });
   return out;
 }
 
@@ -72,12 +77,18 @@ function writeImage(path: string, size: number, fill: number): void {
   try {
     const chunk = Buffer.alloc(1 << 20, fill);
     for (let off = 0; off < size; off += chunk.length) writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
-  } finally { closeSync(fd); }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function sparseImage(path: string, size: number): void {
   const fd = openSync(path, 'w');
-  try { if (size > 0) writeSync(fd, Buffer.alloc(1), 0, 1, size - 1); } finally { closeSync(fd); }
+  try {
+    if (size > 0) writeSync(fd, Buffer.alloc(1), 0, 1, size - 1);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export async function startTarget(spec: TargetSpec, o: StartOptions): Promise<Target> {
@@ -91,16 +102,20 @@ export async function startTarget(spec: TargetSpec, o: StartOptions): Promise<Ta
     imageDir = mkdtempSync(join(spec.backend === 'mem' ? '/dev/shm' : tmpdir(), 'stor-peer-img-'));
     imagePath = join(imageDir, 'disk.img');
     const image = o.image ?? 'create';
-    if (typeof image === 'number') { writeImage(imagePath, o.size, image); fill = image; }
-    else if (spec.server === 'qsd') sparseImage(imagePath, o.size);
-    backend = spec.server === 'stor' && image === 'create'
-      ? { kind: 'file', path: imagePath, create: o.size, direct: o.direct }
-      : { kind: 'file', path: imagePath, direct: o.direct };
+    if (typeof image === 'number') {
+      writeImage(imagePath, o.size, image);
+      fill = image;
+    } else if (spec.server === 'qsd') sparseImage(imagePath, o.size);
+    backend =
+      spec.server === 'stor' && image === 'create'
+        ? { kind: 'file', path: imagePath, create: o.size, direct: o.direct }
+        : { kind: 'file', path: imagePath, direct: o.direct };
   } else {
     backend = { kind: spec.backend as 'null' | 'mem', size: o.size };
   }
   const opts = { backend, queues: spec.queues, readonly: o.readonly, extraArgs: o.extraArgs?.[spec.server] };
-  const start = (socket: string) => (spec.server === 'stor' ? startStor({ ...opts, socket }) : startQsd({ ...opts, socket }));
+  const start = (socket: string) =>
+    spec.server === 'stor' ? startStor({ ...opts, socket }) : startQsd({ ...opts, socket });
   // The socket's directory is made here so that a server that fails to start leaves nothing behind.
   const sockDir = mkdtempSync(join(tmpdir(), `stor-peer-${spec.server}-`));
   let srv: RunningServer;
@@ -113,7 +128,14 @@ export async function startTarget(spec: TargetSpec, o: StartOptions): Promise<Ta
   }
   let earlier = '';
   const t: Target = {
-    ...spec, label: label(spec), srv, socket: srv.socket, size: o.size, imagePath, fill, restarts: 0,
+    ...spec,
+    label: label(spec),
+    srv,
+    socket: srv.socket,
+    size: o.size,
+    imagePath,
+    fill,
+    restarts: 0,
     output: () => earlier + t.srv.output(),
     recover: async () => {
       if (!knownQsdCrash(t)) return false;
@@ -169,14 +191,22 @@ export async function peer<R extends PeerResult | { result: PeerResult }>(t: Tar
     // full CI run (file backend, 2 queues, QD32 notify) while the shared disk was busy. The
     // reference stalling is not what these tests check; stor gets no such leniency.
     if (!QSD_STALL.test(res.stderr)) return r;
-    console.warn(`  (${t.label}: ${res.cmd.split(' ')[0]} saw no completion from qemu-storage-daemon within its 500 ms watchdog; run again)`);
+    console.warn(
+      `  (${t.label}: ${res.cmd.split(' ')[0]} saw no completion from qemu-storage-daemon within its 500 ms watchdog; run again)`,
+    );
   }
 }
 
 /** Starts a target, runs fn, and always stops it; returns the server's exit code after SIGTERM. */
-export async function withTarget(spec: TargetSpec, o: StartOptions, fn: (t: Target) => Promise<void>): Promise<number | null> {
+export async function withTarget(
+  spec: TargetSpec,
+  o: StartOptions,
+  fn: (t: Target) => Promise<void>,
+): Promise<number | null> {
   const t = await startTarget(spec, o);
-  try { await fn(t); } catch (e) {
+  try {
+    await fn(t);
+  } catch (e) {
     await t.stop();
     if (e instanceof Error) e.message += `\n--- ${t.label} server output ---\n${t.output()}`;
     throw e;

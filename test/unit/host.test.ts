@@ -1,7 +1,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, readFileSync } from 'node:fs';
-import { HALT_POLL_PARAM, KERNEL_DEFAULT_HALT_POLL_NS, describeIdle, hostIdle, sleepCostWarning } from '../../src/lib/engine/bench/host.js';
+import {
+  HALT_POLL_PARAM,
+  KERNEL_DEFAULT_HALT_POLL_NS,
+  describeIdle,
+  hostIdle,
+  sleepCostWarning,
+} from '../../src/lib/engine/bench/host.js';
 
 test('hostIdle reads this machine: CPU count, cpuidle driver, and guest halt polling when haltpoll is loaded', () => {
   const h = hostIdle();

@@ -18,8 +18,10 @@ test('parseSize accepts bytes and binary units in every spelling', () => {
 
 test('parseSize refuses garbage with a usage error (exit 2) naming the flag', () => {
   for (const bad of ['', 'abc', '1X', '-1', '1.3', '1 G B', '0x10']) {
-    try { parseSize(bad, '--size'); assert.unreachable(`accepted '${bad}'`); }
-    catch (e) {
+    try {
+      parseSize(bad, '--size');
+      assert.unreachable(`accepted '${bad}'`);
+    } catch (e) {
       assert.instance(e, StorError);
       assert.is((e as StorError).exitCode, 2);
       assert.match((e as StorError).message, '--size');

@@ -11,10 +11,13 @@ import { formatSpec, parseSpec } from '../../src/lib/core/spec.js';
 import { parseBackend, parseTarget } from '../../src/lib/core/target.js';
 import { StorError } from '../../src/lib/core/errors.js';
 
-test('parseSpec puts the primary value under the driver\'s primary property', () => {
+test("parseSpec puts the primary value under the driver's primary property", () => {
   assert.equal(parseSpec('null:1G', 't'), { driver: 'null', props: { size: '1G' } });
   assert.equal(parseSpec('mem:64M', 't'), { driver: 'mem', props: { size: '64M' } });
-  assert.equal(parseSpec('file:/a.img,create=1M,direct', 't'), { driver: 'file', props: { path: '/a.img', create: '1M', direct: 'on' } });
+  assert.equal(parseSpec('file:/a.img,create=1M,direct', 't'), {
+    driver: 'file',
+    props: { path: '/a.img', create: '1M', direct: 'on' },
+  });
   assert.equal(parseSpec('vhost-user:/run/x.sock', 't'), { driver: 'vhost-user', props: { path: '/run/x.sock' } });
 });
 
@@ -23,7 +26,12 @@ test('a bare path is a path: relative, nested and absolute ones are files', () =
     assert.equal(parseSpec(p, 't'), { driver: 'file', props: { path: p } }, p);
   }
   assert.equal(parseTarget('disk.img'), { kind: 'file', path: 'disk.img', direct: false, readonly: false });
-  assert.equal(parseTarget('sub/dir/disk.img'), { kind: 'file', path: 'sub/dir/disk.img', direct: false, readonly: false });
+  assert.equal(parseTarget('sub/dir/disk.img'), {
+    kind: 'file',
+    path: 'sub/dir/disk.img',
+    direct: false,
+    readonly: false,
+  });
   assert.equal(parseBackend('disk.img'), { kind: 'file', path: 'disk.img', direct: false, readonly: false });
 });
 
@@ -44,12 +52,21 @@ test('a bare relative path that names a Unix socket is a vhost-user socket', asy
 });
 
 test('only an unknown scheme is refused, with a usage error naming the argument and the accepted forms', () => {
-  for (const [text, re] of [['foo:bar', /'foo:bar' is not a target/], ['disk:1G', /not a target/], ['', /empty/],
-    ['vhost-user:', /needs a socket path/], ['file:', /needs a path/], ['null:', /needs a size/],
-    ['file:/x,bogus=1', /unknown file option 'bogus'/], ['null:1G,path=/x', /unknown null option/],
-    ['file:/x,direct=on,direct=off', /given twice/]] as Array<[string, RegExp]>) {
-    try { parseTarget(text, 'source'); assert.unreachable(`accepted '${text}'`); }
-    catch (e) {
+  for (const [text, re] of [
+    ['foo:bar', /'foo:bar' is not a target/],
+    ['disk:1G', /not a target/],
+    ['', /empty/],
+    ['vhost-user:', /needs a socket path/],
+    ['file:', /needs a path/],
+    ['null:', /needs a size/],
+    ['file:/x,bogus=1', /unknown file option 'bogus'/],
+    ['null:1G,path=/x', /unknown null option/],
+    ['file:/x,direct=on,direct=off', /given twice/],
+  ] as Array<[string, RegExp]>) {
+    try {
+      parseTarget(text, 'source');
+      assert.unreachable(`accepted '${text}'`);
+    } catch (e) {
       assert.instance(e, StorError, text);
       assert.is((e as StorError).exitCode, 2, text);
       assert.match((e as StorError).message, /^source: /, text);
@@ -60,7 +77,13 @@ test('only an unknown scheme is refused, with a usage error naming the argument 
 });
 
 test('formatSpec round-trips, commas in paths included (",," is a literal comma)', () => {
-  for (const s of ['null:1073741824', 'mem:4096', 'vhost-user:/run/a.sock', 'file:/img,create=1048576,direct=on,readonly=on', 'file:/a,,b.img,create=512']) {
+  for (const s of [
+    'null:1073741824',
+    'mem:4096',
+    'vhost-user:/run/a.sock',
+    'file:/img,create=1048576,direct=on,readonly=on',
+    'file:/a,,b.img,create=512',
+  ]) {
     assert.is(formatSpec(parseSpec(s, 't')), s, s);
   }
   assert.equal(parseSpec('file:/a,,b.img', 't').props, { path: '/a,b.img' });
@@ -70,8 +93,14 @@ test('formatSpec round-trips, commas in paths included (",," is a literal comma)
   assert.throws(() => formatSpec({ driver: 'null', props: {} }), /needs size/);
 });
 
-test('file ring-size (the bdev registry\'s io_uring ring entries) parses, formats and is checked', () => {
-  assert.equal(parseTarget('file:/x,ring-size=64'), { kind: 'file', path: '/x', direct: false, readonly: false, ringSize: 64 });
+test("file ring-size (the bdev registry's io_uring ring entries) parses, formats and is checked", () => {
+  assert.equal(parseTarget('file:/x,ring-size=64'), {
+    kind: 'file',
+    path: '/x',
+    direct: false,
+    readonly: false,
+    ringSize: 64,
+  });
   assert.is(formatSpec(parseSpec('file:/x,ring-size=64', 't')), 'file:/x,ring-size=64');
   assert.throws(() => parseTarget('file:/x,ring-size=lots'), /ring-size needs a number/);
 });

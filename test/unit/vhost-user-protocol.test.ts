@@ -3,16 +3,43 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, MAX_CONFIG_SIZE, MAX_MEM_TABLE_REGIONS, MAX_PAYLOAD, ProtocolError, Req,
-  VERSION, VRING_ADDR_SIZE, decodeConfig, decodeHeader, decodeMemTable, decodeSingleRegion, decodeU64, decodeVringAddr,
-  decodeVringFile, decodeVringState, encodeConfig, encodeMemTable, encodeMessage, encodeReply, encodeSingleRegion,
-  encodeU64, encodeVringAddr, encodeVringFile, encodeVringState, reqName, type GuestRegion,
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  HEADER_SIZE,
+  MAX_CONFIG_SIZE,
+  MAX_MEM_TABLE_REGIONS,
+  MAX_PAYLOAD,
+  ProtocolError,
+  Req,
+  VERSION,
+  VRING_ADDR_SIZE,
+  decodeConfig,
+  decodeHeader,
+  decodeMemTable,
+  decodeSingleRegion,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringFile,
+  decodeVringState,
+  encodeConfig,
+  encodeMemTable,
+  encodeMessage,
+  encodeReply,
+  encodeSingleRegion,
+  encodeU64,
+  encodeVringAddr,
+  encodeVringFile,
+  encodeVringState,
+  reqName,
+  type GuestRegion,
 } from '../../src/lib/proto/vhost-user.js';
 
 const t = suite('vhost-user protocol codec');
 
 function throwsProtocol(fn: () => unknown, re: RegExp): void {
-  try { fn(); } catch (e) {
+  try {
+    fn();
+  } catch (e) {
     assert.instance(e, ProtocolError);
     assert.match((e as Error).message, re);
     return;
@@ -76,7 +103,14 @@ t('vring state round-trips and rejects wrong sizes', () => {
 });
 
 t('vring addr round-trips all five fields and rejects wrong sizes', () => {
-  const a = { index: 1, flags: 1, desc: 0x7f00_0000_1000n, used: 0x7f00_0000_3000n, avail: 0x7f00_0000_2000n, log: (1n << 64n) - 1n };
+  const a = {
+    index: 1,
+    flags: 1,
+    desc: 0x7f00_0000_1000n,
+    used: 0x7f00_0000_3000n,
+    avail: 0x7f00_0000_2000n,
+    log: (1n << 64n) - 1n,
+  };
   const b = encodeVringAddr(a);
   assert.is(b.length, VRING_ADDR_SIZE);
   assert.equal(decodeVringAddr(b), a);
@@ -87,7 +121,12 @@ t('vring addr round-trips all five fields and rejects wrong sizes', () => {
   throwsProtocol(() => decodeVringAddr(Buffer.alloc(41)), /41 bytes, expected 40/);
 });
 
-const region = (i: number): GuestRegion => ({ guestAddr: BigInt(i) << 32n, size: 0x1000n * BigInt(i + 1), userAddr: 0x7f00_0000_0000n + BigInt(i), mmapOffset: BigInt(i * 4096) });
+const region = (i: number): GuestRegion => ({
+  guestAddr: BigInt(i) << 32n,
+  size: 0x1000n * BigInt(i + 1),
+  userAddr: 0x7f00_0000_0000n + BigInt(i),
+  mmapOffset: BigInt(i * 4096),
+});
 
 t('mem table round-trips 0, 1 and 8 regions in the fixed 8-slot layout', () => {
   for (const n of [0, 1, MAX_MEM_TABLE_REGIONS]) {
@@ -123,7 +162,9 @@ t('single region (ADD/REM_MEM_REG) round-trips with its 8-byte padding and rejec
 t('config round-trips and its data length must match size', () => {
   const a = { offset: 8, size: 4, flags: 0, data: Buffer.from([1, 2, 3, 4]) };
   const d = decodeConfig('GET_CONFIG', encodeConfig(a));
-  assert.is(d.offset, 8); assert.is(d.size, 4); assert.equal([...d.data], [1, 2, 3, 4]);
+  assert.is(d.offset, 8);
+  assert.is(d.size, 4);
+  assert.equal([...d.data], [1, 2, 3, 4]);
   const b = encodeConfig(a);
   throwsProtocol(() => decodeConfig('GET_CONFIG', b.subarray(0, b.length - 1)), /says 4 bytes but carries 3/);
   throwsProtocol(() => decodeConfig('GET_CONFIG', Buffer.concat([b, Buffer.alloc(1)])), /says 4 bytes but carries 5/);
@@ -133,7 +174,8 @@ t('config round-trips and its data length must match size', () => {
 t('config accesses must lie inside the 256-byte config space, without integer wrap-around', () => {
   const at = (offset: number, size: number): Buffer => {
     const b = Buffer.alloc(12 + Math.min(size, 300));
-    b.writeUInt32LE(offset >>> 0, 0); b.writeUInt32LE(size >>> 0, 4);
+    b.writeUInt32LE(offset >>> 0, 0);
+    b.writeUInt32LE(size >>> 0, 4);
     return b;
   };
   assert.is(decodeConfig('GET_CONFIG', at(0, MAX_CONFIG_SIZE)).size, 256);

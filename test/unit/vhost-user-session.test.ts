@@ -4,10 +4,27 @@
 // back. No socket, no addon.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { VhostUserSession, type MappedGuestRegion, type Message, type SessionDevice } from '../../src/lib/export/vhost-user/session.js';
 import {
-  FLAG_NEED_REPLY, FLAG_REPLY, F_PROTOCOL_FEATURES, HEADER_SIZE, ProtocolFeature, Req, VERSION, decodeHeader,
-  encodeMemTable, encodeSingleRegion, encodeU64, encodeVringAddr, encodeVringFile, encodeVringState,
+  VhostUserSession,
+  type MappedGuestRegion,
+  type Message,
+  type SessionDevice,
+} from '../../src/lib/export/vhost-user/session.js';
+import {
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  F_PROTOCOL_FEATURES,
+  HEADER_SIZE,
+  ProtocolFeature,
+  Req,
+  VERSION,
+  decodeHeader,
+  encodeMemTable,
+  encodeSingleRegion,
+  encodeU64,
+  encodeVringAddr,
+  encodeVringFile,
+  encodeVringState,
 } from '../../src/lib/proto/vhost-user.js';
 import { bit } from '../../src/lib/proto/virtio-blk.js';
 
@@ -18,17 +35,44 @@ class FakeDevice implements SessionDevice {
   base = 7;
   private act(a: string): void {
     this.actions.push(a);
-    if (this.failNext) { const m = this.failNext; this.failNext = undefined; throw new Error(m); }
+    if (this.failNext) {
+      const m = this.failNext;
+      this.failNext = undefined;
+      throw new Error(m);
+    }
   }
-  reset(): void { this.act('reset'); }
-  setFeatures(f: bigint): void { this.act(`features 0x${f.toString(16)}`); }
-  setMemTable(rs: MappedGuestRegion[]): void { this.fdsOwned.push(...rs.map((r) => r.fd)); this.act(`memtable ${rs.length}`); }
-  addMemRegion(r: MappedGuestRegion): void { this.fdsOwned.push(r.fd); this.act('addmem'); }
-  removeMemRegion(): boolean { this.act('remmem'); return true; }
-  setVring(i: number, v: Record<string, unknown>): void { this.act(`vring ${i} ${Object.keys(v).join(',')}`); }
-  setVringFd(i: number, kind: string, fd: number): void { if (fd >= 0) this.fdsOwned.push(fd); this.act(`${kind} ${i} ${fd}`); }
-  startQueue(i: number): void { this.act(`start ${i}`); }
-  stopQueue(i: number): number { this.act(`stop ${i}`); return this.base; }
+  reset(): void {
+    this.act('reset');
+  }
+  setFeatures(f: bigint): void {
+    this.act(`features 0x${f.toString(16)}`);
+  }
+  setMemTable(rs: MappedGuestRegion[]): void {
+    this.fdsOwned.push(...rs.map((r) => r.fd));
+    this.act(`memtable ${rs.length}`);
+  }
+  addMemRegion(r: MappedGuestRegion): void {
+    this.fdsOwned.push(r.fd);
+    this.act('addmem');
+  }
+  removeMemRegion(): boolean {
+    this.act('remmem');
+    return true;
+  }
+  setVring(i: number, v: Record<string, unknown>): void {
+    this.act(`vring ${i} ${Object.keys(v).join(',')}`);
+  }
+  setVringFd(i: number, kind: string, fd: number): void {
+    if (fd >= 0) this.fdsOwned.push(fd);
+    this.act(`${kind} ${i} ${fd}`);
+  }
+  startQueue(i: number): void {
+    this.act(`start ${i}`);
+  }
+  stopQueue(i: number): number {
+    this.act(`stop ${i}`);
+    return this.base;
+  }
 }
 
 const FEATURES = bit(32) | bit(F_PROTOCOL_FEATURES) | bit(9);
@@ -37,16 +81,35 @@ const PROTOCOL = bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(
 function make(queues = 2) {
   const dev = new FakeDevice();
   const logs: string[] = [];
-  const s = new VhostUserSession({ queues, queueSize: 256, features: FEATURES, protocolFeatures: PROTOCOL, configSpace: Buffer.alloc(60, 0xab), maxMemSlots: 2 },
-    dev, (level, m) => logs.push(`${level} ${m}`));
+  const s = new VhostUserSession(
+    {
+      queues,
+      queueSize: 256,
+      features: FEATURES,
+      protocolFeatures: PROTOCOL,
+      configSpace: Buffer.alloc(60, 0xab),
+      maxMemSlots: 2,
+    },
+    dev,
+    (level, m) => logs.push(`${level} ${m}`),
+  );
   return { s, dev, logs };
 }
 
-function msg(request: number, payload: Buffer = Buffer.alloc(0), o: { fds?: number[]; needReply?: boolean } = {}): Message {
-  return { header: { request, flags: VERSION | (o.needReply ? FLAG_NEED_REPLY : 0), size: payload.length }, payload, fds: o.fds ?? [] };
+function msg(
+  request: number,
+  payload: Buffer = Buffer.alloc(0),
+  o: { fds?: number[]; needReply?: boolean } = {},
+): Message {
+  return {
+    header: { request, flags: VERSION | (o.needReply ? FLAG_NEED_REPLY : 0), size: payload.length },
+    payload,
+    fds: o.fds ?? [],
+  };
 }
 const region = { guestAddr: 0n, size: 1n << 20n, userAddr: 0x7000_0000n, mmapOffset: 0n };
-const addr = (index: number) => encodeVringAddr({ index, flags: 0, desc: 0x1000n, used: 0x3000n, avail: 0x2000n, log: 0n });
+const addr = (index: number) =>
+  encodeVringAddr({ index, flags: 0, desc: 0x1000n, used: 0x3000n, avail: 0x2000n, log: 0n });
 
 function replyU64(b: Buffer, request: number): bigint {
   const h = decodeHeader(b);
@@ -70,7 +133,10 @@ test('GET_FEATURES offers the configured features; SET_FEATURES passes them on w
 test('acking a feature or protocol feature never offered drops the front-end', () => {
   const { s, dev } = make();
   assert.match(s.handle(msg(Req.SET_FEATURES, encodeU64(FEATURES | bit(5)))).drop ?? '', /never offered: 0x20/);
-  assert.match(s.handle(msg(Req.SET_PROTOCOL_FEATURES, encodeU64(bit(ProtocolFeature.STATUS)))).drop ?? '', /never offered/);
+  assert.match(
+    s.handle(msg(Req.SET_PROTOCOL_FEATURES, encodeU64(bit(ProtocolFeature.STATUS)))).drop ?? '',
+    /never offered/,
+  );
   assert.equal(dev.actions, []);
 });
 
@@ -111,7 +177,11 @@ test('with protocol features a ring starts only when enabled, sized, addressed, 
   assert.is(dev.actions.at(-1), 'start 1');
   const base = s.handle(msg(Req.GET_VRING_BASE, encodeVringState({ index: 1, num: 0 })));
   assert.is(base.replies[0].readUInt32LE(HEADER_SIZE + 4), 7);
-  assert.equal(s.ring(1), { num: 128, addrSet: true, kick: 'unset', enabled: true, started: false }, 'stopped until the next kick fd');
+  assert.equal(
+    s.ring(1),
+    { num: 128, addrSet: true, kick: 'unset', enabled: true, started: false },
+    'stopped until the next kick fd',
+  );
   s.handle(msg(Req.SET_VRING_KICK, encodeVringFile(1, false), { fds: [51] }));
   assert.is(dev.actions.at(-1), 'start 1', 'a new kick fd restarts it');
 });
@@ -143,13 +213,38 @@ test('RESET_DEVICE resets the device and forgets every ring, the memory and the 
 
 test('bad messages drop the front-end with a reason, and fds nobody took are handed back to close', () => {
   const cases: Array<[string, Message, RegExp, number[]]> = [
-    ['queue out of range', msg(Req.SET_VRING_NUM, encodeVringState({ index: 2, num: 64 })), /names queue 2; the device has 2/, []],
-    ['ring size not a power of 2', msg(Req.SET_VRING_NUM, encodeVringState({ index: 0, num: 100 })), /must be a power of 2 up to 256/, []],
-    ['ring size above the limit', msg(Req.SET_VRING_NUM, encodeVringState({ index: 0, num: 512 })), /power of 2 up to 256/, []],
+    [
+      'queue out of range',
+      msg(Req.SET_VRING_NUM, encodeVringState({ index: 2, num: 64 })),
+      /names queue 2; the device has 2/,
+      [],
+    ],
+    [
+      'ring size not a power of 2',
+      msg(Req.SET_VRING_NUM, encodeVringState({ index: 0, num: 100 })),
+      /must be a power of 2 up to 256/,
+      [],
+    ],
+    [
+      'ring size above the limit',
+      msg(Req.SET_VRING_NUM, encodeVringState({ index: 0, num: 512 })),
+      /power of 2 up to 256/,
+      [],
+    ],
     ['base beyond 16 bits', msg(Req.SET_VRING_BASE, encodeVringState({ index: 0, num: 0x10000 })), /16-bit/, []],
-    ['fds on a message that takes none', msg(Req.GET_FEATURES, undefined, { fds: [70, 71] }), /carries 2 unexpected fds/, [70, 71]],
+    [
+      'fds on a message that takes none',
+      msg(Req.GET_FEATURES, undefined, { fds: [70, 71] }),
+      /carries 2 unexpected fds/,
+      [70, 71],
+    ],
     ['a kick without its fd', msg(Req.SET_VRING_KICK, encodeVringFile(0, false)), /carries 0 fds, expected 1/, []],
-    ['memory table with fewer fds than regions', msg(Req.SET_MEM_TABLE, encodeMemTable([region, region]), { fds: [72] }), /2 regions but 1 fds/, [72]],
+    [
+      'memory table with fewer fds than regions',
+      msg(Req.SET_MEM_TABLE, encodeMemTable([region, region]), { fds: [72] }),
+      /2 regions but 1 fds/,
+      [72],
+    ],
     ['short payload', msg(Req.SET_FEATURES, Buffer.alloc(4)), /payload is 4 bytes, expected 8/, []],
     ['enable with 2', msg(Req.SET_VRING_ENABLE, encodeVringState({ index: 0, num: 2 })), /must be 0 or 1/, []],
   ];

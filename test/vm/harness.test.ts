@@ -8,29 +8,45 @@ import { liveGuests, qemuArgs, runGuest, vmImage } from './harness.js';
 
 function alive(pid: number | undefined): boolean {
   if (pid === undefined) return false;
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const h = suite('vm: harness');
 
-h('QEMU runs every vCPU on one TCG thread unless asked otherwise (multi-threaded TCG races with kernel text patching)', () => {
-  const saved = process.env.STOR_VM_TCG_THREAD;
-  delete process.env.STOR_VM_TCG_THREAD;
-  try {
-    const accel = (o: Parameters<typeof qemuArgs>[0]) => { const a = qemuArgs(o, '/nonexistent', vmImage()); return a[a.indexOf('-accel') + 1]; };
-    assert.is(accel({ script: '' }), 'tcg,thread=single');
-    assert.is(accel({ script: '', tcgThread: 'multi' }), 'tcg,thread=multi');
-    process.env.STOR_VM_TCG_THREAD = 'multi';
-    assert.is(accel({ script: '' }), 'tcg,thread=multi');
-  } finally {
-    if (saved === undefined) delete process.env.STOR_VM_TCG_THREAD; else process.env.STOR_VM_TCG_THREAD = saved;
-  }
-});
+h(
+  'QEMU runs every vCPU on one TCG thread unless asked otherwise (multi-threaded TCG races with kernel text patching)',
+  () => {
+    const saved = process.env.STOR_VM_TCG_THREAD;
+    delete process.env.STOR_VM_TCG_THREAD;
+    try {
+      const accel = (o: Parameters<typeof qemuArgs>[0]) => {
+        const a = qemuArgs(o, '/nonexistent', vmImage());
+        return a[a.indexOf('-accel') + 1];
+      };
+      assert.is(accel({ script: '' }), 'tcg,thread=single');
+      assert.is(accel({ script: '', tcgThread: 'multi' }), 'tcg,thread=multi');
+      process.env.STOR_VM_TCG_THREAD = 'multi';
+      assert.is(accel({ script: '' }), 'tcg,thread=multi');
+    } finally {
+      if (saved === undefined) delete process.env.STOR_VM_TCG_THREAD;
+      else process.env.STOR_VM_TCG_THREAD = saved;
+    }
+  },
+);
 
-h('the script\'s exit status, env, share files and results come back from the guest', async () => {
+h("the script's exit status, env, share files and results come back from the guest", async () => {
   const r = await runGuest({
-    script: 'echo "in guest: $GREETING"; cat "$STOR_VM_SHARE/input" > "$STOR_VM_RESULTS/echo"; uname -r > "$STOR_VM_RESULTS/kernel"; nproc > "$STOR_VM_RESULTS/cpus"; exit 7\n',
-    env: { GREETING: "it's here" }, files: { input: 'payload\n' }, memoryMiB: 256, timeoutMs: 60_000,
+    script:
+      'echo "in guest: $GREETING"; cat "$STOR_VM_SHARE/input" > "$STOR_VM_RESULTS/echo"; uname -r > "$STOR_VM_RESULTS/kernel"; nproc > "$STOR_VM_RESULTS/cpus"; exit 7\n',
+    env: { GREETING: "it's here" },
+    files: { input: 'payload\n' },
+    memoryMiB: 256,
+    timeoutMs: 60_000,
   });
   try {
     assert.is(r.status, 7, `status; console:\n${r.console}`);
@@ -41,7 +57,9 @@ h('the script\'s exit status, env, share files and results come back from the gu
     assert.match(readFileSync(join(r.resultsDir, 'kernel'), 'utf8'), /^(6\.(1[2-9]|[2-9]\d)|[7-9])\./);
     // one TCG thread for both vCPUs still gives the guest two CPUs (and virtio-blk two queues)
     assert.is(readFileSync(join(r.resultsDir, 'cpus'), 'utf8').trim(), '2');
-  } finally { r.cleanup(); }
+  } finally {
+    r.cleanup();
+  }
   assert.is(liveGuests(), 0);
 });
 
@@ -54,11 +72,13 @@ h('a guest that outlives its timeout is killed, and its QEMU is gone', async () 
     assert.ok(Date.now() - started < 30_000, 'returned soon after the timeout');
     assert.not.ok(alive(r.pid), `QEMU ${r.pid} still alive`);
     assert.match(r.console, '[harness] timeout');
-  } finally { r.cleanup(); }
+  } finally {
+    r.cleanup();
+  }
   assert.is(liveGuests(), 0);
 });
 
-h('a vhost-user socket nobody listens on fails fast with QEMU\'s reason in the console', async () => {
+h("a vhost-user socket nobody listens on fails fast with QEMU's reason in the console", async () => {
   const sock = '/nonexistent/stor-vm-test.sock';
   assert.not.ok(existsSync(sock));
   const r = await runGuest({ script: 'exit 0\n', vhostUserBlk: [{ socket: sock }], memoryMiB: 256, timeoutMs: 30_000 });
@@ -66,7 +86,9 @@ h('a vhost-user socket nobody listens on fails fast with QEMU\'s reason in the c
     assert.is(r.status, null);
     assert.not.ok(r.timedOut, 'QEMU should exit by itself');
     assert.match(r.console, sock);
-  } finally { r.cleanup(); }
+  } finally {
+    r.cleanup();
+  }
   assert.is(liveGuests(), 0);
 });
 

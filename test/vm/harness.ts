@@ -72,7 +72,11 @@ export interface GuestResult {
 export const GUEST_SHARE = '/run/stor-vm';
 export const GUEST_RESULTS = `${GUEST_SHARE}/results`;
 
-export interface VmImage { dir: string; kernel: string; initrd: string; }
+export interface VmImage {
+  dir: string;
+  kernel: string;
+  initrd: string;
+}
 
 /** The cached kernel and initramfs; throws with the fix when setup has not run. */
 export function vmImage(): VmImage {
@@ -88,11 +92,19 @@ export function vmImage(): VmImage {
 // ---- every QEMU is killed when this process goes ----
 const live = new Set<ChildProcess>();
 function killAll(): void {
-  for (const p of live) { try { p.kill('SIGKILL'); } catch { /* already gone */ } }
+  for (const p of live) {
+    try {
+      p.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
   live.clear();
 }
 /** How many QEMU processes started here are still running (0 between runs). */
-export function liveGuests(): number { return live.size; }
+export function liveGuests(): number {
+  return live.size;
+}
 let hooked = false;
 function hookExit(): void {
   if (hooked) return;
@@ -132,20 +144,45 @@ export function qemuArgs(o: GuestOptions, shareDir: string, img: VmImage): strin
   const mem = o.memoryMiB ?? 1024;
   const timeoutS = Math.ceil((o.timeoutMs ?? 120_000) / 1000);
   const args = [
-    '-accel', `tcg,thread=${tcgThread(o)}`, '-cpu', 'max', '-smp', String(o.cpus ?? 2),
+    '-accel',
+    `tcg,thread=${tcgThread(o)}`,
+    '-cpu',
+    'max',
+    '-smp',
+    String(o.cpus ?? 2),
     // vhost-user maps guest RAM in the server: it must be a shareable memfd.
-    '-m', `${mem}M`, '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
-    '-machine', 'pc,memory-backend=mem',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
-    '-kernel', img.kernel, '-initrd', img.initrd,
+    '-m',
+    `${mem}M`,
+    '-object',
+    `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+    '-machine',
+    'pc,memory-backend=mem',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-serial',
+    'stdio',
+    '-no-reboot',
+    '-kernel',
+    img.kernel,
+    '-initrd',
+    img.initrd,
     // The guest's own watchdog fires a little after ours: it only matters if we are gone.
-    '-append', `console=ttyS0 quiet panic=-1 stor.timeout=${timeoutS + 15}`,
-    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
-    '-virtfs', `local,path=${shareDir},mount_tag=storvm,security_model=none`,
+    '-append',
+    `console=ttyS0 quiet panic=-1 stor.timeout=${timeoutS + 15}`,
+    '-virtfs',
+    'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-virtfs',
+    `local,path=${shareDir},mount_tag=storvm,security_model=none`,
   ];
   (o.vhostUserBlk ?? []).forEach((d, i) => {
-    args.push('-chardev', `socket,id=vub${i},path=${d.socket}`,
-      '-device', `vhost-user-blk-pci,chardev=vub${i},num-queues=${d.queues ?? 1}`);
+    args.push(
+      '-chardev',
+      `socket,id=vub${i},path=${d.socket}`,
+      '-device',
+      `vhost-user-blk-pci,chardev=vub${i},num-queues=${d.queues ?? 1}`,
+    );
   });
   args.push(...(o.extraQemuArgs ?? []));
   return args;
@@ -161,8 +198,11 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
   mkdirSync(resultsDir);
   const env: Record<string, string> = {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-    HOME: '/root', TERM: 'dumb', LANG: 'C.UTF-8',
-    STOR_VM_SHARE: GUEST_SHARE, STOR_VM_RESULTS: GUEST_RESULTS,
+    HOME: '/root',
+    TERM: 'dumb',
+    LANG: 'C.UTF-8',
+    STOR_VM_SHARE: GUEST_SHARE,
+    STOR_VM_RESULTS: GUEST_RESULTS,
     ...(o.env ?? {}),
   };
   for (const k of Object.keys(env)) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`bad env name: ${k}`);
@@ -173,16 +213,25 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
     writeFileSync(join(shareDir, name), data);
   }
   writeFileSync(join(shareDir, 'script.sh'), o.script);
-  writeFileSync(join(shareDir, 'run.sh'),
-    Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join('') +
-    `cd /tmp\nexec /bin/bash ${GUEST_SHARE}/script.sh\n`);
+  writeFileSync(
+    join(shareDir, 'run.sh'),
+    Object.entries(env)
+      .map(([k, v]) => `export ${k}=${shellQuote(v)}\n`)
+      .join('') + `cd /tmp\nexec /bin/bash ${GUEST_SHARE}/script.sh\n`,
+  );
 
   const echo = o.echo ?? process.env.STOR_VM_VERBOSE === '1';
   const started = Date.now();
   return new Promise((resolveRun) => {
     // execa starts it; the timeout, the exit/signal hooks and 'close' below stay this harness's own
-    const proc = execa('qemu-system-x86_64', qemuArgs(o, shareDir, img),
-      { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, cleanup: false }) as unknown as ChildProcess;
+    const proc = execa('qemu-system-x86_64', qemuArgs(o, shareDir, img), {
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      buffer: false,
+      reject: false,
+      cleanup: false,
+    }) as unknown as ChildProcess;
     live.add(proc);
     let out = '';
     let timedOut = false;
@@ -210,15 +259,23 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
       try {
         const s = readFileSync(join(shareDir, 'status'), 'utf8').trim();
         if (/^\d+$/.test(s)) status = Number(s);
-      } catch { /* the script never finished */ }
+      } catch {
+        /* the script never finished */
+      }
       resolveRun({
-        status, timedOut, console: out, resultsDir, pid: proc.pid,
+        status,
+        timedOut,
+        console: out,
+        resultsDir,
+        pid: proc.pid,
         durationMs: Date.now() - started,
         qemuExit: { code, signal },
         cleanup: () => rmSync(shareDir, { recursive: true, force: true }),
       });
     };
-    proc.once('error', (e) => { if (proc.pid === undefined) finish(null, null, e); });
+    proc.once('error', (e) => {
+      if (proc.pid === undefined) finish(null, null, e);
+    });
     // 'close' (not 'exit'): all console output has been read by then.
     proc.once('close', (code, signal) => finish(code, signal));
   });
@@ -233,8 +290,11 @@ export function consoleTail(r: GuestResult, lines = 120): string {
 /** Throws, with the console's tail, unless the script exited 0. */
 export function assertGuestOk(r: GuestResult, what: string): void {
   if (r.status === 0) return;
-  const why = r.timedOut ? 'timed out' : r.status === null ? `never finished (QEMU exit ${r.qemuExit.code ?? r.qemuExit.signal})`
-    : `exited ${r.status}`;
+  const why = r.timedOut
+    ? 'timed out'
+    : r.status === null
+      ? `never finished (QEMU exit ${r.qemuExit.code ?? r.qemuExit.signal})`
+      : `exited ${r.status}`;
   throw new Error(`guest: ${what} ${why} after ${Math.round(r.durationMs / 1000)} s; console:\n${consoleTail(r)}`);
 }
 
@@ -271,22 +331,30 @@ async function main(argv: string[]): Promise<number> {
       return v;
     };
     switch (a) {
-      case '--vhost-user-blk': o.vhostUserBlk!.push({ socket: resolve(val()), queues: 1 }); break;
+      case '--vhost-user-blk':
+        o.vhostUserBlk!.push({ socket: resolve(val()), queues: 1 });
+        break;
       case '--queues': {
         const last = o.vhostUserBlk!.at(-1);
         if (!last) throw new Error('--queues must follow a --vhost-user-blk');
         last.queues = num();
         break;
       }
-      case '--memory': o.memoryMiB = num(); break;
-      case '--cpus': o.cpus = num(); break;
+      case '--memory':
+        o.memoryMiB = num();
+        break;
+      case '--cpus':
+        o.cpus = num();
+        break;
       case '--tcg-thread': {
         const v = val();
         if (!isTcgThread(v)) throw new Error('--tcg-thread takes single or multi');
         o.tcgThread = v;
         break;
       }
-      case '--timeout': o.timeoutMs = num() * 1000; break;
+      case '--timeout':
+        o.timeoutMs = num() * 1000;
+        break;
       case '--env': {
         const kv = val();
         const eq = kv.indexOf('=');
@@ -294,31 +362,55 @@ async function main(argv: string[]): Promise<number> {
         o.env![kv.slice(0, eq)] = kv.slice(eq + 1);
         break;
       }
-      case '--script': o.script = readFileSync(val(), 'utf8'); break;
-      case '--keep': keep = true; break;
-      case '--dry-run': dry = true; break;
-      case '-h': case '--help': process.stdout.write(USAGE + '\n'); return 0;
-      case '--': o.script = argv.slice(i + 1).join(' ') + '\n'; i = argv.length; break;
-      default: throw new Error(`unknown argument: ${a}`);
+      case '--script':
+        o.script = readFileSync(val(), 'utf8');
+        break;
+      case '--keep':
+        keep = true;
+        break;
+      case '--dry-run':
+        dry = true;
+        break;
+      case '-h':
+      case '--help':
+        process.stdout.write(USAGE + '\n');
+        return 0;
+      case '--':
+        o.script = argv.slice(i + 1).join(' ') + '\n';
+        i = argv.length;
+        break;
+      default:
+        throw new Error(`unknown argument: ${a}`);
     }
   }
   if (!o.script) throw new Error('nothing to run: give --script FILE or -- COMMAND');
   if (dry) {
-    process.stdout.write(['qemu-system-x86_64', ...qemuArgs(o, '<share>', vmImage())].map((s) => /[\s']/.test(s) ? shellQuote(s) : s).join(' ') + '\n');
+    process.stdout.write(
+      ['qemu-system-x86_64', ...qemuArgs(o, '<share>', vmImage())]
+        .map((s) => (/[\s']/.test(s) ? shellQuote(s) : s))
+        .join(' ') + '\n',
+    );
     return 0;
   }
   o.onConsole = (t) => process.stdout.write(t);
   const r = await runGuest(o);
   if (keep) process.stderr.write(`[harness] results: ${r.resultsDir}\n`);
   else r.cleanup();
-  process.stderr.write(`[harness] ${r.timedOut ? 'timed out' : `status ${r.status ?? 'none'}`} in ${(r.durationMs / 1000).toFixed(1)} s\n`);
+  process.stderr.write(
+    `[harness] ${r.timedOut ? 'timed out' : `status ${r.status ?? 'none'}`} in ${(r.durationMs / 1000).toFixed(1)} s\n`,
+  );
   if (r.timedOut) return 124;
   return r.status ?? 125;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e: unknown) => {
-    process.stderr.write(`harness: ${e instanceof Error ? e.message : String(e)}\n${USAGE}\n`);
-    process.exitCode = 2;
-  });
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`harness: ${e instanceof Error ? e.message : String(e)}\n${USAGE}\n`);
+      process.exitCode = 2;
+    },
+  );
 }

@@ -29,14 +29,19 @@ exit $missing
 
 const k = suite('vm: guest kernel facilities');
 
-k('the guest has /dev/ublk-control, /dev/vduse/control, vduse in `vdpa mgmtdev show`, and the test programs', async () => {
-  const r = await runGuest({ script: CHECK, memoryMiB: 512, timeoutMs: 90_000 });
-  try {
-    const missing = r.console.split('\n').filter((l) => l.startsWith('MISSING: '));
-    assert.equal(missing, [], `the guest lacks:\n${missing.join('\n')}`);
-    assertGuestOk(r, 'kernel facility check');
-  } finally { r.cleanup(); }
-  assert.is(liveGuests(), 0, 'no QEMU left running');
-});
+k(
+  'the guest has /dev/ublk-control, /dev/vduse/control, vduse in `vdpa mgmtdev show`, and the test programs',
+  async () => {
+    const r = await runGuest({ script: CHECK, memoryMiB: 512, timeoutMs: 90_000 });
+    try {
+      const missing = r.console.split('\n').filter((l) => l.startsWith('MISSING: '));
+      assert.equal(missing, [], `the guest lacks:\n${missing.join('\n')}`);
+      assertGuestOk(r, 'kernel facility check');
+    } finally {
+      r.cleanup();
+    }
+    assert.is(liveGuests(), 0, 'no QEMU left running');
+  },
+);
 
 k.run();

@@ -82,27 +82,51 @@ echo PASS
 const t = suite('vm: read-only disks and discard under a Linux guest');
 
 for (const kind of KINDS) {
-  t(`${kind} serve --readonly: the guest sees /sys/block/vda/ro = 1, reads work, writes fail cleanly, nothing changes`, async () => {
-    const prefill = randomBytes(MiB);
-    const sha = createHash('sha256').update(prefill).digest('hex');
-    await withDisk(kind, { backend: 'file', size: 64 * MiB, readonly: true, prefill }, async (disk) => {
-      const r = await runGuest({ script: READONLY, vhostUserBlk: [{ socket: disk.server.socket }], env: { EXPECT_SHA: sha },
-        memoryMiB: 512, timeoutMs: 180_000 });
-      try { assertGuestOk(r, `read-only disk from ${kind}`); } finally { r.cleanup(); }
-      // What the host holds is what it held: the server wrote nothing.
-      const head = readFileSync(disk.image!).subarray(0, MiB);
-      assert.ok(head.equals(prefill), `${kind} changed a read-only image`);
-    });
-    assert.is(liveGuests(), 0, 'no QEMU left running');
-  });
+  t(
+    `${kind} serve --readonly: the guest sees /sys/block/vda/ro = 1, reads work, writes fail cleanly, nothing changes`,
+    async () => {
+      const prefill = randomBytes(MiB);
+      const sha = createHash('sha256').update(prefill).digest('hex');
+      await withDisk(kind, { backend: 'file', size: 64 * MiB, readonly: true, prefill }, async (disk) => {
+        const r = await runGuest({
+          script: READONLY,
+          vhostUserBlk: [{ socket: disk.server.socket }],
+          env: { EXPECT_SHA: sha },
+          memoryMiB: 512,
+          timeoutMs: 180_000,
+        });
+        try {
+          assertGuestOk(r, `read-only disk from ${kind}`);
+        } finally {
+          r.cleanup();
+        }
+        // What the host holds is what it held: the server wrote nothing.
+        const head = readFileSync(disk.image!).subarray(0, MiB);
+        assert.ok(head.equals(prefill), `${kind} changed a read-only image`);
+      });
+      assert.is(liveGuests(), 0, 'no QEMU left running');
+    },
+  );
 
-  t(`${kind} serve on RAM: blkdiscard ranges and the whole device read back as zeros, fstrim on ext4 succeeds`, async () => {
-    await withDisk(kind, { backend: 'ram', size: 128 * MiB }, async (disk) => {
-      const r = await runGuest({ script: DISCARD, vhostUserBlk: [{ socket: disk.server.socket }], memoryMiB: 512, timeoutMs: 180_000 });
-      try { assertGuestOk(r, `discard on ${kind}`); } finally { r.cleanup(); }
-    });
-    assert.is(liveGuests(), 0, 'no QEMU left running');
-  });
+  t(
+    `${kind} serve on RAM: blkdiscard ranges and the whole device read back as zeros, fstrim on ext4 succeeds`,
+    async () => {
+      await withDisk(kind, { backend: 'ram', size: 128 * MiB }, async (disk) => {
+        const r = await runGuest({
+          script: DISCARD,
+          vhostUserBlk: [{ socket: disk.server.socket }],
+          memoryMiB: 512,
+          timeoutMs: 180_000,
+        });
+        try {
+          assertGuestOk(r, `discard on ${kind}`);
+        } finally {
+          r.cleanup();
+        }
+      });
+      assert.is(liveGuests(), 0, 'no QEMU left running');
+    },
+  );
 }
 
 t.run();

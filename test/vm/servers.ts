@@ -34,7 +34,9 @@ export async function startDisk(kind: ServerKind, o: DiskOptions): Promise<Disk>
     try {
       ftruncateSync(fd, o.size);
       if (o.prefill) writeSync(fd, o.prefill, 0, o.prefill.length, 0);
-    } finally { closeSync(fd); }
+    } finally {
+      closeSync(fd);
+    }
   };
   let server: RunningServer;
   try {
@@ -46,7 +48,8 @@ export async function startDisk(kind: ServerKind, o: DiskOptions): Promise<Disk>
         if (o.prefill) makeImage();
         server = await startStor({
           backend: { kind: 'file', path: img, ...(o.prefill ? {} : { create: o.size }) },
-          queues: o.queues, readonly: o.readonly,
+          queues: o.queues,
+          readonly: o.readonly,
         });
       }
     } else {
@@ -54,7 +57,11 @@ export async function startDisk(kind: ServerKind, o: DiskOptions): Promise<Disk>
       makeImage();
       // By default QEMU ignores discard requests (discard=ignore): with discard=unmap, discarded
       // ranges are punched out of the image and read as zeros.
-      server = await startQsd({ backend: { kind: 'file', path: img, discard: true }, queues: o.queues, readonly: o.readonly });
+      server = await startQsd({
+        backend: { kind: 'file', path: img, discard: true },
+        queues: o.queues,
+        readonly: o.readonly,
+      });
     }
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
@@ -74,5 +81,9 @@ export async function startDisk(kind: ServerKind, o: DiskOptions): Promise<Disk>
 /** Runs fn with a disk, always stopping the server afterwards. */
 export async function withDisk<T>(kind: ServerKind, o: DiskOptions, fn: (d: Disk) => Promise<T>): Promise<T> {
   const d = await startDisk(kind, o);
-  try { return await fn(d); } finally { await d.close(); }
+  try {
+    return await fn(d);
+  } finally {
+    await d.close();
+  }
 }

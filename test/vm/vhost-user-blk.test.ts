@@ -79,31 +79,56 @@ echo PASS
 `;
 
 const cases: Array<{ kind: ServerKind; queues: number }> = [
-  { kind: 'qsd', queues: 1 }, { kind: 'qsd', queues: 2 },
-  { kind: 'stor', queues: 1 }, { kind: 'stor', queues: 2 },
+  { kind: 'qsd', queues: 1 },
+  { kind: 'qsd', queues: 2 },
+  { kind: 'stor', queues: 1 },
+  { kind: 'stor', queues: 2 },
 ];
 
 const vub = suite('vm: vhost-user-blk under a Linux guest');
 
 for (const { kind, queues } of cases) {
-  vub(`${kind} serve (file, 512 MiB, ${queues} queue${queues > 1 ? 's' : ''}): ext4 + fio verify in a guest, data intact in a second guest`, async () => {
-    await withDisk(kind, { backend: 'file', size: SIZE, queues }, async (disk) => {
-      const env = { EXPECT_SECTORS: String(SIZE / 512), EXPECT_QUEUES: String(queues) };
-      const disks = [{ socket: disk.server.socket, queues }];
-      const first = await runGuest({ script: FIRST, vhostUserBlk: disks, env, memoryMiB: 1024, timeoutMs: 420_000 });
-      try {
-        assertGuestOk(first, `first guest against ${kind}`);
-        assert.ok(disk.server.proc.exitCode === null, `${kind} exited after the first guest powered off:\n${disk.server.output()}`);
-        const sums = readFileSync(join(first.resultsDir, 'sums'), 'utf8');
-        assert.is(sums.trim().split('\n').length, 50, 'checksums of 50 files recorded');
-        const fio = readFileSync(join(first.resultsDir, 'fio.txt'), 'utf8');
-        assert.is((fio.match(/: \(groupid=\d+, jobs=1\): err= 0/g) ?? []).length, 4, `four fio jobs without error:\n${fio}`);
-        const second = await runGuest({ script: SECOND, vhostUserBlk: disks, env, memoryMiB: 512, timeoutMs: 180_000, files: { sums } });
-        try { assertGuestOk(second, `second guest against the same ${kind}`); } finally { second.cleanup(); }
-      } finally { first.cleanup(); }
-    });
-    assert.is(liveGuests(), 0, 'no QEMU left running');
-  });
+  vub(
+    `${kind} serve (file, 512 MiB, ${queues} queue${queues > 1 ? 's' : ''}): ext4 + fio verify in a guest, data intact in a second guest`,
+    async () => {
+      await withDisk(kind, { backend: 'file', size: SIZE, queues }, async (disk) => {
+        const env = { EXPECT_SECTORS: String(SIZE / 512), EXPECT_QUEUES: String(queues) };
+        const disks = [{ socket: disk.server.socket, queues }];
+        const first = await runGuest({ script: FIRST, vhostUserBlk: disks, env, memoryMiB: 1024, timeoutMs: 420_000 });
+        try {
+          assertGuestOk(first, `first guest against ${kind}`);
+          assert.ok(
+            disk.server.proc.exitCode === null,
+            `${kind} exited after the first guest powered off:\n${disk.server.output()}`,
+          );
+          const sums = readFileSync(join(first.resultsDir, 'sums'), 'utf8');
+          assert.is(sums.trim().split('\n').length, 50, 'checksums of 50 files recorded');
+          const fio = readFileSync(join(first.resultsDir, 'fio.txt'), 'utf8');
+          assert.is(
+            (fio.match(/: \(groupid=\d+, jobs=1\): err= 0/g) ?? []).length,
+            4,
+            `four fio jobs without error:\n${fio}`,
+          );
+          const second = await runGuest({
+            script: SECOND,
+            vhostUserBlk: disks,
+            env,
+            memoryMiB: 512,
+            timeoutMs: 180_000,
+            files: { sums },
+          });
+          try {
+            assertGuestOk(second, `second guest against the same ${kind}`);
+          } finally {
+            second.cleanup();
+          }
+        } finally {
+          first.cleanup();
+        }
+      });
+      assert.is(liveGuests(), 0, 'no QEMU left running');
+    },
+  );
 }
 
 vub.run();

@@ -11,7 +11,9 @@ export function storageIdentity(t: Target): string | undefined {
   try {
     const st = statSync(t.path);
     return st.isBlockDevice() ? `block:${st.rdev}` : `${st.isSocket() ? 'socket' : 'file'}:${st.dev}:${st.ino}`;
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
 
 /** True when a and b are the same image and [aOffset, aOffset+length) meets [bOffset, bOffset+length). */
@@ -29,10 +31,19 @@ export function overlappingRanges(a: Target, aOffset: number, b: Target, bOffset
  */
 export function assertWholeSectors(path: string): void {
   let size: number;
-  try { const st = statSync(path); if (!st.isFile()) return; size = st.size; } catch { return; }
+  try {
+    const st = statSync(path);
+    if (!st.isFile()) return;
+    size = st.size;
+  } catch {
+    return;
+  }
   if (size % 512 === 0) return;
   const up = Math.ceil(size / 512) * 512;
-  throw new StorError(`${path}: its size (${size} bytes) is not a multiple of 512; the last ${size % 512} bytes would be lost`, {
-    hint: `pad it to whole sectors first: truncate -s ${up} ${path}`,
-  });
+  throw new StorError(
+    `${path}: its size (${size} bytes) is not a multiple of 512; the last ${size % 512} bytes would be lost`,
+    {
+      hint: `pad it to whole sectors first: truncate -s ${up} ${path}`,
+    },
+  );
 }

@@ -6,14 +6,23 @@ import { StorError, usageError } from '../core/errors.js';
 import type { Target } from '../core/target.js';
 
 export type BackendTarget = Exclude<Target, { kind: 'vhost-user' }>;
-/** A backend spec as the C registry takes it: "file:/img,direct=on" is {driver: 'file', props: {path: '/img', direct: 'on'}}. */
-export interface BackendSpec { driver: string; props: Record<string, string> }
+/**
+ * A backend spec as the C registry takes it: "file:/img,direct=on" is
+ * {driver: 'file', props: {path: '/img', direct: 'on'}}.
+ */
+export interface BackendSpec {
+  driver: string;
+  props: Record<string, string>;
+}
 
 /** Target → {driver, props}. (Until every caller passes a BackendSpec from the spec parser.) */
 export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direct?: boolean } = {}): BackendSpec {
   const props: Record<string, string> = {};
   switch (t.kind) {
-    case 'null': case 'mem': props.size = String(t.size); break;
+    case 'null':
+    case 'mem':
+      props.size = String(t.size);
+      break;
     case 'file':
       props.path = t.path;
       if (t.create !== undefined) props.create = String(t.create);
@@ -27,11 +36,21 @@ export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direc
   return { driver: t.kind, props };
 }
 
-export interface OpenedBackend { handle: BackendHandle; info: BackendInfo; properties: BdevProperties }
+export interface OpenedBackend {
+  handle: BackendHandle;
+  info: BackendInfo;
+  properties: BdevProperties;
+}
 
 /** Opens a backend; `what` names the flag or argument it came from in error messages. */
-export function openBackend(t: BackendTarget | BackendSpec, opts: { readonly?: boolean; direct?: boolean; what?: string } = {}): OpenedBackend {
-  const spec = 'driver' in t ? { driver: t.driver, props: { ...t.props, ...(opts.readonly ? { readonly: 'on' } : {}) } } : targetToSpec(t, opts);
+export function openBackend(
+  t: BackendTarget | BackendSpec,
+  opts: { readonly?: boolean; direct?: boolean; what?: string } = {},
+): OpenedBackend {
+  const spec =
+    'driver' in t
+      ? { driver: t.driver, props: { ...t.props, ...(opts.readonly ? { readonly: 'on' } : {}) } }
+      : targetToSpec(t, opts);
   const n = native();
   let handle: BackendHandle;
   try {
@@ -43,9 +62,14 @@ export function openBackend(t: BackendTarget | BackendSpec, opts: { readonly?: b
       const m = /^(.*?) \(accepted: (.*)\)$/.exec(err.message);
       throw usageError(opts.what ?? 'backend', m ? m[1] : err.message, m ? m[2] : undefined);
     }
-    const hint = spec.driver !== 'file' ? undefined
-      : err.errno === 2 ? 'the file does not exist: add ,create=SIZE to create it'
-        : err.errno === 16 ? 'stop the other user first, or add ,locking=off to open it anyway (as with QEMU\'s file driver)' : undefined;
+    const hint =
+      spec.driver !== 'file'
+        ? undefined
+        : err.errno === 2
+          ? 'the file does not exist: add ,create=SIZE to create it'
+          : err.errno === 16
+            ? "stop the other user first, or add ,locking=off to open it anyway (as with QEMU's file driver)"
+            : undefined;
     throw new StorError(`cannot open backend: ${err.message}`, { errno: err.errno, hint });
   }
   return { handle, info: n.backendInfo(handle), properties: n.bdevProperties(handle) };

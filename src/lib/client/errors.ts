@@ -16,10 +16,17 @@ export class BlkioError extends StorError {
   readonly offset: number;
   readonly length: number;
   constructor(op: string, offset: number, length: number, errno: number, detail?: string, exitCode?: ExitCode) {
-    super(`${op} at offset ${offset} length ${length} failed: ${detail ?? ERRNO_TEXT[errno] ?? `errno ${errno}`}`, { errno, exitCode });
+    super(`${op} at offset ${offset} length ${length} failed: ${detail ?? ERRNO_TEXT[errno] ?? `errno ${errno}`}`, {
+      errno,
+      exitCode,
+    });
     this.name = 'BlkioError';
-    this.op = op; this.offset = offset; this.length = length;
+    this.op = op;
+    this.offset = offset;
+    this.length = length;
   }
   /** The virtio-blk status this errno stands for (1 IOERR, 2 UNSUPP), when it came from the device. */
-  get virtioStatus(): number | undefined { return this.errno === 5 ? 1 : this.errno === 95 ? 2 : undefined; }
+  get virtioStatus(): number | undefined {
+    return this.errno === 5 ? 1 : this.errno === 95 ? 2 : undefined;
+  }
 }

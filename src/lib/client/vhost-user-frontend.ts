@@ -5,9 +5,29 @@
 // what a well-behaved front-end never would.
 import { native } from '../native.js';
 import {
-  F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, MAX_PAYLOAD, ProtocolFeature, Req, VERSION,
-  decodeHeader, decodeU64, decodeVringState, encodeConfig, encodeMemTable, encodeMessage, encodeSingleRegion, encodeU64,
-  encodeVringAddr, encodeVringFile, encodeVringState, reqName, type Header, type GuestRegion, type VringAddr,
+  F_PROTOCOL_FEATURES,
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  HEADER_SIZE,
+  MAX_PAYLOAD,
+  ProtocolFeature,
+  Req,
+  VERSION,
+  decodeHeader,
+  decodeU64,
+  decodeVringState,
+  encodeConfig,
+  encodeMemTable,
+  encodeMessage,
+  encodeSingleRegion,
+  encodeU64,
+  encodeVringAddr,
+  encodeVringFile,
+  encodeVringState,
+  reqName,
+  type Header,
+  type GuestRegion,
+  type VringAddr,
 } from '../proto/vhost-user.js';
 
 /** A front-end operation failed; `request` names the message it was about, when there is one. */
@@ -22,18 +42,30 @@ export class FrontendError extends Error {
 
 /** The back-end closed the connection (or reset it). */
 export class BackendClosedError extends FrontendError {
-  constructor(message: string, request?: number) { super(message, request); this.name = 'BackendClosedError'; }
+  constructor(message: string, request?: number) {
+    super(message, request);
+    this.name = 'BackendClosedError';
+  }
 }
 
 /** No reply within the deadline. */
 export class FrontendTimeoutError extends FrontendError {
-  constructor(message: string, request?: number) { super(message, request); this.name = 'FrontendTimeoutError'; }
+  constructor(message: string, request?: number) {
+    super(message, request);
+    this.name = 'FrontendTimeoutError';
+  }
 }
 
-export interface Message { header: Header; payload: Buffer; fds: number[] }
+export interface Message {
+  header: Header;
+  payload: Buffer;
+  fds: number[];
+}
 
 /** A memory region and the fd that backs it (mmapOffset is the region's offset in that fd). */
-export interface FrontendMemRegion extends GuestRegion { fd: number }
+export interface FrontendMemRegion extends GuestRegion {
+  fd: number;
+}
 
 export interface SendOptions {
   fds?: number[];
@@ -48,7 +80,12 @@ export interface FrontendOptions {
   timeoutMs?: number;
 }
 
-export interface NegotiatedFeatures { features: bigint; protocolFeatures: bigint; offered: bigint; protocolOffered: bigint }
+export interface NegotiatedFeatures {
+  features: bigint;
+  protocolFeatures: bigint;
+  offered: bigint;
+  protocolOffered: bigint;
+}
 
 export class VhostUserFrontend {
   readonly fd: number;
@@ -68,14 +105,19 @@ export class VhostUserFrontend {
   /** Connects to a back-end's Unix socket. */
   static connect(socketPath: string, opts: FrontendOptions = {}): VhostUserFrontend {
     let fd: number;
-    try { fd = native().unixConnect(socketPath); }
-    catch (e) { throw new FrontendError(`cannot connect to ${socketPath}: ${(e as Error).message}`, undefined, { cause: e }); }
+    try {
+      fd = native().unixConnect(socketPath);
+    } catch (e) {
+      throw new FrontendError(`cannot connect to ${socketPath}: ${(e as Error).message}`, undefined, { cause: e });
+    }
     // Non-blocking, so that a back-end that stops reading cannot block a send forever.
     native().setNonBlocking(fd, true);
     return new VhostUserFrontend(fd, socketPath, opts);
   }
 
-  get isClosed(): boolean { return this.closed; }
+  get isClosed(): boolean {
+    return this.closed;
+  }
 
   /** Closes our end. Idempotent. */
   close(): void {
@@ -84,7 +126,9 @@ export class VhostUserFrontend {
     native().close(this.fd);
   }
 
-  private get replyAck(): boolean { return (this.protocolFeatures & (1n << BigInt(ProtocolFeature.REPLY_ACK))) !== 0n; }
+  private get replyAck(): boolean {
+    return (this.protocolFeatures & (1n << BigInt(ProtocolFeature.REPLY_ACK))) !== 0n;
+  }
 
   // ---- raw transport ------------------------------------------------------------------------
 
@@ -99,14 +143,18 @@ export class VhostUserFrontend {
     while (off < bytes.length) {
       let sent: number;
       // fds ride with the first byte only, as the back-end expects them with the header.
-      try { sent = n.sendmsg(this.fd, bytes.subarray(off), off === 0 ? fds : []); }
-      catch (e) {
+      try {
+        sent = n.sendmsg(this.fd, bytes.subarray(off), off === 0 ? fds : []);
+      } catch (e) {
         const m = (e as Error).message;
         if (/EPIPE|ECONNRESET|Broken pipe|reset by peer/i.test(m)) throw new BackendClosedError(`send failed: ${m}`);
         throw new FrontendError(`send failed: ${m}`, undefined, { cause: e });
       }
       if (sent < 0) {
-        if (Date.now() > deadline) throw new FrontendTimeoutError(`back-end did not take ${bytes.length - off} more bytes within ${timeoutMs} ms`);
+        if (Date.now() > deadline)
+          throw new FrontendTimeoutError(
+            `back-end did not take ${bytes.length - off} more bytes within ${timeoutMs} ms`,
+          );
         sleepMs(1);
         continue;
       }
@@ -116,7 +164,8 @@ export class VhostUserFrontend {
 
   /** Sends one message (header built here); never waits for a reply. */
   send(request: number, payload: Buffer = Buffer.alloc(0), opts: { fds?: number[]; flags?: number } = {}): void {
-    if (payload.length > MAX_PAYLOAD) throw new FrontendError(`payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`, request);
+    if (payload.length > MAX_PAYLOAD)
+      throw new FrontendError(`payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`, request);
     this.sendRaw(encodeMessage(request, payload, VERSION | (opts.flags ?? 0)), opts.fds ?? []);
   }
 
@@ -131,13 +180,19 @@ export class VhostUserFrontend {
         throw new FrontendTimeoutError(`no reply within ${this.timeoutMs} ms (${got} of ${len} bytes)`, request);
       }
       let r;
-      try { r = n.recvmsg(this.fd, len - got); }
-      catch (e) { throw new BackendClosedError(`receive failed: ${(e as Error).message}`, request); }
+      try {
+        r = n.recvmsg(this.fd, len - got);
+      } catch (e) {
+        throw new BackendClosedError(`receive failed: ${(e as Error).message}`, request);
+      }
       if (r === null) continue;
       fds.push(...r.fds);
       if (r.data.length === 0) {
         for (const f of fds) n.close(f);
-        throw new BackendClosedError(got || parts.length ? 'back-end closed in the middle of a reply' : 'back-end closed the connection', request);
+        throw new BackendClosedError(
+          got || parts.length ? 'back-end closed in the middle of a reply' : 'back-end closed the connection',
+          request,
+        );
       }
       parts.push(r.data);
       got += r.data.length;
@@ -152,8 +207,11 @@ export class VhostUserFrontend {
     const fds: number[] = [];
     const hb = this.readExact(HEADER_SIZE, deadline, request, fds);
     let header: Header;
-    try { header = decodeHeader(hb); }
-    catch (e) { throw new FrontendError(`bad reply: ${(e as Error).message}`, request, { cause: e }); }
+    try {
+      header = decodeHeader(hb);
+    } catch (e) {
+      throw new FrontendError(`bad reply: ${(e as Error).message}`, request, { cause: e });
+    }
     const payload = header.size ? this.readExact(header.size, deadline, request, fds) : Buffer.alloc(0);
     return { header, payload, fds };
   }
@@ -162,7 +220,8 @@ export class VhostUserFrontend {
   private receiveReply(request: number): Buffer {
     const m = this.receive(this.timeoutMs, request);
     for (const f of m.fds) native().close(f);
-    if (m.header.request !== request) throw new FrontendError(`got a reply to ${reqName(m.header.request)} instead`, request);
+    if (m.header.request !== request)
+      throw new FrontendError(`got a reply to ${reqName(m.header.request)} instead`, request);
     if (!(m.header.flags & FLAG_REPLY)) throw new FrontendError('reply lacks the REPLY flag', request);
     return m.payload;
   }
@@ -179,7 +238,11 @@ export class VhostUserFrontend {
       const left = deadline - Date.now();
       if (left <= 0 || !n.waitReadable(this.fd, left)) return false;
       let r;
-      try { r = n.recvmsg(this.fd, 65536); } catch { return true; }   // ECONNRESET: closed
+      try {
+        r = n.recvmsg(this.fd, 65536);
+      } catch {
+        return true;
+      } // ECONNRESET: closed
       if (r === null) continue;
       for (const f of r.fds) n.close(f);
       if (r.data.length === 0) return true;
@@ -206,27 +269,42 @@ export class VhostUserFrontend {
     return this.receiveReply(request);
   }
 
-  getFeatures(): bigint { return decodeReplyU64(Req.GET_FEATURES, this.query(Req.GET_FEATURES)); }
+  getFeatures(): bigint {
+    return decodeReplyU64(Req.GET_FEATURES, this.query(Req.GET_FEATURES));
+  }
   setFeatures(f: bigint): void {
     // REPLY_ACK is not known to apply before protocol features are set; QEMU sends it without.
     this.request(Req.SET_FEATURES, encodeU64(f));
     this.features = f;
   }
-  getProtocolFeatures(): bigint { return decodeReplyU64(Req.GET_PROTOCOL_FEATURES, this.query(Req.GET_PROTOCOL_FEATURES)); }
+  getProtocolFeatures(): bigint {
+    return decodeReplyU64(Req.GET_PROTOCOL_FEATURES, this.query(Req.GET_PROTOCOL_FEATURES));
+  }
   setProtocolFeatures(f: bigint): void {
     this.send(Req.SET_PROTOCOL_FEATURES, encodeU64(f));
     this.protocolFeatures = f;
   }
-  setOwner(): void { this.request(Req.SET_OWNER); }
-  resetOwner(): void { this.request(Req.RESET_OWNER); }
-  resetDevice(): void { this.request(Req.RESET_DEVICE); }
-  getQueueNum(): number { return Number(decodeReplyU64(Req.GET_QUEUE_NUM, this.query(Req.GET_QUEUE_NUM))); }
-  getMaxMemSlots(): number { return Number(decodeReplyU64(Req.GET_MAX_MEM_SLOTS, this.query(Req.GET_MAX_MEM_SLOTS))); }
+  setOwner(): void {
+    this.request(Req.SET_OWNER);
+  }
+  resetOwner(): void {
+    this.request(Req.RESET_OWNER);
+  }
+  resetDevice(): void {
+    this.request(Req.RESET_DEVICE);
+  }
+  getQueueNum(): number {
+    return Number(decodeReplyU64(Req.GET_QUEUE_NUM, this.query(Req.GET_QUEUE_NUM)));
+  }
+  getMaxMemSlots(): number {
+    return Number(decodeReplyU64(Req.GET_MAX_MEM_SLOTS, this.query(Req.GET_MAX_MEM_SLOTS)));
+  }
 
   /** GET_CONFIG: `size` bytes of the device config space from `offset`. */
   getConfig(offset: number, size: number): Buffer {
     const p = this.query(Req.GET_CONFIG, encodeConfig({ offset, size, flags: 0, data: Buffer.alloc(size) }));
-    if (p.length !== 12 + size) throw new FrontendError(`reply is ${p.length} bytes, expected ${12 + size}`, Req.GET_CONFIG);
+    if (p.length !== 12 + size)
+      throw new FrontendError(`reply is ${p.length} bytes, expected ${12 + size}`, Req.GET_CONFIG);
     if (p.readUInt32LE(0) !== offset || p.readUInt32LE(4) !== size) {
       throw new FrontendError(`reply is for offset ${p.readUInt32LE(0)} size ${p.readUInt32LE(4)}`, Req.GET_CONFIG);
     }
@@ -237,11 +315,19 @@ export class VhostUserFrontend {
   setMemTable(regions: FrontendMemRegion[]): void {
     this.request(Req.SET_MEM_TABLE, encodeMemTable(regions), { fds: regions.map((r) => r.fd) });
   }
-  addMemRegion(r: FrontendMemRegion): void { this.request(Req.ADD_MEM_REG, encodeSingleRegion(r), { fds: [r.fd] }); }
-  removeMemRegion(r: GuestRegion): void { this.request(Req.REM_MEM_REG, encodeSingleRegion(r)); }
+  addMemRegion(r: FrontendMemRegion): void {
+    this.request(Req.ADD_MEM_REG, encodeSingleRegion(r), { fds: [r.fd] });
+  }
+  removeMemRegion(r: GuestRegion): void {
+    this.request(Req.REM_MEM_REG, encodeSingleRegion(r));
+  }
 
-  setVringNum(index: number, num: number): void { this.request(Req.SET_VRING_NUM, encodeVringState({ index, num })); }
-  setVringBase(index: number, base: number): void { this.request(Req.SET_VRING_BASE, encodeVringState({ index, num: base })); }
+  setVringNum(index: number, num: number): void {
+    this.request(Req.SET_VRING_NUM, encodeVringState({ index, num }));
+  }
+  setVringBase(index: number, base: number): void {
+    this.request(Req.SET_VRING_BASE, encodeVringState({ index, num: base }));
+  }
   /** Ring addresses are in the front-end's address space (the regions' userAddr), per the spec. */
   setVringAddr(a: Omit<VringAddr, 'flags' | 'log'> & { flags?: number; log?: bigint }): void {
     this.request(Req.SET_VRING_ADDR, encodeVringAddr({ flags: 0, log: 0n, ...a }));
@@ -250,19 +336,30 @@ export class VhostUserFrontend {
   getVringBase(index: number): number {
     const p = this.query(Req.GET_VRING_BASE, encodeVringState({ index, num: 0 }));
     let s;
-    try { s = decodeVringState('GET_VRING_BASE reply', p); }
-    catch (e) { throw new FrontendError((e as Error).message, Req.GET_VRING_BASE); }
+    try {
+      s = decodeVringState('GET_VRING_BASE reply', p);
+    } catch (e) {
+      throw new FrontendError((e as Error).message, Req.GET_VRING_BASE);
+    }
     if (s.index !== index) throw new FrontendError(`reply is for ring ${s.index}`, Req.GET_VRING_BASE);
     return s.num;
   }
   /** fd undefined: no eventfd (the back-end polls / does not notify). */
-  setVringKick(index: number, fd?: number): void { this.vringFile(Req.SET_VRING_KICK, index, fd); }
-  setVringCall(index: number, fd?: number): void { this.vringFile(Req.SET_VRING_CALL, index, fd); }
-  setVringErr(index: number, fd?: number): void { this.vringFile(Req.SET_VRING_ERR, index, fd); }
+  setVringKick(index: number, fd?: number): void {
+    this.vringFile(Req.SET_VRING_KICK, index, fd);
+  }
+  setVringCall(index: number, fd?: number): void {
+    this.vringFile(Req.SET_VRING_CALL, index, fd);
+  }
+  setVringErr(index: number, fd?: number): void {
+    this.vringFile(Req.SET_VRING_ERR, index, fd);
+  }
   private vringFile(request: number, index: number, fd?: number): void {
     this.request(request, encodeVringFile(index, fd === undefined), { fds: fd === undefined ? [] : [fd] });
   }
-  setVringEnable(index: number, enable: boolean): void { this.request(Req.SET_VRING_ENABLE, encodeVringState({ index, num: enable ? 1 : 0 })); }
+  setVringEnable(index: number, enable: boolean): void {
+    this.request(Req.SET_VRING_ENABLE, encodeVringState({ index, num: enable ? 1 : 0 }));
+  }
 
   /**
    * The usual opening: GET_FEATURES, SET_FEATURES (wanted ∩ offered, plus PROTOCOL_FEATURES when
@@ -272,9 +369,11 @@ export class VhostUserFrontend {
   negotiate(want: { features: bigint; protocolFeatures?: bigint; required?: bigint }): NegotiatedFeatures {
     const offered = this.getFeatures();
     const missing = (want.required ?? 0n) & ~offered;
-    if (missing) throw new FrontendError(`back-end does not offer required features 0x${missing.toString(16)}`, Req.GET_FEATURES);
+    if (missing)
+      throw new FrontendError(`back-end does not offer required features 0x${missing.toString(16)}`, Req.GET_FEATURES);
     const pf = 1n << BigInt(F_PROTOCOL_FEATURES);
-    let protocolOffered = 0n, protocolFeatures = 0n;
+    let protocolOffered = 0n,
+      protocolFeatures = 0n;
     const features = (want.features | pf) & offered;
     if (offered & pf) {
       protocolOffered = this.getProtocolFeatures();
@@ -288,8 +387,11 @@ export class VhostUserFrontend {
 }
 
 function decodeReplyU64(request: number, p: Buffer): bigint {
-  try { return decodeU64(`${reqName(request)} reply`, p); }
-  catch (e) { throw new FrontendError((e as Error).message, request); }
+  try {
+    return decodeU64(`${reqName(request)} reply`, p);
+  } catch (e) {
+    throw new FrontendError((e as Error).message, request);
+  }
 }
 
 /** Blocks the thread briefly (used only while a send would block). */

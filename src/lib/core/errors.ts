@@ -10,7 +10,16 @@ export class StorError extends Error {
   readonly errno?: number;
   /** What the command produced before failing (e.g. a verify report): goes into --json output. */
   readonly details?: Record<string, unknown>;
-  constructor(message: string, opts: { exitCode?: ExitCode; hint?: string; errno?: number; cause?: unknown; details?: Record<string, unknown> } = {}) {
+  constructor(
+    message: string,
+    opts: {
+      exitCode?: ExitCode;
+      hint?: string;
+      errno?: number;
+      cause?: unknown;
+      details?: Record<string, unknown>;
+    } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'StorError';
     this.exitCode = opts.exitCode ?? EXIT.RUNTIME;
@@ -22,5 +31,8 @@ export class StorError extends Error {
 
 /** A bad flag or argument value: exit 2, one line naming it and the accepted forms. */
 export function usageError(what: string, why: string, accepted?: string): StorError {
-  return new StorError(`${what}: ${why}`, { exitCode: EXIT.USAGE, hint: accepted ? `accepted: ${accepted}` : undefined });
+  return new StorError(`${what}: ${why}`, {
+    exitCode: EXIT.USAGE,
+    hint: accepted ? `accepted: ${accepted}` : undefined,
+  });
 }

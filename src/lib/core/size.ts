@@ -4,7 +4,8 @@
 import { usageError } from './errors.js';
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 };
-export const SIZE_FORMS = 'a byte count or a number with k, M, G, T (binary; KiB/MiB/GiB also accepted), e.g. 4k, 64M, 1GiB';
+export const SIZE_FORMS =
+  'a byte count or a number with k, M, G, T (binary; KiB/MiB/GiB also accepted), e.g. 4k, 64M, 1GiB';
 
 /** Parses a size; throws a usage StorError naming `what` on anything else. */
 export function parseSize(text: string, what = 'size'): number {
@@ -25,8 +26,12 @@ export function parsePositiveSize(text: string, what = 'size'): number {
 /** 1073741824 -> "1 GiB", 1536 -> "1.5 KiB": for human output only. */
 export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = bytes, i = 0;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  let v = bytes,
+    i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
   const s = Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1).replace(/\.?0+$/, '');
   return `${s} ${units[i]}`;
 }

@@ -10,9 +10,15 @@
 import { statSync } from 'node:fs';
 import { usageError } from './errors.js';
 
-export interface Spec { driver: string; props: Record<string, string> }
+export interface Spec {
+  driver: string;
+  props: Record<string, string>;
+}
 
-interface DriverSyntax { primary: string; keys: readonly string[] }
+interface DriverSyntax {
+  primary: string;
+  keys: readonly string[];
+}
 
 /** The drivers a spec may name, the property their primary value fills, and the keys they accept. */
 export const SPEC_DRIVERS: Readonly<Record<string, DriverSyntax>> = {
@@ -22,11 +28,15 @@ export const SPEC_DRIVERS: Readonly<Record<string, DriverSyntax>> = {
   'vhost-user': { primary: 'path', keys: ['path'] },
 };
 
-export const BACKEND_FORMS = 'null:SIZE, mem:SIZE, file:PATH[,create=SIZE][,direct=on][,readonly=on] (e.g. mem:1G, file:/var/tmp/disk.img,create=512M)';
+export const BACKEND_FORMS =
+  'null:SIZE, mem:SIZE, file:PATH[,create=SIZE][,direct=on][,readonly=on] (e.g. mem:1G, file:/var/tmp/disk.img,create=512M)';
 export const TARGET_FORMS = `vhost-user:SOCKET, ${BACKEND_FORMS}, or a path to a socket, file or block device`;
 
 /** What a caller calls the thing it parses, for its error messages ("'x' is not a backend"). */
-export interface SpecKind { noun: string; forms: string }
+export interface SpecKind {
+  noun: string;
+  forms: string;
+}
 export const TARGET_KIND: SpecKind = { noun: 'target', forms: TARGET_FORMS };
 export const BACKEND_KIND: SpecKind = { noun: 'backend', forms: BACKEND_FORMS };
 
@@ -39,8 +49,16 @@ function splitFields(text: string): string[] {
   let cur = '';
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
-    if (c === ',' && text[i + 1] === ',') { cur += ','; i++; continue; }
-    if (c === ',') { fields.push(cur); cur = ''; continue; }
+    if (c === ',' && text[i + 1] === ',') {
+      cur += ',';
+      i++;
+      continue;
+    }
+    if (c === ',') {
+      fields.push(cur);
+      cur = '';
+      continue;
+    }
     cur += c;
   }
   fields.push(cur);
@@ -50,7 +68,11 @@ function splitFields(text: string): string[] {
 const escapeValue = (v: string): string => v.replace(/,/g, ',,');
 
 function isSocket(path: string): boolean {
-  try { return statSync(path).isSocket(); } catch { return false; /* not there (yet): a file */ }
+  try {
+    return statSync(path).isSocket();
+  } catch {
+    return false; /* not there (yet): a file */
+  }
 }
 
 /** Parses a spec; throws a usage StorError naming `what` (the flag or argument) on anything else. */
@@ -64,14 +86,20 @@ export function parseSpec(text: string, what: string, kind: SpecKind = TARGET_KI
   const syntax = SPEC_DRIVERS[driver];
   if (!syntax) throw usageError(what, `'${text}' is not a ${kind.noun}`, kind.forms);
   const [primary, ...options] = splitFields(text.slice(m[0].length));
-  if (!primary) throw usageError(what, `'${driver}:' needs a ${syntax.primary === 'size' ? 'size' : driver === 'vhost-user' ? 'socket path' : 'path'}`, kind.forms);
+  if (!primary)
+    throw usageError(
+      what,
+      `'${driver}:' needs a ${syntax.primary === 'size' ? 'size' : driver === 'vhost-user' ? 'socket path' : 'path'}`,
+      kind.forms,
+    );
   const props: Record<string, string> = { [syntax.primary]: primary };
   for (const o of options) {
     const eq = o.indexOf('=');
     const key = eq < 0 ? o : o.slice(0, eq);
     // a bare key is a flag switched on: "direct" means "direct=on"
     const value = eq < 0 ? 'on' : o.slice(eq + 1);
-    if (!syntax.keys.includes(key) || key === syntax.primary) throw usageError(what, `unknown ${driver} option '${key}'`, kind.forms);
+    if (!syntax.keys.includes(key) || key === syntax.primary)
+      throw usageError(what, `unknown ${driver} option '${key}'`, kind.forms);
     if (key in props) throw usageError(what, `${key} given twice`, kind.forms);
     props[key] = value;
   }
@@ -83,8 +111,10 @@ export function formatSpec(spec: Spec): string {
   const syntax = SPEC_DRIVERS[spec.driver];
   if (!syntax) throw new TypeError(`formatSpec: unknown driver '${spec.driver}'`);
   const primary = spec.props[syntax.primary];
-  if (primary === undefined || primary === '') throw new TypeError(`formatSpec: ${spec.driver} needs ${syntax.primary}`);
+  if (primary === undefined || primary === '')
+    throw new TypeError(`formatSpec: ${spec.driver} needs ${syntax.primary}`);
   let s = `${spec.driver}:${escapeValue(primary)}`;
-  for (const [k, v] of Object.entries(spec.props)) if (k !== syntax.primary && v !== undefined) s += `,${k}=${escapeValue(v)}`;
+  for (const [k, v] of Object.entries(spec.props))
+    if (k !== syntax.primary && v !== undefined) s += `,${k}=${escapeValue(v)}`;
   return s;
 }

@@ -8,13 +8,30 @@
 //   mem:1G                        a sparse in-memory disk (memfd)
 import { usageError } from './errors.js';
 import { parsePositiveSize } from './size.js';
-import { BACKEND_FORMS, BACKEND_KIND, TARGET_FORMS, TARGET_KIND, formatSpec, parseSpec, type Spec, type SpecKind } from './spec.js';
+import {
+  BACKEND_FORMS,
+  BACKEND_KIND,
+  TARGET_FORMS,
+  TARGET_KIND,
+  formatSpec,
+  parseSpec,
+  type Spec,
+  type SpecKind,
+} from './spec.js';
 
 export { BACKEND_FORMS, TARGET_FORMS };
 
 export type Target =
   | { kind: 'vhost-user'; path: string }
-  | { kind: 'file'; path: string; create?: number; direct: boolean; readonly: boolean; ringSize?: number; locking?: 'on' | 'off' | 'auto' }
+  | {
+      kind: 'file';
+      path: string;
+      create?: number;
+      direct: boolean;
+      readonly: boolean;
+      ringSize?: number;
+      locking?: 'on' | 'off' | 'auto';
+    }
   | { kind: 'null'; size: number }
   | { kind: 'mem'; size: number };
 
@@ -28,8 +45,10 @@ function parseOnOff(what: string, key: string, v: string): boolean {
 export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TARGET_KIND): Target {
   const p = spec.props;
   switch (spec.driver) {
-    case 'vhost-user': return { kind: 'vhost-user', path: p.path };
-    case 'null': case 'mem': {
+    case 'vhost-user':
+      return { kind: 'vhost-user', path: p.path };
+    case 'null':
+    case 'mem': {
       const size = parsePositiveSize(p.size, what);
       if (size % 512) throw usageError(what, `${spec.driver}:${p.size} is not a multiple of 512 bytes`, kind.forms);
       return { kind: spec.driver, size };
@@ -44,7 +63,8 @@ export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TAR
       if (p.direct !== undefined) t.direct = parseOnOff(what, 'direct', p.direct);
       for (const key of ['readonly', 'ro']) if (p[key] !== undefined) t.readonly = parseOnOff(what, key, p[key]);
       if (p['ring-size'] !== undefined) {
-        if (!/^\d+$/.test(p['ring-size'])) throw usageError(what, `ring-size needs a number of entries (ring-size=N)`, kind.forms);
+        if (!/^\d+$/.test(p['ring-size']))
+          throw usageError(what, `ring-size needs a number of entries (ring-size=N)`, kind.forms);
         t.ringSize = Number(p['ring-size']);
       }
       if (p.locking !== undefined) {
@@ -53,15 +73,19 @@ export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TAR
       }
       return t;
     }
-    default: throw usageError(what, `'${spec.driver}:' is not a ${kind.noun}`, kind.forms);
+    default:
+      throw usageError(what, `'${spec.driver}:' is not a ${kind.noun}`, kind.forms);
   }
 }
 
 /** The spec of a Target (the inverse of targetFromSpec). */
 export function targetToSpec(t: Target): Spec {
   switch (t.kind) {
-    case 'vhost-user': return { driver: 'vhost-user', props: { path: t.path } };
-    case 'null': case 'mem': return { driver: t.kind, props: { size: String(t.size) } };
+    case 'vhost-user':
+      return { driver: 'vhost-user', props: { path: t.path } };
+    case 'null':
+    case 'mem':
+      return { driver: t.kind, props: { size: String(t.size) } };
     case 'file': {
       const props: Record<string, string> = { path: t.path };
       if (t.create) props.create = String(t.create);
@@ -86,4 +110,6 @@ export function parseTarget(text: string, what = 'target'): Target {
   return targetFromSpec(parseSpec(text, what, TARGET_KIND), what, TARGET_KIND);
 }
 
-export function formatTarget(t: Target): string { return formatSpec(targetToSpec(t)); }
+export function formatTarget(t: Target): string {
+  return formatSpec(targetToSpec(t));
+}

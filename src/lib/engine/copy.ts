@@ -25,7 +25,10 @@ export interface CopyOptions {
   flush?: boolean;
 }
 
-export interface CopyProgress { copied: number; verified: number }
+export interface CopyProgress {
+  copied: number;
+  verified: number;
+}
 
 export interface CopyJob {
   /** Rejects with an Error carrying bytesCopied when a request fails. */
@@ -38,8 +41,20 @@ export function runCopy(src: BlockDevice, dst: BlockDevice, o: CopyOptions): Cop
   const buffers = o.queues * o.iodepth * (verify ? 2 : 1) * o.chunk;
   const zc = [src, dst].find((d) => d.properties.driver === 'virtio-blk-vhost-user');
   const pool = zc ? zc.allocMemRegion(buffers).buffer : undefined;
-  return native().copyRun(src.backend, dst.backend, {
-    srcOffset: o.srcOffset ?? 0, dstOffset: o.dstOffset ?? 0, length: o.length, chunk: o.chunk, queues: o.queues, iodepth: o.iodepth,
-    verify, zeroDetect: o.zeroDetect ?? dst.properties.canWriteZeroes, flush: o.flush ?? true,
-  }, pool);
+  return native().copyRun(
+    src.backend,
+    dst.backend,
+    {
+      srcOffset: o.srcOffset ?? 0,
+      dstOffset: o.dstOffset ?? 0,
+      length: o.length,
+      chunk: o.chunk,
+      queues: o.queues,
+      iodepth: o.iodepth,
+      verify,
+      zeroDetect: o.zeroDetect ?? dst.properties.canWriteZeroes,
+      flush: o.flush ?? true,
+    },
+    pool,
+  );
 }

@@ -44,8 +44,20 @@ export interface ExportEntry {
 /** The table as JSON: what a daemon lists and what recovery would re-create. */
 export interface DeviceTableJson {
   backends: Array<{ name: string; spec: string; driver: string; capacity: number; readonly: boolean }>;
-  exports: Array<{ name: string; type: 'vhost-user-blk'; backend: string; socket: string; queues: number; queueSize: number;
-    blockSize: number; readonly: boolean; serial: string; mode: CompletionMode; pollUs?: number; connections: number }>;
+  exports: Array<{
+    name: string;
+    type: 'vhost-user-blk';
+    backend: string;
+    socket: string;
+    queues: number;
+    queueSize: number;
+    blockSize: number;
+    readonly: boolean;
+    serial: string;
+    mode: CompletionMode;
+    pollUs?: number;
+    connections: number;
+  }>;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -64,11 +76,17 @@ export class DeviceTable {
     this.checkName(name, this.backendsByName, 'backend');
     const what = opts.what ?? `backend ${name}`;
     const parsed = typeof spec === 'string' ? parseSpec(spec, what, BACKEND_KIND) : spec;
-    if (parsed.driver === 'vhost-user') throw usageError(what, `'${formatSpec(parsed)}' is not a backend`, BACKEND_KIND.forms);
+    if (parsed.driver === 'vhost-user')
+      throw usageError(what, `'${formatSpec(parsed)}' is not a backend`, BACKEND_KIND.forms);
     const target = targetFromSpec(parsed, what, BACKEND_KIND) as BackendEntry['target'];
     const { handle, info } = openBackend(target, { readonly: opts.readonly });
     const entry: BackendEntry = {
-      name, spec: formatSpec(targetToSpec(target)), target, readonly: Boolean(opts.readonly) || info.readonly, handle, info,
+      name,
+      spec: formatSpec(targetToSpec(target)),
+      target,
+      readonly: Boolean(opts.readonly) || info.readonly,
+      handle,
+      info,
     };
     this.backendsByName.set(name, entry);
     return entry;
@@ -78,23 +96,47 @@ export class DeviceTable {
   removeBackend(name: string): void {
     const b = this.backend(name);
     const user = [...this.exportsByName.values()].find((e) => e.backend === name);
-    if (user) throw new StorError(`backend ${name} is in use by export ${user.name}`, { hint: 'remove the export first' });
+    if (user)
+      throw new StorError(`backend ${name} is in use by export ${user.name}`, { hint: 'remove the export first' });
     this.backendsByName.delete(name);
     // the handle itself is released when it is collected (the addon's finalizer closes it)
-    try { native().backendFlush(b.handle); } catch (e) { this.log('error', `flush ${name}: ${(e as Error).message}`); }
+    try {
+      native().backendFlush(b.handle);
+    } catch (e) {
+      this.log('error', `flush ${name}: ${(e as Error).message}`);
+    }
   }
 
   /** Starts a vhost-user-blk export of a named backend; it listens when this returns. */
   addVhostUserBlkExport(name: string, backend: string, o: VhostUserBlkExportOptions): ExportEntry {
     this.checkName(name, this.exportsByName, 'export');
     const b = this.backend(backend);
-    if (b.info.capacity % o.blockSize) throw usageError('--block-size', `capacity ${b.info.capacity} is not a multiple of ${o.blockSize}`, '512 or 4096');
+    if (b.info.capacity % o.blockSize)
+      throw usageError(
+        '--block-size',
+        `capacity ${b.info.capacity} is not a multiple of ${o.blockSize}`,
+        '512 or 4096',
+      );
     const server = new VhostUserBlkServer({
-      socketPath: o.socket, backend: b.handle, queues: o.queues, queueSize: o.queueSize, blockSize: o.blockSize,
-      readonly: o.readonly || b.readonly, serial: o.serial, mode: o.mode, pollUs: o.pollUs, log: this.log,
+      socketPath: o.socket,
+      backend: b.handle,
+      queues: o.queues,
+      queueSize: o.queueSize,
+      blockSize: o.blockSize,
+      readonly: o.readonly || b.readonly,
+      serial: o.serial,
+      mode: o.mode,
+      pollUs: o.pollUs,
+      log: this.log,
     });
     server.listen();
-    const entry: ExportEntry = { name, type: 'vhost-user-blk', backend, options: { ...o, readonly: o.readonly || b.readonly }, server };
+    const entry: ExportEntry = {
+      name,
+      type: 'vhost-user-blk',
+      backend,
+      options: { ...o, readonly: o.readonly || b.readonly },
+      server,
+    };
     this.exportsByName.set(name, entry);
     return entry;
   }
@@ -118,11 +160,17 @@ export class DeviceTable {
     return e;
   }
 
-  listBackends(): BackendEntry[] { return [...this.backendsByName.values()]; }
-  listExports(): ExportEntry[] { return [...this.exportsByName.values()]; }
+  listBackends(): BackendEntry[] {
+    return [...this.backendsByName.values()];
+  }
+  listExports(): ExportEntry[] {
+    return [...this.exportsByName.values()];
+  }
 
   /** Per-queue counters and queue-thread CPU of one export. */
-  stats(name: string): QueueStats[] { return this.export(name).server.stats(); }
+  stats(name: string): QueueStats[] {
+    return this.export(name).server.stats();
+  }
 
   /** Every export stopped (in reverse order of creation), then every backend flushed and forgotten. */
   async closeAll(): Promise<void> {
@@ -132,17 +180,37 @@ export class DeviceTable {
 
   toJSON(): DeviceTableJson {
     return {
-      backends: this.listBackends().map((b) => ({ name: b.name, spec: b.spec, driver: b.target.kind, capacity: b.info.capacity, readonly: b.readonly })),
+      backends: this.listBackends().map((b) => ({
+        name: b.name,
+        spec: b.spec,
+        driver: b.target.kind,
+        capacity: b.info.capacity,
+        readonly: b.readonly,
+      })),
       exports: this.listExports().map((e) => ({
-        name: e.name, type: e.type, backend: e.backend, socket: e.options.socket, queues: e.options.queues, queueSize: e.options.queueSize,
-        blockSize: e.options.blockSize, readonly: e.options.readonly, serial: e.options.serial, mode: e.options.mode,
-        ...(e.options.pollUs !== undefined ? { pollUs: e.options.pollUs } : {}), connections: e.server.connectionCount,
+        name: e.name,
+        type: e.type,
+        backend: e.backend,
+        socket: e.options.socket,
+        queues: e.options.queues,
+        queueSize: e.options.queueSize,
+        blockSize: e.options.blockSize,
+        readonly: e.options.readonly,
+        serial: e.options.serial,
+        mode: e.options.mode,
+        ...(e.options.pollUs !== undefined ? { pollUs: e.options.pollUs } : {}),
+        connections: e.server.connectionCount,
       })),
     };
   }
 
   private checkName(name: string, map: Map<string, unknown>, what: string): void {
-    if (!NAME.test(name)) throw usageError(`${what} name`, `'${name}' is not a name`, 'letters, digits, ".", "_" and "-", up to 64, starting with a letter or digit');
+    if (!NAME.test(name))
+      throw usageError(
+        `${what} name`,
+        `'${name}' is not a name`,
+        'letters, digits, ".", "_" and "-", up to 64, starting with a letter or digit',
+      );
     if (map.has(name)) throw new StorError(`a ${what} named ${name} exists already`);
   }
 }

@@ -15,39 +15,96 @@ export const VRING_IDX_MASK = 0xff;
 export const VRING_NOFD_MASK = 1 << 8;
 
 export const Req = {
-  GET_FEATURES: 1, SET_FEATURES: 2, SET_OWNER: 3, RESET_OWNER: 4, SET_MEM_TABLE: 5, SET_LOG_BASE: 6,
-  SET_LOG_FD: 7, SET_VRING_NUM: 8, SET_VRING_ADDR: 9, SET_VRING_BASE: 10, GET_VRING_BASE: 11,
-  SET_VRING_KICK: 12, SET_VRING_CALL: 13, SET_VRING_ERR: 14, GET_PROTOCOL_FEATURES: 15,
-  SET_PROTOCOL_FEATURES: 16, GET_QUEUE_NUM: 17, SET_VRING_ENABLE: 18, SEND_RARP: 19, NET_SET_MTU: 20,
-  SET_BACKEND_REQ_FD: 21, IOTLB_MSG: 22, SET_VRING_ENDIAN: 23, GET_CONFIG: 24, SET_CONFIG: 25,
-  CREATE_CRYPTO_SESSION: 26, CLOSE_CRYPTO_SESSION: 27, POSTCOPY_ADVISE: 28, POSTCOPY_LISTEN: 29,
-  POSTCOPY_END: 30, GET_INFLIGHT_FD: 31, SET_INFLIGHT_FD: 32, GPU_SET_SOCKET: 33, RESET_DEVICE: 34,
-  VRING_KICK: 35, GET_MAX_MEM_SLOTS: 36, ADD_MEM_REG: 37, REM_MEM_REG: 38, SET_STATUS: 39, GET_STATUS: 40,
+  GET_FEATURES: 1,
+  SET_FEATURES: 2,
+  SET_OWNER: 3,
+  RESET_OWNER: 4,
+  SET_MEM_TABLE: 5,
+  SET_LOG_BASE: 6,
+  SET_LOG_FD: 7,
+  SET_VRING_NUM: 8,
+  SET_VRING_ADDR: 9,
+  SET_VRING_BASE: 10,
+  GET_VRING_BASE: 11,
+  SET_VRING_KICK: 12,
+  SET_VRING_CALL: 13,
+  SET_VRING_ERR: 14,
+  GET_PROTOCOL_FEATURES: 15,
+  SET_PROTOCOL_FEATURES: 16,
+  GET_QUEUE_NUM: 17,
+  SET_VRING_ENABLE: 18,
+  SEND_RARP: 19,
+  NET_SET_MTU: 20,
+  SET_BACKEND_REQ_FD: 21,
+  IOTLB_MSG: 22,
+  SET_VRING_ENDIAN: 23,
+  GET_CONFIG: 24,
+  SET_CONFIG: 25,
+  CREATE_CRYPTO_SESSION: 26,
+  CLOSE_CRYPTO_SESSION: 27,
+  POSTCOPY_ADVISE: 28,
+  POSTCOPY_LISTEN: 29,
+  POSTCOPY_END: 30,
+  GET_INFLIGHT_FD: 31,
+  SET_INFLIGHT_FD: 32,
+  GPU_SET_SOCKET: 33,
+  RESET_DEVICE: 34,
+  VRING_KICK: 35,
+  GET_MAX_MEM_SLOTS: 36,
+  ADD_MEM_REG: 37,
+  REM_MEM_REG: 38,
+  SET_STATUS: 39,
+  GET_STATUS: 40,
 } as const;
 
 const REQ_NAMES = new Map<number, string>(Object.entries(Req).map(([k, v]) => [v, k]));
-export function reqName(r: number): string { return REQ_NAMES.get(r) ?? `UNKNOWN(${r})`; }
+export function reqName(r: number): string {
+  return REQ_NAMES.get(r) ?? `UNKNOWN(${r})`;
+}
 
 /** VHOST_USER_F_PROTOCOL_FEATURES: the virtio feature bit that gates protocol features. */
 export const F_PROTOCOL_FEATURES = 30;
 
 export const ProtocolFeature = {
-  MQ: 0, LOG_SHMFD: 1, RARP: 2, REPLY_ACK: 3, NET_MTU: 4, BACKEND_REQ: 5, CROSS_ENDIAN: 6,
-  CRYPTO_SESSION: 7, PAGEFAULT: 8, CONFIG: 9, BACKEND_SEND_FD: 10, HOST_NOTIFIER: 11,
-  INFLIGHT_SHMFD: 12, RESET_DEVICE: 13, INBAND_NOTIFICATIONS: 14, CONFIGURE_MEM_SLOTS: 15, STATUS: 16,
+  MQ: 0,
+  LOG_SHMFD: 1,
+  RARP: 2,
+  REPLY_ACK: 3,
+  NET_MTU: 4,
+  BACKEND_REQ: 5,
+  CROSS_ENDIAN: 6,
+  CRYPTO_SESSION: 7,
+  PAGEFAULT: 8,
+  CONFIG: 9,
+  BACKEND_SEND_FD: 10,
+  HOST_NOTIFIER: 11,
+  INFLIGHT_SHMFD: 12,
+  RESET_DEVICE: 13,
+  INBAND_NOTIFICATIONS: 14,
+  CONFIGURE_MEM_SLOTS: 15,
+  STATUS: 16,
 } as const;
 
 export class ProtocolError extends Error {
-  constructor(message: string) { super(message); this.name = 'ProtocolError'; }
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
 }
 
-export interface Header { request: number; flags: number; size: number }
+export interface Header {
+  request: number;
+  flags: number;
+  size: number;
+}
 
 export function decodeHeader(b: Buffer): Header {
   if (b.length < HEADER_SIZE) throw new ProtocolError(`short header: ${b.length} bytes`);
   const h = { request: b.readUInt32LE(0), flags: b.readUInt32LE(4), size: b.readUInt32LE(8) };
-  if ((h.flags & 0x3) !== VERSION) throw new ProtocolError(`unsupported protocol version ${h.flags & 0x3} in ${reqName(h.request)}`);
-  if (h.size > MAX_PAYLOAD) throw new ProtocolError(`${reqName(h.request)} payload of ${h.size} bytes exceeds ${MAX_PAYLOAD}`);
+  if ((h.flags & 0x3) !== VERSION)
+    throw new ProtocolError(`unsupported protocol version ${h.flags & 0x3} in ${reqName(h.request)}`);
+  if (h.size > MAX_PAYLOAD)
+    throw new ProtocolError(`${reqName(h.request)} payload of ${h.size} bytes exceeds ${MAX_PAYLOAD}`);
   return h;
 }
 
@@ -78,7 +135,10 @@ export function decodeU64(what: string, p: Buffer): bigint {
   return p.readBigUInt64LE(0);
 }
 
-export interface VringState { index: number; num: number }
+export interface VringState {
+  index: number;
+  num: number;
+}
 export function encodeVringState(s: VringState): Buffer {
   const b = Buffer.alloc(8);
   b.writeUInt32LE(s.index, 0);
@@ -90,7 +150,14 @@ export function decodeVringState(what: string, p: Buffer): VringState {
   return { index: p.readUInt32LE(0), num: p.readUInt32LE(4) };
 }
 
-export interface VringAddr { index: number; flags: number; desc: bigint; used: bigint; avail: bigint; log: bigint }
+export interface VringAddr {
+  index: number;
+  flags: number;
+  desc: bigint;
+  used: bigint;
+  avail: bigint;
+  log: bigint;
+}
 export const VRING_ADDR_SIZE = 40;
 export function encodeVringAddr(a: VringAddr): Buffer {
   const b = Buffer.alloc(VRING_ADDR_SIZE);
@@ -105,19 +172,33 @@ export function encodeVringAddr(a: VringAddr): Buffer {
 export function decodeVringAddr(p: Buffer): VringAddr {
   expectSize('SET_VRING_ADDR', p, VRING_ADDR_SIZE);
   return {
-    index: p.readUInt32LE(0), flags: p.readUInt32LE(4), desc: p.readBigUInt64LE(8), used: p.readBigUInt64LE(16),
-    avail: p.readBigUInt64LE(24), log: p.readBigUInt64LE(32),
+    index: p.readUInt32LE(0),
+    flags: p.readUInt32LE(4),
+    desc: p.readBigUInt64LE(8),
+    used: p.readBigUInt64LE(16),
+    avail: p.readBigUInt64LE(24),
+    log: p.readBigUInt64LE(32),
   };
 }
 
-/** One entry of a front-end's memory table: guest physical range → where it is mapped in the front-end, and at which offset of its fd. */
-export interface GuestRegion { guestAddr: bigint; size: bigint; userAddr: bigint; mmapOffset: bigint }
+/**
+ * One entry of a front-end's memory table: guest physical range → where it is mapped in the
+ * front-end, and at which offset of its fd.
+ */
+export interface GuestRegion {
+  guestAddr: bigint;
+  size: bigint;
+  userAddr: bigint;
+  mmapOffset: bigint;
+}
 const REGION_SIZE = 32;
 
 function readRegion(p: Buffer, off: number): GuestRegion {
   return {
-    guestAddr: p.readBigUInt64LE(off), size: p.readBigUInt64LE(off + 8),
-    userAddr: p.readBigUInt64LE(off + 16), mmapOffset: p.readBigUInt64LE(off + 24),
+    guestAddr: p.readBigUInt64LE(off),
+    size: p.readBigUInt64LE(off + 8),
+    userAddr: p.readBigUInt64LE(off + 16),
+    mmapOffset: p.readBigUInt64LE(off + 24),
   };
 }
 function writeRegion(b: Buffer, off: number, r: GuestRegion): void {
@@ -131,8 +212,10 @@ function writeRegion(b: Buffer, off: number, r: GuestRegion): void {
 export function decodeMemTable(p: Buffer): GuestRegion[] {
   if (p.length < 8) throw new ProtocolError(`SET_MEM_TABLE payload is ${p.length} bytes`);
   const n = p.readUInt32LE(0);
-  if (n > MAX_MEM_TABLE_REGIONS) throw new ProtocolError(`SET_MEM_TABLE has ${n} regions, at most ${MAX_MEM_TABLE_REGIONS}`);
-  if (p.length < 8 + n * REGION_SIZE) throw new ProtocolError(`SET_MEM_TABLE payload of ${p.length} bytes cannot hold ${n} regions`);
+  if (n > MAX_MEM_TABLE_REGIONS)
+    throw new ProtocolError(`SET_MEM_TABLE has ${n} regions, at most ${MAX_MEM_TABLE_REGIONS}`);
+  if (p.length < 8 + n * REGION_SIZE)
+    throw new ProtocolError(`SET_MEM_TABLE payload of ${p.length} bytes cannot hold ${n} regions`);
   const regions: GuestRegion[] = [];
   for (let i = 0; i < n; i++) regions.push(readRegion(p, 8 + i * REGION_SIZE));
   return regions;
@@ -155,7 +238,12 @@ export function encodeSingleRegion(r: GuestRegion): Buffer {
   return b;
 }
 
-export interface ConfigAccess { offset: number; size: number; flags: number; data: Buffer }
+export interface ConfigAccess {
+  offset: number;
+  size: number;
+  flags: number;
+  data: Buffer;
+}
 /** The virtio config space is at most 256 bytes. */
 export const MAX_CONFIG_SIZE = 256;
 export function decodeConfig(what: string, p: Buffer): ConfigAccess {
@@ -179,12 +267,14 @@ export function encodeConfig(a: ConfigAccess): Buffer {
 /** The u64 of SET_VRING_KICK/CALL/ERR: the ring index, and whether an fd came with it. */
 export function decodeVringFile(what: string, p: Buffer): { index: number; noFd: boolean } {
   const v = decodeU64(what, p);
-  if (v & ~BigInt(VRING_IDX_MASK | VRING_NOFD_MASK)) throw new ProtocolError(`${what} has unknown bits set: 0x${v.toString(16)}`);
+  if (v & ~BigInt(VRING_IDX_MASK | VRING_NOFD_MASK))
+    throw new ProtocolError(`${what} has unknown bits set: 0x${v.toString(16)}`);
   return { index: Number(v & BigInt(VRING_IDX_MASK)), noFd: (v & BigInt(VRING_NOFD_MASK)) !== 0n };
 }
 
 /** The u64 of SET_VRING_KICK/CALL/ERR, as a front-end sends it (noFd: polling / no notifier). */
 export function encodeVringFile(index: number, noFd: boolean): Buffer {
-  if (!Number.isInteger(index) || index < 0 || index > VRING_IDX_MASK) throw new ProtocolError(`vring index ${index} does not fit in ${VRING_IDX_MASK + 1} rings`);
+  if (!Number.isInteger(index) || index < 0 || index > VRING_IDX_MASK)
+    throw new ProtocolError(`vring index ${index} does not fit in ${VRING_IDX_MASK + 1} rings`);
   return encodeU64(BigInt(index) | (noFd ? BigInt(VRING_NOFD_MASK) : 0n));
 }

@@ -2,19 +2,34 @@
 // Shared by every frontend that presents virtio-blk (vhost-user-blk now, VDUSE later).
 
 export const VIRTIO_BLK_F = {
-  SIZE_MAX: 1, SEG_MAX: 2, GEOMETRY: 4, RO: 5, BLK_SIZE: 6, FLUSH: 9, TOPOLOGY: 10, CONFIG_WCE: 11,
-  MQ: 12, DISCARD: 13, WRITE_ZEROES: 14,
+  SIZE_MAX: 1,
+  SEG_MAX: 2,
+  GEOMETRY: 4,
+  RO: 5,
+  BLK_SIZE: 6,
+  FLUSH: 9,
+  TOPOLOGY: 10,
+  CONFIG_WCE: 11,
+  MQ: 12,
+  DISCARD: 13,
+  WRITE_ZEROES: 14,
 } as const;
 
 export const VIRTIO_F = {
-  RING_INDIRECT_DESC: 28, RING_EVENT_IDX: 29, VERSION_1: 32, ACCESS_PLATFORM: 33, RING_PACKED: 34,
+  RING_INDIRECT_DESC: 28,
+  RING_EVENT_IDX: 29,
+  VERSION_1: 32,
+  ACCESS_PLATFORM: 33,
+  RING_PACKED: 34,
 } as const;
 
 export const VIRTIO_BLK_T = { IN: 0, OUT: 1, FLUSH: 4, GET_ID: 8, DISCARD: 11, WRITE_ZEROES: 13 } as const;
 export const VIRTIO_BLK_S = { OK: 0, IOERR: 1, UNSUPP: 2 } as const;
 
 export const bit = (n: number): bigint => 1n << BigInt(n);
-export function hasBit(features: bigint, n: number): boolean { return (features & bit(n)) !== 0n; }
+export function hasBit(features: bigint, n: number): boolean {
+  return (features & bit(n)) !== 0n;
+}
 
 /** Names of the set bits, for logs and `stor info`. */
 export function featureNames(features: bigint): string[] {
@@ -42,9 +57,20 @@ export interface BlkConfig {
 export const BLK_CONFIG_SIZE = 72;
 
 export const BLK_CONFIG_OFFSET = {
-  capacity: 0, sizeMax: 8, segMax: 12, geometry: 16, blkSize: 20, topology: 24, writeback: 32,
-  numQueues: 34, maxDiscardSectors: 36, maxDiscardSeg: 40, discardSectorAlignment: 44,
-  maxWriteZeroesSectors: 48, maxWriteZeroesSeg: 52, writeZeroesMayUnmap: 56,
+  capacity: 0,
+  sizeMax: 8,
+  segMax: 12,
+  geometry: 16,
+  blkSize: 20,
+  topology: 24,
+  writeback: 32,
+  numQueues: 34,
+  maxDiscardSectors: 36,
+  maxDiscardSeg: 40,
+  discardSectorAlignment: 44,
+  maxWriteZeroesSectors: 48,
+  maxWriteZeroesSeg: 52,
+  writeZeroesMayUnmap: 56,
 } as const;
 
 export function encodeBlkConfig(c: BlkConfig): Buffer {
@@ -66,10 +92,19 @@ export function encodeBlkConfig(c: BlkConfig): Buffer {
 }
 
 export interface DecodedBlkConfig {
-  minIoSize: number; optIoSize: number;
-  capacitySectors: bigint; sizeMax: number; segMax: number; blkSize: number; numQueues: number;
-  maxDiscardSectors: number; maxDiscardSeg: number; discardSectorAlignment: number;
-  maxWriteZeroesSectors: number; maxWriteZeroesSeg: number; writeZeroesMayUnmap: boolean;
+  minIoSize: number;
+  optIoSize: number;
+  capacitySectors: bigint;
+  sizeMax: number;
+  segMax: number;
+  blkSize: number;
+  numQueues: number;
+  maxDiscardSectors: number;
+  maxDiscardSeg: number;
+  discardSectorAlignment: number;
+  maxWriteZeroesSectors: number;
+  maxWriteZeroesSeg: number;
+  writeZeroesMayUnmap: boolean;
 }
 
 /** Reads a config space (as a front-end does); fields past the end of b read as zero. */
@@ -78,12 +113,18 @@ export function decodeBlkConfig(b: Buffer): DecodedBlkConfig {
   b.copy(full);
   const o = BLK_CONFIG_OFFSET;
   return {
-    minIoSize: full.readUInt16LE(o.topology + 2), optIoSize: full.readUInt32LE(o.topology + 4),
-    capacitySectors: full.readBigUInt64LE(o.capacity), sizeMax: full.readUInt32LE(o.sizeMax),
-    segMax: full.readUInt32LE(o.segMax), blkSize: full.readUInt32LE(o.blkSize), numQueues: full.readUInt16LE(o.numQueues),
-    maxDiscardSectors: full.readUInt32LE(o.maxDiscardSectors), maxDiscardSeg: full.readUInt32LE(o.maxDiscardSeg),
+    minIoSize: full.readUInt16LE(o.topology + 2),
+    optIoSize: full.readUInt32LE(o.topology + 4),
+    capacitySectors: full.readBigUInt64LE(o.capacity),
+    sizeMax: full.readUInt32LE(o.sizeMax),
+    segMax: full.readUInt32LE(o.segMax),
+    blkSize: full.readUInt32LE(o.blkSize),
+    numQueues: full.readUInt16LE(o.numQueues),
+    maxDiscardSectors: full.readUInt32LE(o.maxDiscardSectors),
+    maxDiscardSeg: full.readUInt32LE(o.maxDiscardSeg),
     discardSectorAlignment: full.readUInt32LE(o.discardSectorAlignment),
-    maxWriteZeroesSectors: full.readUInt32LE(o.maxWriteZeroesSectors), maxWriteZeroesSeg: full.readUInt32LE(o.maxWriteZeroesSeg),
+    maxWriteZeroesSectors: full.readUInt32LE(o.maxWriteZeroesSectors),
+    maxWriteZeroesSeg: full.readUInt32LE(o.maxWriteZeroesSeg),
     writeZeroesMayUnmap: full.readUInt8(o.writeZeroesMayUnmap) !== 0,
   };
 }

@@ -11,8 +11,8 @@ import type { BlkSession } from '../../helpers/virtq-driver.js';
 import { Harness, sleep, within } from './hostile-helpers.js';
 
 const { IOERR } = VIRTIO_BLK_S;
-const BURST = 60;                  // more than the 20 failures a queue logs per second
-const PAST = (2 << 20) / 512;      // a sector past the truncated end
+const BURST = 60; // more than the 20 failures a queue logs per second
+const PAST = (2 << 20) / 512; // a sector past the truncated end
 const logged = /backend read at offset \d+ length 4096 failed/g;
 const notLogged = /(\d+) more request failures not logged/g;
 
@@ -31,7 +31,7 @@ let s: BlkSession | undefined;
 t.before(async () => {
   await within(20_000, 'start stor serve', h.start());
   s = h.open({ queues: 1, queueSize: 256 });
-  truncateSync(h.imagePath, 1 << 20);   // the backend keeps its 4 MiB capacity; the file now ends at 1 MiB
+  truncateSync(h.imagePath, 1 << 20); // the backend keeps its 4 MiB capacity; the file now ends at 1 MiB
 });
 t.after(async () => {
   s?.close();
@@ -57,18 +57,28 @@ t('a read the file backend fails completes with IOERR and is logged with operati
   assert.ok(h.alive());
 });
 
-t(`a burst of ${BURST} failures that then stops: the ones past the rate limit are counted, without more traffic`, async () => {
-  await sleep(1100);   // a fresh second: the previous case's line does not share this burst's budget
-  const m = h.mark();
-  await within(10_000, 'burst', burst(BURST));
-  // before the fix the count waited for the next failure, which never came
-  await h.waitLog(m, /more request failures not logged/, 4000);
-  const deadline = Date.now() + 4000;
-  let a = accounted(h.since(m));
-  while (a.lines + a.counted < BURST && Date.now() < deadline) { await sleep(50); a = accounted(h.since(m)); }
-  assert.ok(a.lines > 0 && a.lines <= 2 * 20, `logged one by one: ${a.lines}`);
-  assert.is(a.lines + a.counted, BURST, `every failure is logged or counted (${a.lines} + ${a.counted}); output:\n${h.since(m)}`);
-});
+t(
+  `a burst of ${BURST} failures that then stops: the ones past the rate limit are counted, without more traffic`,
+  async () => {
+    await sleep(1100); // a fresh second: the previous case's line does not share this burst's budget
+    const m = h.mark();
+    await within(10_000, 'burst', burst(BURST));
+    // before the fix the count waited for the next failure, which never came
+    await h.waitLog(m, /more request failures not logged/, 4000);
+    const deadline = Date.now() + 4000;
+    let a = accounted(h.since(m));
+    while (a.lines + a.counted < BURST && Date.now() < deadline) {
+      await sleep(50);
+      a = accounted(h.since(m));
+    }
+    assert.ok(a.lines > 0 && a.lines <= 2 * 20, `logged one by one: ${a.lines}`);
+    assert.is(
+      a.lines + a.counted,
+      BURST,
+      `every failure is logged or counted (${a.lines} + ${a.counted}); output:\n${h.since(m)}`,
+    );
+  },
+);
 
 t('the server stops right after a burst: every failure is still logged or counted before it exits', async () => {
   await sleep(1100);
@@ -82,8 +92,15 @@ t('the server stops right after a burst: every failure is still logged or counte
   // the child's last output may arrive just after its exit
   const deadline = Date.now() + 2000;
   let a = accounted(h.since(m));
-  while (a.lines + a.counted < BURST && Date.now() < deadline) { await sleep(50); a = accounted(h.since(m)); }
-  assert.is(a.lines + a.counted, BURST, `every failure is logged or counted (${a.lines} + ${a.counted}); output:\n${h.since(m)}`);
+  while (a.lines + a.counted < BURST && Date.now() < deadline) {
+    await sleep(50);
+    a = accounted(h.since(m));
+  }
+  assert.is(
+    a.lines + a.counted,
+    BURST,
+    `every failure is logged or counted (${a.lines} + ${a.counted}); output:\n${h.since(m)}`,
+  );
   assert.match(h.since(m), /"event":"stopped"/);
   writeFileSync(h.imagePath, h.model);
 });

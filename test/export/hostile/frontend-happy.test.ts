@@ -21,7 +21,10 @@ for (const kind of ['mem', 'file'] as const) {
     await within(20_000, 'start stor serve', h.start());
     s = h.open({ queues: 2, queueSize: 128 });
   });
-  t.after(async () => { s?.close(); await h.stop(); });
+  t.after(async () => {
+    s?.close();
+    await h.stop();
+  });
 
   t('negotiation: features, protocol features, queue count and config space as served', () => {
     assert.ok(hasBit(s.features, VIRTIO_F.VERSION_1));
@@ -62,13 +65,15 @@ for (const kind of ['mem', 'file'] as const) {
     for (const q of s.queues) q.kick();
     for (const q of s.queues) for (const c of q.complete(await q.waitUsed(8))) assert.is(c.status, OK);
     datas.forEach((d, i) => d.copy(h.model, (512 + 8 * i) * 512));
-    for (let i = 0; i < 16; i++) s.queues[(i + 1) % 2].post({ type: VIRTIO_BLK_T.IN, sector: 512 + 8 * i, inLen: 4096 });
+    for (let i = 0; i < 16; i++)
+      s.queues[(i + 1) % 2].post({ type: VIRTIO_BLK_T.IN, sector: 512 + 8 * i, inLen: 4096 });
     for (const q of s.queues) q.kick();
     const got = new Map<number, Buffer>();
-    for (const q of s.queues) for (const c of q.complete(await q.waitUsed(8))) {
-      assert.is(c.status, OK);
-      got.set(Number(q.mem.buf.readBigUInt64LE(c.hdrOff + 8)), c.data);
-    }
+    for (const q of s.queues)
+      for (const c of q.complete(await q.waitUsed(8))) {
+        assert.is(c.status, OK);
+        got.set(Number(q.mem.buf.readBigUInt64LE(c.hdrOff + 8)), c.data);
+      }
     for (let i = 0; i < 16; i++) assert.ok(got.get(512 + 8 * i)!.equals(datas[i]), `request ${i} read back`);
   });
 
@@ -87,8 +92,15 @@ for (const kind of ['mem', 'file'] as const) {
   });
 
   t('write-zeroes (with and without UNMAP) then read returns zeroes', async () => {
-    for (const [sector, flags] of [[144, 0], [160, 1]]) {
-      const c = await s.queues[1].run({ type: VIRTIO_BLK_T.WRITE_ZEROES, sector: 0, out: dwzSegment(sector, 4, flags) });
+    for (const [sector, flags] of [
+      [144, 0],
+      [160, 1],
+    ]) {
+      const c = await s.queues[1].run({
+        type: VIRTIO_BLK_T.WRITE_ZEROES,
+        sector: 0,
+        out: dwzSegment(sector, 4, flags),
+      });
       assert.is(c.status, OK);
       h.model.fill(0, sector * 512, (sector + 4) * 512);
     }
@@ -124,7 +136,12 @@ for (const kind of ['mem', 'file'] as const) {
 
 const f = suite('front-end control plane errors');
 let dead: RunningServer | undefined;
-f.after(async () => { if (dead) { await dead.stop(); cleanupSocket(dead.socket); } });
+f.after(async () => {
+  if (dead) {
+    await dead.stop();
+    cleanupSocket(dead.socket);
+  }
+});
 
 f('a back-end that does not answer is a timeout error naming the request, not a hang', async () => {
   // a SIGSTOPped server accepts (the kernel does) but never replies
@@ -133,19 +150,27 @@ f('a back-end that does not answer is a timeout error naming the request, not a 
   try {
     const fe = VhostUserFrontend.connect(dead.socket, { timeoutMs: 300 });
     const t0 = Date.now();
-    try { fe.getFeatures(); assert.unreachable('got a reply from a stopped server'); }
-    catch (e) {
+    try {
+      fe.getFeatures();
+      assert.unreachable('got a reply from a stopped server');
+    } catch (e) {
       assert.instance(e, FrontendTimeoutError);
       assert.match((e as Error).message, /^GET_FEATURES: no reply within 300 ms/);
     }
     assert.ok(Date.now() - t0 < 2000, 'gave up within the deadline');
     fe.close();
-  } finally { dead.proc.kill('SIGCONT'); }
+  } finally {
+    dead.proc.kill('SIGCONT');
+  }
 });
 
 f('connecting to a missing socket is an error naming the path', () => {
-  try { VhostUserFrontend.connect('/nonexistent/stor.sock'); assert.unreachable('connected'); }
-  catch (e) { assert.match((e as Error).message, /cannot connect to \/nonexistent\/stor\.sock/); }
+  try {
+    VhostUserFrontend.connect('/nonexistent/stor.sock');
+    assert.unreachable('connected');
+  } catch (e) {
+    assert.match((e as Error).message, /cannot connect to \/nonexistent\/stor\.sock/);
+  }
 });
 
 f('REPLY_ACK: a request the back-end fails throws with the request name', async () => {
@@ -153,11 +178,18 @@ f('REPLY_ACK: a request the back-end fails throws with the request name', async 
   try {
     const fe = VhostUserFrontend.connect(srv.socket, { timeoutMs: 3000 });
     fe.negotiate({ features: bit(VIRTIO_F.VERSION_1), protocolFeatures: bit(ProtocolFeature.REPLY_ACK) });
-    try { fe.removeMemRegion({ guestAddr: 0n, size: 4096n, userAddr: 0n, mmapOffset: 0n }); assert.unreachable('acked'); }
-    catch (e) { assert.match((e as Error).message, /^REM_MEM_REG: back-end failed the request \(ack 1\)/); }
+    try {
+      fe.removeMemRegion({ guestAddr: 0n, size: 4096n, userAddr: 0n, mmapOffset: 0n });
+      assert.unreachable('acked');
+    } catch (e) {
+      assert.match((e as Error).message, /^REM_MEM_REG: back-end failed the request \(ack 1\)/);
+    }
     assert.is(fe.getQueueNum(), 1, 'the connection still works');
     fe.close();
-  } finally { await srv.stop(); cleanupSocket(srv.socket); }
+  } finally {
+    await srv.stop();
+    cleanupSocket(srv.socket);
+  }
 });
 
 f.run();

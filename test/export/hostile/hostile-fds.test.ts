@@ -9,8 +9,12 @@ import { Harness, within, type BackendKind } from './hostile-helpers.js';
 for (const backend of ['mem', 'file'] as BackendKind[]) {
   const t = suite(`notification fds must be eventfds (${backend} backend)`);
   const h = new Harness(backend);
-  t.before(async () => { await h.start(); });
-  t.after(async () => { await h.stop(); });
+  t.before(async () => {
+    await h.start();
+  });
+  t.after(async () => {
+    await h.stop();
+  });
 
   for (const kind of ['kick', 'call'] as const) {
     t(`a memfd as the ${kind} fd is refused with a logged reason; the next front-end is served`, async () => {
@@ -18,9 +22,13 @@ for (const backend of ['mem', 'file'] as BackendKind[]) {
       const s = h.open();
       const fd = native().memfdCreate(`not-an-eventfd-${kind}`, 4096);
       try {
-        if (kind === 'kick') s.fe.setVringKick(0, fd); else s.fe.setVringCall(0, fd);
-      } catch { /* the back-end may drop us before it acks: that is the point */ }
-      finally { native().close(fd); }
+        if (kind === 'kick') s.fe.setVringKick(0, fd);
+        else s.fe.setVringCall(0, fd);
+      } catch {
+        /* the back-end may drop us before it acks: that is the point */
+      } finally {
+        native().close(fd);
+      }
       await within(5000, 'refusal', h.waitLog(m, new RegExp(`${kind} fd is not an eventfd`)));
       await h.waitDisconnected(m);
       s.close();
@@ -46,4 +54,3 @@ function cpuTicks(pid: number): number {
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   return Number(fields[11]) + Number(fields[12]);
 }
-

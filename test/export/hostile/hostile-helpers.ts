@@ -15,8 +15,14 @@ export const DISK_SECTORS = DISK_SIZE / 512;
 /** Rejects if p has not settled within ms: uvu has no timeouts of its own. */
 export async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`${what}: no result within ${ms} ms`)), ms); });
-  try { return await Promise.race([p, t]); } finally { clearTimeout(timer); }
+  const t = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new Error(`${what}: no result within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -34,14 +40,22 @@ export class Harness {
   /** How long stop() waits after SIGTERM before SIGKILL (short for servers expected to hang). */
   stopTimeoutMs = 5000;
 
-  constructor(readonly kind: BackendKind, readonly queues = 1, readonly extraArgs: string[] = []) {
+  constructor(
+    readonly kind: BackendKind,
+    readonly queues = 1,
+    readonly extraArgs: string[] = [],
+  ) {
     // file: random content, so a stray write anywhere shows; mem: starts zeroed.
     this.model = kind === 'file' ? randomBytes(DISK_SIZE) : Buffer.alloc(DISK_SIZE);
   }
 
-  get socket(): string { return this.server.socket; }
+  get socket(): string {
+    return this.server.socket;
+  }
   /** The image file of a file backend ('' for mem). */
-  get imagePath(): string { return this.path; }
+  get imagePath(): string {
+    return this.path;
+  }
 
   async start(): Promise<void> {
     let backend;
@@ -58,20 +72,33 @@ export class Harness {
   }
 
   async stop(): Promise<void> {
-    if (this.server) { await this.server.stop(this.stopTimeoutMs); cleanupSocket(this.server.socket); }
+    if (this.server) {
+      await this.server.stop(this.stopTimeoutMs);
+      cleanupSocket(this.server.socket);
+    }
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
   }
 
-  alive(): boolean { return this.server.proc.exitCode === null && this.server.proc.signalCode === null; }
+  alive(): boolean {
+    return this.server.proc.exitCode === null && this.server.proc.signalCode === null;
+  }
 
   /** Number of open fds of the server process (leak detection). */
   openFds(): number {
-    try { return readdirSync(`/proc/${this.server.pid}/fd`).length; } catch { return -1; }
+    try {
+      return readdirSync(`/proc/${this.server.pid}/fd`).length;
+    } catch {
+      return -1;
+    }
   }
 
   /** A position in the server's output; logs after it belong to the current case. */
-  mark(): number { return this.server.output().length; }
-  since(mark: number): string { return this.server.output().slice(mark); }
+  mark(): number {
+    return this.server.output().length;
+  }
+  since(mark: number): string {
+    return this.server.output().slice(mark);
+  }
 
   /** Waits until the output after mark matches re; fails with that output if it does not. */
   async waitLog(mark: number, re: RegExp, ms = 4000): Promise<string> {
@@ -79,17 +106,25 @@ export class Harness {
     for (;;) {
       const out = this.since(mark);
       if (re.test(out)) return out;
-      if (!this.alive()) assert.unreachable(`server died (${this.server.proc.exitCode ?? this.server.proc.signalCode}) before logging ${re}; output since the case began:\n${out}`);
-      if (Date.now() > deadline) assert.unreachable(`server did not log ${re} within ${ms} ms; output since the case began:\n${out}`);
+      if (!this.alive())
+        assert.unreachable(
+          `server died (${this.server.proc.exitCode ?? this.server.proc.signalCode}) before logging ${re}; output since the case began:\n${out}`,
+        );
+      if (Date.now() > deadline)
+        assert.unreachable(`server did not log ${re} within ${ms} ms; output since the case began:\n${out}`);
       await sleep(10);
     }
   }
 
   /** The server logs every end of a front-end session; the next one is refused until then. */
-  async waitDisconnected(mark: number): Promise<string> { return this.waitLog(mark, /front-end disconnected/); }
+  async waitDisconnected(mark: number): Promise<string> {
+    return this.waitLog(mark, /front-end disconnected/);
+  }
 
   /** Opens a good session (the case's setup) with short timeouts. */
-  open(o: BlkSessionOptions = {}): BlkSession { return BlkSession.open(this.socket, { timeoutMs: 3000, ...o }); }
+  open(o: BlkSessionOptions = {}): BlkSession {
+    return BlkSession.open(this.socket, { timeoutMs: 3000, ...o });
+  }
 
   /**
    * The server is alive and serves the NEXT front-end correctly: a write+read round trip on

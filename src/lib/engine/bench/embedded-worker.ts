@@ -13,7 +13,14 @@ const table = new DeviceTable((level, message) => port.postMessage({ event: 'log
 try {
   table.addBackend('bench-null', { driver: 'null', props: { size: String(o.size) } });
   table.addVhostUserBlkExport('bench', 'bench-null', {
-    socket: o.socket, queues: o.queues, queueSize: 1024, blockSize: 512, readonly: false, serial: 'stor', mode: o.mode, pollUs: o.pollUs,
+    socket: o.socket,
+    queues: o.queues,
+    queueSize: 1024,
+    blockSize: 512,
+    readonly: false,
+    serial: 'stor',
+    mode: o.mode,
+    pollUs: o.pollUs,
   });
   port.postMessage({ event: 'ready' });
 } catch (e) {
@@ -23,5 +30,8 @@ try {
 }
 port.on('message', (m: unknown) => {
   if (m !== 'stop') return;
-  void table.closeAll().then(() => { port.postMessage({ event: 'stopped' }); port.close(); });
+  void table.closeAll().then(() => {
+    port.postMessage({ event: 'stopped' });
+    port.close();
+  });
 });

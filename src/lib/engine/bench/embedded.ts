@@ -30,7 +30,13 @@ const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let cleanupInstalled = false;
 
 function removeLiveDirs(): void {
-  for (const d of liveDirs) { try { rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ } }
+  for (const d of liveDirs) {
+    try {
+      rmSync(d, { recursive: true, force: true });
+    } catch {
+      /* best effort */
+    }
+  }
   liveDirs.clear();
 }
 
@@ -67,18 +73,45 @@ export async function startEmbeddedServer(o: EmbeddedServerOptions): Promise<Emb
   const logs: string[] = [];
   const worker = new Worker(new URL('./embedded-worker.js', import.meta.url), { workerData: { ...o, socket } });
   const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
-  const cleanup = (): void => { rmSync(dir, { recursive: true, force: true }); liveDirs.delete(dir); uninstallCleanupIfIdle(); };
+  const cleanup = (): void => {
+    rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
+    uninstallCleanupIfIdle();
+  };
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new StorError(`the embedded server did not start in ${o.startTimeoutMs ?? 15_000} ms: ${logs.join('; ')}`)),
-        o.startTimeoutMs ?? 15_000);
-      worker.on('message', (m: { event: string; level?: string; message?: string; hint?: string; exitCode?: ExitCode }) => {
-        if (m.event === 'log') { logs.push(`${m.level}: ${m.message}`); if (logs.length > 20) logs.shift(); }
-        else if (m.event === 'ready') { clearTimeout(timer); resolve(); }
-        else if (m.event === 'error') { clearTimeout(timer); reject(new StorError(`the embedded server did not start: ${m.message}`, { hint: m.hint, exitCode: m.exitCode })); }
+      const timer = setTimeout(
+        () =>
+          reject(
+            new StorError(`the embedded server did not start in ${o.startTimeoutMs ?? 15_000} ms: ${logs.join('; ')}`),
+          ),
+        o.startTimeoutMs ?? 15_000,
+      );
+      worker.on(
+        'message',
+        (m: { event: string; level?: string; message?: string; hint?: string; exitCode?: ExitCode }) => {
+          if (m.event === 'log') {
+            logs.push(`${m.level}: ${m.message}`);
+            if (logs.length > 20) logs.shift();
+          } else if (m.event === 'ready') {
+            clearTimeout(timer);
+            resolve();
+          } else if (m.event === 'error') {
+            clearTimeout(timer);
+            reject(
+              new StorError(`the embedded server did not start: ${m.message}`, { hint: m.hint, exitCode: m.exitCode }),
+            );
+          }
+        },
+      );
+      worker.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new StorError(`the embedded server failed: ${e.message}`, { cause: e }));
       });
-      worker.once('error', (e) => { clearTimeout(timer); reject(new StorError(`the embedded server failed: ${e.message}`, { cause: e })); });
-      void exited.then((code) => { clearTimeout(timer); reject(new StorError(`the embedded server ended (${code}): ${logs.join('; ')}`)); });
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new StorError(`the embedded server ended (${code}): ${logs.join('; ')}`));
+      });
     });
   } catch (e) {
     await worker.terminate();
@@ -88,12 +121,13 @@ export async function startEmbeddedServer(o: EmbeddedServerOptions): Promise<Emb
   let stopping: Promise<void> | undefined;
   return {
     socket,
-    stop: () => stopping ??= (async () => {
-      worker.postMessage('stop');
-      const t = setTimeout(() => void worker.terminate(), 5000);
-      await exited;
-      clearTimeout(t);
-      cleanup();
-    })(),
+    stop: () =>
+      (stopping ??= (async () => {
+        worker.postMessage('stop');
+        const t = setTimeout(() => void worker.terminate(), 5000);
+        await exited;
+        clearTimeout(t);
+        cleanup();
+      })()),
   };
 }

@@ -21,25 +21,39 @@ export interface HostIdle {
 }
 
 const readTrimmed = (path: string): string | undefined => {
-  try { return readFileSync(path, 'utf8').trim(); } catch { return undefined; }
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
 };
 
 export function hostIdle(): HostIdle {
   const ns = readTrimmed(HALT_POLL_PARAM);
-  return { cpus: cpus().length, cpuidleDriver: readTrimmed(CPUIDLE_DRIVER) ?? 'none', guestHaltPollNs: ns === undefined || !/^\d+$/.test(ns) ? null : Number(ns) };
+  return {
+    cpus: cpus().length,
+    cpuidleDriver: readTrimmed(CPUIDLE_DRIVER) ?? 'none',
+    guestHaltPollNs: ns === undefined || !/^\d+$/.test(ns) ? null : Number(ns),
+  };
 }
 
 /** One line for a report header. */
 export function describeIdle(h: HostIdle): string {
   if (h.guestHaltPollNs === null) return `cpuidle driver ${h.cpuidleDriver}`;
-  const note = h.guestHaltPollNs === 0 ? ': idle vCPUs halt at once'
-    : h.guestHaltPollNs === KERNEL_DEFAULT_HALT_POLL_NS ? ' (the kernel default)' : '';
+  const note =
+    h.guestHaltPollNs === 0
+      ? ': idle vCPUs halt at once'
+      : h.guestHaltPollNs === KERNEL_DEFAULT_HALT_POLL_NS
+        ? ' (the kernel default)'
+        : '';
   return `cpuidle driver ${h.cpuidleDriver}, guest_halt_poll_ns=${h.guestHaltPollNs}${note}`;
 }
 
 /** A warning for results that include sleeping completion modes, or undefined when there is none. */
 export function sleepCostWarning(h: HostIdle): string | undefined {
   if (h.guestHaltPollNs !== 0) return undefined;
-  return 'this guest halts idle vCPUs at once (haltpoll guest_halt_poll_ns=0): every sleep of a notify loop is a ' +
-    `VM exit, which dominates notify latency; the kernel's default is ${KERNEL_DEFAULT_HALT_POLL_NS} (see ${HALT_POLL_PARAM})`;
+  return (
+    'this guest halts idle vCPUs at once (haltpoll guest_halt_poll_ns=0): every sleep of a notify loop is a ' +
+    `VM exit, which dominates notify latency; the kernel's default is ${KERNEL_DEFAULT_HALT_POLL_NS} (see ${HALT_POLL_PARAM})`
+  );
 }

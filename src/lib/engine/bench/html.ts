@@ -6,24 +6,52 @@ import type { BenchReport, ModeResult } from './run.js';
 import { tickSpans } from './stats.js';
 
 const COLORS: Record<string, string> = { notify: '#1f77b4', poll: '#d62728', adaptive: '#2ca02c' };
-const W = 640, H = 300, L = 60, R = 20, T = 34, B = 45;
+const W = 640,
+  H = 300,
+  L = 60,
+  R = 20,
+  T = 34,
+  B = 45;
 
-const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]!));
+const esc = (s: string): string =>
+  s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
-function axes(xLabel: string, yLabel: string, xTicks: Array<[number, string]>, yTicks: Array<[number, string]>): string {
-  const parts = [`<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#333"/>`, `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#333"/>`];
-  xTicks.forEach(([x, s], i) => parts.push(`<line x1="${x}" y1="${H - B}" x2="${x}" y2="${H - B + 4}" stroke="#333"/>` +
-    `<text x="${x}" y="${H - B + 16}" text-anchor="${i === xTicks.length - 1 ? 'end' : 'middle'}">${esc(s)}</text>`));
-  for (const [y, s] of yTicks) parts.push(`<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`);
+function axes(
+  xLabel: string,
+  yLabel: string,
+  xTicks: Array<[number, string]>,
+  yTicks: Array<[number, string]>,
+): string {
+  const parts = [
+    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#333"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#333"/>`,
+  ];
+  xTicks.forEach(([x, s], i) =>
+    parts.push(
+      `<line x1="${x}" y1="${H - B}" x2="${x}" y2="${H - B + 4}" stroke="#333"/>` +
+        `<text x="${x}" y="${H - B + 16}" text-anchor="${i === xTicks.length - 1 ? 'end' : 'middle'}">${esc(s)}</text>`,
+    ),
+  );
+  for (const [y, s] of yTicks)
+    parts.push(
+      `<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`,
+    );
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 8}" text-anchor="middle">${esc(xLabel)}</text>`);
-  parts.push(`<text transform="translate(14 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  parts.push(
+    `<text transform="translate(14 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`,
+  );
   return parts.join('');
 }
 
 /** One row of swatches in the top margin, above the plot area. */
 function legend(modes: ModeResult[]): string {
-  return `<g class="legend">${modes.map((m, i) => `<rect x="${L + i * 90}" y="8" width="10" height="10" fill="${COLORS[m.mode] ?? '#555'}"/>` +
-    `<text x="${L + 15 + i * 90}" y="17">${esc(m.mode)}</text>`).join('')}</g>`;
+  return `<g class="legend">${modes
+    .map(
+      (m, i) =>
+        `<rect x="${L + i * 90}" y="8" width="10" height="10" fill="${COLORS[m.mode] ?? '#555'}"/>` +
+        `<text x="${L + 15 + i * 90}" y="17">${esc(m.mode)}</text>`,
+    )
+    .join('')}</g>`;
 }
 
 /** "0.25 s", "1 s", "2.5 s": as many decimals as the value has (to the millisecond), none invented. */
@@ -47,9 +75,11 @@ function logScale(results: ModeResult[]): { x: (ns: number) => number; ticks: Ar
   const vals = results.flatMap((m) => m.histogram.map(([v]) => Math.max(v, 1)));
   const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...vals, 1e3))));
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...vals, 1e4))));
-  const x = (ns: number): number => L + ((Math.log10(Math.max(ns, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (W - L - R);
+  const x = (ns: number): number =>
+    L + ((Math.log10(Math.max(ns, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (W - L - R);
   const ticks: Array<[number, string]> = [];
-  for (let v = lo; v <= hi; v *= 10) ticks.push([x(v), v >= 1e6 ? `${v / 1e6} ms` : v >= 1e3 ? `${v / 1e3} µs` : `${v} ns`]);
+  for (let v = lo; v <= hi; v *= 10)
+    ticks.push([x(v), v >= 1e6 ? `${v / 1e6} ms` : v >= 1e3 ? `${v / 1e3} µs` : `${v} ns`]);
   return { x, ticks };
 }
 
@@ -59,7 +89,10 @@ function cdfChart(results: ModeResult[]): string {
   const lines = results.map((m) => {
     const total = m.histogram.reduce((a, [, c]) => a + c, 0);
     let seen = 0;
-    const pts = m.histogram.map(([v, c]) => { seen += c; return `${x(v).toFixed(1)},${y(seen / total).toFixed(1)}`; });
+    const pts = m.histogram.map(([v, c]) => {
+      seen += c;
+      return `${x(v).toFixed(1)},${y(seen / total).toFixed(1)}`;
+    });
     return `<polyline class="cdf" data-mode="${m.mode}" fill="none" stroke="${COLORS[m.mode] ?? '#555'}" stroke-width="2" points="${pts.join(' ')}"/>`;
   });
   const yTicks: Array<[number, string]> = [0, 0.25, 0.5, 0.75, 1].map((f) => [y(f), `${f * 100}%`]);
@@ -70,19 +103,25 @@ function histogramChart(results: ModeResult[]): string {
   const { x, ticks } = logScale(results);
   // re-bin each mode into 60 log-spaced bins so bars are comparable
   const bins = 60;
-  const x0 = L, x1 = W - R;
+  const x0 = L,
+    x1 = W - R;
   const series = results.map((m) => {
     const counts = new Array(bins).fill(0);
     const total = m.histogram.reduce((a, [, c]) => a + c, 0);
-    for (const [v, c] of m.histogram) counts[Math.min(bins - 1, Math.max(0, Math.floor(((x(v) - x0) / (x1 - x0)) * bins)))] += c;
+    for (const [v, c] of m.histogram)
+      counts[Math.min(bins - 1, Math.max(0, Math.floor(((x(v) - x0) / (x1 - x0)) * bins)))] += c;
     return counts.map((c) => (total ? c / total : 0));
   });
   const maxF = Math.max(0.01, ...series.flat());
   const y = (f: number): number => H - B - (f / maxF) * (H - B - T);
   const bw = (x1 - x0) / bins / Math.max(1, results.length);
-  const bars = series.flatMap((s, mi) => s.map((f, i) => f > 0
-    ? `<rect class="bar" data-mode="${results[mi].mode}" x="${(x0 + (i * (x1 - x0)) / bins + mi * bw).toFixed(1)}" y="${y(f).toFixed(1)}" width="${Math.max(1, bw - 0.5).toFixed(1)}" height="${(H - B - y(f)).toFixed(1)}" fill="${COLORS[results[mi].mode] ?? '#555'}"/>`
-    : ''));
+  const bars = series.flatMap((s, mi) =>
+    s.map((f, i) =>
+      f > 0
+        ? `<rect class="bar" data-mode="${results[mi].mode}" x="${(x0 + (i * (x1 - x0)) / bins + mi * bw).toFixed(1)}" y="${y(f).toFixed(1)}" width="${Math.max(1, bw - 0.5).toFixed(1)}" height="${(H - B - y(f)).toFixed(1)}" fill="${COLORS[results[mi].mode] ?? '#555'}"/>`
+        : '',
+    ),
+  );
   const yTicks: Array<[number, string]> = [0, 0.5, 1].map((f) => [y(f * maxF), `${(f * maxF * 100).toFixed(1)}%`]);
   return `<svg id="histogram" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes('latency (log scale)', 'share of I/Os', ticks, yTicks)}${bars.join('')}${legend(results)}</svg>`;
 }
@@ -90,40 +129,80 @@ function histogramChart(results: ModeResult[]): string {
 /** IOPS over time, one panel per mode with its own axis; each point at the middle of the time its tick covers. */
 function timelineCharts(results: ModeResult[], runtimeMs: number): string {
   const PH = 190;
-  return results.map((m) => {
-    const spans = tickSpans(m.tickMs, runtimeMs).slice(0, m.timeline.length);
-    const maxV = Math.max(1, ...m.timeline);
-    const x = (ms: number): number => L + (ms / Math.max(1, runtimeMs)) * (W - L - R);
-    const y = (v: number): number => PH - B - (v / maxV) * (PH - B - T);
-    const pts = m.timeline.map((v, i) => `${x(((spans[i]?.[0] ?? 0) + (spans[i]?.[1] ?? 0)) / 2).toFixed(1)},${y(v).toFixed(1)}`);
-    const xTicks = niceTicks(runtimeMs / 1000).map((sec): [number, string] => [x(sec * 1000), formatSeconds(sec)]);
-    const yTicks = [0, 0.5, 1].map((f): [number, string] => [y(f * maxV), f * maxV >= 1e6 ? `${((f * maxV) / 1e6).toFixed(2)}M` : f * maxV >= 1e3 ? `${((f * maxV) / 1e3).toFixed(1)}k` : `${Math.round(f * maxV)}`]);
-    const color = COLORS[m.mode] ?? '#555';
-    return `<svg id="timeline-${esc(m.mode)}" class="timeline" width="${W}" height="${PH}" font-size="11" font-family="sans-serif">` +
-      axesIn(PH, 'time', 'IOPS', xTicks, yTicks) +
-      `<rect x="${L}" y="8" width="10" height="10" fill="${color}"/><text x="${L + 15}" y="17">${esc(m.mode)}: ${Math.round(m.total.iops).toLocaleString('en')} IOPS over the run</text>` +
-      `<polyline class="iops" data-mode="${esc(m.mode)}" fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/></svg>`;
-  }).join('\n');
+  return results
+    .map((m) => {
+      const spans = tickSpans(m.tickMs, runtimeMs).slice(0, m.timeline.length);
+      const maxV = Math.max(1, ...m.timeline);
+      const x = (ms: number): number => L + (ms / Math.max(1, runtimeMs)) * (W - L - R);
+      const y = (v: number): number => PH - B - (v / maxV) * (PH - B - T);
+      const pts = m.timeline.map(
+        (v, i) => `${x(((spans[i]?.[0] ?? 0) + (spans[i]?.[1] ?? 0)) / 2).toFixed(1)},${y(v).toFixed(1)}`,
+      );
+      const xTicks = niceTicks(runtimeMs / 1000).map((sec): [number, string] => [x(sec * 1000), formatSeconds(sec)]);
+      const yTicks = [0, 0.5, 1].map((f): [number, string] => [
+        y(f * maxV),
+        f * maxV >= 1e6
+          ? `${((f * maxV) / 1e6).toFixed(2)}M`
+          : f * maxV >= 1e3
+            ? `${((f * maxV) / 1e3).toFixed(1)}k`
+            : `${Math.round(f * maxV)}`,
+      ]);
+      const color = COLORS[m.mode] ?? '#555';
+      return (
+        `<svg id="timeline-${esc(m.mode)}" class="timeline" width="${W}" height="${PH}" font-size="11" font-family="sans-serif">` +
+        axesIn(PH, 'time', 'IOPS', xTicks, yTicks) +
+        `<rect x="${L}" y="8" width="10" height="10" fill="${color}"/><text x="${L + 15}" y="17">${esc(m.mode)}: ${Math.round(m.total.iops).toLocaleString('en')} IOPS over the run</text>` +
+        `<polyline class="iops" data-mode="${esc(m.mode)}" fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/></svg>`
+      );
+    })
+    .join('\n');
 }
 
 /** axes() for a chart of height h. */
-function axesIn(h: number, xLabel: string, yLabel: string, xTicks: Array<[number, string]>, yTicks: Array<[number, string]>): string {
-  const parts = [`<line x1="${L}" y1="${h - B}" x2="${W - R}" y2="${h - B}" stroke="#333"/>`, `<line x1="${L}" y1="${T}" x2="${L}" y2="${h - B}" stroke="#333"/>`];
-  for (const [x, s] of xTicks) parts.push(`<line x1="${x}" y1="${h - B}" x2="${x}" y2="${h - B + 4}" stroke="#333"/><text class="xtick" x="${x}" y="${h - B + 16}" text-anchor="middle">${esc(s)}</text>`);
-  for (const [y, s] of yTicks) parts.push(`<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`);
+function axesIn(
+  h: number,
+  xLabel: string,
+  yLabel: string,
+  xTicks: Array<[number, string]>,
+  yTicks: Array<[number, string]>,
+): string {
+  const parts = [
+    `<line x1="${L}" y1="${h - B}" x2="${W - R}" y2="${h - B}" stroke="#333"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${h - B}" stroke="#333"/>`,
+  ];
+  for (const [x, s] of xTicks)
+    parts.push(
+      `<line x1="${x}" y1="${h - B}" x2="${x}" y2="${h - B + 4}" stroke="#333"/><text class="xtick" x="${x}" y="${h - B + 16}" text-anchor="middle">${esc(s)}</text>`,
+    );
+  for (const [y, s] of yTicks)
+    parts.push(
+      `<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`,
+    );
   parts.push(`<text x="${(L + W - R) / 2}" y="${h - 8}" text-anchor="middle">${esc(xLabel)}</text>`);
-  parts.push(`<text transform="translate(14 ${(T + h - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  parts.push(
+    `<text transform="translate(14 ${(T + h - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`,
+  );
   return parts.join('');
 }
 
 /** Who ran what, where and when: printed at the head of the report. */
-export interface RunMeta { date: string; command: string; version: string; host: string }
+export interface RunMeta {
+  date: string;
+  command: string;
+  version: string;
+  host: string;
+}
 
 export function renderHtml(r: BenchReport, tableText: string, meta?: RunMeta): string {
   const o = r.options;
-  const rows = r.results.map((m) => `<tr><td>${m.mode}</td><td>${Math.round(m.total.iops).toLocaleString('en')}</td><td>${(m.latency.meanNs / 1000).toFixed(2)}</td>` +
-    `<td>${((m.latency.percentiles['99.000000'] ?? 0) / 1000).toFixed(2)}</td><td>${((m.latency.percentiles['99.990000'] ?? 0) / 1000).toFixed(2)}</td>` +
-    `<td>${(m.cpu.client.user + m.cpu.client.sys).toFixed(2)}</td><td>${m.cpu.server ? (m.cpu.server.user + m.cpu.server.sys).toFixed(2) : '-'}</td><td>${m.cpuPerIoUs.toFixed(2)}</td></tr>`).join('\n');
+  const rows = r.results
+    .map(
+      (m) =>
+        `<tr><td>${m.mode}</td><td>${Math.round(m.total.iops).toLocaleString('en')}</td><td>${(m.latency.meanNs / 1000).toFixed(2)}</td>` +
+        `<td>${((m.latency.percentiles['99.000000'] ?? 0) / 1000).toFixed(2)}</td><td>${((m.latency.percentiles['99.990000'] ?? 0) / 1000).toFixed(2)}</td>` +
+        `<td>${(m.cpu.client.user + m.cpu.client.sys).toFixed(2)}</td><td>${m.cpu.server ? (m.cpu.server.user + m.cpu.server.sys).toFixed(2) : '-'}</td><td>${m.cpuPerIoUs.toFixed(2)}</td></tr>`,
+    )
+    .join('\n');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>stor bench: ${esc(r.target)}</title>
 <style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}

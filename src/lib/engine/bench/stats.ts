@@ -5,7 +5,11 @@ import type { BenchRunResult } from '../../native.js';
 export const PERCENTILES = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99] as const;
 
 export interface LatencySummary {
-  minNs: number; maxNs: number; meanNs: number; stddevNs: number; count: number;
+  minNs: number;
+  maxNs: number;
+  meanNs: number;
+  stddevNs: number;
+  count: number;
   /** fio's keys: "99.900000" -> ns */
   percentiles: Record<string, number>;
 }
@@ -30,7 +34,7 @@ export function percentile(hist: Array<[number, number]>, total: number, p: numb
 /** Upper bound of the log-linear bucket starting at lo (64 sub-buckets per power of two). */
 function nextBound(lo: number): number {
   if (lo < 64) return lo + 1;
-  const mag = Math.floor(Math.log2(lo)) - 5;   // bucket width 2^(mag-1)
+  const mag = Math.floor(Math.log2(lo)) - 5; // bucket width 2^(mag-1)
   return lo + 2 ** (mag - 1);
 }
 
@@ -46,7 +50,8 @@ export function summarizeLatency(r: BenchRunResult): LatencySummary {
   // A bucket's middle can lie outside what was seen (p99.99 above max when the slowest I/O sits low in
   // its bucket): a percentile is clamped to the observed minimum and maximum.
   const percentiles: Record<string, number> = {};
-  for (const p of PERCENTILES) percentiles[p.toFixed(6)] = count ? Math.min(maxNs, Math.max(minNs, percentile(r.histogram, count, p))) : 0;
+  for (const p of PERCENTILES)
+    percentiles[p.toFixed(6)] = count ? Math.min(maxNs, Math.max(minNs, percentile(r.histogram, count, p))) : 0;
   return { minNs, maxNs, meanNs: mean, stddevNs: count ? Math.sqrt(varSum / count) : 0, count, percentiles };
 }
 
@@ -60,7 +65,10 @@ export function summarizeLatency(r: BenchRunResult): LatencySummary {
 export function timeline(r: BenchRunResult, runtimeMs?: number): number[] {
   const len = Math.max(0, ...r.threads.map((t) => t.timeline.length));
   const out: number[] = new Array(len).fill(0);
-  for (const t of r.threads) t.timeline.forEach((v, i) => { out[i] += v; });
+  for (const t of r.threads)
+    t.timeline.forEach((v, i) => {
+      out[i] += v;
+    });
   if (runtimeMs === undefined) {
     while (out.length && out[out.length - 1] === 0) out.pop();
     return out.map((v) => v * (1000 / r.tickMs));

@@ -3,7 +3,13 @@
 // rings). One front-end at a time, as vhost-user has it; when it goes away the device is reset and
 // the next one is served. Nothing here runs per I/O.
 import { EventEmitter } from 'node:events';
-import { native, type BackendHandle, type BlkDeviceHandle, type CompletionMode, type QueueStats } from '../../native.js';
+import {
+  native,
+  type BackendHandle,
+  type BlkDeviceHandle,
+  type CompletionMode,
+  type QueueStats,
+} from '../../native.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, encodeBlkConfig } from '../../proto/virtio-blk.js';
 import { F_PROTOCOL_FEATURES, ProtocolFeature } from '../../proto/vhost-user.js';
 import { VhostUserSession, type Logger, type SessionDevice } from './session.js';
@@ -65,35 +71,69 @@ export class VhostUserBlkServer extends EventEmitter {
     const info = native().backendInfo(options.backend);
     this.capacity = info.capacity;
     const ro = options.readonly || info.readonly;
-    let f = bit(VIRTIO_F.VERSION_1) | bit(F_PROTOCOL_FEATURES) | bit(VIRTIO_F.RING_INDIRECT_DESC) | bit(VIRTIO_F.RING_EVENT_IDX)
-      | bit(VIRTIO_BLK_F.SEG_MAX) | bit(VIRTIO_BLK_F.BLK_SIZE) | bit(VIRTIO_BLK_F.FLUSH) | bit(VIRTIO_BLK_F.MQ)
-      | bit(VIRTIO_BLK_F.TOPOLOGY);
+    let f =
+      bit(VIRTIO_F.VERSION_1) |
+      bit(F_PROTOCOL_FEATURES) |
+      bit(VIRTIO_F.RING_INDIRECT_DESC) |
+      bit(VIRTIO_F.RING_EVENT_IDX) |
+      bit(VIRTIO_BLK_F.SEG_MAX) |
+      bit(VIRTIO_BLK_F.BLK_SIZE) |
+      bit(VIRTIO_BLK_F.FLUSH) |
+      bit(VIRTIO_BLK_F.MQ) |
+      bit(VIRTIO_BLK_F.TOPOLOGY);
     f |= ro ? bit(VIRTIO_BLK_F.RO) : bit(VIRTIO_BLK_F.DISCARD) | bit(VIRTIO_BLK_F.WRITE_ZEROES);
     this.featuresOffered = f;
-    this.protocolFeaturesOffered = bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG)
-      | bit(ProtocolFeature.RESET_DEVICE) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+    this.protocolFeaturesOffered =
+      bit(ProtocolFeature.MQ) |
+      bit(ProtocolFeature.REPLY_ACK) |
+      bit(ProtocolFeature.CONFIG) |
+      bit(ProtocolFeature.RESET_DEVICE) |
+      bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
     this.config = encodeBlkConfig({
-      capacityBytes: info.capacity, blockSize: options.blockSize, numQueues: options.queues,
-      segMax: Math.min(options.queueSize - 2, 254), maxDiscardSectors: MAX_DISCARD_SECTORS,
-      maxWriteZeroesSectors: MAX_DISCARD_SECTORS, discardSectorAlignment: options.blockSize / 512, writeZeroesMayUnmap: true,
+      capacityBytes: info.capacity,
+      blockSize: options.blockSize,
+      numQueues: options.queues,
+      segMax: Math.min(options.queueSize - 2, 254),
+      maxDiscardSectors: MAX_DISCARD_SECTORS,
+      maxWriteZeroesSectors: MAX_DISCARD_SECTORS,
+      discardSectorAlignment: options.blockSize / 512,
+      writeZeroesMayUnmap: true,
     });
   }
 
-  get socketPath(): string { return this.options.socketPath; }
-  get connected(): boolean { return this.conn !== undefined; }
+  get socketPath(): string {
+    return this.options.socketPath;
+  }
+  get connected(): boolean {
+    return this.conn !== undefined;
+  }
   /** Front-ends served so far (including the current one). */
-  get connectionCount(): number { return this.connections; }
+  get connectionCount(): number {
+    return this.connections;
+  }
 
   /** Binds the socket (replacing a stale one, refusing a live one) and starts accepting. */
   listen(): void {
     const n = native();
     this.listener = new VhostUserListener(this.options.socketPath);
-    this.listener.listen((fd) => this.accepted(fd), (message) => this.log('warn', message));
-    this.device = n.blkDeviceCreate(this.options.backend, {
-      queues: this.options.queues, blockSize: this.options.blockSize, readonly: this.options.readonly,
-      serial: this.options.serial, mode: this.options.mode, pollUs: this.options.pollUs ?? 64,
-      maxDiscardSectors: MAX_DISCARD_SECTORS, maxWriteZeroesSectors: MAX_DISCARD_SECTORS,
-    }, (kind, queue, message) => this.onDeviceEvent(kind, queue, message));
+    this.listener.listen(
+      (fd) => this.accepted(fd),
+      (message) => this.log('warn', message),
+    );
+    this.device = n.blkDeviceCreate(
+      this.options.backend,
+      {
+        queues: this.options.queues,
+        blockSize: this.options.blockSize,
+        readonly: this.options.readonly,
+        serial: this.options.serial,
+        mode: this.options.mode,
+        pollUs: this.options.pollUs ?? 64,
+        maxDiscardSectors: MAX_DISCARD_SECTORS,
+        maxWriteZeroesSectors: MAX_DISCARD_SECTORS,
+      },
+      (kind, queue, message) => this.onDeviceEvent(kind, queue, message),
+    );
   }
 
   private accepted(fd: number): void {
@@ -107,16 +147,28 @@ export class VhostUserBlkServer extends EventEmitter {
       return;
     }
     this.connections++;
-    const session = new VhostUserSession({
-      queues: this.options.queues, queueSize: this.options.queueSize, features: this.featuresOffered,
-      protocolFeatures: this.protocolFeaturesOffered, configSpace: this.config, maxMemSlots: MAX_MEM_SLOTS,
-    }, nativeSessionDevice(this.device!), this.log);
-    const conn: VhostUserConnection = new VhostUserConnection(fd, (m) => {
-      const out = session.handle(m);
-      for (const r of out.replies) conn.send(r);
-      VhostUserConnection.closeFds(out.closeFds);
-      if (out.drop !== undefined) conn.drop(out.drop);
-    }, (reason) => this.connectionEnded(conn, reason));
+    const session = new VhostUserSession(
+      {
+        queues: this.options.queues,
+        queueSize: this.options.queueSize,
+        features: this.featuresOffered,
+        protocolFeatures: this.protocolFeaturesOffered,
+        configSpace: this.config,
+        maxMemSlots: MAX_MEM_SLOTS,
+      },
+      nativeSessionDevice(this.device!),
+      this.log,
+    );
+    const conn: VhostUserConnection = new VhostUserConnection(
+      fd,
+      (m) => {
+        const out = session.handle(m);
+        for (const r of out.replies) conn.send(r);
+        VhostUserConnection.closeFds(out.closeFds);
+        if (out.drop !== undefined) conn.drop(out.drop);
+      },
+      (reason) => this.connectionEnded(conn, reason),
+    );
     this.conn = conn;
     this.log('info', `front-end connected (#${this.connections})`);
     this.emit('connect');
@@ -143,7 +195,9 @@ export class VhostUserBlkServer extends EventEmitter {
   }
 
   /** Per-queue counters and CPU time of the queue threads. */
-  stats(): QueueStats[] { return this.device ? native().blkDeviceStats(this.device) : []; }
+  stats(): QueueStats[] {
+    return this.device ? native().blkDeviceStats(this.device) : [];
+  }
 
   /** Stops accepting, drains in-flight requests, flushes the backend, removes the socket. */
   async close(): Promise<void> {
@@ -152,12 +206,23 @@ export class VhostUserBlkServer extends EventEmitter {
     const n = native();
     this.listener?.stopAccepting();
     this.conn?.drop('server shutting down');
-    if (this.device) { n.blkDeviceDestroy(this.device); this.device = undefined; }
-    try { n.backendFlush(this.options.backend); } catch (e) { this.log('error', `flush: ${(e as Error).message}`); }
+    if (this.device) {
+      n.blkDeviceDestroy(this.device);
+      this.device = undefined;
+    }
+    try {
+      n.backendFlush(this.options.backend);
+    } catch (e) {
+      this.log('error', `flush: ${(e as Error).message}`);
+    }
     this.listener?.close();
   }
 
   /** The config space, as served to GET_CONFIG. */
-  configSpace(): Buffer { return this.config; }
-  maxMemSlots(): number { return MAX_MEM_SLOTS; }
+  configSpace(): Buffer {
+    return this.config;
+  }
+  maxMemSlots(): number {
+    return MAX_MEM_SLOTS;
+  }
 }

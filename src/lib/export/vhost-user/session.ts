@@ -8,16 +8,34 @@
 // back to the caller to close.
 import { BLK_CONFIG_SIZE, bit } from '../../proto/virtio-blk.js';
 import {
-  F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, ProtocolError, ProtocolFeature, Req, decodeConfig, decodeMemTable,
-  decodeSingleRegion, decodeU64, decodeVringAddr, decodeVringFile, decodeVringState, encodeConfig, encodeReply,
-  encodeU64, encodeVringState, reqName, type Header, type GuestRegion,
+  F_PROTOCOL_FEATURES,
+  FLAG_NEED_REPLY,
+  ProtocolError,
+  ProtocolFeature,
+  Req,
+  decodeConfig,
+  decodeMemTable,
+  decodeSingleRegion,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringFile,
+  decodeVringState,
+  encodeConfig,
+  encodeReply,
+  encodeU64,
+  encodeVringState,
+  reqName,
+  type Header,
+  type GuestRegion,
 } from '../../proto/vhost-user.js';
 
 export type LogLevel = 'info' | 'warn' | 'error';
 export type Logger = (level: LogLevel, message: string) => void;
 
 /** A region of the front-end's memory with the fd that maps it; the device owns the fd once given. */
-export interface MappedGuestRegion extends GuestRegion { fd: number }
+export interface MappedGuestRegion extends GuestRegion {
+  fd: number;
+}
 
 /**
  * What the session asks of the data plane. Calls that fail throw (the session then drops the
@@ -49,10 +67,18 @@ export interface SessionConfig {
   maxMemSlots: number;
 }
 
-export interface Message { header: Header; payload: Buffer; fds: number[] }
+export interface Message {
+  header: Header;
+  payload: Buffer;
+  fds: number[];
+}
 
 /** What handling one message produced: replies to send in order, fds to close, and whether to drop the front-end. */
-export interface Outcome { replies: Buffer[]; closeFds: number[]; drop?: string }
+export interface Outcome {
+  replies: Buffer[];
+  closeFds: number[];
+  drop?: string;
+}
 
 /** A ring's protocol state. The ring's contents (addresses, base, fds, thread) live in the device. */
 export interface RingState {
@@ -71,29 +97,48 @@ export class VhostUserSession {
   private memRegions = 0;
   private readonly rings: RingState[];
 
-  constructor(private readonly cfg: SessionConfig, private readonly device: SessionDevice, private readonly log: Logger = () => {}) {
+  constructor(
+    private readonly cfg: SessionConfig,
+    private readonly device: SessionDevice,
+    private readonly log: Logger = () => {},
+  ) {
     this.rings = Array.from({ length: cfg.queues }, freshRing);
   }
 
   /** A copy of ring i's state, for tests and diagnostics. */
-  ring(i: number): RingState { return { ...this.rings[i] }; }
-  get negotiatedFeatures(): bigint { return this.features; }
-  get negotiatedProtocolFeatures(): bigint { return this.protocolFeatures; }
-  get mappedRegions(): number { return this.memRegions; }
+  ring(i: number): RingState {
+    return { ...this.rings[i] };
+  }
+  get negotiatedFeatures(): bigint {
+    return this.features;
+  }
+  get negotiatedProtocolFeatures(): bigint {
+    return this.protocolFeatures;
+  }
+  get mappedRegions(): number {
+    return this.memRegions;
+  }
 
   /** Handles one whole message. A protocol violation or a failed device action gives `drop`. */
   handle(msg: Message): Outcome {
     const out: Outcome = { replies: [], closeFds: [] };
-    const h = msg.header, p = msg.payload, fds = [...msg.fds];
+    const h = msg.header,
+      p = msg.payload,
+      fds = [...msg.fds];
     const name = reqName(h.request);
-    let result = 0n;   // REPLY_ACK status: 0 ok, non-zero failed
+    let result = 0n; // REPLY_ACK status: 0 ok, non-zero failed
     let replied = false;
-    const reply = (payload: Buffer): void => { out.replies.push(encodeReply(h.request, payload)); replied = true; };
+    const reply = (payload: Buffer): void => {
+      out.replies.push(encodeReply(h.request, payload));
+      replied = true;
+    };
     const takeFd = (): number => {
       if (fds.length !== 1) throw new ProtocolError(`${name} carries ${fds.length} fds, expected 1`);
       return fds.shift()!;
     };
-    const noFds = (): void => { if (fds.length) throw new ProtocolError(`${name} carries ${fds.length} unexpected fds`); };
+    const noFds = (): void => {
+      if (fds.length) throw new ProtocolError(`${name} carries ${fds.length} unexpected fds`);
+    };
     const queueIndex = (i: number): RingState => {
       const q = this.rings[i];
       if (!q) throw new ProtocolError(`${name} names queue ${i}; the device has ${this.rings.length}`);
@@ -101,7 +146,10 @@ export class VhostUserSession {
     };
     try {
       switch (h.request) {
-        case Req.GET_FEATURES: noFds(); reply(encodeU64(this.cfg.features)); break;
+        case Req.GET_FEATURES:
+          noFds();
+          reply(encodeU64(this.cfg.features));
+          break;
         case Req.SET_FEATURES: {
           noFds();
           const f = decodeU64(name, p);
@@ -111,7 +159,9 @@ export class VhostUserSession {
           this.device.setFeatures(f & ~bit(F_PROTOCOL_FEATURES));
           break;
         }
-        case Req.SET_OWNER: noFds(); break;
+        case Req.SET_OWNER:
+          noFds();
+          break;
         case Req.RESET_OWNER:
         case Req.RESET_DEVICE:
           noFds();
@@ -120,22 +170,37 @@ export class VhostUserSession {
           this.memRegions = 0;
           this.features = 0n;
           break;
-        case Req.GET_PROTOCOL_FEATURES: noFds(); reply(encodeU64(this.cfg.protocolFeatures)); break;
+        case Req.GET_PROTOCOL_FEATURES:
+          noFds();
+          reply(encodeU64(this.cfg.protocolFeatures));
+          break;
         case Req.SET_PROTOCOL_FEATURES: {
           noFds();
           const f = decodeU64(name, p);
           const extra = f & ~this.cfg.protocolFeatures;
-          if (extra) throw new ProtocolError(`SET_PROTOCOL_FEATURES acks features never offered: 0x${extra.toString(16)}`);
+          if (extra)
+            throw new ProtocolError(`SET_PROTOCOL_FEATURES acks features never offered: 0x${extra.toString(16)}`);
           this.protocolFeatures = f;
           break;
         }
-        case Req.GET_QUEUE_NUM: noFds(); reply(encodeU64(this.cfg.queues)); break;
-        case Req.GET_MAX_MEM_SLOTS: noFds(); reply(encodeU64(this.cfg.maxMemSlots)); break;
+        case Req.GET_QUEUE_NUM:
+          noFds();
+          reply(encodeU64(this.cfg.queues));
+          break;
+        case Req.GET_MAX_MEM_SLOTS:
+          noFds();
+          reply(encodeU64(this.cfg.maxMemSlots));
+          break;
         case Req.GET_CONFIG: {
           noFds();
           const a = decodeConfig(name, p);
           const data = Buffer.alloc(a.size);
-          this.cfg.configSpace.copy(data, 0, Math.min(a.offset, BLK_CONFIG_SIZE), Math.min(a.offset + a.size, BLK_CONFIG_SIZE));
+          this.cfg.configSpace.copy(
+            data,
+            0,
+            Math.min(a.offset, BLK_CONFIG_SIZE),
+            Math.min(a.offset + a.size, BLK_CONFIG_SIZE),
+          );
           reply(encodeConfig({ ...a, data }));
           break;
         }
@@ -146,11 +211,14 @@ export class VhostUserSession {
           break;
         case Req.SET_MEM_TABLE: {
           const regions = decodeMemTable(p);
-          if (fds.length !== regions.length) throw new ProtocolError(`SET_MEM_TABLE has ${regions.length} regions but ${fds.length} fds`);
+          if (fds.length !== regions.length)
+            throw new ProtocolError(`SET_MEM_TABLE has ${regions.length} regions but ${fds.length} fds`);
           const given = fds.splice(0);
           try {
             this.device.setMemTable(regions.map((r, i) => ({ ...r, fd: given[i] })));
-          } catch (e) { throw new ProtocolError(`SET_MEM_TABLE: ${(e as Error).message}`); }
+          } catch (e) {
+            throw new ProtocolError(`SET_MEM_TABLE: ${(e as Error).message}`);
+          }
           this.memRegions = regions.length;
           this.startReadyQueues();
           break;
@@ -158,16 +226,22 @@ export class VhostUserSession {
         case Req.ADD_MEM_REG: {
           const r = decodeSingleRegion(name, p);
           const fd = takeFd();
-          if (this.memRegions >= this.cfg.maxMemSlots) { out.closeFds.push(fd); throw new ProtocolError(`ADD_MEM_REG beyond ${this.cfg.maxMemSlots} slots`); }
-          try { this.device.addMemRegion({ ...r, fd }); }
-          catch (e) { throw new ProtocolError(`ADD_MEM_REG: ${(e as Error).message}`); }
+          if (this.memRegions >= this.cfg.maxMemSlots) {
+            out.closeFds.push(fd);
+            throw new ProtocolError(`ADD_MEM_REG beyond ${this.cfg.maxMemSlots} slots`);
+          }
+          try {
+            this.device.addMemRegion({ ...r, fd });
+          } catch (e) {
+            throw new ProtocolError(`ADD_MEM_REG: ${(e as Error).message}`);
+          }
           this.memRegions++;
           this.startReadyQueues();
           break;
         }
         case Req.REM_MEM_REG: {
           const r = decodeSingleRegion(name, p);
-          out.closeFds.push(...fds.splice(0));   // QEMU sends the region's fd along; we need only the range
+          out.closeFds.push(...fds.splice(0)); // QEMU sends the region's fd along; we need only the range
           if (this.device.removeMemRegion(r)) this.memRegions--;
           else result = 1n;
           break;
@@ -176,8 +250,10 @@ export class VhostUserSession {
           noFds();
           const s = decodeVringState(name, p);
           const q = queueIndex(s.index);
-          if (s.num === 0 || s.num > this.cfg.queueSize || (s.num & (s.num - 1))) {
-            throw new ProtocolError(`SET_VRING_NUM ${s.num} for queue ${s.index}: must be a power of 2 up to ${this.cfg.queueSize}`);
+          if (s.num === 0 || s.num > this.cfg.queueSize || s.num & (s.num - 1)) {
+            throw new ProtocolError(
+              `SET_VRING_NUM ${s.num} for queue ${s.index}: must be a power of 2 up to ${this.cfg.queueSize}`,
+            );
           }
           this.stopQueue(s.index);
           q.num = s.num;
@@ -199,8 +275,12 @@ export class VhostUserSession {
           const q = queueIndex(a.index);
           this.stopQueue(a.index);
           // rings outside the memory table are refused here (the connection drops with the reason)
-          try { this.device.setVring(a.index, { desc: a.desc, avail: a.avail, used: a.used }); }
-          catch (e) { q.addrSet = false; throw new ProtocolError(`SET_VRING_ADDR for queue ${a.index}: ${(e as Error).message}`); }
+          try {
+            this.device.setVring(a.index, { desc: a.desc, avail: a.avail, used: a.used });
+          } catch (e) {
+            q.addrSet = false;
+            throw new ProtocolError(`SET_VRING_ADDR for queue ${a.index}: ${(e as Error).message}`);
+          }
           q.addrSet = true;
           this.maybeStart(a.index);
           break;
@@ -222,10 +302,14 @@ export class VhostUserSession {
           const v = decodeVringFile(name, p);
           const q = queueIndex(v.index);
           let fd = -1;
-          if (v.noFd) noFds(); else fd = takeFd();
+          if (v.noFd) noFds();
+          else fd = takeFd();
           const kind = h.request === Req.SET_VRING_KICK ? 'kick' : h.request === Req.SET_VRING_CALL ? 'call' : 'err';
-          try { this.device.setVringFd(v.index, kind, fd); }
-          catch (e) { throw new ProtocolError(`${name}: ${(e as Error).message}`); }
+          try {
+            this.device.setVringFd(v.index, kind, fd);
+          } catch (e) {
+            throw new ProtocolError(`${name}: ${(e as Error).message}`);
+          }
           if (kind === 'kick') {
             q.kick = v.noFd ? 'nofd' : 'fd';
             // Without protocol features a ring starts enabled (vhost-user.rst, "Ring states").
@@ -240,7 +324,8 @@ export class VhostUserSession {
           const q = queueIndex(s.index);
           if (s.num > 1) throw new ProtocolError(`SET_VRING_ENABLE ${s.num}: must be 0 or 1`);
           q.enabled = s.num === 1;
-          if (q.enabled) this.maybeStart(s.index); else this.stopQueue(s.index);
+          if (q.enabled) this.maybeStart(s.index);
+          else this.stopQueue(s.index);
           break;
         }
         default:
@@ -256,7 +341,7 @@ export class VhostUserSession {
       out.drop = e instanceof ProtocolError ? e.message : `${name} failed: ${(e as Error).message}`;
       return out;
     }
-    if (!replied && (h.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
+    if (!replied && h.flags & FLAG_NEED_REPLY && this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK)) {
       out.replies.push(encodeReply(h.request, encodeU64(result)));
     }
     return out;
@@ -264,7 +349,10 @@ export class VhostUserSession {
 
   private stopQueue(i: number): void {
     const q = this.rings[i];
-    if (q.started) { this.device.stopQueue(i); q.started = false; }
+    if (q.started) {
+      this.device.stopQueue(i);
+      q.started = false;
+    }
   }
 
   /** A ring runs once it is enabled and has a kick (or no-fd polling), addresses, a size and memory. */

@@ -21,10 +21,20 @@ export class VhostUserListener {
     const n = native();
     const path = this.path;
     if (existsSync(path)) {
-      if (!lstatSync(path).isSocket()) throw new StorError(`${path} exists and is not a socket`, { hint: 'choose another --socket path' });
+      if (!lstatSync(path).isSocket())
+        throw new StorError(`${path} exists and is not a socket`, { hint: 'choose another --socket path' });
       let live = false;
-      try { const fd = n.unixConnect(path); n.close(fd); live = true; } catch { /* stale: nobody listens */ }
-      if (live) throw new StorError(`${path} is in use by another server`, { hint: 'stop it, or choose another --socket path' });
+      try {
+        const fd = n.unixConnect(path);
+        n.close(fd);
+        live = true;
+      } catch {
+        /* stale: nobody listens */
+      }
+      if (live)
+        throw new StorError(`${path} is in use by another server`, {
+          hint: 'stop it, or choose another --socket path',
+        });
       unlinkSync(path);
     }
     try {
@@ -35,7 +45,12 @@ export class VhostUserListener {
     this.watch = n.watchFd(this.fd, true, false, () => {
       for (;;) {
         let fd: number;
-        try { fd = n.accept(this.fd); } catch (e) { onError(`accept: ${(e as Error).message}`); return; }
+        try {
+          fd = n.accept(this.fd);
+        } catch (e) {
+          onError(`accept: ${(e as Error).message}`);
+          return;
+        }
         if (fd < 0) return;
         onAccept(fd);
       }
@@ -50,8 +65,15 @@ export class VhostUserListener {
   /** Stops accepting and removes the socket file. */
   close(): void {
     this.stopAccepting();
-    if (this.fd >= 0) { native().close(this.fd); this.fd = -1; }
-    try { unlinkSync(this.path); } catch { /* already gone */ }
+    if (this.fd >= 0) {
+      native().close(this.fd);
+      this.fd = -1;
+    }
+    try {
+      unlinkSync(this.path);
+    } catch {
+      /* already gone */
+    }
   }
 }
 
@@ -64,14 +86,23 @@ export class VhostUserConnection {
   private fds: number[] = [];
   private ended = false;
 
-  constructor(readonly fd: number, private onMessage: (m: Message) => void, private onEnd: (reason: string) => void) {
+  constructor(
+    readonly fd: number,
+    private onMessage: (m: Message) => void,
+    private onEnd: (reason: string) => void,
+  ) {
     this.watch = native().watchFd(fd, true, false, (status) => {
-      if (status < 0) { this.drop(`socket error ${status}`); return; }
+      if (status < 0) {
+        this.drop(`socket error ${status}`);
+        return;
+      }
       this.poll();
     });
   }
 
-  get isEnded(): boolean { return this.ended; }
+  get isEnded(): boolean {
+    return this.ended;
+  }
 
   drop(reason: string): void {
     if (this.ended) return;
@@ -90,25 +121,45 @@ export class VhostUserConnection {
     while (!this.ended) {
       const want = this.hdr ? this.hdr.size - this.payload.length : HEADER_SIZE - this.header.length;
       let r;
-      try { r = want > 0 ? n.recvmsg(this.fd, want) : { data: Buffer.alloc(0), fds: [], truncated: false }; }
-      catch (e) { this.drop(`receive failed: ${(e as Error).message}`); return; }
+      try {
+        r = want > 0 ? n.recvmsg(this.fd, want) : { data: Buffer.alloc(0), fds: [], truncated: false };
+      } catch (e) {
+        this.drop(`receive failed: ${(e as Error).message}`);
+        return;
+      }
       if (r === null) return;
-      if (want > 0 && r.data.length === 0) { this.drop(this.hdr || this.header.length ? 'closed in the middle of a message' : 'closed by the front-end'); return; }
-      if (r.truncated) { for (const f of r.fds) n.close(f); this.drop('too many file descriptors in one message'); return; }
+      if (want > 0 && r.data.length === 0) {
+        this.drop(this.hdr || this.header.length ? 'closed in the middle of a message' : 'closed by the front-end');
+        return;
+      }
+      if (r.truncated) {
+        for (const f of r.fds) n.close(f);
+        this.drop('too many file descriptors in one message');
+        return;
+      }
       this.fds.push(...r.fds);
       if (!this.hdr) {
         this.header = Buffer.concat([this.header, r.data]);
         if (this.header.length < HEADER_SIZE) continue;
-        try { this.hdr = decodeHeader(this.header); }
-        catch (e) { this.drop(`bad message: ${(e as Error).message}`); return; }
+        try {
+          this.hdr = decodeHeader(this.header);
+        } catch (e) {
+          this.drop(`bad message: ${(e as Error).message}`);
+          return;
+        }
         this.payload = Buffer.alloc(0);
         if (this.hdr.size > 0) continue;
       } else {
         this.payload = Buffer.concat([this.payload, r.data]);
         if (this.payload.length < this.hdr.size) continue;
       }
-      const header = this.hdr, payload = this.payload, fds = this.fds;
-      this.hdr = undefined; this.header = Buffer.alloc(0); this.payload = Buffer.alloc(0); this.fds = [];
+      const header = this.hdr,
+        payload = this.payload,
+        fds = this.fds;
+      this.hdr = undefined;
+      this.header = Buffer.alloc(0);
+      this.payload = Buffer.alloc(0);
+      this.fds = [];
       this.onMessage({ header, payload, fds });
     }
   }
@@ -117,7 +168,12 @@ export class VhostUserConnection {
   send(buf: Buffer): void {
     if (this.ended) return;
     let sent;
-    try { sent = native().sendmsg(this.fd, buf); } catch (e) { this.drop(`send failed: ${(e as Error).message}`); return; }
+    try {
+      sent = native().sendmsg(this.fd, buf);
+    } catch (e) {
+      this.drop(`send failed: ${(e as Error).message}`);
+      return;
+    }
     if (sent !== buf.length) this.drop('front-end is not reading replies');
   }
 
