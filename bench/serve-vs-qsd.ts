@@ -109,10 +109,14 @@ function benchServer(r: RunningServer): Srv {
   };
 }
 
+// Both servers of a pair stay up while they take turns on the one image, read-only in effect
+// (randread): image locking is turned off on both, or each would refuse the other's write lock.
+const FILE_LOCKING = 'off' as const;
+
 async function startQsdBench(backend: 'null' | 'file', image: string, pollMaxNs: number | undefined): Promise<Srv> {
   return benchServer(
     await startQsd({
-      backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
+      backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image, locking: FILE_LOCKING },
       queues: 1,
       qsdIothread: { pollMaxNs },
       startTimeoutMs: 15_000,
@@ -126,7 +130,7 @@ async function startStorBench(
   mode: 'notify' | 'poll' | 'adaptive',
 ): Promise<Srv> {
   const r: RunningServer = await startStor({
-    backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image },
+    backend: backend === 'null' ? { kind: 'null', size: GiB } : { kind: 'file', path: image, locking: FILE_LOCKING },
     queues: 1,
     mode,
     startTimeoutMs: 30_000,

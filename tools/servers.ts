@@ -18,7 +18,7 @@ export type BackendSpec =
       create?: number;
       direct?: boolean;
       ringSize?: number;
-      /** stor only: the file driver's locking= (QEMU-compatible image locks; default auto). */
+      /** the file driver's locking= (QEMU-compatible image locks; both servers take it; default auto). */
       locking?: 'on' | 'off' | 'auto';
       /** qemu-storage-daemon only: discard=unmap (QEMU ignores discards by default); stor always punches holes. */
       discard?: boolean;
@@ -216,7 +216,7 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
     case 'mem':
       throw new Error('qemu-storage-daemon has no memory backend; use a file in /dev/shm');
     case 'file':
-      blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}${b.discard ? ',discard=unmap' : ''}`;
+      blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}${b.discard ? ',discard=unmap' : ''}${b.locking ? `,locking=${b.locking}` : ''}`;
       break;
   }
   const io = o.qsdIothread;

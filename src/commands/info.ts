@@ -2,6 +2,7 @@ import { Args } from '@oclif/core';
 import chalk from 'chalk';
 import { StorCommand } from '../cli/command.js';
 import { clientFlags, openTarget, TARGET_DESCRIPTION } from '../cli/client-flags.js';
+import { StorError } from '../lib/core/errors.js';
 import { formatSize } from '../lib/core/size.js';
 import type { Properties } from '../lib/client/device.js';
 
@@ -44,7 +45,16 @@ export default class Info extends StorCommand {
 
   async run(): Promise<Record<string, unknown>> {
     const { args, flags } = await this.parse(Info);
-    const dev = await openTarget(args.target, 'target', flags);
+    let dev;
+    try {
+      dev = await openTarget(args.target, 'target', flags);
+    } catch (e) {
+      // An image another process has open for writing (its "write" lock, stor's or QEMU's) can still be
+      // looked at, as qemu-img info does: read-only, sharing every permission.
+      if (!(e instanceof StorError && e.errno === 16)) throw e;
+      dev = await openTarget(args.target, 'target', flags, { readOnly: true });
+      process.stderr.write(`stor: note: opened read-only: ${e.message.replace(/^cannot open backend: /, '')}\n`);
+    }
     const props = propertiesAsBlkio(dev.properties);
     await dev.close();
     if (!this.jsonEnabled()) {

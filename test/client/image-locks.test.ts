@@ -156,4 +156,16 @@ t(
   },
 );
 
+t(
+  'stor info on an image another process writes: opened read-only with a note, as qemu-img info looks at it',
+  async () => {
+    await serve(() => startQsd({ backend: { kind: 'file', path: img } }));
+    const r = await stor(['info', img, '--json']);
+    assertOk(r);
+    assert.is(JSON.parse(r.stdout)['read-only'], true, describeRun(r));
+    assert.is(JSON.parse(r.stdout).capacity, SIZE);
+    assert.match(r.stderr, /opened read-only: .*Failed to get "write" lock/, describeRun(r));
+  },
+);
+
 t.run();
