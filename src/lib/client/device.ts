@@ -11,6 +11,7 @@ import {
   type BackendHandle,
   type ClientQueueHandle,
   type FdWatch,
+  type BdevProperties,
   type VuClientRegion,
 } from '../native.js';
 import { parseTarget, type Target } from '../core/target.js';
@@ -71,6 +72,32 @@ export interface Properties {
   needsMemRegions: boolean;
   /** virtio features negotiated (vhost-user) */
   features: string[];
+}
+
+/** The device's properties: all as the backend (C) reports them; only the queue count is the opener's choice. */
+function propertiesOf(driver: Properties['driver'], c: BdevProperties, numQueues: number): Properties {
+  return {
+    driver,
+    target: c.desc,
+    capacity: c.capacity,
+    requestAlignment: c.requestAlignment,
+    bufAlignment: c.bufAlignment,
+    optimalIoAlignment: c.optimalIoAlignment,
+    optimalIoSize: c.optimalIoSize,
+    maxTransfer: c.maxTransfer,
+    maxQueues: c.maxQueues,
+    numQueues,
+    maxSegments: c.maxSegments,
+    readOnly: c.readOnly,
+    canDiscard: c.canDiscard,
+    canWriteZeroes: c.canWriteZeroes,
+    discardAlignment: c.discardAlignment,
+    maxDiscardLength: c.maxDiscardLength,
+    maxWriteZeroesLength: c.maxWriteZeroesLength,
+    maxMemRegions: c.maxMemRegions,
+    needsMemRegions: c.needsMemRegions,
+    features: featureNames(c.virtioFeatures),
+  };
 }
 
 export interface RequestOptions {
@@ -271,29 +298,7 @@ export class BlockDevice {
     if (t.kind === 'vhost-user') return BlockDevice.openVhostUser(t.path, numQueues, queueSize, completion, spin, opts);
     if (t.kind === 'file') assertWholeSectors(t.path);
     const { handle, properties: c } = openBackend(t, { readonly: opts.readOnly, direct: opts.direct });
-    // every property comes from the backend itself (C); only the queue count is this device's choice
-    const props: Properties = {
-      driver: t.kind === 'file' ? 'io_uring' : t.kind,
-      target: c.desc,
-      capacity: c.capacity,
-      requestAlignment: c.requestAlignment,
-      bufAlignment: c.bufAlignment,
-      optimalIoAlignment: c.optimalIoAlignment,
-      optimalIoSize: c.optimalIoSize,
-      maxTransfer: c.maxTransfer,
-      maxQueues: c.maxQueues,
-      numQueues,
-      maxSegments: c.maxSegments,
-      readOnly: c.readOnly,
-      canDiscard: c.canDiscard,
-      canWriteZeroes: c.canWriteZeroes,
-      discardAlignment: c.discardAlignment,
-      maxDiscardLength: c.maxDiscardLength,
-      maxWriteZeroesLength: c.maxWriteZeroesLength,
-      maxMemRegions: 0,
-      needsMemRegions: false,
-      features: [],
-    };
+    const props = propertiesOf(t.kind === 'file' ? 'io_uring' : t.kind, c, numQueues);
     if (numQueues > c.maxQueues)
       throw usageError('numQueues', `${numQueues} queues asked, the device has ${c.maxQueues}`);
     return new BlockDevice(props, handle, queueSize, completion, spin);
@@ -392,28 +397,7 @@ export class BlockDevice {
         if (pf) fe.setVringEnable(i, true);
       });
       const c = native().bdevProperties(created.backend);
-      const props: Properties = {
-        driver: 'virtio-blk-vhost-user',
-        target: c.desc,
-        capacity: c.capacity,
-        requestAlignment: c.requestAlignment,
-        bufAlignment: c.bufAlignment,
-        optimalIoAlignment: c.optimalIoAlignment,
-        optimalIoSize: c.optimalIoSize,
-        maxTransfer: c.maxTransfer,
-        maxQueues: c.maxQueues,
-        numQueues,
-        maxSegments: c.maxSegments,
-        readOnly: c.readOnly,
-        canDiscard: c.canDiscard,
-        canWriteZeroes: c.canWriteZeroes,
-        discardAlignment: c.discardAlignment,
-        maxDiscardLength: c.maxDiscardLength,
-        maxWriteZeroesLength: c.maxWriteZeroesLength,
-        maxMemRegions: c.maxMemRegions,
-        needsMemRegions: c.needsMemRegions,
-        features: featureNames(c.virtioFeatures),
-      };
+      const props = propertiesOf('virtio-blk-vhost-user', c, numQueues);
       const dev = new BlockDevice(props, created.backend, queueSize, completion, spin, fe);
       dev.memSlots = slots;
       dev.registered.push({
