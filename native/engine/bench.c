@@ -405,7 +405,7 @@ static void *bench_thread_main(void *arg) {
 struct bench_job {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref backend_ref, pool_ref;
+  napi_ref backend_ref, pool_ref, running;
   struct stor_backend *be;
   struct bench_cfg cfg;
   struct bench_thread *threads;
@@ -501,6 +501,7 @@ static void job_free(napi_env env, struct bench_job *j) {
   napi_delete_reference(env, j->backend_ref);
   if (j->pool_ref) napi_delete_reference(env, j->pool_ref);
   napi_delete_async_work(env, j->work);
+  napi_delete_reference(env, j->running); /* the thread is done: progress may now be collected */
 }
 
 static void job_finalize(napi_env env, void *data, void *hint) {
@@ -669,8 +670,8 @@ static napi_value js_bench_run(napi_env env, napi_callback_info info) {
       napi_create_reference(env, argv[2], 1, &j->pool_ref);
     }
   }
-  return start_job(env, "stor-bench", job_execute, job_complete, j, &j->work, &j->deferred, js_bench_progress,
-                   job_finalize);
+  return start_job(env, "stor-bench", job_execute, job_complete, j, &j->work, &j->deferred, &j->running,
+                   js_bench_progress, job_finalize);
 }
 
 void bench_init(napi_env env, napi_value exports) { export_fn(env, exports, "benchRun", js_bench_run); }

@@ -304,7 +304,7 @@ static void flush_destination(struct copy_thread *t) {
 struct copy_job {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref src_ref, dst_ref, pool_ref;
+  napi_ref src_ref, dst_ref, pool_ref, running;
   struct stor_backend *src, *dst;
   struct copy_cfg cfg;
   struct copy_thread *threads;
@@ -433,6 +433,7 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
   napi_delete_reference(env, j->dst_ref);
   if (j->pool_ref) napi_delete_reference(env, j->pool_ref);
   napi_delete_async_work(env, j->work);
+  napi_delete_reference(env, j->running); /* the thread is done: progress may now be collected */
 }
 
 static void copy_finalize(napi_env env, void *data, void *hint) {
@@ -510,8 +511,8 @@ static napi_value js_copy_run(napi_env env, napi_callback_info info) {
       napi_create_reference(env, argv[3], 1, &j->pool_ref);
     }
   }
-  return start_job(env, "stor-copy", copy_execute, copy_complete, j, &j->work, &j->deferred, js_copy_progress,
-                   copy_finalize);
+  return start_job(env, "stor-copy", copy_execute, copy_complete, j, &j->work, &j->deferred, &j->running,
+                   js_copy_progress, copy_finalize);
 }
 
 void copy_init(napi_env env, napi_value exports) { export_fn(env, exports, "copyRun", js_copy_run); }

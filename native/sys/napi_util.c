@@ -153,7 +153,7 @@ void export_fn(napi_env env, napi_value exports, const char *name, napi_callback
 
 napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute,
                      napi_async_complete_callback complete, void *data, napi_async_work *work, napi_deferred *deferred,
-                     napi_callback progress, napi_finalize finalize) {
+                     napi_ref *running, napi_callback progress, napi_finalize finalize) {
   napi_value promise, resource_name, res, progress_fn;
   NAPI_CALL(env, napi_create_promise(env, deferred, &promise));
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
@@ -163,6 +163,7 @@ napi_value start_job(napi_env env, const char *name, napi_async_execute_callback
   set_prop(env, res, "promise", promise);
   napi_create_function(env, "progress", NAPI_AUTO_LENGTH, progress, data, &progress_fn);
   napi_add_finalizer(env, progress_fn, data, finalize, NULL, NULL);
+  napi_create_reference(env, progress_fn, 1, running);
   set_prop(env, res, "progress", progress_fn);
   return res;
 }

@@ -69,8 +69,11 @@ void *handle_arg(napi_env env, napi_value v, enum stor_handle_kind kind, const c
 
 /* Queues a long-running native job (execute runs on a libuv worker, complete on the JS thread) and
  * returns {promise, progress()}: progress is called with `data`, which lives until progress is
- * garbage-collected (then finalize frees it), so reading it after the job settled is safe. */
+ * garbage-collected (then finalize frees it), so reading it after the job settled is safe. `*running`
+ * holds progress alive while the worker thread may still touch `data` (a caller that drops the
+ * returned object at once must not let the collector free the job under the thread): `complete` must
+ * release it with napi_delete_reference. */
 napi_value start_job(napi_env env, const char *name, napi_async_execute_callback execute,
                      napi_async_complete_callback complete, void *data, napi_async_work *work, napi_deferred *deferred,
-                     napi_callback progress, napi_finalize finalize);
+                     napi_ref *running, napi_callback progress, napi_finalize finalize);
 #endif
