@@ -16,29 +16,33 @@ const W = 640,
 const esc = (s: string): string =>
   s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
+/**
+ * Axes, ticks and grid lines of a chart h pixels tall. A tick label at the right edge is anchored at
+ * its end so it stays inside the picture.
+ */
 function axes(
+  h: number,
   xLabel: string,
   yLabel: string,
   xTicks: Array<[number, string]>,
   yTicks: Array<[number, string]>,
 ): string {
   const parts = [
-    `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#333"/>`,
-    `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#333"/>`,
+    `<line x1="${L}" y1="${h - B}" x2="${W - R}" y2="${h - B}" stroke="#333"/>`,
+    `<line x1="${L}" y1="${T}" x2="${L}" y2="${h - B}" stroke="#333"/>`,
   ];
-  xTicks.forEach(([x, s], i) =>
+  for (const [x, s] of xTicks)
     parts.push(
-      `<line x1="${x}" y1="${H - B}" x2="${x}" y2="${H - B + 4}" stroke="#333"/>` +
-        `<text x="${x}" y="${H - B + 16}" text-anchor="${i === xTicks.length - 1 ? 'end' : 'middle'}">${esc(s)}</text>`,
-    ),
-  );
+      `<line x1="${x}" y1="${h - B}" x2="${x}" y2="${h - B + 4}" stroke="#333"/>` +
+        `<text class="xtick" x="${x}" y="${h - B + 16}" text-anchor="${x >= W - R - 1 ? 'end' : 'middle'}">${esc(s)}</text>`,
+    );
   for (const [y, s] of yTicks)
     parts.push(
       `<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`,
     );
-  parts.push(`<text x="${(L + W - R) / 2}" y="${H - 8}" text-anchor="middle">${esc(xLabel)}</text>`);
+  parts.push(`<text x="${(L + W - R) / 2}" y="${h - 8}" text-anchor="middle">${esc(xLabel)}</text>`);
   parts.push(
-    `<text transform="translate(14 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`,
+    `<text transform="translate(14 ${(T + h - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`,
   );
   return parts.join('');
 }
@@ -96,7 +100,7 @@ function cdfChart(results: ModeResult[]): string {
     return `<polyline class="cdf" data-mode="${m.mode}" fill="none" stroke="${COLORS[m.mode] ?? '#555'}" stroke-width="2" points="${pts.join(' ')}"/>`;
   });
   const yTicks: Array<[number, string]> = [0, 0.25, 0.5, 0.75, 1].map((f) => [y(f), `${f * 100}%`]);
-  return `<svg id="cdf" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes('latency (log scale)', 'fraction of I/Os ≤ latency', ticks, yTicks)}${lines.join('')}${legend(results)}</svg>`;
+  return `<svg id="cdf" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes(H, 'latency (log scale)', 'fraction of I/Os ≤ latency', ticks, yTicks)}${lines.join('')}${legend(results)}</svg>`;
 }
 
 function histogramChart(results: ModeResult[]): string {
@@ -123,7 +127,7 @@ function histogramChart(results: ModeResult[]): string {
     ),
   );
   const yTicks: Array<[number, string]> = [0, 0.5, 1].map((f) => [y(f * maxF), `${(f * maxF * 100).toFixed(1)}%`]);
-  return `<svg id="histogram" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes('latency (log scale)', 'share of I/Os', ticks, yTicks)}${bars.join('')}${legend(results)}</svg>`;
+  return `<svg id="histogram" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${axes(H, 'latency (log scale)', 'share of I/Os', ticks, yTicks)}${bars.join('')}${legend(results)}</svg>`;
 }
 
 /** IOPS over time, one panel per mode with its own axis; each point at the middle of the time its tick covers. */
@@ -150,39 +154,12 @@ function timelineCharts(results: ModeResult[], runtimeMs: number): string {
       const color = COLORS[m.mode] ?? '#555';
       return (
         `<svg id="timeline-${esc(m.mode)}" class="timeline" width="${W}" height="${PH}" font-size="11" font-family="sans-serif">` +
-        axesIn(PH, 'time', 'IOPS', xTicks, yTicks) +
+        axes(PH, 'time', 'IOPS', xTicks, yTicks) +
         `<rect x="${L}" y="8" width="10" height="10" fill="${color}"/><text x="${L + 15}" y="17">${esc(m.mode)}: ${Math.round(m.total.iops).toLocaleString('en')} IOPS over the run</text>` +
         `<polyline class="iops" data-mode="${esc(m.mode)}" fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/></svg>`
       );
     })
     .join('\n');
-}
-
-/** axes() for a chart of height h. */
-function axesIn(
-  h: number,
-  xLabel: string,
-  yLabel: string,
-  xTicks: Array<[number, string]>,
-  yTicks: Array<[number, string]>,
-): string {
-  const parts = [
-    `<line x1="${L}" y1="${h - B}" x2="${W - R}" y2="${h - B}" stroke="#333"/>`,
-    `<line x1="${L}" y1="${T}" x2="${L}" y2="${h - B}" stroke="#333"/>`,
-  ];
-  for (const [x, s] of xTicks)
-    parts.push(
-      `<line x1="${x}" y1="${h - B}" x2="${x}" y2="${h - B + 4}" stroke="#333"/><text class="xtick" x="${x}" y="${h - B + 16}" text-anchor="middle">${esc(s)}</text>`,
-    );
-  for (const [y, s] of yTicks)
-    parts.push(
-      `<line x1="${L - 4}" y1="${y}" x2="${L}" y2="${y}" stroke="#333"/><text x="${L - 6}" y="${y + 4}" text-anchor="end">${esc(s)}</text><line x1="${L}" y1="${y}" x2="${W - R}" y2="${y}" stroke="#eee"/>`,
-    );
-  parts.push(`<text x="${(L + W - R) / 2}" y="${h - 8}" text-anchor="middle">${esc(xLabel)}</text>`);
-  parts.push(
-    `<text transform="translate(14 ${(T + h - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`,
-  );
-  return parts.join('');
 }
 
 /** Who ran what, where and when: printed at the head of the report. */
