@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 (bookworm) machine for stor, as root, idempotently:
 # apt sources (bookworm-backports, trixie pinned low), build tools, real peers
-# (QEMU, qemu-storage-daemon, libblkio and its example programs, fio), then npm ci
+# (QEMU, qemu-storage-daemon, libblkio and its example programs, fio, SPDK's spdk_tgt), then npm ci
 # (which builds the native addon). Safe to run again; each step skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +67,18 @@ for prog in blkio-info blkio-copy blkio-bench; do
     gcc -O2 -o "$BIN/$prog" "$CACHE/peers/$prog.c" -lblkio -lpthread
   fi
 done
+
+# 4b. SPDK's spdk_tgt and rpc.py (the peer of `stor rpc` and `stor daemon` tests), built offline from the
+#     vendored tarball next to this repository (STOR_SPDK_VENDOR overrides where that is) into
+#     $CACHE/spdk; build.sh is a no-op when its stamp matches. tools/spdk.ts finds the result there.
+SPDK_VENDOR=${STOR_SPDK_VENDOR:-$ROOT/../shared/vendor/spdk}
+if [ -f "$SPDK_VENDOR/build.sh" ]; then
+  log "SPDK (spdk_tgt + rpc.py) from $SPDK_VENDOR"
+  bash "$SPDK_VENDOR/build.sh" "$CACHE/spdk" >/dev/null
+else
+  echo "setup-debian.sh: $SPDK_VENDOR/build.sh not found (set STOR_SPDK_VENDOR to the vendored SPDK directory)" >&2
+  exit 1
+fi
 
 # 5. The QEMU guest for kernel-level tests (kernel, modules, initramfs), cached by kernel version.
 if [ -x test/vm/setup.sh ]; then test/vm/setup.sh; fi

@@ -1,13 +1,16 @@
-// Starts (through execa) the two vhost-user-blk servers every peer test and bench script runs against: stor's own
-// (`stor serve`) and the reference, qemu-storage-daemon. Both are bounded: start times out,
-// stop() sends SIGTERM and then SIGKILL, and every started server is killed at process exit.
+// Starts (through execa) the servers every peer test and bench script runs against: stor's own
+// (`stor serve`, `stor daemon`) and the references, qemu-storage-daemon and SPDK's spdk_tgt. All are
+// bounded: start times out, stop() sends SIGTERM and then SIGKILL, and every started server is killed
+// at process exit.
 import type { ChildProcess } from 'node:child_process';
 import { execa } from 'execa';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STOR_BIN } from './paths.js';
 import { formatSpec } from '../src/lib/core/spec.js';
+import { JsonRpcClient } from '../src/lib/rpc/jsonrpc.js';
+import { requireSpdk, SPDK_MEMORY_FLAGS } from './spdk.js';
 
 export type BackendSpec =
   | { kind: 'null'; size: number }
@@ -40,8 +43,10 @@ export interface ServerOptions {
   startTimeoutMs?: number;
 }
 
-export interface RunningServer {
-  name: 'stor' | 'qsd';
+export type ServerName = 'stor' | 'qsd' | 'spdk' | 'stor-daemon';
+
+export interface RunningServer<N extends ServerName = 'stor' | 'qsd'> {
+  name: N;
   socket: string;
   pid: number;
   proc: ChildProcess;
@@ -85,14 +90,15 @@ export function storBackendArg(b: BackendSpec): string {
   }
 }
 
-function launch(
-  name: 'stor' | 'qsd',
+function launch<N extends ServerName>(
+  name: N,
   cmd: string,
   args: string[],
   socket: string,
   ready: (out: string) => boolean,
   timeoutMs: number,
-): Promise<RunningServer> {
+  probe?: () => Promise<boolean>,
+): Promise<RunningServer<N>> {
   return new Promise((resolve, reject) => {
     // stop() and the exit hook below do the killing: execa only starts it and pipes its output
     const proc = execa(cmd, args, {
@@ -106,7 +112,7 @@ function launch(
     live.add(proc);
     let out = '';
     let settled = false;
-    const server: RunningServer = {
+    const server: RunningServer<N> = {
       name,
       socket,
       proc,
@@ -159,6 +165,21 @@ function launch(
         reject(new Error(`${name} exited (${code ?? sig}) before ready; output:\n${out}`));
       }
     });
+    // a server that says nothing when ready (spdk_tgt) is asked, one probe at a time, until it answers
+    if (probe) {
+      const again = (): void => {
+        if (settled) return;
+        void probe().then((up) => {
+          if (settled) return;
+          if (up) {
+            settled = true;
+            clearTimeout(timer);
+            resolve(server);
+          } else setTimeout(again, 50);
+        });
+      };
+      again();
+    }
     // qemu-storage-daemon prints nothing when ready: the socket appearing is the signal.
     if (name === 'qsd') {
       const poll = setInterval(() => {
@@ -232,6 +253,103 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
     ...(o.extraArgs ?? []),
   ];
   return launch('qsd', 'qemu-storage-daemon', args, socket, () => false, o.startTimeoutMs ?? 15_000);
+}
+
+export interface SpdkTarget extends RunningServer<'spdk'> {
+  /** The JSON-RPC socket (-r). */
+  rpcSocket: string;
+  /** Where vhost controllers' sockets appear (-S); a controller named N listens on vhostDir/N. */
+  vhostDir: string;
+  /** The temporary directory holding both; remove it with cleanupDir after stop(). */
+  dir: string;
+}
+
+/** Is a JSON-RPC server answering on this socket? (one spdk_get_version, bounded) */
+async function rpcAnswers(socket: string, timeoutMs = 1000): Promise<boolean> {
+  if (!existsSync(socket)) return false;
+  try {
+    const c = await JsonRpcClient.connect(socket, { timeoutMs });
+    try {
+      await c.call('spdk_get_version');
+      return true;
+    } finally {
+      c.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * SPDK's spdk_tgt with the vendored README's memory flags, its RPC socket and vhost directory in a fresh
+ * temp directory (short paths: a Unix socket path has at most 107 bytes). Ready when spdk_get_version
+ * answers. Its reactor spins a core from start to stop: keep one alive at a time, and stop it soon.
+ */
+export function startSpdkTgt(o: { startTimeoutMs?: number; extraArgs?: string[] } = {}): Promise<SpdkTarget> {
+  const { tgt } = requireSpdk();
+  const dir = mkdtempSync(join(tmpdir(), 'spdk-'));
+  const rpcSocket = join(dir, 'rpc.sock');
+  const vhostDir = join(dir, 'v');
+  mkdirSync(vhostDir);
+  const args = [...SPDK_MEMORY_FLAGS, '-r', rpcSocket, '-S', vhostDir, ...(o.extraArgs ?? [])];
+  return launch(
+    'spdk',
+    tgt,
+    args,
+    rpcSocket,
+    () => false,
+    o.startTimeoutMs ?? 30_000,
+    () => rpcAnswers(rpcSocket),
+  ).then(
+    (s) => Object.assign(s, { rpcSocket, vhostDir, dir }),
+    (e: Error) => {
+      cleanupDir(dir);
+      throw e;
+    },
+  );
+}
+
+export interface StorDaemon extends RunningServer<'stor-daemon'> {
+  rpcSocket: string;
+  socketDir: string;
+  /** The daemon's {"event":"ready"} line. */
+  ready: Record<string, unknown>;
+}
+
+/** `stor daemon --rpc-socket ... --socket-dir ... --json`; ready when it prints its ready line. */
+export function startStorDaemon(o: {
+  rpcSocket: string;
+  socketDir: string;
+  config?: string;
+  extraArgs?: string[];
+  startTimeoutMs?: number;
+}): Promise<StorDaemon> {
+  const args = [STOR_BIN, 'daemon', '--rpc-socket', o.rpcSocket, '--socket-dir', o.socketDir, '--json'];
+  if (o.config) args.push('--config', o.config);
+  args.push(...(o.extraArgs ?? []));
+  return launch(
+    'stor-daemon',
+    process.execPath,
+    args,
+    o.rpcSocket,
+    (out) => out.includes('"event":"ready"'),
+    o.startTimeoutMs ?? 15_000,
+  ).then((s) => {
+    const line = s
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"event":"ready"'))!;
+    return Object.assign(s, { rpcSocket: o.rpcSocket, socketDir: o.socketDir, ready: JSON.parse(line) });
+  });
+}
+
+/** Removes a directory tree, best effort. */
+export function cleanupDir(dir: string): void {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    /* best effort */
+  }
 }
 
 /** Removes the temp directory a server's socket lived in. */

@@ -99,11 +99,17 @@ export class DeviceTable {
     if (user)
       throw new StorError(`backend ${name} is in use by export ${user.name}`, { hint: 'remove the export first' });
     this.backendsByName.delete(name);
-    // the handle itself is released when it is collected (the addon's finalizer closes it)
     try {
       native().backendFlush(b.handle);
     } catch (e) {
       this.log('error', `flush ${name}: ${(e as Error).message}`);
+    }
+    // released now, not at garbage collection: a file's fd and image lock go with it, so the same file
+    // can be opened again at once (a daemon deletes and re-creates a bdev on one image)
+    try {
+      native().backendClose(b.handle);
+    } catch (e) {
+      this.log('error', `close ${name}: ${(e as Error).message}`);
     }
   }
 
