@@ -91,9 +91,33 @@ int stor_bdev_open(const char *driver, const struct stor_kv *props, size_t n, st
              driver, names);
     return -EINVAL;
   }
+  /* fault-injection properties (fault.c) are every driver's: the driver sees the others */
+  struct stor_kv inner_kv[64] = {{0}}, fault_kv[16];
+  size_t ninner = 0, nfault = 0;
+  for (size_t i = 0; i < n; i++) {
+    bool fk = stor_fault_key(props[i].key);
+    if ((fk ? nfault >= 16 : ninner >= 64)) {
+      snprintf(err, errlen, "%s: too many properties", driver);
+      return -EINVAL;
+    }
+    if (fk)
+      fault_kv[nfault++] = props[i];
+    else
+      inner_kv[ninner++] = props[i];
+  }
   struct stor_backend *be = NULL;
-  int r = d->open(props, n, &be, err, errlen);
+  int r = d->open(inner_kv, ninner, &be, err, errlen);
   if (r < 0) return r;
+  if (nfault && be->ops && be->ops->version == STOR_BDEV_OPS_V1) {
+    struct stor_backend *wrapped;
+    be->refs = 1;
+    r = stor_fault_wrap(be, fault_kv, nfault, &wrapped, err, errlen);
+    if (r < 0) {
+      stor_backend_put(be);
+      return r;
+    }
+    be = wrapped;
+  }
   if (!be->ops || be->ops->version != STOR_BDEV_OPS_V1) {
     snprintf(err, errlen, "backend driver %s returned an ops table of another version", d->name);
     be->refs = 1;
@@ -310,8 +334,10 @@ static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
     /* "driver: key=value: why" or "driver: unknown property 'key'": name the property for the caller */
     if (r == -EINVAL) {
       for (uint32_t i = 0; i < n; i++) {
-        size_t kl = strlen(kv[i].key), dl = strlen(driver);
-        bool named = !strncmp(err, driver, dl) && err[dl] == ':' && err[dl + 1] == ' ' &&
+        /* "driver: key..." or, for the fault-injection properties, "fault: key..." */
+        const char *who = stor_fault_key(kv[i].key) ? "fault" : driver;
+        size_t kl = strlen(kv[i].key), dl = strlen(who);
+        bool named = !strncmp(err, who, dl) && err[dl] == ':' && err[dl + 1] == ' ' &&
                      (!strncmp(err + dl + 2, kv[i].key, kl) && (err[dl + 2 + kl] == '=' || err[dl + 2 + kl] == ':'));
         char quoted[80];
         snprintf(quoted, sizeof quoted, "'%s'", kv[i].key);
