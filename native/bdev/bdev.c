@@ -1,5 +1,5 @@
 /* What every backend shares: the driver registry (open by name with key=value properties, each driver
- * parsing its own), property value parsing, iovec copies, reference counting, and the N-API handle
+ * parsing its own), property value parsing, reference counting, and the N-API handle
  * (bdevOpen / bdevProperties / bdevDrivers / backendInfo / backendFlush / backendClose). The backends live in null.c,
  * mem.c, file.c and vhost_user.c. */
 #include "bdev/bdev.h"
@@ -8,42 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t len) {
-  size_t done = 0;
-  for (int i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) {
-      skip -= iov[i].iov_len;
-      continue;
-    }
-    size_t take = iov[i].iov_len - skip;
-    if (take > len - done) take = len - done;
-    memcpy((char *)buf + done, (char *)iov[i].iov_base + skip, take);
-    done += take;
-    skip = 0;
-  }
-  return done;
-}
-
-size_t buf_to_iov(const struct iovec *iov, int n, size_t skip, const void *buf, size_t len) {
-  size_t done = 0;
-  for (int i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) {
-      skip -= iov[i].iov_len;
-      continue;
-    }
-    size_t take = iov[i].iov_len - skip;
-    if (take > len - done) take = len - done;
-    memcpy((char *)iov[i].iov_base + skip, (const char *)buf + done, take);
-    done += take;
-    skip = 0;
-  }
-  return done;
-}
-
-void iov_memset(const struct iovec *iov, int n, int c) {
-  for (int i = 0; i < n; i++) memset(iov[i].iov_base, c, iov[i].iov_len);
-}
 
 /* ---- opening ------------------------------------------------------------------------------- */
 
