@@ -196,6 +196,8 @@ t('specs: every driver takes the fault properties, and they round-trip through p
   assert.equal(target.faults, { 'error-rate': '5%' });
   assert.equal(targetToSpec(target).props, { size: String(1 << 20), 'error-rate': '5%' });
   assert.throws(() => parseSpec('mem:1M,delay-ms=3', '--backend', BACKEND_KIND), /unknown mem option 'delay-ms'/);
+  // the client's vhost-user backend is made by the handshake, not the registry: refused, not ignored
+  assert.throws(() => parseSpec('vhost-user:/run/x.sock,delay-us=5', 'target'), /applies to backends stor opens/);
 });
 
 t.run();

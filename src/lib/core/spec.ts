@@ -115,6 +115,12 @@ export function parseSpec(text: string, what: string, kind: SpecKind = TARGET_KI
     const key = eq < 0 ? o : o.slice(0, eq);
     // a bare key is a flag switched on: "direct" means "direct=on"
     const value = eq < 0 ? 'on' : o.slice(eq + 1);
+    if (FAULT_KEYS.includes(key) && driver === 'vhost-user')
+      throw usageError(
+        what,
+        `fault injection (${key}) applies to backends stor opens itself, not to a vhost-user server`,
+        `put it on the server's --backend (stor serve --backend file:IMG,${key}=...)`,
+      );
     if (!(syntax.keys.includes(key) || FAULT_KEYS.includes(key)) || key === syntax.primary)
       throw usageError(what, `unknown ${driver} option '${key}'`, kind.forms);
     if (key in props) throw usageError(what, `${key} given twice`, kind.forms);
