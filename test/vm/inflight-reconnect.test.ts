@@ -23,10 +23,18 @@ const KILLS = 3;
 const SCRIPT = String.raw`set -uo pipefail
 fail() { echo "FAIL: $*"; exit 1; }
 [ "$(cat /sys/block/vda/size)" = "$EXPECT_SECTORS" ] || fail "wrong capacity"
-echo STOR-FIO-START
-timeout -k 10 240 fio --name=rw --filename=/dev/vda --direct=1 --ioengine=libaio --rw=randwrite --bs=4k \
+timeout -k 10 200 fio --name=rw --filename=/dev/vda --direct=1 --ioengine=libaio --rw=randwrite --bs=4k \
   --iodepth=16 --size=96M --verify=crc32c --do_verify=1 --verify_fatal=1 --eta=never \
-  --output="$STOR_VM_RESULTS/fio.txt"
+  --output="$STOR_VM_RESULTS/fio.txt" &
+pid=$!
+# the host starts killing once fio's writes are reaching the disk (fio takes a while to start under TCG)
+w0=$(awk '{print $5}' /sys/block/vda/stat)
+for i in $(seq 1 600); do
+  sleep 0.1
+  [ $(( $(awk '{print $5}' /sys/block/vda/stat) - w0 )) -gt 500 ] && break
+done
+echo STOR-FIO-START
+wait $pid
 rc=$?
 echo STOR-FIO-END rc=$rc
 cat "$STOR_VM_RESULTS/fio.txt"
@@ -56,7 +64,7 @@ t('fio randwrite --verify survives 3 SIGKILLs of stor serve over a jittery file 
   let stopped = false;
   const killer = async (): Promise<void> => {
     for (let i = 0; i < KILLS && !stopped; i++) {
-      await new Promise((r) => setTimeout(r, 2500));
+      await new Promise((r) => setTimeout(r, i === 0 ? 500 : 3000));
       const s = servers.at(-1)!;
       s.proc.kill('SIGKILL');
       await new Promise((r) => s.proc.once('exit', r));
@@ -72,7 +80,7 @@ t('fio randwrite --verify survives 3 SIGKILLs of stor serve over a jittery file 
       vhostUserBlk: [{ socket, reconnect: 1 }],
       env: { EXPECT_SECTORS: String(SIZE / 512) },
       memoryMiB: 512,
-      timeoutMs: 360_000,
+      timeoutMs: 300_000,
       onConsole: (text) => {
         seen += text; // a marker may arrive split over two pieces
         if (seen.includes('STOR-FIO-START') && !killing) killing = killer();
