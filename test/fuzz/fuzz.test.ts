@@ -5,7 +5,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execa } from 'execa';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FIXTURES, ROOT } from '../helpers/paths.js';
@@ -28,6 +28,7 @@ for (const name of TARGETS) {
   t(`fuzz_${name}: ${SECONDS} s from fixtures/fuzz/${name} without a finding`, async () => {
     assert.ok(built);
     const work = mkdtempSync(join(tmpdir(), `stor-fuzz-${name}-`));
+    mkdirSync(join(work, 'corpus'));
     try {
       const r = await execa(
         join(ROOT, 'native', 'fuzz', 'build', `fuzz_${name}`),
@@ -35,6 +36,7 @@ for (const name of TARGETS) {
           `-max_total_time=${SECONDS}`,
           '-print_final_stats=1',
           '-rss_limit_mb=1024',
+          '-timeout=10',
           `-artifact_prefix=${work}/`,
           join(work, 'corpus'),
           join(FIXTURES, 'fuzz', name),
