@@ -7,8 +7,7 @@ void inflight_published(struct inflight_queue *q, uint16_t used_idx) {
   struct inflight_region *r = q->r;
   if (!r) return;
   uint16_t h = r->last_batch_head;
-  uint16_t num = r->desc_num;
-  for (uint16_t i = 0; i < q->batch_n && h < num; i++) {
+  for (uint16_t i = 0; i < q->batch_n && h < q->num; i++) {
     __atomic_store_n(&r->desc[h].inflight, 0, __ATOMIC_RELEASE);
     h = r->desc[h].next;
   }
@@ -31,6 +30,7 @@ int inflight_recover(struct inflight_queue *q, uint16_t num, uint16_t used_idx, 
   struct inflight_region *r = q->r;
   q->batch_n = 0;
   q->counter = 0;
+  q->num = num;
   if (!r) return 0;
   if (r->desc_num != num) {
     snprintf(err, errlen, "inflight region is for a ring of %u entries, the ring has %u", r->desc_num, num);

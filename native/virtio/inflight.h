@@ -43,6 +43,7 @@ static inline size_t inflight_queue_bytes(uint16_t queue_size) {
 /* One queue's tracking state (the queue thread's). */
 struct inflight_queue {
   struct inflight_region *r; /* NULL: not tracked */
+  uint16_t num;              /* the ring's size, ours: the region's desc_num is the front-end's to scribble on */
   uint64_t counter;          /* the next pop's counter */
   uint16_t batch_n;          /* completions pushed since the last publish */
 };
