@@ -4,9 +4,11 @@
       "target_name": "stor",
       "sources": [
         "addon.c",
-        "sys/napi_util.c", "sys/sys.c", "sys/guard.c",
+        "sys/napi_util.c", "sys/sys.c", "sys/guard.c", "sys/iov.c",
         "bdev/bdev.c", "bdev/null.c", "bdev/mem.c", "bdev/file.c", "bdev/image_lock.c", "bdev/vhost_user.c",
+        "bdev/fault.c",
         "virtio/vring.c", "virtio/virtio_blk.c",
+        "virtio/inflight.c",
         "export/queue_loop.c", "export/vhost_user_blk.c",
         "engine/client.c", "engine/copy.c", "engine/bench.c"
       ],

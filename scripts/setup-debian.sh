@@ -38,7 +38,8 @@ fi
 
 # 2. Packages from bookworm. -t bookworm keeps every dependency on bookworm.
 PKGS=(build-essential pkg-config clang-format liburing-dev qemu-system-x86 qemu-system-common qemu-utils
-      busybox-static cpio e2fsprogs fio xz-utils util-linux iproute2 kmod procps psmisc chromium)
+      busybox-static cpio e2fsprogs fio xz-utils util-linux iproute2 kmod procps psmisc chromium
+      clang-14 libclang-rt-14-dev) # clang + the libFuzzer runtime: the fuzz targets (native/fuzz)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -25,6 +25,8 @@ export type BackendSpec =
       locking?: 'on' | 'off' | 'auto';
       /** qemu-storage-daemon only: discard=unmap (QEMU ignores discards by default); stor always punches holes. */
       discard?: boolean;
+      /** stor only: fault-injection properties (delay-us, delay-jitter-us, error-rate, ...: native/bdev/fault.c). */
+      faults?: Record<string, string>;
     };
 
 export interface ServerOptions {
@@ -85,6 +87,7 @@ export function storBackendArg(b: BackendSpec): string {
       if (b.direct) props.direct = 'on';
       if (b.ringSize) props['ring-size'] = String(b.ringSize);
       if (b.locking) props.locking = b.locking;
+      Object.assign(props, b.faults ?? {});
       return formatSpec({ driver: 'file', props });
     }
   }

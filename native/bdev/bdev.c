@@ -1,5 +1,5 @@
 /* What every backend shares: the driver registry (open by name with key=value properties, each driver
- * parsing its own), property value parsing, iovec copies, reference counting, and the N-API handle
+ * parsing its own), property value parsing, reference counting, and the N-API handle
  * (bdevOpen / bdevProperties / bdevDrivers / backendInfo / backendFlush / backendClose). The backends live in null.c,
  * mem.c, file.c and vhost_user.c. */
 #include "bdev/bdev.h"
@@ -8,42 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-size_t iov_to_buf(const struct iovec *iov, int n, size_t skip, void *buf, size_t len) {
-  size_t done = 0;
-  for (int i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) {
-      skip -= iov[i].iov_len;
-      continue;
-    }
-    size_t take = iov[i].iov_len - skip;
-    if (take > len - done) take = len - done;
-    memcpy((char *)buf + done, (char *)iov[i].iov_base + skip, take);
-    done += take;
-    skip = 0;
-  }
-  return done;
-}
-
-size_t buf_to_iov(const struct iovec *iov, int n, size_t skip, const void *buf, size_t len) {
-  size_t done = 0;
-  for (int i = 0; i < n && done < len; i++) {
-    if (skip >= iov[i].iov_len) {
-      skip -= iov[i].iov_len;
-      continue;
-    }
-    size_t take = iov[i].iov_len - skip;
-    if (take > len - done) take = len - done;
-    memcpy((char *)iov[i].iov_base + skip, (const char *)buf + done, take);
-    done += take;
-    skip = 0;
-  }
-  return done;
-}
-
-void iov_memset(const struct iovec *iov, int n, int c) {
-  for (int i = 0; i < n; i++) memset(iov[i].iov_base, c, iov[i].iov_len);
-}
 
 /* ---- opening ------------------------------------------------------------------------------- */
 
@@ -91,9 +55,33 @@ int stor_bdev_open(const char *driver, const struct stor_kv *props, size_t n, st
              driver, names);
     return -EINVAL;
   }
+  /* fault-injection properties (fault.c) are every driver's: the driver sees the others */
+  struct stor_kv inner_kv[64] = {{0}}, fault_kv[16];
+  size_t ninner = 0, nfault = 0;
+  for (size_t i = 0; i < n; i++) {
+    bool fk = stor_fault_key(props[i].key);
+    if ((fk ? nfault >= 16 : ninner >= 64)) {
+      snprintf(err, errlen, "%s: too many properties", driver);
+      return -EINVAL;
+    }
+    if (fk)
+      fault_kv[nfault++] = props[i];
+    else
+      inner_kv[ninner++] = props[i];
+  }
   struct stor_backend *be = NULL;
-  int r = d->open(props, n, &be, err, errlen);
+  int r = d->open(inner_kv, ninner, &be, err, errlen);
   if (r < 0) return r;
+  if (nfault && be->ops && be->ops->version == STOR_BDEV_OPS_V1) {
+    struct stor_backend *wrapped;
+    be->refs = 1;
+    r = stor_fault_wrap(be, fault_kv, nfault, &wrapped, err, errlen);
+    if (r < 0) {
+      stor_backend_put(be);
+      return r;
+    }
+    be = wrapped;
+  }
   if (!be->ops || be->ops->version != STOR_BDEV_OPS_V1) {
     snprintf(err, errlen, "backend driver %s returned an ops table of another version", d->name);
     be->refs = 1;
@@ -310,8 +298,10 @@ static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
     /* "driver: key=value: why" or "driver: unknown property 'key'": name the property for the caller */
     if (r == -EINVAL) {
       for (uint32_t i = 0; i < n; i++) {
-        size_t kl = strlen(kv[i].key), dl = strlen(driver);
-        bool named = !strncmp(err, driver, dl) && err[dl] == ':' && err[dl + 1] == ' ' &&
+        /* "driver: key..." or, for the fault-injection properties, "fault: key..." */
+        const char *who = stor_fault_key(kv[i].key) ? "fault" : driver;
+        size_t kl = strlen(kv[i].key), dl = strlen(who);
+        bool named = !strncmp(err, who, dl) && err[dl] == ':' && err[dl + 1] == ' ' &&
                      (!strncmp(err + dl + 2, kv[i].key, kl) && (err[dl + 2 + kl] == '=' || err[dl + 2 + kl] == ':'));
         char quoted[80];
         snprintf(quoted, sizeof quoted, "'%s'", kv[i].key);

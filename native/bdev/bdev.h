@@ -130,6 +130,14 @@ struct stor_bdev_driver {
 
 extern const struct stor_bdev_driver stor_null_driver, stor_mem_driver, stor_file_driver, stor_vhost_user_driver;
 
+/* ---- fault injection (fault.c): properties every driver accepts, a filter in front of the backend ---- */
+extern const struct stor_bdev_prop_help stor_fault_props[]; /* delay-us, error-rate, stall-file, ... */
+/* Whether key is one of the filter's properties (stor_bdev_open takes them out before the driver sees them). */
+bool stor_fault_key(const char *key);
+/* Wraps inner (taking over its reference) in the filter configured by kv; -EINVAL with a reason in err. */
+int stor_fault_wrap(struct stor_backend *inner, const struct stor_kv *kv, size_t n, struct stor_backend **out,
+                    char *err, size_t errlen);
+
 /* Checks every driver's ops version; returns 0, or -EPROTO with the culprit named in err. */
 int stor_bdev_registry_check(char *err, size_t errlen);
 const struct stor_bdev_driver *const *stor_bdev_drivers(size_t *n);

@@ -7,6 +7,7 @@
 #include "export/queue_loop.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
+#include "virtio/inflight.h"
 #include "virtio/virtio_blk.h"
 #include "virtio/vring.h"
 #include <fcntl.h>
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +69,11 @@ struct blk_queue {
    * again, in order, before any new request is popped. */
   struct req_slot **deferred;
   unsigned deferred_head, deferred_n;
+  /* inflight tracking (INFLIGHT_SHMFD): this queue's region, and the chains a previous back-end left
+   * in flight, in pop order, resubmitted before any new request is popped */
+  struct inflight_queue infl;
+  uint16_t *resubmit;
+  unsigned resubmit_n, resubmit_pos;
   struct queue_stats st;
   volatile bool faulted; /* guest memory raised SIGBUS: never touch it again */
   /* failure logging, rate-limited so a hostile driver cannot flood the log */
@@ -83,6 +91,11 @@ struct blk_device {
   uint32_t spin_us;                /* the spin budget: adaptive's longest window after the last request */
   napi_threadsafe_function events; /* (kind, queue, message) to JS: errors and lifecycle only */
   bool destroyed;
+  /* the inflight buffer (GET/SET_INFLIGHT_FD): one region per queue, inflight_qs entries each */
+  int inflight_fd;
+  void *inflight_map;
+  size_t inflight_len;
+  uint16_t inflight_nq, inflight_qs;
 };
 
 /* ---- events to JS (never per successful request) ---------------------------------------- */
@@ -167,6 +180,7 @@ static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t us
   s->busy = false;
   if (q->faulted) return;
   virtio_blk_req_status(vr, status);
+  inflight_pushed(&q->infl, s->head);
   vring_push(&q->vr, s->head, used_len);
 }
 
@@ -203,6 +217,25 @@ static int process_ring(struct blk_queue *q) {
     n = retry_deferred(q);
     if (q->deferred_n) return n;
   }
+  /* after a restart: the chains the previous back-end had in flight, oldest first */
+  while (q->resubmit_pos < q->resubmit_n) {
+    struct vring_chain c;
+    uint16_t head = q->resubmit[q->resubmit_pos++];
+    struct req_slot *s = &q->slots[head];
+    if (vring_walk_chain(&q->vr, &d->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err) == VRING_BAD_CHAIN) {
+      emit(d, "broken", q->index, "queue %d: in-flight request at head %u: %s", q->index, head, err);
+      return -1;
+    }
+    s->busy = true;
+    s->head = head;
+    s->q = q;
+    s->vr.head = head;
+    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
+        VIRTIO_BLK_REQ_SUBMIT)
+      queue_submit(q, s);
+    n++;
+    if (q->deferred_n) return n;
+  }
   for (;;) {
     struct vring_chain c;
     /* a chain can only be popped into a free slot; slots are indexed by head */
@@ -230,6 +263,7 @@ static int process_ring(struct blk_queue *q) {
       emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
       return -1;
     }
+    inflight_popped(&q->infl, head);
     s->busy = true;
     s->head = c.head;
     s->q = q;
@@ -244,7 +278,9 @@ static int process_ring(struct blk_queue *q) {
 
 static void signal_call(struct blk_queue *q) {
   if (q->faulted) return;
-  if (vring_publish(&q->vr) && q->call_fd >= 0) {
+  bool notify = vring_publish(&q->vr);
+  if (q->infl.batch_n) inflight_published(&q->infl, q->vr.used_idx);
+  if (notify && q->call_fd >= 0) {
     uint64_t one = 1;
     if (write(q->call_fd, &one, 8) == 8) q->st.calls++;
   }
@@ -403,6 +439,54 @@ static void queue_stop(struct blk_queue *q) {
   drain_fd(q->wake_fd);
 }
 
+/* Attaches the queue's inflight region, if the front-end gave one, and recovers what a previous
+ * back-end left in flight; the next avail index is the used index plus that count (every popped
+ * chain was either returned or is in flight). Runs under the SIGBUS guard: the region is the
+ * front-end's memory. A corrupt region refuses the ring (the front-end is dropped). */
+static int inflight_attach(struct blk_queue *q, char *err, size_t errlen) {
+  struct blk_device *d = q->dev;
+  q->infl.r = NULL;
+  q->infl.batch_n = 0;
+  q->resubmit_n = q->resubmit_pos = 0;
+  if (!d->inflight_map || q->index >= d->inflight_nq) return 0;
+  if (d->inflight_qs != q->num) {
+    emit(d, "warn", q->index, "queue %d: the inflight buffer is for rings of %u entries, this ring has %u: not tracked",
+         q->index, d->inflight_qs, q->num);
+    return 0;
+  }
+  uint16_t *heads = realloc(q->resubmit, sizeof *heads * q->num);
+  if (!heads) {
+    snprintf(err, errlen, "out of memory for the inflight list");
+    return -ENOMEM;
+  }
+  q->resubmit = heads;
+  q->infl.r =
+      (struct inflight_region *)((char *)d->inflight_map + (size_t)q->index * inflight_queue_bytes(d->inflight_qs));
+  char why[160];
+  int n = inflight_recover(&q->infl, q->num, q->vr.used_idx, heads, why, sizeof why);
+  if (n < 0) {
+    q->infl.r = NULL;
+    snprintf(err, errlen, "queue %d: %s", q->index, why);
+    return -EINVAL;
+  }
+  if (n) {
+    q->resubmit_n = (unsigned)n;
+    q->vr.last_avail_idx = (uint16_t)(q->vr.used_idx + n);
+    emit(d, "info", q->index, "queue %d: resubmitting %d requests a previous server left in flight", q->index, n);
+  }
+  return 0;
+}
+
+static void inflight_unmap(struct blk_device *d) {
+  for (int i = 0; i < d->nqueues; i++) d->q[i].infl.r = NULL;
+  if (d->inflight_map) munmap(d->inflight_map, d->inflight_len);
+  if (d->inflight_fd >= 0) close(d->inflight_fd);
+  d->inflight_map = NULL;
+  d->inflight_len = 0;
+  d->inflight_fd = -1;
+  d->inflight_nq = d->inflight_qs = 0;
+}
+
 static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
   struct blk_device *d = q->dev;
   if (q->running) return 0;
@@ -419,6 +503,11 @@ static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
   }
   stor_fault_jmp = &fault;
   r = vring_setup(&q->vr, &d->mem, q->num, q->desc_uva, q->avail_uva, q->used_uva, q->base, event_idx, err, errlen);
+  if (r < 0) {
+    stor_fault_jmp = NULL;
+    return r;
+  }
+  r = inflight_attach(q, err, errlen);
   stor_fault_jmp = NULL;
   if (r < 0) return r;
   q->faulted = false;
@@ -432,6 +521,7 @@ static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
       free(q->deferred);
       q->slots = NULL;
       q->deferred = NULL;
+      q->resubmit_n = q->resubmit_pos = 0;
       q->slots_num = 0;
       snprintf(err, errlen, "out of memory for %u request slots", q->num);
       return -ENOMEM;
@@ -474,6 +564,7 @@ static void device_reset(struct blk_device *d) {
     q->base = 0;
   }
   mem_clear(&d->mem);
+  inflight_unmap(d);
   d->features = 0;
 }
 
@@ -488,6 +579,8 @@ static void device_destroy(napi_env env, struct blk_device *d) {
     d->q[i].slots = NULL;
     free(d->q[i].deferred);
     d->q[i].deferred = NULL;
+    free(d->q[i].resubmit);
+    d->q[i].resubmit = NULL;
   }
   /* release, not abort: events already queued (the failures of the last requests, drained just above)
    * are still delivered (call_js_event needs nothing of the device), and the channel holds the event
@@ -570,6 +663,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   int m = stor_completion_mode_parse(mode);
   d->mode = m < 0 ? STOR_MODE_ADAPTIVE : (enum stor_completion_mode)m;
   d->spin_us = spin_us;
+  d->inflight_fd = -1;
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
     q->dev = d;
@@ -824,6 +918,117 @@ static napi_value js_stop_queue(napi_env env, napi_callback_info info) {
   return make_u32(env, q->base);
 }
 
+/* Maps an inflight buffer as the device's (after checking it is large enough), with the queues paused. */
+static int inflight_install(struct blk_device *d, int fd, uint64_t size, uint64_t offset, uint32_t nq, uint32_t qs,
+                            char *err, size_t errlen) {
+  if (nq < 1 || nq > MAX_QUEUES || qs < 1 || qs > 32768 || (qs & (qs - 1))) {
+    snprintf(err, errlen,
+             "inflight buffer for %u queues of %u entries: expected 1..%d queues, a power of 2 up to 32768", nq, qs,
+             MAX_QUEUES);
+    return -EINVAL;
+  }
+  size_t need = inflight_queue_bytes((uint16_t)qs) * nq;
+  struct stat st;
+  if (size < need || offset % 4096 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < offset + size ||
+      offset + size < offset) {
+    snprintf(err, errlen, "inflight buffer of %llu bytes at offset %llu: %zu bytes needed, inside the file",
+             (unsigned long long)size, (unsigned long long)offset, need);
+    return -EINVAL;
+  }
+  void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
+  if (map == MAP_FAILED) {
+    snprintf(err, errlen, "inflight buffer: mmap: %s", strerror(errno));
+    return -errno;
+  }
+  bool was[MAX_QUEUES];
+  pause_all(d, was);
+  inflight_unmap(d);
+  d->inflight_fd = fd;
+  d->inflight_map = map;
+  d->inflight_len = size;
+  d->inflight_nq = (uint16_t)nq;
+  d->inflight_qs = (uint16_t)qs;
+  /* libvhost-user's rule: the front-end's queue size is every region's descriptor count (under the
+   * SIGBUS guard: a front-end may truncate a buffer it handed in) */
+  sigjmp_buf fault;
+  if (sigsetjmp(fault, 1)) {
+    stor_fault_jmp = NULL;
+    d->inflight_fd = -1; /* the caller closes it */
+    inflight_unmap(d);
+    resume_all(d, was);
+    snprintf(err, errlen, "inflight buffer became inaccessible (SIGBUS)");
+    return -EFAULT;
+  }
+  stor_fault_jmp = &fault;
+  for (volatile uint32_t i = 0; i < nq; i++)
+    ((struct inflight_region *)((char *)map + (size_t)i * inflight_queue_bytes((uint16_t)qs)))->desc_num = (uint16_t)qs;
+  stor_fault_jmp = NULL;
+  resume_all(d, was);
+  return 0;
+}
+
+/* blkDeviceGetInflight(dev, numQueues, queueSize) -> {fd, mmapSize, mmapOffset} (GET_INFLIGHT_FD): a new,
+ * zeroed buffer, which becomes the device's; fd stays the device's (send it, do not close it). */
+static napi_value js_get_inflight(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  uint32_t nq, qs;
+  if (!arg_u32(env, argv[1], &nq) || !arg_u32(env, argv[2], &qs))
+    return throw_msg(env, "getInflight(dev, numQueues, queueSize)");
+  if (nq < 1 || nq > MAX_QUEUES || qs < 1 || qs > 32768 || (qs & (qs - 1)))
+    return throw_msg(env,
+                     "inflight buffer for %u queues of %u entries: expected 1..%d queues, a power of 2 up to 32768", nq,
+                     qs, MAX_QUEUES);
+  size_t size = inflight_queue_bytes((uint16_t)qs) * nq;
+  int fd = memfd_create("stor-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return throw_errno(env, "memfd_create", errno);
+  if (ftruncate(fd, (off_t)size) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "ftruncate", e);
+  }
+  /* the front-end keeps this buffer across our restarts: it must not be able to shrink it under us */
+  fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  char err[256];
+  if (inflight_install(d, fd, size, 0, nq, qs, err, sizeof err) < 0) {
+    close(fd);
+    return throw_msg(env, "%s", err);
+  }
+  napi_value o;
+  napi_create_object(env, &o);
+  set_prop(env, o, "fd", make_i32(env, fd));
+  set_prop(env, o, "mmapSize", make_f64(env, (double)size));
+  set_prop(env, o, "mmapOffset", make_f64(env, 0));
+  return o;
+}
+
+/* blkDeviceSetInflight(dev, {fd, mmapSize, mmapOffset, numQueues, queueSize}) (SET_INFLIGHT_FD): always takes
+ * ownership of fd. */
+static napi_value js_set_inflight(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct blk_device *d = dev_arg(env, argv[0]);
+  int32_t fd = -1;
+  if (argc > 1) prop_i32(env, argv[1], "fd", &fd, -1);
+  if (!d) {
+    if (fd >= 0) close(fd);
+    return NULL;
+  }
+  uint64_t size, offset;
+  uint32_t nq, qs;
+  if (fd < 0 || !prop_u64(env, argv[1], "mmapSize", &size, 0) || !prop_u64(env, argv[1], "mmapOffset", &offset, 0) ||
+      !prop_u32(env, argv[1], "numQueues", &nq, 0) || !prop_u32(env, argv[1], "queueSize", &qs, 0)) {
+    if (fd >= 0) close(fd);
+    return throw_msg(env, "setInflight(dev, {fd, mmapSize, mmapOffset, numQueues, queueSize})");
+  }
+  char err[256];
+  if (inflight_install(d, fd, size, offset, nq, qs, err, sizeof err) < 0) {
+    close(fd);
+    return throw_msg(env, "%s", err);
+  }
+  return make_undefined(env);
+}
+
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   struct blk_device *d = dev_arg(env, argv[0]);
@@ -872,4 +1077,6 @@ void vhost_blk_init(napi_env env, napi_value exports) {
   export_fn(env, exports, "blkDeviceStartQueue", js_start_queue);
   export_fn(env, exports, "blkDeviceStopQueue", js_stop_queue);
   export_fn(env, exports, "blkDeviceStats", js_stats);
+  export_fn(env, exports, "blkDeviceGetInflight", js_get_inflight);
+  export_fn(env, exports, "blkDeviceSetInflight", js_set_inflight);
 }

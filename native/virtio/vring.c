@@ -210,6 +210,11 @@ int vring_pop(struct vring *vr, const struct mem_table *t, struct vring_chain *c
 int vring_pop_head(struct vring *vr, const struct mem_table *t, uint16_t head, struct vring_chain *c, struct iovec *iov,
                    int max_iov, char *err, size_t errlen) {
   vr->last_avail_idx++;
+  return vring_walk_chain(vr, t, head, c, iov, max_iov, err, errlen);
+}
+
+int vring_walk_chain(const struct vring *vr, const struct mem_table *t, uint16_t head, struct vring_chain *c,
+                     struct iovec *iov, int max_iov, char *err, size_t errlen) {
   memset(c, 0, sizeof *c);
   c->head = head;
 

@@ -114,6 +114,10 @@ int vring_pop(struct vring *vr, const struct mem_table *t, struct vring_chain *c
  * against the queue size, and walks its chain. */
 int vring_pop_head(struct vring *vr, const struct mem_table *t, uint16_t head, struct vring_chain *c, struct iovec *iov,
                    int max_iov, char *err, size_t errlen);
+/* Walks the chain at head (checked against the queue size by the caller) without consuming an avail
+ * entry: for requests resubmitted after a restart (inflight tracking), whose avail entries are gone. */
+int vring_walk_chain(const struct vring *vr, const struct mem_table *t, uint16_t head, struct vring_chain *c,
+                     struct iovec *iov, int max_iov, char *err, size_t errlen);
 /* Records a completion; it becomes visible to the driver at vring_publish(). */
 static inline void vring_push(struct vring *vr, uint16_t head, uint32_t len) {
   struct vring_used_elem *e = &vr->used->ring[vr->used_idx % vr->num];

@@ -156,6 +156,14 @@ export interface NativeBlkDevice {
   /** Stops the queue after its in-flight requests complete; returns the next avail index. */
   blkDeviceStopQueue(d: BlkDeviceHandle, index: number): number;
   blkDeviceStats(d: BlkDeviceHandle): QueueStats[];
+  /** GET_INFLIGHT_FD: a new zeroed inflight buffer, now the device's; the fd stays the device's (send, never close). */
+  blkDeviceGetInflight(
+    d: BlkDeviceHandle,
+    numQueues: number,
+    queueSize: number,
+  ): { fd: number; mmapSize: number; mmapOffset: number };
+  /** SET_INFLIGHT_FD: the front-end's buffer becomes the device's; takes ownership of fd, even when it throws. */
+  blkDeviceSetInflight(d: BlkDeviceHandle, inflight: InflightBuffer & { fd: number }): void;
 }
 
 export interface VuClientQueueInfo {
@@ -325,4 +333,12 @@ function addonPath(): string {
 export function native(): NativeAddon {
   if (!addon) addon = createRequire(import.meta.url)(addonPath()) as NativeAddon;
   return addon;
+}
+
+/** An inflight buffer as GET_INFLIGHT_FD / SET_INFLIGHT_FD describe it (vhost-user.rst, "Inflight description"). */
+export interface InflightBuffer {
+  mmapSize: number;
+  mmapOffset: number;
+  numQueues: number;
+  queueSize: number;
 }

@@ -22,6 +22,8 @@ export interface VhostUserBlkDisk {
   socket: string;
   /** num-queues of the guest's virtio-blk device; default 1. */
   queues?: number;
+  /** QEMU reconnects to a server that went away after this many seconds (the chardev's reconnect=). */
+  reconnect?: number;
 }
 
 /** How QEMU's TCG maps vCPUs to host threads: all on one, or one each. */
@@ -179,7 +181,7 @@ export function qemuArgs(o: GuestOptions, shareDir: string, img: VmImage): strin
   (o.vhostUserBlk ?? []).forEach((d, i) => {
     args.push(
       '-chardev',
-      `socket,id=vub${i},path=${d.socket}`,
+      `socket,id=vub${i},path=${d.socket}${d.reconnect ? `,reconnect=${d.reconnect}` : ''}`,
       '-device',
       `vhost-user-blk-pci,chardev=vub${i},num-queues=${d.queues ?? 1}`,
     );

@@ -33,6 +33,7 @@ export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direc
       break;
   }
   if (opts.readonly) props.readonly = 'on';
+  Object.assign(props, t.faults ?? {});
   return { driver: t.kind, props };
 }
 

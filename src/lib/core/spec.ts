@@ -28,6 +28,23 @@ export const SPEC_DRIVERS: Readonly<Record<string, DriverSyntax>> = {
   'vhost-user': { primary: 'path', keys: ['path'] },
 };
 
+/**
+ * Fault-injection properties (native/bdev/fault.c) that every driver accepts: a filter in front of
+ * the backend that delays requests (with jitter, so they complete out of order), fails them with EIO,
+ * or holds them while a file exists. Ordinary properties rather than a wrapping driver, so a faulty
+ * backend is written in the same one grammar: file:/img,delay-us=200,delay-jitter-us=800.
+ */
+export const FAULT_KEYS: readonly string[] = [
+  'delay-us',
+  'delay-jitter-us',
+  'error-rate',
+  'error-ops',
+  'error-offset',
+  'error-length',
+  'stall-file',
+  'fault-seed',
+];
+
 export const BACKEND_FORMS =
   'null:SIZE, mem:SIZE, file:PATH[,create=SIZE][,direct=on][,readonly=on] (e.g. mem:1G, file:/var/tmp/disk.img,create=512M)';
 export const TARGET_FORMS = `vhost-user:SOCKET, ${BACKEND_FORMS}, or a path to a socket, file or block device`;
@@ -98,7 +115,13 @@ export function parseSpec(text: string, what: string, kind: SpecKind = TARGET_KI
     const key = eq < 0 ? o : o.slice(0, eq);
     // a bare key is a flag switched on: "direct" means "direct=on"
     const value = eq < 0 ? 'on' : o.slice(eq + 1);
-    if (!syntax.keys.includes(key) || key === syntax.primary)
+    if (FAULT_KEYS.includes(key) && driver === 'vhost-user')
+      throw usageError(
+        what,
+        `fault injection (${key}) applies to backends stor opens itself, not to a vhost-user server`,
+        `put it on the server's --backend (stor serve --backend file:IMG,${key}=...)`,
+      );
+    if (!(syntax.keys.includes(key) || FAULT_KEYS.includes(key)) || key === syntax.primary)
       throw usageError(what, `unknown ${driver} option '${key}'`, kind.forms);
     if (key in props) throw usageError(what, `${key} given twice`, kind.forms);
     props[key] = value;

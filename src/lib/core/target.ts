@@ -11,6 +11,7 @@ import { parsePositiveSize } from './size.js';
 import {
   BACKEND_FORMS,
   BACKEND_KIND,
+  FAULT_KEYS,
   TARGET_FORMS,
   TARGET_KIND,
   formatSpec,
@@ -21,7 +22,12 @@ import {
 
 export { BACKEND_FORMS, TARGET_FORMS };
 
-export type Target =
+/** Fault-injection properties (spec.ts FAULT_KEYS), checked by the native filter when the backend opens. */
+export interface FaultOptions {
+  faults?: Record<string, string>;
+}
+
+export type Target = (
   | { kind: 'vhost-user'; path: string }
   | {
       kind: 'file';
@@ -33,7 +39,21 @@ export type Target =
       locking?: 'on' | 'off' | 'auto';
     }
   | { kind: 'null'; size: number }
-  | { kind: 'mem'; size: number };
+  | { kind: 'mem'; size: number }
+) &
+  FaultOptions;
+
+/** The fault-injection properties of a spec, if any. */
+function faultsOf(spec: Spec): FaultOptions {
+  const f = Object.entries(spec.props).filter(([k]) => FAULT_KEYS.includes(k));
+  return f.length ? { faults: Object.fromEntries(f) } : {};
+}
+
+/** Checks a parsed spec's values and turns it into a Target. */
+export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TARGET_KIND): Target {
+  const t = plainTargetFromSpec(spec, what, kind);
+  return { ...t, ...faultsOf(spec) };
+}
 
 function parseOnOff(what: string, key: string, v: string): boolean {
   if (v === 'on' || v === 'true' || v === '1' || v === 'yes') return true;
@@ -41,8 +61,7 @@ function parseOnOff(what: string, key: string, v: string): boolean {
   throw usageError(what, `${key}=${v}: expected on or off`);
 }
 
-/** Checks a parsed spec's values and turns it into a Target. */
-export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TARGET_KIND): Target {
+function plainTargetFromSpec(spec: Spec, what: string, kind: SpecKind): Target {
   const p = spec.props;
   switch (spec.driver) {
     case 'vhost-user':
@@ -80,6 +99,11 @@ export function targetFromSpec(spec: Spec, what = 'target', kind: SpecKind = TAR
 
 /** The spec of a Target (the inverse of targetFromSpec). */
 export function targetToSpec(t: Target): Spec {
+  const s = plainTargetToSpec(t);
+  return { driver: s.driver, props: { ...s.props, ...(t.faults ?? {}) } };
+}
+
+function plainTargetToSpec(t: Target): Spec {
   switch (t.kind) {
     case 'vhost-user':
       return { driver: 'vhost-user', props: { path: t.path } };

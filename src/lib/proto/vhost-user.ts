@@ -150,6 +150,38 @@ export function decodeVringState(what: string, p: Buffer): VringState {
   return { index: p.readUInt32LE(0), num: p.readUInt32LE(4) };
 }
 
+/** The inflight description of GET_INFLIGHT_FD / SET_INFLIGHT_FD: u64 mmap size, u64 mmap offset, u16 queues,
+ *  u16 queue size (QEMU sends and expects the 24 bytes of its padded struct; 20 are meaningful). */
+export interface InflightDescription {
+  mmapSize: number;
+  mmapOffset: number;
+  numQueues: number;
+  queueSize: number;
+}
+export const INFLIGHT_SIZE = 24;
+export function decodeInflight(what: string, p: Buffer): InflightDescription {
+  if (p.length < 20 || p.length > INFLIGHT_SIZE)
+    throw new ProtocolError(`${what} payload is ${p.length} bytes, expected 20 to ${INFLIGHT_SIZE}`);
+  const size = p.readBigUInt64LE(0),
+    offset = p.readBigUInt64LE(8);
+  if (size > BigInt(Number.MAX_SAFE_INTEGER) || offset > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new ProtocolError(`${what}: mmap size or offset out of range`);
+  return {
+    mmapSize: Number(size),
+    mmapOffset: Number(offset),
+    numQueues: p.readUInt16LE(16),
+    queueSize: p.readUInt16LE(18),
+  };
+}
+export function encodeInflight(d: InflightDescription): Buffer {
+  const b = Buffer.alloc(INFLIGHT_SIZE);
+  b.writeBigUInt64LE(BigInt(d.mmapSize), 0);
+  b.writeBigUInt64LE(BigInt(d.mmapOffset), 8);
+  b.writeUInt16LE(d.numQueues, 16);
+  b.writeUInt16LE(d.queueSize, 18);
+  return b;
+}
+
 export interface VringAddr {
   index: number;
   flags: number;

@@ -28,6 +28,12 @@ export interface VhostUserBlkServerOptions {
   mode: CompletionMode;
   /** adaptive mode: how long a queue thread spins after its last request before it sleeps. */
   pollUs?: number;
+  /**
+   * Offer inflight I/O tracking (INFLIGHT_SHMFD), so a restarted server resubmits what the previous one
+   * had in flight. Default on; STOR_VHOST_USER_INFLIGHT=off in the environment switches it off (to
+   * show what goes wrong without it).
+   */
+  inflight?: boolean;
   log?: Logger;
 }
 
@@ -48,7 +54,14 @@ function nativeSessionDevice(d: BlkDeviceHandle): SessionDevice {
     setVringFd: (i, kind, fd) => n.blkDeviceSetVringFd(d, i, kind, fd),
     startQueue: (i) => n.blkDeviceStartQueue(d, i),
     stopQueue: (i) => n.blkDeviceStopQueue(d, i),
+    getInflight: (nq, qs) => n.blkDeviceGetInflight(d, nq, qs),
+    setInflight: (b) => n.blkDeviceSetInflight(d, b),
   };
+}
+
+function inflightWanted(o: VhostUserBlkServerOptions): boolean {
+  const env = process.env.STOR_VHOST_USER_INFLIGHT;
+  return o.inflight ?? !(env === 'off' || env === '0');
 }
 
 export class VhostUserBlkServer extends EventEmitter {
@@ -88,7 +101,8 @@ export class VhostUserBlkServer extends EventEmitter {
       bit(ProtocolFeature.REPLY_ACK) |
       bit(ProtocolFeature.CONFIG) |
       bit(ProtocolFeature.RESET_DEVICE) |
-      bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+      bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
+      (inflightWanted(options) ? bit(ProtocolFeature.INFLIGHT_SHMFD) : 0n);
     this.config = encodeBlkConfig({
       capacityBytes: info.capacity,
       blockSize: options.blockSize,
@@ -163,7 +177,7 @@ export class VhostUserBlkServer extends EventEmitter {
       fd,
       (m) => {
         const out = session.handle(m);
-        for (const r of out.replies) conn.send(r);
+        out.replies.forEach((r, i) => conn.send(r, i === 0 ? out.replyFds : undefined));
         VhostUserConnection.closeFds(out.closeFds);
         if (out.drop !== undefined) conn.drop(out.drop);
       },
@@ -178,6 +192,8 @@ export class VhostUserBlkServer extends EventEmitter {
     if (kind === 'broken') {
       this.log('error', `dropping front-end: ${message}`);
       this.conn?.drop(message);
+    } else if (kind === 'info') {
+      this.log('info', message);
     } else if (kind === 'reqerr') {
       this.log('warn', `queue ${queue}: ${message}`);
     } else {

@@ -14,6 +14,7 @@ import {
   ProtocolFeature,
   Req,
   decodeConfig,
+  decodeInflight,
   decodeMemTable,
   decodeSingleRegion,
   decodeU64,
@@ -21,6 +22,7 @@ import {
   decodeVringFile,
   decodeVringState,
   encodeConfig,
+  encodeInflight,
   encodeReply,
   encodeU64,
   encodeVringState,
@@ -53,6 +55,10 @@ export interface SessionDevice {
   startQueue(index: number): void;
   /** Stops the ring after its in-flight requests complete; returns the next avail index. */
   stopQueue(index: number): number;
+  /** GET_INFLIGHT_FD (devices with inflight tracking): a new buffer; its fd stays the device's. */
+  getInflight?(numQueues: number, queueSize: number): { fd: number; mmapSize: number; mmapOffset: number };
+  /** SET_INFLIGHT_FD: the front-end's buffer; the device owns fd from then on, even when this throws. */
+  setInflight?(b: { fd: number; mmapSize: number; mmapOffset: number; numQueues: number; queueSize: number }): void;
 }
 
 /** What the device offers; fixed for the life of the export. */
@@ -76,6 +82,8 @@ export interface Message {
 /** What handling one message produced: replies to send in order, fds to close, and whether to drop the front-end. */
 export interface Outcome {
   replies: Buffer[];
+  /** fds sent with the first reply (GET_INFLIGHT_FD); they stay their owner's, the caller does not close them. */
+  replyFds?: number[];
   closeFds: number[];
   drop?: string;
 }
@@ -315,6 +323,43 @@ export class VhostUserSession {
             // Without protocol features a ring starts enabled (vhost-user.rst, "Ring states").
             if (!(this.features & bit(F_PROTOCOL_FEATURES))) q.enabled = true;
             this.maybeStart(v.index);
+          }
+          break;
+        }
+        case Req.GET_INFLIGHT_FD: {
+          noFds();
+          const want = decodeInflight(name, p);
+          if (!(this.protocolFeatures & bit(ProtocolFeature.INFLIGHT_SHMFD)) || !this.device.getInflight)
+            throw new ProtocolError(`${name} without the INFLIGHT_SHMFD protocol feature`);
+          if (want.numQueues > this.rings.length)
+            throw new ProtocolError(`${name} for ${want.numQueues} queues; the device has ${this.rings.length}`);
+          if (want.queueSize > this.cfg.queueSize)
+            throw new ProtocolError(`${name} for rings of ${want.queueSize}; at most ${this.cfg.queueSize}`);
+          let got;
+          try {
+            got = this.device.getInflight(want.numQueues, want.queueSize);
+          } catch (e) {
+            throw new ProtocolError(`${name}: ${(e as Error).message}`);
+          }
+          reply(encodeInflight({ ...want, mmapSize: got.mmapSize, mmapOffset: got.mmapOffset }));
+          out.replyFds = [got.fd];
+          break;
+        }
+        case Req.SET_INFLIGHT_FD: {
+          const b = decodeInflight(name, p);
+          const fd = takeFd();
+          if (!(this.protocolFeatures & bit(ProtocolFeature.INFLIGHT_SHMFD)) || !this.device.setInflight) {
+            out.closeFds.push(fd);
+            throw new ProtocolError(`${name} without the INFLIGHT_SHMFD protocol feature`);
+          }
+          if (b.numQueues > this.rings.length) {
+            out.closeFds.push(fd);
+            throw new ProtocolError(`${name} for ${b.numQueues} queues; the device has ${this.rings.length}`);
+          }
+          try {
+            this.device.setInflight({ ...b, fd });
+          } catch (e) {
+            throw new ProtocolError(`${name}: ${(e as Error).message}`);
           }
           break;
         }

@@ -164,12 +164,12 @@ export class VhostUserConnection {
     }
   }
 
-  /** Sends one reply; a front-end that does not take a whole tiny reply is broken and is dropped. */
-  send(buf: Buffer): void {
+  /** Sends one reply (with fds, which stay ours); a front-end that does not take a whole tiny reply is dropped. */
+  send(buf: Buffer, fds?: number[]): void {
     if (this.ended) return;
     let sent;
     try {
-      sent = native().sendmsg(this.fd, buf);
+      sent = fds?.length ? native().sendmsg(this.fd, buf, fds) : native().sendmsg(this.fd, buf);
     } catch (e) {
       this.drop(`send failed: ${(e as Error).message}`);
       return;
