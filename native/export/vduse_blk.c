@@ -313,12 +313,14 @@ static int loop_poll(void *ctx) {
   return n + c;
 }
 
+/* Before sleeping: a backend that completes by notification only when asked (the vhost-user client)
+ * is asked while requests are in flight; then the driver is asked for kicks — unless requests wait for
+ * room in a full backend, which only the backend's next completion can give. */
 static int loop_arm(void *ctx) {
   struct vd_queue *q = ctx;
-  if (q->deferred_n) {
-    const struct stor_backend_ops *ops = q->dev->be->ops;
-    return ops->arm && ops->arm(q->bq) > 0;
-  }
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  if (ops->arm && ops->inflight(q->bq) && ops->arm(q->bq) > 0) return 1;
+  if (q->deferred_n) return 0;
   return vring_enable_kicks(&q->vr);
 }
 
