@@ -10,6 +10,7 @@
         "virtio/vring.c", "virtio/virtio_blk.c",
         "virtio/inflight.c",
         "export/queue_loop.c", "export/vhost_user_blk.c",
+        "export/vduse_blk.c",
         "engine/client.c", "engine/copy.c", "engine/bench.c"
       ],
       "include_dirs": ["."],

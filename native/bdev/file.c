@@ -226,6 +226,15 @@ static enum stor_submit file_submit(struct stor_bqueue *bq, struct stor_req *r) 
   return STOR_SUBMIT_QUEUED;
 }
 
+/* FALLOC_FL_ZERO_RANGE is not offered by every filesystem (tmpfs lacks it): zero the range by
+ * deallocating it and allocating it again, so it reads back as zeros and stays provisioned, as a
+ * write-zeroes without UNMAP asks. Synchronous: it runs only after the filesystem refused ZERO_RANGE. */
+static int zero_by_punch_and_allocate(int fd, uint64_t off, uint64_t len) {
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) return -errno;
+  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) return -errno;
+  return 0;
+}
+
 static int file_reap(struct stor_bqueue *bq, bool wait) {
   struct file_bqueue *q = (struct file_bqueue *)bq;
   struct io_uring_cqe *cqe;
@@ -255,7 +264,9 @@ static int file_reap(struct stor_bqueue *bq, bool wait) {
       r->complete(r);
       continue;
     }
-    if (res < 0)
+    if (res == -EOPNOTSUPP && r->op == STOR_OP_WRITE_ZEROES && !(r->flags & STOR_REQ_F_UNMAP) && !q->be->blockdev)
+      stor_req_done(r, zero_by_punch_and_allocate(q->be->fd, r->offset, r->length));
+    else if (res < 0)
       stor_req_done(r, res);
     else if ((r->op == STOR_OP_READ || r->op == STOR_OP_WRITE) && (uint64_t)res != r->length)
       stor_req_done(r, -EIO);

@@ -82,7 +82,7 @@ void mem_clear(struct mem_table *t) {
   t->n = 0;
 }
 
-void *mem_gpa_to_host(const struct mem_table *t, uint64_t gpa, uint64_t len) {
+static void *gpa_lookup(const struct mem_table *t, uint64_t gpa, uint64_t len) {
   for (int i = 0; i < t->n; i++) {
     const struct mem_region *r = &t->r[i];
     if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa)) return r->host + (gpa - r->gpa);
@@ -90,7 +90,7 @@ void *mem_gpa_to_host(const struct mem_table *t, uint64_t gpa, uint64_t len) {
   return NULL;
 }
 
-void *mem_uva_to_host(const struct mem_table *t, uint64_t uva, uint64_t len) {
+static void *uva_lookup(const struct mem_table *t, uint64_t uva, uint64_t len) {
   for (int i = 0; i < t->n; i++) {
     const struct mem_region *r = &t->r[i];
     if (uva >= r->uva && uva - r->uva < r->size && len <= r->size - (uva - r->uva)) return r->host + (uva - r->uva);
@@ -98,9 +98,22 @@ void *mem_uva_to_host(const struct mem_table *t, uint64_t uva, uint64_t len) {
   return NULL;
 }
 
+void *mem_gpa_to_host(const struct mem_table *t, uint64_t gpa, uint64_t len) {
+  void *p = gpa_lookup(t, gpa, len);
+  if (!p && t->miss && t->miss(t->miss_ctx, gpa, len) == 0) p = gpa_lookup(t, gpa, len);
+  return p;
+}
+
+void *mem_uva_to_host(const struct mem_table *t, uint64_t uva, uint64_t len) {
+  void *p = uva_lookup(t, uva, len);
+  if (!p && t->miss && t->miss(t->miss_ctx, uva, len) == 0) p = uva_lookup(t, uva, len);
+  return p;
+}
+
 int mem_gpa_to_iov(const struct mem_table *t, uint64_t gpa, uint64_t len, struct iovec *iov, int max_iov) {
   int n = 0;
   if (add_overflows(gpa, len)) return -EFAULT;
+  bool retried = false;
   while (len > 0) {
     const struct mem_region *hit = NULL;
     for (int i = 0; i < t->n; i++) {
@@ -110,7 +123,12 @@ int mem_gpa_to_iov(const struct mem_table *t, uint64_t gpa, uint64_t len, struct
         break;
       }
     }
+    if (!hit && !retried && t->miss && t->miss(t->miss_ctx, gpa, len) == 0) {
+      retried = true; /* once per piece: a miss handler that adds nothing cannot loop us */
+      continue;
+    }
     if (!hit) return -EFAULT;
+    retried = false;
     if (n >= max_iov) return -E2BIG;
     uint64_t off = gpa - hit->gpa;
     uint64_t take = hit->size - off;

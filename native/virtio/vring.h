@@ -50,6 +50,11 @@ struct mem_region {
 struct mem_table {
   struct mem_region r[MEM_MAX_REGIONS];
   int n;
+  /* Optional: called when [addr, addr+len) is not (entirely) in the table; it may add the region
+   * holding addr (VDUSE maps IOTLB entries on demand) and returns 0 to have the lookup retried once.
+   * Addresses are checked the same way either way: a miss that adds nothing is a bad address. */
+  int (*miss)(void *ctx, uint64_t addr, uint64_t len);
+  void *miss_ctx;
 };
 
 /* Maps a region from fd (taking ownership of fd on success). Refuses a region that overlaps an

@@ -166,6 +166,54 @@ export interface NativeBlkDevice {
   blkDeviceSetInflight(d: BlkDeviceHandle, inflight: InflightBuffer & { fd: number }): void;
 }
 
+/** The VDUSE export (native/export/vduse_blk.c): device creation on /dev/vduse/control and the data
+ * plane behind /dev/vduse/NAME. Errors carry .errno (ENOENT: no VDUSE, EACCES: not root, EEXIST: name taken). */
+export type VduseDeviceHandle = { readonly __vduse: unique symbol };
+export interface VduseDeviceOptions {
+  queues: number;
+  blockSize: number;
+  readonly: boolean;
+  serial: string;
+  mode: CompletionMode;
+  spinUs?: number;
+  maxDiscardSectors?: number;
+  maxWriteZeroesSectors?: number;
+}
+export interface VduseQueueStats {
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  write_zeroes: number;
+  get_id: number;
+  errors: number;
+  unsupported: number;
+  bytes_read: number;
+  bytes_written: number;
+  kicks: number;
+  irqs: number;
+  wakeups: number;
+  iotlbMaps: number;
+  running: boolean;
+}
+/** kind: 'status' (driver ready / reset), 'broken', 'error', 'reqerr', 'warn'; queue -1 for the device. */
+export type VduseDeviceEvent = (kind: string, queue: number, message: string) => void;
+export interface NativeVduse {
+  vduseApiVersion(): number;
+  vduseCreateDevice(o: { name: string; features: bigint; queues: number; queueSize: number; config: Buffer }): void;
+  vduseDestroyDevice(name: string): void;
+  /** backend null: answer the kernel only (to remove a device whose server died). */
+  vduseDeviceOpen(
+    name: string,
+    backend: BackendHandle | null,
+    opts: VduseDeviceOptions,
+    onEvent: VduseDeviceEvent,
+  ): VduseDeviceHandle;
+  vduseDeviceClose(d: VduseDeviceHandle): void;
+  vduseDeviceStats(d: VduseDeviceHandle): VduseQueueStats[];
+}
+
 export interface VuClientQueueInfo {
   desc: bigint;
   avail: bigint;
@@ -314,7 +362,8 @@ export type NativeAddon = NativeSys &
   NativeVuClient &
   NativeClient &
   NativeBench &
-  NativeCopy;
+  NativeCopy &
+  NativeVduse;
 
 let addon: NativeAddon | undefined;
 

@@ -1,0 +1,904 @@
+/* The VDUSE export's data plane: a backend as a virtio-blk device that the host kernel drives through
+ * VDUSE (/dev/vduse/NAME) and binds, through vDPA and virtio_vdpa, as an ordinary /dev/vdX. The same
+ * transport-free virtio-blk handler (virtio/virtio_blk.c), split-ring walker (virtio/vring.c) and queue
+ * loop (export/queue_loop.c) as the vhost-user-blk export; what differs is the transport:
+ *   memory   the kernel's IOVA space (bounce buffer and coherent ring memory), reached through
+ *            VDUSE_IOTLB_GET_FD + mmap. Each queue keeps its own table of IOTLB entries, filled on demand
+ *            from the ring walker's misses, so every IOVA a descriptor names is checked against the IOTLB
+ *            just as a guest address is checked against a memory table;
+ *   kick     an eventfd given to the kernel with VDUSE_VQ_SETUP_KICKFD;
+ *   call     VDUSE_VQ_INJECT_IRQ on the device fd.
+ * The kernel's messages (read(2) on /dev/vduse/NAME: SET_STATUS, GET_VQ_STATE, UPDATE_IOTLB) are
+ * answered here, on one control thread, not in TypeScript: each answer is a data-plane action (start
+ * or drain the rings, give the avail index of a stopped ring, drop mappings), the kernel blocks the
+ * driver until it gets it (and gives up on the device after its message timeout), and none of them
+ * leaves anything for the control plane to decide. TypeScript creates and removes the device (ioctls on
+ * /dev/vduse/control through the functions below, vdpa through the `vdpa` tool) and hears lifecycle
+ * events. Nothing here calls JavaScript per request. */
+#include "bdev/bdev.h"
+#include "export/queue_loop.h"
+#include "sys/guard.h"
+#include "sys/napi_util.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/vring.h"
+#include <fcntl.h>
+#include <linux/vduse.h> /* the kernel's uapi header (linux-libc-dev >= 5.15) */
+#include <linux/virtio_config.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VD_MAX_QUEUES    64
+#define MAX_SEGS_PER_REQ 258 /* seg_max (at most 256) + header + status */
+#define LOG_BURST        20  /* per-request failure logs allowed per second per queue */
+#define VDUSE_CONTROL    "/dev/vduse/control"
+
+struct vd_device;
+struct vd_queue;
+
+struct vd_slot {
+  struct virtio_blk_req vr; /* first: the handler's completion finds the slot */
+  struct vd_queue *q;
+  uint16_t head;
+  bool busy;
+  struct iovec iov[MAX_SEGS_PER_REQ];
+};
+
+struct vd_stats {
+  struct virtio_blk_stats blk;
+  uint64_t kicks, irqs, wakeups, iotlb_maps;
+};
+
+struct vd_queue {
+  struct vd_device *dev;
+  int index;
+  /* from VDUSE_VQ_GET_INFO at DRIVER_OK */
+  uint16_t num, base;
+  uint64_t desc, driver, device;
+  int kick_fd, wake_fd;
+  pthread_t thread;
+  bool running;
+  atomic_bool stop;
+  struct vring vr;
+  struct mem_table mem; /* this queue's IOTLB entries, mapped on demand (only its thread touches it) */
+  struct virtio_blk_handler handler;
+  struct stor_qloop loop;
+  struct stor_bqueue *bq;
+  struct vd_slot *slots;
+  unsigned slots_num;
+  struct vd_slot **deferred; /* BUSY requests, oldest first, resubmitted before new ones are popped */
+  unsigned deferred_head, deferred_n;
+  struct vd_stats st;
+  volatile bool faulted;
+  time_t log_second;
+  unsigned log_count, log_suppressed;
+};
+
+struct vd_device {
+  struct stor_backend *be; /* NULL: a device opened only to be removed (its server died) */
+  char name[VDUSE_NAME_MAX];
+  int fd;
+  int nq;
+  enum stor_completion_mode mode;
+  uint32_t spin_us;
+  uint64_t features; /* what the driver accepted (VDUSE_DEV_GET_FEATURES at DRIVER_OK) */
+  uint8_t status;
+  struct vd_queue q[VD_MAX_QUEUES];
+  pthread_t ctl;
+  bool ctl_running;
+  int ctl_wake;
+  napi_threadsafe_function events;
+  bool closed;
+};
+
+/* ---- events to JS (lifecycle and failures, never per successful request) --------------------- */
+
+struct vd_event {
+  char kind[16];
+  int queue;
+  char msg[384];
+};
+
+static void emit(struct vd_device *d, const char *kind, int queue, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void emit(struct vd_device *d, const char *kind, int queue, const char *fmt, ...) {
+  if (!d->events) return;
+  struct vd_event *ev = malloc(sizeof *ev);
+  if (!ev) return;
+  snprintf(ev->kind, sizeof ev->kind, "%s", kind);
+  ev->queue = queue;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ev->msg, sizeof ev->msg, fmt, ap);
+  va_end(ap);
+  if (napi_call_threadsafe_function(d->events, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
+}
+
+static void call_js_event(napi_env env, napi_value cb, void *context, void *data) {
+  struct vd_event *ev = data;
+  if (env && cb) {
+    napi_value args[3], global, result;
+    napi_create_string_utf8(env, ev->kind, NAPI_AUTO_LENGTH, &args[0]);
+    args[1] = make_i32(env, ev->queue);
+    napi_create_string_utf8(env, ev->msg, NAPI_AUTO_LENGTH, &args[2]);
+    napi_get_global(env, &global);
+    napi_call_function(env, global, cb, 3, args, &result);
+  }
+  free(ev);
+}
+
+static void req_log_flush(struct vd_queue *q) {
+  if (!q->log_suppressed) return;
+  emit(q->dev, "warn", q->index, "queue %d: %u more request failures not logged", q->index, q->log_suppressed);
+  q->log_suppressed = 0;
+  q->loop.sleep_timeout_ms = -1;
+}
+
+/* A request failed: log why, at most LOG_BURST a second (the rest are counted). */
+static void req_log(struct vd_queue *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void req_log(struct vd_queue *q, const char *fmt, ...) {
+  time_t s = time(NULL);
+  if (s != q->log_second) {
+    req_log_flush(q);
+    q->log_second = s;
+    q->log_count = 0;
+  }
+  if (q->log_count >= LOG_BURST) {
+    q->log_suppressed++;
+    q->loop.sleep_timeout_ms = 1000;
+    return;
+  }
+  q->log_count++;
+  char msg[320];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  emit(q->dev, "reqerr", q->index, "%s", msg);
+}
+
+static void handler_log(void *ctx, const char *msg) { req_log(ctx, "%s", msg); }
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+static void drain_fd(int fd) {
+  uint64_t v;
+  if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */
+  }
+}
+
+/* ---- memory: IOTLB entries mapped on demand --------------------------------------------------- */
+
+/* The ring walker found no mapping for [addr, addr+len): ask the kernel for the IOTLB entry holding
+ * addr and map it. An IOVA the IOTLB does not map stays a bad address (the request or ring fails). */
+static int iotlb_miss(void *ctx, uint64_t addr, uint64_t len) {
+  struct vd_queue *q = ctx;
+  struct vduse_iotlb_entry e = {.start = addr, .last = addr};
+  int fd = ioctl(q->dev->fd, VDUSE_IOTLB_GET_FD, &e);
+  if (fd < 0) return -errno;
+  if (e.start > addr || e.last < addr || e.last == UINT64_MAX) {
+    close(fd);
+    return -EFAULT;
+  }
+  if ((e.perm & VDUSE_ACCESS_RW) != VDUSE_ACCESS_RW) {
+    /* virtio_vdpa maps everything read-write; a narrower entry is not ours to write through */
+    close(fd);
+    req_log(q, "queue %d: IOTLB entry 0x%llx..0x%llx is not read-write (perm %u)", q->index,
+            (unsigned long long)e.start, (unsigned long long)e.last, e.perm);
+    return -EACCES;
+  }
+  char err[200];
+  int r = mem_add_region(&q->mem, e.start, e.last - e.start + 1, e.start, e.offset, fd, err, sizeof err);
+  if (r < 0) {
+    close(fd);
+    req_log(q, "queue %d: IOTLB entry 0x%llx..0x%llx: %s", q->index, (unsigned long long)e.start,
+            (unsigned long long)e.last, err);
+    return r;
+  }
+  q->st.iotlb_maps++;
+  return 0;
+}
+
+/* Drops this queue's mappings that overlap [start, last] (the queue is stopped). */
+static void unmap_range(struct vd_queue *q, uint64_t start, uint64_t last) {
+  for (int i = q->mem.n - 1; i >= 0; i--) {
+    const struct mem_region *r = &q->mem.r[i];
+    if (r->gpa <= last && start <= r->gpa + r->size - 1) mem_remove_region(&q->mem, r->gpa, r->size);
+  }
+}
+
+/* ---- request handling (queue thread) -------------------------------------------------------- */
+
+static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t used_len) {
+  struct vd_slot *s = (struct vd_slot *)vr;
+  struct vd_queue *q = s->q;
+  s->busy = false;
+  if (q->faulted) return;
+  virtio_blk_req_status(vr, status);
+  vring_push(&q->vr, s->head, used_len);
+}
+
+static void queue_submit(struct vd_queue *q, struct vd_slot *s) {
+  if (q->deferred_n || q->dev->be->ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY)
+    q->deferred[(q->deferred_head + q->deferred_n++) % q->slots_num] = s;
+}
+
+static int retry_deferred(struct vd_queue *q) {
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  int n = 0;
+  while (q->deferred_n) {
+    struct vd_slot *s = q->deferred[q->deferred_head];
+    if (ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY) break;
+    q->deferred_head = (q->deferred_head + 1) % q->slots_num;
+    q->deferred_n--;
+    n++;
+  }
+  return n;
+}
+
+/* Pops and starts every available request; -1 when the ring is broken. */
+static int process_ring(struct vd_queue *q) {
+  struct vd_device *d = q->dev;
+  int n = 0;
+  char err[256];
+  if (q->deferred_n) {
+    n = retry_deferred(q);
+    if (q->deferred_n) return n;
+  }
+  for (;;) {
+    uint16_t pending = vring_avail_pending(&q->vr);
+    if (!pending) break;
+    if (pending > q->vr.num) {
+      emit(d, "broken", q->index, "queue %d: avail index moved by %u, more than the queue size %u", q->index, pending,
+           q->vr.num);
+      return -1;
+    }
+    uint16_t head = __atomic_load_n(&q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num], __ATOMIC_RELAXED);
+    if (head >= q->vr.num) {
+      emit(d, "broken", q->index, "queue %d: avail ring names head %u, queue size is %u", q->index, head, q->vr.num);
+      return -1;
+    }
+    struct vd_slot *s = &q->slots[head];
+    if (s->busy) {
+      emit(d, "broken", q->index, "queue %d: head %u made available again while still in flight", q->index, head);
+      return -1;
+    }
+    struct vring_chain c;
+    if (vring_pop_head(&q->vr, &q->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err) == VRING_BAD_CHAIN) {
+      emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
+      return -1;
+    }
+    s->busy = true;
+    s->head = c.head;
+    s->q = q;
+    s->vr.head = c.head;
+    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
+        VIRTIO_BLK_REQ_SUBMIT)
+      queue_submit(q, s);
+    n++;
+  }
+  return n;
+}
+
+static void signal_irq(struct vd_queue *q) {
+  if (q->faulted) return;
+  if (vring_publish(&q->vr)) {
+    uint32_t index = (uint32_t)q->index;
+    if (ioctl(q->dev->fd, VDUSE_VQ_INJECT_IRQ, &index) == 0) q->st.irqs++;
+  }
+}
+
+enum { LOOP_STOP = -1, LOOP_BROKEN = -2, LOOP_KICK_FAILED = -3 };
+
+static int loop_poll(void *ctx) {
+  struct vd_queue *q = ctx;
+  if (atomic_load_explicit(&q->stop, memory_order_relaxed)) return LOOP_STOP;
+  if (q->log_suppressed && time(NULL) != q->log_second) req_log_flush(q);
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  int n = process_ring(q);
+  if (n < 0) return LOOP_BROKEN;
+  if (n > 0) ops->commit(q->bq);
+  int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
+  signal_irq(q);
+  return n + c;
+}
+
+/* Before sleeping: a backend that completes by notification only when asked (the vhost-user client)
+ * is asked while requests are in flight; then the driver is asked for kicks — unless requests wait for
+ * room in a full backend, which only the backend's next completion can give. */
+static int loop_arm(void *ctx) {
+  struct vd_queue *q = ctx;
+  const struct stor_backend_ops *ops = q->dev->be->ops;
+  if (ops->arm && ops->inflight(q->bq) && ops->arm(q->bq) > 0) return 1;
+  if (q->deferred_n) return 0;
+  return vring_enable_kicks(&q->vr);
+}
+
+static void loop_disarm(void *ctx) {
+  struct vd_queue *q = ctx;
+  vring_disable_kicks(&q->vr);
+}
+
+static int loop_sleep_fds(void *ctx, struct pollfd *pf, int max) {
+  struct vd_queue *q = ctx;
+  pf[0] = (struct pollfd){q->wake_fd, POLLIN, 0};
+  pf[1] = (struct pollfd){q->deferred_n ? -1 : q->kick_fd, POLLIN, 0};
+  pf[2] = (struct pollfd){q->dev->be->ops->event_fd(q->bq), POLLIN, 0};
+  return 3;
+}
+
+static int loop_woke(void *ctx, struct pollfd *pf, int n) {
+  struct vd_queue *q = ctx;
+  q->st.wakeups++;
+  if (pf[1].revents & POLLIN) {
+    drain_fd(q->kick_fd);
+    q->st.kicks++;
+  }
+  if (pf[2].revents & POLLIN) drain_fd(pf[2].fd);
+  if (pf[1].revents & (POLLERR | POLLNVAL)) {
+    emit(q->dev, "broken", q->index, "queue %d: kick fd failed", q->index);
+    return LOOP_KICK_FAILED;
+  }
+  return 0;
+}
+
+static const struct stor_qloop_ops vduse_loop_ops = {
+    .poll = loop_poll,
+    .arm = loop_arm,
+    .disarm = loop_disarm,
+    .sleep_fds = loop_sleep_fds,
+    .woke = loop_woke,
+};
+
+static void *queue_thread(void *arg) {
+  struct vd_queue *q = arg;
+  struct vd_device *d = q->dev;
+  const struct stor_backend_ops *ops = d->be->ops;
+  char name[16];
+  snprintf(name, sizeof name, "stor-vduse%d", q->index);
+  pthread_setname_np(pthread_self(), name);
+
+  sigjmp_buf fault;
+  if (sigsetjmp(fault, 1)) {
+    q->faulted = true;
+    emit(d, "broken", q->index, "queue %d: kernel memory became inaccessible (SIGBUS)", q->index);
+    goto out;
+  }
+  stor_fault_jmp = &fault;
+  stor_qloop_init(&q->loop, d->mode, d->spin_us);
+  if (d->mode == STOR_MODE_NOTIFY)
+    q->loop.armed = true;
+  else
+    vring_disable_kicks(&q->vr);
+  for (;;) {
+    int r = stor_qloop_wait(&q->loop, &vduse_loop_ops, q);
+    if (r < 0) break;
+  }
+  /* Stopping: finish what is in flight so the used ring is complete when the ring stops. */
+  while (ops->inflight(q->bq) || q->deferred_n) {
+    retry_deferred(q);
+    ops->commit(q->bq);
+    ops->reap(q->bq, true);
+  }
+  signal_irq(q);
+out:
+  stor_fault_jmp = NULL;
+  q->deferred_n = 0;
+  while (ops->inflight(q->bq)) {
+    ops->commit(q->bq);
+    ops->reap(q->bq, true);
+  }
+  req_log_flush(q);
+  return NULL;
+}
+
+/* ---- ring lifecycle (control thread, or the JS thread once the control thread is gone) ---------- */
+
+static void queue_stop(struct vd_queue *q) {
+  if (!q->running) return;
+  atomic_store(&q->stop, true);
+  uint64_t one = 1;
+  if (write(q->wake_fd, &one, 8) != 8) { /* the thread also checks the flag while spinning */
+  }
+  pthread_join(q->thread, NULL);
+  q->running = false;
+  q->base = q->vr.last_avail_idx;
+  q->dev->be->ops->queue_close(q->bq);
+  q->bq = NULL;
+  drain_fd(q->wake_fd);
+}
+
+static int queue_start(struct vd_queue *q, char *err, size_t errlen) {
+  struct vd_device *d = q->dev;
+  if (q->running) return 0;
+  bool event_idx = d->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+  int r;
+  sigjmp_buf fault;
+  if (sigsetjmp(fault, 1)) {
+    stor_fault_jmp = NULL;
+    snprintf(err, errlen, "queue %d: ring memory became inaccessible (SIGBUS)", q->index);
+    return -EFAULT;
+  }
+  stor_fault_jmp = &fault;
+  r = vring_setup(&q->vr, &q->mem, q->num, q->desc, q->driver, q->device, q->base, event_idx, err, errlen);
+  stor_fault_jmp = NULL;
+  if (r < 0) return r;
+  q->faulted = false;
+  if (q->slots_num != q->num) {
+    free(q->slots);
+    free(q->deferred);
+    q->slots = calloc(q->num, sizeof *q->slots);
+    q->deferred = calloc(q->num, sizeof *q->deferred);
+    if (!q->slots || !q->deferred) {
+      free(q->slots);
+      free(q->deferred);
+      q->slots = NULL;
+      q->deferred = NULL;
+      q->slots_num = 0;
+      snprintf(err, errlen, "out of memory for %u request slots", q->num);
+      return -ENOMEM;
+    }
+    q->slots_num = q->num;
+  }
+  for (unsigned i = 0; i < q->num; i++) q->slots[i].busy = false;
+  q->deferred_head = q->deferred_n = 0;
+  r = d->be->ops->queue_open(d->be, q->num, &q->bq);
+  if (r < 0) {
+    snprintf(err, errlen, "backend queue: %s", strerror(-r));
+    return r;
+  }
+  atomic_store(&q->stop, false);
+  r = pthread_create(&q->thread, NULL, queue_thread, q);
+  if (r) {
+    d->be->ops->queue_close(q->bq);
+    q->bq = NULL;
+    snprintf(err, errlen, "pthread_create: %s", strerror(r));
+    return -r;
+  }
+  q->running = true;
+  return 0;
+}
+
+/* A ring's end of life: stopped, its kick fd taken back from the kernel, its mappings dropped. */
+static void queue_reset(struct vd_queue *q) {
+  queue_stop(q);
+  if (q->kick_fd >= 0) {
+    struct vduse_vq_eventfd ev = {.index = (uint32_t)q->index, .fd = VDUSE_EVENTFD_DEASSIGN};
+    if (q->dev->fd >= 0) ioctl(q->dev->fd, VDUSE_VQ_SETUP_KICKFD, &ev);
+    close_fd(&q->kick_fd);
+  }
+  mem_clear(&q->mem);
+  q->num = 0;
+  q->base = 0;
+}
+
+/* DRIVER_OK: read each ready ring's layout from the kernel, give it a kick eventfd and start it. */
+static int device_start(struct vd_device *d) {
+  if (ioctl(d->fd, VDUSE_DEV_GET_FEATURES, &d->features) < 0) {
+    emit(d, "error", -1, "VDUSE_DEV_GET_FEATURES: %s", strerror(errno));
+    return -1;
+  }
+  int started = 0;
+  for (int i = 0; i < d->nq; i++) {
+    struct vd_queue *q = &d->q[i];
+    struct vduse_vq_info info = {.index = (uint32_t)i};
+    if (ioctl(d->fd, VDUSE_VQ_GET_INFO, &info) < 0) {
+      emit(d, "error", i, "VDUSE_VQ_GET_INFO %d: %s", i, strerror(errno));
+      return -1;
+    }
+    if (!info.ready) continue; /* the driver uses fewer queues than offered */
+    if (info.num == 0 || info.num > 32768 || (info.num & (info.num - 1))) {
+      emit(d, "error", i, "queue %d: the driver set size %u, not a power of 2 up to 32768", i, info.num);
+      return -1;
+    }
+    q->num = (uint16_t)info.num;
+    q->desc = info.desc_addr;
+    q->driver = info.driver_addr;
+    q->device = info.device_addr;
+    q->base = info.split.avail_index;
+    if (q->kick_fd < 0) {
+      q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      struct vduse_vq_eventfd ev = {.index = (uint32_t)i, .fd = q->kick_fd};
+      if (q->kick_fd < 0 || ioctl(d->fd, VDUSE_VQ_SETUP_KICKFD, &ev) < 0) {
+        emit(d, "error", i, "queue %d: kick eventfd: %s", i, strerror(errno));
+        close_fd(&q->kick_fd);
+        return -1;
+      }
+    }
+    char err[256];
+    if (queue_start(q, err, sizeof err) < 0) {
+      emit(d, "error", i, "queue %d cannot start: %s", i, err);
+      return -1;
+    }
+    started++;
+  }
+  emit(d, "status", -1, "driver ready: %d queue(s) running, features 0x%llx", started, (unsigned long long)d->features);
+  return 0;
+}
+
+static void device_reset(struct vd_device *d) {
+  for (int i = 0; i < d->nq; i++) queue_reset(&d->q[i]);
+  d->features = 0;
+}
+
+/* Answers one kernel message; returns VDUSE_REQ_RESULT_*. */
+static uint32_t handle_message(struct vd_device *d, const struct vduse_dev_request *req,
+                               struct vduse_dev_response *resp) {
+  switch (req->type) {
+  case VDUSE_GET_VQ_STATE: {
+    uint32_t i = req->vq_state.index;
+    if (i >= (uint32_t)d->nq) return VDUSE_REQ_RESULT_FAILED;
+    struct vd_queue *q = &d->q[i];
+    resp->vq_state.index = i;
+    resp->vq_state.split.avail_index = q->running ? q->vr.last_avail_idx : q->base;
+    return VDUSE_REQ_RESULT_OK;
+  }
+  case VDUSE_SET_STATUS: {
+    uint8_t s = req->s.status, was = d->status;
+    if (!d->be) { /* only being removed: accept everything, start nothing */
+      d->status = s;
+      return VDUSE_REQ_RESULT_OK;
+    }
+    if (s == 0) {
+      device_reset(d);
+      if (was) emit(d, "status", -1, "driver reset the device");
+    } else if ((s & VIRTIO_CONFIG_S_DRIVER_OK) && !(was & VIRTIO_CONFIG_S_DRIVER_OK)) {
+      if (device_start(d) < 0) {
+        device_reset(d);
+        return VDUSE_REQ_RESULT_FAILED;
+      }
+    } else if (!(s & VIRTIO_CONFIG_S_DRIVER_OK) && (was & VIRTIO_CONFIG_S_DRIVER_OK)) {
+      for (int i = 0; i < d->nq; i++) queue_stop(&d->q[i]);
+    }
+    d->status = s;
+    return VDUSE_REQ_RESULT_OK;
+  }
+  case VDUSE_UPDATE_IOTLB: {
+    /* Mappings in [start, last] changed: drop ours (with the rings paused) so the next use asks again. */
+    uint64_t start = req->iova.start, last = req->iova.last;
+    for (int i = 0; i < d->nq; i++) {
+      struct vd_queue *q = &d->q[i];
+      bool was = q->running;
+      queue_stop(q);
+      unmap_range(q, start, last);
+      char err[256];
+      if (was && queue_start(q, err, sizeof err) < 0) emit(d, "broken", i, "queue %d cannot restart: %s", i, err);
+    }
+    return VDUSE_REQ_RESULT_OK;
+  }
+  default: return VDUSE_REQ_RESULT_FAILED;
+  }
+}
+
+static void *control_thread(void *arg) {
+  struct vd_device *d = arg;
+  pthread_setname_np(pthread_self(), "stor-vduse-ctl");
+  for (;;) {
+    struct pollfd pf[2] = {{d->fd, POLLIN, 0}, {d->ctl_wake, POLLIN, 0}};
+    if (poll(pf, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      emit(d, "broken", -1, "control: poll: %s", strerror(errno));
+      break;
+    }
+    if (pf[1].revents) break;
+    if (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      emit(d, "broken", -1, "control: the VDUSE device fd failed");
+      break;
+    }
+    struct vduse_dev_request req;
+    ssize_t n = read(d->fd, &req, sizeof req);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n != (ssize_t)sizeof req) {
+      emit(d, "broken", -1, "control: reading a message: %s", n < 0 ? strerror(errno) : "short read");
+      break;
+    }
+    struct vduse_dev_response resp;
+    memset(&resp, 0, sizeof resp);
+    resp.request_id = req.request_id;
+    resp.result = handle_message(d, &req, &resp);
+    if (write(d->fd, &resp, sizeof resp) != (ssize_t)sizeof resp)
+      emit(d, "broken", -1, "control: answering message %u: %s", req.type, strerror(errno));
+  }
+  return NULL;
+}
+
+/* ---- N-API ---------------------------------------------------------------------------------- */
+
+static int open_control(napi_env env) {
+  int fd = open(VDUSE_CONTROL, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, VDUSE_CONTROL, errno);
+    return -1;
+  }
+  return fd;
+}
+
+/* vduseApiVersion() -> the version /dev/vduse/control speaks, after agreeing on version 0 (the one
+ * this file implements). Throws with errno ENOENT (no VDUSE), EACCES (not root)... */
+static napi_value js_api_version(napi_env env, napi_callback_info info) {
+  int fd = open_control(env);
+  if (fd < 0) return NULL;
+  uint64_t v = 0;
+  if (ioctl(fd, VDUSE_GET_API_VERSION, &v) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "VDUSE_GET_API_VERSION", e);
+  }
+  uint64_t want = VDUSE_API_VERSION;
+  if (ioctl(fd, VDUSE_SET_API_VERSION, &want) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "VDUSE_SET_API_VERSION", e);
+  }
+  close(fd);
+  return make_f64(env, (double)v);
+}
+
+/* vduseCreateDevice({name, features (BigInt), queues, queueSize, config (Buffer)}): VDUSE_CREATE_DEV of
+ * a virtio-blk device, then VDUSE_VQ_SETUP of every queue's largest size. Throws with errno (EEXIST:
+ * the name is taken). */
+static napi_value js_create_device(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  char name[VDUSE_NAME_MAX];
+  uint64_t features;
+  uint32_t queues, queue_size;
+  napi_value cfg_v;
+  bool present;
+  if (!prop_str(env, argv[0], "name", name, sizeof name, "") || !prop_u64(env, argv[0], "features", &features, 0) ||
+      !prop_u32(env, argv[0], "queues", &queues, 1) || !prop_u32(env, argv[0], "queueSize", &queue_size, 128) ||
+      !get_prop(env, argv[0], "config", &cfg_v, &present))
+    return NULL;
+  void *cfg;
+  size_t cfg_len;
+  if (!present || !arg_buffer(env, cfg_v, &cfg, &cfg_len) || cfg_len == 0 || cfg_len > 4096)
+    return throw_msg(env, "config must be a Buffer of 1..4096 bytes");
+  if (!name[0]) return throw_msg(env, "name is empty");
+  if (queues < 1 || queues > VD_MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", VD_MAX_QUEUES);
+  int fd = open_control(env);
+  if (fd < 0) return NULL;
+  uint64_t version = VDUSE_API_VERSION;
+  ioctl(fd, VDUSE_SET_API_VERSION, &version);
+  struct vduse_dev_config *c = calloc(1, sizeof *c + cfg_len);
+  if (!c) {
+    close(fd);
+    return throw_errno(env, "vduseCreateDevice", ENOMEM);
+  }
+  snprintf(c->name, sizeof c->name, "%s", name);
+  c->vendor_id = 0;
+  c->device_id = 2; /* VIRTIO_ID_BLOCK */
+  c->features = features;
+  c->vq_num = queues;
+  c->vq_align = 4096;
+  c->config_size = (uint32_t)cfg_len;
+  memcpy(c->config, cfg, cfg_len);
+  int r = ioctl(fd, VDUSE_CREATE_DEV, c);
+  int e = errno;
+  free(c);
+  close(fd);
+  if (r < 0) return throw_errno(env, "VDUSE_CREATE_DEV", e);
+  char path[VDUSE_NAME_MAX + 16];
+  snprintf(path, sizeof path, "/dev/vduse/%s", name);
+  int dfd = -1;
+  /* devtmpfs creates the node with the device; allow it a moment under a slow (emulated) CPU */
+  for (int tries = 0; tries < 200 && dfd < 0; tries++) {
+    dfd = open(path, O_RDWR | O_CLOEXEC);
+    if (dfd < 0 && errno == ENOENT)
+      usleep(10000);
+    else if (dfd < 0)
+      break;
+  }
+  if (dfd < 0) return throw_errno(env, path, errno);
+  for (uint32_t i = 0; i < queues; i++) {
+    struct vduse_vq_config vc = {.index = i, .max_size = (uint16_t)(queue_size > 32768 ? 32768 : queue_size)};
+    if (ioctl(dfd, VDUSE_VQ_SETUP, &vc) < 0) {
+      e = errno;
+      close(dfd);
+      return throw_errno(env, "VDUSE_VQ_SETUP", e);
+    }
+  }
+  close(dfd);
+  return make_undefined(env);
+}
+
+/* vduseDestroyDevice(name): VDUSE_DESTROY_DEV; throws with errno (EBUSY: still open or on the vDPA bus). */
+static napi_value js_destroy_device(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  char name[VDUSE_NAME_MAX];
+  memset(name, 0, sizeof name);
+  if (!arg_str(env, argv[0], name, sizeof name)) return throw_msg(env, "name must be a string");
+  int fd = open_control(env);
+  if (fd < 0) return NULL;
+  uint64_t version = VDUSE_API_VERSION;
+  ioctl(fd, VDUSE_SET_API_VERSION, &version);
+  int r = ioctl(fd, VDUSE_DESTROY_DEV, name);
+  int e = errno;
+  close(fd);
+  if (r < 0) return throw_errno(env, "VDUSE_DESTROY_DEV", e);
+  return make_undefined(env);
+}
+
+static void device_close(struct vd_device *d) {
+  if (d->closed) return;
+  d->closed = true;
+  if (d->ctl_running) {
+    uint64_t one = 1;
+    if (write(d->ctl_wake, &one, 8) != 8) { /* the thread is gone already */
+    }
+    pthread_join(d->ctl, NULL);
+    d->ctl_running = false;
+  }
+  if (d->be) device_reset(d);
+  close_fd(&d->fd);
+  close_fd(&d->ctl_wake);
+  for (int i = 0; i < d->nq; i++) {
+    close_fd(&d->q[i].wake_fd);
+    free(d->q[i].slots);
+    d->q[i].slots = NULL;
+    free(d->q[i].deferred);
+    d->q[i].deferred = NULL;
+  }
+  if (d->events) {
+    napi_release_threadsafe_function(d->events, napi_tsfn_release);
+    d->events = NULL;
+  }
+  if (d->be) stor_backend_put(d->be);
+  d->be = NULL;
+}
+
+static void device_finalize(napi_env env, void *data, void *hint) {
+  struct vd_device *d = data;
+  device_close(d);
+  free(d);
+}
+
+/* vduseDeviceOpen(name, backend|null, {queues, blockSize, readonly, serial, mode, spinUs,
+ * maxDiscardSectors, maxWriteZeroesSectors}, onEvent(kind, queue, msg)) -> handle.
+ * Opens /dev/vduse/NAME and starts the control thread that answers the kernel's messages; the rings
+ * start when the driver sets DRIVER_OK. With backend null the device is only answered (every status
+ * accepted, no ring started): what removing a device whose server died needs. */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 4);
+  char name[VDUSE_NAME_MAX];
+  if (!arg_str(env, argv[0], name, sizeof name)) return throw_msg(env, "name must be a string");
+  napi_valuetype t;
+  napi_typeof(env, argv[1], &t);
+  struct stor_backend *be = NULL;
+  if (t != napi_null && t != napi_undefined) {
+    be = backend_from_js(env, argv[1]);
+    if (!be) return NULL;
+  }
+  uint32_t queues, block_size, spin_us, mds, mwzs;
+  bool readonly;
+  char serial[64], mode[16];
+  if (!prop_u32(env, argv[2], "queues", &queues, 1) || !prop_u32(env, argv[2], "blockSize", &block_size, 512) ||
+      !prop_bool(env, argv[2], "readonly", &readonly, false) ||
+      !prop_str(env, argv[2], "serial", serial, sizeof serial, "") ||
+      !prop_str(env, argv[2], "mode", mode, sizeof mode, "adaptive") ||
+      !prop_u32(env, argv[2], "spinUs", &spin_us, STOR_SPIN_US_DEFAULT) ||
+      !prop_u32(env, argv[2], "maxDiscardSectors", &mds, 1u << 22) ||
+      !prop_u32(env, argv[2], "maxWriteZeroesSectors", &mwzs, 1u << 22))
+    return NULL;
+  if (queues < 1 || queues > VD_MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", VD_MAX_QUEUES);
+  char path[VDUSE_NAME_MAX + 16];
+  snprintf(path, sizeof path, "/dev/vduse/%s", name);
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return throw_errno(env, path, errno);
+  struct vd_device *d = calloc(1, sizeof *d);
+  if (!d) {
+    close(fd);
+    return throw_errno(env, "vduseDeviceOpen", ENOMEM);
+  }
+  snprintf(d->name, sizeof d->name, "%s", name);
+  d->fd = fd;
+  d->be = be;
+  if (be) be->refs++;
+  d->nq = (int)queues;
+  int m = stor_completion_mode_parse(mode);
+  d->mode = m < 0 ? STOR_MODE_ADAPTIVE : (enum stor_completion_mode)m;
+  d->spin_us = spin_us;
+  d->ctl_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  for (int i = 0; i < d->nq; i++) {
+    struct vd_queue *q = &d->q[i];
+    q->dev = d;
+    q->index = i;
+    q->handler = (struct virtio_blk_handler){
+        .be = be,
+        .block_size = block_size,
+        .readonly = readonly || (be && be->props.readonly),
+        .max_discard_sectors = mds,
+        .max_write_zeroes_sectors = mwzs,
+        .stats = &q->st.blk,
+        .log = handler_log,
+        .log_ctx = q,
+    };
+    memcpy(q->handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
+    q->kick_fd = -1;
+    q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    q->mem.miss = iotlb_miss;
+    q->mem.miss_ctx = q;
+  }
+  napi_value tname;
+  napi_create_string_utf8(env, "stor-vduse-events", NAPI_AUTO_LENGTH, &tname);
+  if (napi_create_threadsafe_function(env, argv[3], NULL, tname, 256, 1, NULL, NULL, NULL, call_js_event, &d->events) !=
+      napi_ok) {
+    device_close(d);
+    free(d);
+    return throw_msg(env, "cannot create the event channel");
+  }
+  napi_unref_threadsafe_function(env, d->events);
+  int r = pthread_create(&d->ctl, NULL, control_thread, d);
+  if (r) {
+    device_close(d);
+    free(d);
+    return throw_errno(env, "pthread_create", r);
+  }
+  d->ctl_running = true;
+  return make_handle(env, STOR_HANDLE_VDUSE_DEVICE, d, device_finalize);
+}
+
+static struct vd_device *dev_arg(napi_env env, napi_value v) {
+  return handle_arg(env, v, STOR_HANDLE_VDUSE_DEVICE, "VDUSE device");
+}
+
+/* vduseDeviceClose(dev): stops answering the kernel, drains and stops the rings, closes the device fd
+ * (after which VDUSE_DESTROY_DEV can remove it). Idempotent. */
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct vd_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  device_close(d);
+  return make_undefined(env);
+}
+
+/* vduseDeviceStats(dev) -> per queue: the handler's counters, kicks, irqs, wakeups, iotlbMaps, running. */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct vd_device *d = dev_arg(env, argv[0]);
+  if (!d) return NULL;
+  napi_value arr;
+  napi_create_array_with_length(env, d->nq, &arr);
+  for (int i = 0; i < d->nq; i++) {
+    struct vd_queue *q = &d->q[i];
+    napi_value o;
+    napi_create_object(env, &o);
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.blk.f))
+    S(requests);
+    S(reads);
+    S(writes);
+    S(flushes);
+    S(discards);
+    S(write_zeroes);
+    S(get_id);
+    S(errors);
+    S(unsupported);
+    S(bytes_read);
+    S(bytes_written);
+#undef S
+    set_prop(env, o, "kicks", make_f64(env, (double)q->st.kicks));
+    set_prop(env, o, "irqs", make_f64(env, (double)q->st.irqs));
+    set_prop(env, o, "wakeups", make_f64(env, (double)q->st.wakeups));
+    set_prop(env, o, "iotlbMaps", make_f64(env, (double)q->st.iotlb_maps));
+    set_prop(env, o, "running", make_bool(env, q->running));
+    napi_set_element(env, arr, i, o);
+  }
+  return arr;
+}
+
+void vduse_blk_init(napi_env env, napi_value exports) {
+  export_fn(env, exports, "vduseApiVersion", js_api_version);
+  export_fn(env, exports, "vduseCreateDevice", js_create_device);
+  export_fn(env, exports, "vduseDestroyDevice", js_destroy_device);
+  export_fn(env, exports, "vduseDeviceOpen", js_open);
+  export_fn(env, exports, "vduseDeviceClose", js_close);
+  export_fn(env, exports, "vduseDeviceStats", js_stats);
+}
