@@ -324,11 +324,14 @@ export function startStorDaemon(o: {
   rpcSocket: string;
   socketDir: string;
   config?: string;
+  /** --state FILE: the configuration kept on disk and replayed at start. */
+  state?: string;
   extraArgs?: string[];
   startTimeoutMs?: number;
 }): Promise<StorDaemon> {
   const args = [STOR_BIN, 'daemon', '--rpc-socket', o.rpcSocket, '--socket-dir', o.socketDir, '--json'];
   if (o.config) args.push('--config', o.config);
+  if (o.state) args.push('--state', o.state);
   args.push(...(o.extraArgs ?? []));
   return launch(
     'stor-daemon',

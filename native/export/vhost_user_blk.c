@@ -182,6 +182,13 @@ static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t us
   virtio_blk_req_status(vr, status);
   inflight_pushed(&q->infl, s->head);
   vring_push(&q->vr, s->head, used_len);
+  /* visible at once, as SPDK's vhost does: a polling driver reaps and refills while the rest of the
+   * batch is still being served, instead of waiting for the batch's end (whether to notify is still
+   * decided once per batch, in signal_call) */
+  vring_expose(&q->vr);
+  /* with inflight tracking the exposed completion leaves the batch at once: recovery counts exposed
+   * completions from the batch's head, so the batch must never hold one that is not yet exposed */
+  if (q->infl.batch_n) inflight_published(&q->infl, q->vr.used_idx);
 }
 
 static void handler_log(void *ctx, const char *msg) { req_log(ctx, "%s", msg); }
@@ -236,9 +243,9 @@ static int process_ring(struct blk_queue *q) {
     n++;
     if (q->deferred_n) return n;
   }
+  /* The avail index is read once per batch, not once per request: the driver rewrites that cache line
+   * with every request it adds, so each extra read can cost a transfer from the driver's core. */
   for (;;) {
-    struct vring_chain c;
-    /* a chain can only be popped into a free slot; slots are indexed by head */
     uint16_t pending = vring_avail_pending(&q->vr);
     if (!pending) break;
     if (pending > q->vr.num) {
@@ -246,32 +253,36 @@ static int process_ring(struct blk_queue *q) {
            q->vr.num);
       return -1;
     }
-    /* the head is read once: the driver may rewrite the avail entry under us */
-    uint16_t head = __atomic_load_n(&q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num], __ATOMIC_RELAXED);
-    if (head >= q->vr.num) {
-      emit(d, "broken", q->index, "queue %d: avail ring names head %u, queue size is %u", q->index, head, q->vr.num);
-      return -1;
+    for (; pending; pending--) {
+      struct vring_chain c;
+      /* the head is read once: the driver may rewrite the avail entry under us */
+      uint16_t head = __atomic_load_n(&q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num], __ATOMIC_RELAXED);
+      if (head >= q->vr.num) {
+        emit(d, "broken", q->index, "queue %d: avail ring names head %u, queue size is %u", q->index, head, q->vr.num);
+        return -1;
+      }
+      /* a chain can only be popped into a free slot; slots are indexed by head */
+      if (q->slots[head].busy) {
+        emit(d, "broken", q->index, "queue %d: head %u made available again while still in flight", q->index, head);
+        return -1;
+      }
+      struct req_slot *s = &q->slots[head];
+      int r = vring_pop_head(&q->vr, &d->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err);
+      /* A malformed chain means a broken driver: fail the connection, as QEMU marks the device broken. */
+      if (r == VRING_BAD_CHAIN) {
+        emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
+        return -1;
+      }
+      inflight_popped(&q->infl, head);
+      s->busy = true;
+      s->head = c.head;
+      s->q = q;
+      s->vr.head = c.head;
+      if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
+          VIRTIO_BLK_REQ_SUBMIT)
+        queue_submit(q, s);
+      n++;
     }
-    if (q->slots[head].busy) {
-      emit(d, "broken", q->index, "queue %d: head %u made available again while still in flight", q->index, head);
-      return -1;
-    }
-    struct req_slot *s = &q->slots[head];
-    int r = vring_pop_head(&q->vr, &d->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err);
-    /* A malformed chain means a broken driver: fail the connection, as QEMU marks the device broken. */
-    if (r == VRING_BAD_CHAIN) {
-      emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
-      return -1;
-    }
-    inflight_popped(&q->infl, head);
-    s->busy = true;
-    s->head = c.head;
-    s->q = q;
-    s->vr.head = c.head;
-    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
-        VIRTIO_BLK_REQ_SUBMIT)
-      queue_submit(q, s);
-    n++;
   }
   return n;
 }

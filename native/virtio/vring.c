@@ -173,7 +173,7 @@ int vring_setup(struct vring *vr, const struct mem_table *t, uint16_t num, uint6
     return -EINVAL;
   }
   vr->last_avail_idx = base;
-  vr->used_idx = vr->published_used = __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE);
+  vr->used_idx = vr->published_used = vr->exposed_used = __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE);
   vr->event_idx = event_idx;
   vr->signalled_valid = false;
   return 0;
@@ -294,7 +294,7 @@ static inline bool need_event(uint16_t event, uint16_t new_idx, uint16_t old) {
 
 bool vring_publish(struct vring *vr) {
   if (vr->used_idx == vr->published_used) return false;
-  __atomic_store_n(&vr->used->idx, vr->used_idx, __ATOMIC_RELEASE);
+  vring_expose(vr);
   uint16_t old = vr->published_used;
   vr->published_used = vr->used_idx;
   /* The driver's suppression flags must be read after our used->idx store is visible. */

@@ -79,7 +79,8 @@ struct vring {
   struct vring_used *used;
   uint16_t last_avail_idx; /* next avail entry to pop */
   uint16_t used_idx;       /* next used entry to fill (published on flush) */
-  uint16_t published_used; /* used->idx as last written */
+  uint16_t published_used; /* used->idx when a notification was last decided */
+  uint16_t exposed_used;   /* used->idx as last written */
   uint16_t signalled_used; /* used idx at the last call */
   bool signalled_valid;
   bool event_idx;
@@ -129,6 +130,13 @@ static inline void vring_push(struct vring *vr, uint16_t head, uint32_t len) {
   e->id = head;
   e->len = len;
   vr->used_idx++;
+}
+/* Makes pushed completions visible to the driver now (a release store of used->idx, no fence and no
+ * notification: vring_publish decides that later). */
+static inline void vring_expose(struct vring *vr) {
+  if (vr->exposed_used == vr->used_idx) return;
+  __atomic_store_n(&vr->used->idx, vr->used_idx, __ATOMIC_RELEASE);
+  vr->exposed_used = vr->used_idx;
 }
 /* Publishes pushed completions; returns true if the driver wants a notification. */
 bool vring_publish(struct vring *vr);

@@ -1,7 +1,10 @@
 // `stor daemon`: one process holding a device table that SPDK-dialect JSON-RPC manages at run time —
 // spdk_tgt's -r (RPC socket) and -S (where vhost controllers' sockets go) — so SPDK's rpc.py and
 // `stor rpc` create, list and delete bdevs and vhost-blk controllers while the others keep serving
-// I/O. --config replays a save_config document at start. SIGINT/SIGTERM stop every export (in-flight
+// I/O. --config replays a save_config document at start. --state FILE keeps the configuration on disk,
+// rewritten atomically after every change that succeeded, and replayed before the RPC socket opens, so
+// a daemon killed in any way and started again with the same --state serves the same controllers on
+// the same sockets (a front-end that reconnects sees a pause). SIGINT/SIGTERM stop every export (in-flight
 // requests drain), flush every backend and remove the sockets; the process exits 0.
 import { Flags } from '@oclif/core';
 import chalk from 'chalk';
@@ -14,6 +17,7 @@ import type { LogLevel } from '../lib/export/vhost-user/server.js';
 import { JsonRpcError } from '../lib/rpc/jsonrpc.js';
 import { JsonRpcServer } from '../lib/rpc/server.js';
 import { SpdkMethods } from '../lib/rpc/spdk-methods.js';
+import { readStateFile, writeStateFile } from '../lib/rpc/state-file.js';
 import type { SpdkConfig } from '../lib/rpc/spdk-client.js';
 
 export default class Daemon extends StorCommand {
@@ -25,6 +29,7 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
     'rpc.py -s /var/tmp/stor-rpc.sock bdev_malloc_create -b Malloc0 256 512',
     'rpc.py -s /var/tmp/stor-rpc.sock vhost_create_blk_controller vhost.0 Malloc0',
     'rpc.py -s /var/tmp/stor-rpc.sock save_config > stor.json && <%= config.bin %> daemon ... --config stor.json',
+    '<%= config.bin %> daemon -r /var/tmp/stor-rpc.sock -S /var/tmp/vhost --state /var/lib/stor/daemon.json',
   ];
   static override flags = {
     'rpc-socket': Flags.string({
@@ -38,6 +43,10 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
       required: true,
     }),
     config: Flags.string({ char: 'c', description: 'a save_config JSON document to replay at start' }),
+    state: Flags.string({
+      description:
+        'keep the configuration in FILE (a save_config document), rewritten atomically after every change and replayed at start; --config only seeds a FILE that does not exist yet',
+    }),
     completion: Flags.string({
       description: 'default completion mode of new controllers’ queue threads (a controller may set its own)',
       options: ['notify', 'poll', 'adaptive'],
@@ -84,22 +93,49 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
         process.stderr.write(`${chalk.dim(new Date().toISOString())} ${tag} ${message}\n`);
       }
     };
+    const statePath = flags.state;
+    // read before anything is created: a state file that cannot be read stops the daemon here
+    const saved = statePath !== undefined ? readStateFile(statePath) : undefined;
+    if (saved && config) log('info', `--state ${statePath} exists: it is replayed, --config ${flags.config} is not`);
+    const restore = saved ?? config;
+    const restoreFrom = saved ? `--state ${statePath}` : `--config ${flags.config}`;
     const table = new DeviceTable(log);
-    const methods = new SpdkMethods(table, {
+    // off while the saved configuration is replayed: a replay that fails half-way must leave the file as it was
+    let persisting = false;
+    const persist = (): void => {
+      if (persisting && statePath !== undefined) writeStateFile(statePath, methods.saveConfig());
+    };
+    const methods: SpdkMethods = new SpdkMethods(table, {
       socketDir: dir,
       version: this.config.version,
       queues: flags.queues,
       completion: flags.completion as CompletionMode,
       log,
+      onChange: persist,
     });
     const server = new JsonRpcServer({ socketPath: flags['rpc-socket'], methods: methods.methods, log });
-    if (config) {
+    if (restore) {
       try {
-        await methods.loadConfig(config);
+        await methods.loadConfig(restore);
       } catch (e) {
         await table.closeAll();
         const why = e instanceof JsonRpcError ? `${e.message} (code ${e.code})` : (e as Error).message;
-        throw new StorError(`--config ${flags.config}: ${why}`);
+        throw new StorError(`${restoreFrom}: ${why}`);
+      }
+      if (saved)
+        log(
+          'info',
+          `--state ${statePath}: restored ${table.listBackends().length} bdev(s) and ${table.listExports().length} controller(s)`,
+        );
+    }
+    if (statePath !== undefined) {
+      persisting = true;
+      try {
+        // written now, so a first start creates the file (and a path that cannot be written fails at once)
+        persist();
+      } catch (e) {
+        await table.closeAll();
+        throw e;
       }
     }
     try {

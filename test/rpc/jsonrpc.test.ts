@@ -38,11 +38,24 @@ t('several values in one read, indented or compact, come out in order; a trailin
   assert.equal(d.push(Buffer.from(c.slice(3))), [{ id: 4 }]);
 });
 
-t('garbage and a top-level scalar are syntax errors; a value over the bound is too-large', () => {
-  assert.throws(
-    () => new JsonStreamDecoder().push(Buffer.from('hello')),
-    (e: unknown) => e instanceof JsonStreamError && e.kind === 'syntax',
-  );
+t('top-level scalars are values, cut where SPDK cuts them: a number at the end of a read is complete', () => {
+  const d = new JsonStreamDecoder();
+  assert.equal(d.push(Buffer.from('5 "a{\\"" -1.5e3 true')), [5, 'a{"', -1500, true]);
+  assert.equal(d.push(Buffer.from('01 nu')), [0, 1], 'a leading zero ends a number; a literal waits');
+  assert.equal(d.push(Buffer.from('ll 12')), [null, 12]);
+  assert.equal(d.push(Buffer.from('34{"id":1}')), [34, { id: 1 }]);
+  assert.equal(d.push(Buffer.from('1.')), [], 'a number that cannot end yet waits');
+  assert.equal(d.push(Buffer.from('5e+2 ')), [150]);
+  assert.is(d.pending, 0);
+});
+
+t('garbage, a bad literal or number, and a bad escape are syntax errors; a value over the bound is too-large', () => {
+  for (const text of ['hello', 'truex', '5}', '+1', '1. ', '"\\q"'])
+    assert.throws(
+      () => new JsonStreamDecoder().push(Buffer.from(text)),
+      (e: unknown) => e instanceof JsonStreamError && e.kind === 'syntax',
+      text,
+    );
   assert.throws(
     () => new JsonStreamDecoder().push(Buffer.from('{"a":}')),
     (e: unknown) => e instanceof JsonStreamError && e.kind === 'syntax',

@@ -54,22 +54,66 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
+/** Where a number's scan is, by JSON's grammar: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? */
+const enum Num {
+  Minus,
+  Zero,
+  Int,
+  Dot,
+  Frac,
+  E,
+  ESign,
+  Exp,
+}
+const NUM_ENDS = new Set([Num.Zero, Num.Int, Num.Frac, Num.Exp]);
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
+
+/** The next state of a number scan on byte c, or undefined when c does not continue the number. */
+function numberStep(s: Num, c: number): Num | undefined {
+  switch (s) {
+    case Num.Minus:
+      return c === 0x30 ? Num.Zero : isDigit(c) ? Num.Int : undefined;
+    case Num.Zero:
+    case Num.Int:
+      if (s === Num.Int && isDigit(c)) return Num.Int;
+      return c === 0x2e ? Num.Dot : c === 0x65 || c === 0x45 ? Num.E : undefined;
+    case Num.Dot:
+      return isDigit(c) ? Num.Frac : undefined;
+    case Num.Frac:
+      return isDigit(c) ? Num.Frac : c === 0x65 || c === 0x45 ? Num.E : undefined;
+    case Num.E:
+      return c === 0x2b || c === 0x2d ? Num.ESign : isDigit(c) ? Num.Exp : undefined;
+    case Num.ESign:
+    case Num.Exp:
+      return isDigit(c) ? Num.Exp : undefined;
+  }
+}
+
+const LITERALS: Record<number, string> = { 0x74: 'true', 0x66: 'false', 0x6e: 'null' };
+
 /**
  * Cuts JSON values out of a byte stream. push() takes whatever one read returned and gives back every
  * value completed by it, in order; the scan resumes where the previous read stopped, so a value that
- * arrives a byte at a time costs linear time. Top-level values must be objects or arrays (what JSON-RPC
- * sends); anything else, or text JSON.parse refuses, throws a JsonStreamError('syntax') and the stream
- * cannot be resynchronised (SPDK closes the connection then, and so does stor). A value still incomplete
- * after maxBytes throws JsonStreamError('too-large').
+ * arrives a byte at a time costs linear time. A top-level value may be a scalar too (SPDK's server
+ * answers one with -32600 and reads on): a string or literal is complete at its last byte, a number
+ * when a byte that cannot continue it arrives or, as spdk_json_parse decides, at the end of the bytes
+ * received so far (so "12" and "34" in two reads are two numbers, for SPDK as here). Text JSON's
+ * grammar refuses throws a JsonStreamError('syntax'), and the stream cannot be resynchronised (SPDK
+ * closes the connection then, and so does stor). A value still incomplete after maxBytes throws
+ * JsonStreamError('too-large').
  */
 export class JsonStreamDecoder {
   private buf: Buffer = Buffer.alloc(0);
   /** Where the scan continues, and its state there. */
   private pos = 0;
   private start = -1;
+  /** What the value being scanned is: a container (object/array), a string, a number or a literal. */
+  private kind: 'container' | 'string' | 'number' | 'literal' = 'container';
   private depth = 0;
   private inString = false;
   private escaped = false;
+  private num = Num.Int;
+  private literal = '';
 
   constructor(private readonly maxBytes = DEFAULT_MAX_VALUE_BYTES) {}
 
@@ -83,6 +127,16 @@ export class JsonStreamDecoder {
     const values: unknown[] = [];
     const b = this.buf;
     let consumed = 0;
+    const emit = (end: number): void => {
+      const text = b.toString('utf8', this.start, end);
+      try {
+        values.push(JSON.parse(text));
+      } catch (e) {
+        throw new JsonStreamError((e as Error).message, 'syntax');
+      }
+      this.start = -1;
+      consumed = end;
+    };
     for (let i = this.pos; i < b.length; i++) {
       const c = b[i];
       if (this.start < 0) {
@@ -90,35 +144,58 @@ export class JsonStreamDecoder {
           consumed = i + 1;
           continue;
         }
-        if (c !== OPEN_OBJECT && c !== OPEN_ARRAY)
-          throw new JsonStreamError(`expected '{' or '[' but found ${describeByte(c)}`, 'syntax');
         this.start = i;
-        this.depth = 1;
+        if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
+          this.kind = 'container';
+          this.depth = 1;
+        } else if (c === QUOTE) {
+          this.kind = 'string';
+          this.inString = true;
+        } else if (c === 0x2d || isDigit(c)) {
+          this.kind = 'number';
+          this.num = c === 0x2d ? Num.Minus : c === 0x30 ? Num.Zero : Num.Int;
+        } else if (LITERALS[c] !== undefined) {
+          this.kind = 'literal';
+          this.literal = LITERALS[c];
+        } else throw new JsonStreamError(`expected a JSON value but found ${describeByte(c)}`, 'syntax');
         continue;
       }
       if (this.inString) {
         if (this.escaped) this.escaped = false;
         else if (c === BACKSLASH) this.escaped = true;
-        else if (c === QUOTE) this.inString = false;
+        else if (c === QUOTE) {
+          this.inString = false;
+          if (this.kind === 'string') emit(i + 1);
+        }
+        continue;
+      }
+      if (this.kind === 'number') {
+        const next = numberStep(this.num, c);
+        if (next !== undefined) {
+          this.num = next;
+          continue;
+        }
+        if (!NUM_ENDS.has(this.num))
+          throw new JsonStreamError(`a number cannot continue with ${describeByte(c)}`, 'syntax');
+        // this byte is not part of the number: the number is done, and the byte starts what follows
+        emit(i);
+        i--;
+        continue;
+      }
+      if (this.kind === 'literal') {
+        if (c !== this.literal.charCodeAt(i - this.start))
+          throw new JsonStreamError(`expected ${this.literal} but found ${describeByte(c)}`, 'syntax');
+        if (i - this.start + 1 === this.literal.length) emit(i + 1);
         continue;
       }
       if (c === QUOTE) this.inString = true;
       else if (c === OPEN_OBJECT || c === OPEN_ARRAY) this.depth++;
       else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
-        if (--this.depth === 0) {
-          const text = b.toString('utf8', this.start, i + 1);
-          let value: unknown;
-          try {
-            value = JSON.parse(text);
-          } catch (e) {
-            throw new JsonStreamError((e as Error).message, 'syntax');
-          }
-          values.push(value);
-          this.start = -1;
-          consumed = i + 1;
-        }
+        if (--this.depth === 0) emit(i + 1);
       }
     }
+    // as spdk_json_parse: a number that could go on is taken as complete at the end of what was received
+    if (this.start >= 0 && this.kind === 'number' && NUM_ENDS.has(this.num)) emit(b.length);
     // keep only the unfinished value (or nothing); the scan state refers to the kept bytes
     this.buf = consumed >= b.length ? Buffer.alloc(0) : b.subarray(consumed);
     this.pos = b.length - consumed;

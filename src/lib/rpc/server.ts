@@ -4,7 +4,8 @@
 // without an id (or with id null) is executed and only an error is answered (with id null); a batch
 // array is answered with one array of the replies that are not skipped, or nothing; an empty batch or a
 // request that is not {jsonrpc?:"2.0", method:string, params?:object|array|null, id?:string|number|null}
-// is -32600; an unknown method -32601. What cannot be decoded (not JSON, or larger than the bound) is
+// is -32600 (a top-level scalar too: answered, and the connection reads on, as spdk_tgt does); an
+// unknown method -32601. What cannot be decoded (not JSON, or larger than the bound) is
 // answered once and closes that connection only — the stream has no resynchronisation point. Methods run
 // one at a time across all connections, in arrival order (as SPDK's single RPC thread does), so two
 // clients never interleave inside one table change.
