@@ -84,7 +84,8 @@ async function startServer(id: ServerId): Promise<Running> {
     };
   }
   const s = await startStor({
-    backend: { kind: 'null', size: GiB },
+    // SPDK's null bdev leaves read buffers alone: stor's does the same here, so the servers match
+    backend: { kind: 'null', size: GiB, readZeroes: false },
     queues: 1,
     mode: id === 'stor-poll' ? 'poll' : 'adaptive',
     startTimeoutMs: 30_000,

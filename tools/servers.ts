@@ -13,7 +13,7 @@ import { JsonRpcClient } from '../src/lib/rpc/jsonrpc.js';
 import { requireSpdk, SPDK_MEMORY_FLAGS } from './spdk.js';
 
 export type BackendSpec =
-  | { kind: 'null'; size: number }
+  | { kind: 'null'; size: number; /** false: reads leave buffers untouched (both servers) */ readZeroes?: boolean }
   | { kind: 'mem'; size: number }
   | {
       kind: 'file';
@@ -79,6 +79,10 @@ function tmpSocket(name: string): string {
 export function storBackendArg(b: BackendSpec): string {
   switch (b.kind) {
     case 'null':
+      return formatSpec({
+        driver: 'null',
+        props: { size: String(b.size), ...(b.readZeroes === false ? { 'read-zeroes': 'off' } : {}) },
+      });
     case 'mem':
       return formatSpec({ driver: b.kind, props: { size: String(b.size) } });
     case 'file': {
@@ -235,7 +239,7 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
   let blockdev: string;
   switch (b.kind) {
     case 'null':
-      blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=on`;
+      blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=${b.readZeroes === false ? 'off' : 'on'}`;
       break;
     case 'mem':
       throw new Error('qemu-storage-daemon has no memory backend; use a file in /dev/shm');

@@ -1,6 +1,8 @@
 /* The null backend: reads return zeroed buffers (the same work as qemu's null-co,read-zeroes=on),
- * writes are dropped. Completes every request inline in submit(). Also home of the helpers every
- * inline-completing backend shares (the stor_sync_* queue ops). */
+ * writes are dropped. read-zeroes=off leaves read buffers untouched, as SPDK's null bdev and qemu's
+ * null-co,read-zeroes=off do: comparisons with those measure the transport, not a 4 KiB memset.
+ * Completes every request inline in submit(). Also home of the helpers every inline-completing
+ * backend shares (the stor_sync_* queue ops). */
 #include "bdev/bdev.h"
 #include <errno.h>
 #include <stdio.h>
@@ -21,8 +23,14 @@ int stor_sync_event_fd(struct stor_bqueue *q) { return -1; }
 unsigned stor_sync_inflight(struct stor_bqueue *q) { return 0; }
 int stor_sync_flush(struct stor_backend *be) { return 0; }
 
+struct null_backend {
+  struct stor_backend be;
+  bool read_zeroes;
+};
+
 static enum stor_submit null_submit(struct stor_bqueue *bq, struct stor_req *r) {
-  if (r->op == STOR_OP_READ) iov_memset(r->iov, r->niov, 0);
+  struct stor_sync_bqueue *q = (struct stor_sync_bqueue *)bq;
+  if (r->op == STOR_OP_READ && ((struct null_backend *)q->be)->read_zeroes) iov_memset(r->iov, r->niov, 0);
   stor_req_done(r, 0);
   return STOR_SUBMIT_QUEUED;
 }
@@ -45,12 +53,13 @@ static const struct stor_backend_ops null_ops = {
 static const struct stor_bdev_prop_help null_props[] = {
     {"size", "capacity in bytes, a multiple of 512 (k, M, G, T binary suffixes; required)"},
     {"readonly", "on: writes, discards and write-zeroes are refused (default off)"},
+    {"read-zeroes", "off: reads leave the buffer as it was, as SPDK's null bdev does (default on)"},
     {NULL, NULL},
 };
 
 static int null_open(const struct stor_kv *kv, size_t n, struct stor_backend **out, char *err, size_t errlen) {
   uint64_t size = 0;
-  bool readonly = false, have_size = false;
+  bool readonly = false, have_size = false, read_zeroes = true;
   for (size_t i = 0; i < n; i++) {
     int r = 0;
     if (!strcmp(kv[i].key, "size")) {
@@ -58,6 +67,8 @@ static int null_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
       have_size = true;
     } else if (!strcmp(kv[i].key, "readonly") || !strcmp(kv[i].key, "ro"))
       r = stor_kv_bool("null", &kv[i], &readonly, err, errlen);
+    else if (!strcmp(kv[i].key, "read-zeroes"))
+      r = stor_kv_bool("null", &kv[i], &read_zeroes, err, errlen);
     else
       r = stor_kv_unknown(&stor_null_driver, &kv[i], err, errlen);
     if (r < 0) return r;
@@ -66,11 +77,13 @@ static int null_open(const struct stor_kv *kv, size_t n, struct stor_backend **o
     snprintf(err, errlen, "null: size: a size greater than 0 is required");
     return -EINVAL;
   }
-  struct stor_backend *be = calloc(1, sizeof *be);
-  if (!be) return -ENOMEM;
+  struct null_backend *nb = calloc(1, sizeof *nb);
+  if (!nb) return -ENOMEM;
+  struct stor_backend *be = &nb->be;
+  nb->read_zeroes = read_zeroes;
   be->ops = &null_ops;
   stor_bdev_props_default(&be->props, size, readonly);
-  snprintf(be->desc, sizeof be->desc, "null:%llu", (unsigned long long)size);
+  snprintf(be->desc, sizeof be->desc, "null:%llu%s", (unsigned long long)size, read_zeroes ? "" : ",read-zeroes=off");
   *out = be;
   return 0;
 }

@@ -86,4 +86,18 @@ t('openBackend turns a bad property into a usage error (exit 2) naming it, with 
   }
 });
 
+t('null: reads return zeros; with read-zeroes=off they leave the buffer as it was (SPDK null bdev semantics)', async () => {
+  const { open } = await import('../../src/lib/client/device.js');
+  for (const [spec, expected] of [['null:1M', 0], ['null:1M,read-zeroes=off', 0xa5]] as const) {
+    const dev = await open(spec);
+    try {
+      const buf = Buffer.alloc(4096, 0xa5);
+      await dev.readInto(0, buf);
+      assert.ok(buf.every((b) => b === expected), `${spec}: every byte is ${expected}`);
+    } finally {
+      await dev.close();
+    }
+  }
+});
+
 t.run();

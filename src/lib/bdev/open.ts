@@ -20,6 +20,9 @@ export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direc
   const props: Record<string, string> = {};
   switch (t.kind) {
     case 'null':
+      props.size = String(t.size);
+      if (t.readZeroes === false) props['read-zeroes'] = 'off';
+      break;
     case 'mem':
       props.size = String(t.size);
       break;

@@ -22,7 +22,7 @@ interface DriverSyntax {
 
 /** The drivers a spec may name, the property their primary value fills, and the keys they accept. */
 export const SPEC_DRIVERS: Readonly<Record<string, DriverSyntax>> = {
-  null: { primary: 'size', keys: ['size'] },
+  null: { primary: 'size', keys: ['size', 'read-zeroes'] },
   mem: { primary: 'size', keys: ['size'] },
   file: { primary: 'path', keys: ['path', 'create', 'direct', 'readonly', 'ro', 'ring-size', 'locking'] },
   'vhost-user': { primary: 'path', keys: ['path'] },
@@ -46,7 +46,7 @@ export const FAULT_KEYS: readonly string[] = [
 ];
 
 export const BACKEND_FORMS =
-  'null:SIZE, mem:SIZE, file:PATH[,create=SIZE][,direct=on][,readonly=on] (e.g. mem:1G, file:/var/tmp/disk.img,create=512M)';
+  'null:SIZE[,read-zeroes=off], mem:SIZE, file:PATH[,create=SIZE][,direct=on][,readonly=on] (e.g. mem:1G, file:/var/tmp/disk.img,create=512M)';
 export const TARGET_FORMS = `vhost-user:SOCKET, ${BACKEND_FORMS}, or a path to a socket, file or block device`;
 
 /** What a caller calls the thing it parses, for its error messages ("'x' is not a backend"). */

@@ -38,7 +38,7 @@ export type Target = (
       ringSize?: number;
       locking?: 'on' | 'off' | 'auto';
     }
-  | { kind: 'null'; size: number }
+  | { kind: 'null'; size: number; /** false: reads leave buffers untouched (SPDK's null bdev) */ readZeroes?: false }
   | { kind: 'mem'; size: number }
 ) &
   FaultOptions;
@@ -70,6 +70,12 @@ function plainTargetFromSpec(spec: Spec, what: string, kind: SpecKind): Target {
     case 'mem': {
       const size = parsePositiveSize(p.size, what);
       if (size % 512) throw usageError(what, `${spec.driver}:${p.size} is not a multiple of 512 bytes`, kind.forms);
+      if (
+        spec.driver === 'null' &&
+        p['read-zeroes'] !== undefined &&
+        !parseOnOff(what, 'read-zeroes', p['read-zeroes'])
+      )
+        return { kind: 'null', size, readZeroes: false };
       return { kind: spec.driver, size };
     }
     case 'file': {
@@ -108,6 +114,10 @@ function plainTargetToSpec(t: Target): Spec {
     case 'vhost-user':
       return { driver: 'vhost-user', props: { path: t.path } };
     case 'null':
+      return {
+        driver: 'null',
+        props: { size: String(t.size), ...(t.readZeroes === false ? { 'read-zeroes': 'off' } : {}) },
+      };
     case 'mem':
       return { driver: t.kind, props: { size: String(t.size) } };
     case 'file': {
