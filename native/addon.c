@@ -9,6 +9,7 @@ void vu_client_init(napi_env env, napi_value exports);
 void bench_init(napi_env env, napi_value exports);
 void client_init(napi_env env, napi_value exports);
 void copy_init(napi_env env, napi_value exports);
+void ublk_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   stor_fault_guard_install();
@@ -19,6 +20,7 @@ static napi_value init(napi_env env, napi_value exports) {
   bench_init(env, exports);
   client_init(env, exports);
   copy_init(env, exports);
+  ublk_init(env, exports);
   return exports;
 }
 

@@ -8,6 +8,7 @@
         "bdev/bdev.c", "bdev/null.c", "bdev/mem.c", "bdev/file.c", "bdev/image_lock.c", "bdev/vhost_user.c",
         "virtio/vring.c", "virtio/virtio_blk.c",
         "export/queue_loop.c", "export/vhost_user_blk.c",
+        "export/ublk.c",
         "engine/client.c", "engine/copy.c", "engine/bench.c"
       ],
       "include_dirs": ["."],

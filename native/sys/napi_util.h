@@ -60,7 +60,13 @@ void export_fn(napi_env env, napi_value exports, const char *name, napi_callback
 
 /* Native handles handed to JavaScript are externals tagged with their kind (napi_type_tag_object), so
  * a handle of one kind passed where another is expected is a TypeError, never a reinterpretation. */
-enum stor_handle_kind { STOR_HANDLE_BACKEND, STOR_HANDLE_BLK_DEVICE, STOR_HANDLE_CLIENT_QUEUE, STOR_HANDLE_KINDS };
+enum stor_handle_kind {
+  STOR_HANDLE_BACKEND,
+  STOR_HANDLE_BLK_DEVICE,
+  STOR_HANDLE_CLIENT_QUEUE,
+  STOR_HANDLE_UBLK_SERVER,
+  STOR_HANDLE_KINDS
+};
 /* An external holding data, tagged as kind; NULL with an exception pending on failure. */
 napi_value make_handle(napi_env env, enum stor_handle_kind kind, void *data, napi_finalize finalize);
 /* The data of a handle of this kind; NULL and a pending TypeError ("expected a <what> handle") if v is
