@@ -154,6 +154,7 @@ struct ublk_tag {
   struct iovec iov;
   uint16_t tag;
   uint8_t state;
+  bool zeroes_as_write; /* a WRITE_ZEROES the backend refused, retried as a write of zeroes */
 };
 
 struct ublk_qstats {
@@ -291,11 +292,28 @@ static void queue_io_cmd(struct ublk_queue *q, struct ublk_tag *t, bool commit, 
   t->state = TAG_FETCHING;
 }
 
+static void backend_submit(struct ublk_queue *q, struct ublk_tag *t);
+
 /* The backend finished a request: commit its result (bytes for read/write, 0 otherwise, or -errno). */
 static void tag_complete(struct stor_req *r) {
   struct ublk_tag *t = (struct ublk_tag *)r;
   struct ublk_queue *q = t->q;
   q->in_backend--;
+  /* A backend that cannot zero a range (a file on tmpfs: no FALLOC_FL_ZERO_RANGE) gets a plain write of
+   * zeroes instead: the disk offers write-zeroes, so it must not fail for that reason. */
+  if (r->op == STOR_OP_WRITE_ZEROES && r->result == -EOPNOTSUPP && r->length <= q->srv->max_io && !t->zeroes_as_write) {
+    t->zeroes_as_write = true;
+    memset(t->iov.iov_base, 0, (size_t)r->length);
+    t->iov.iov_len = (size_t)r->length;
+    r->op = STOR_OP_WRITE;
+    r->flags = 0;
+    r->iov = &t->iov;
+    r->niov = 1;
+    r->result = 0;
+    q->in_backend++;
+    backend_submit(q, t);
+    return;
+  }
   int32_t res = r->result;
   if (res < 0) {
     q->st.errors++;
@@ -342,6 +360,7 @@ static void tag_fetched(struct ublk_queue *q, struct ublk_tag *t) {
   uint64_t start = iod->start_sector;
   struct stor_req *r = &t->req;
   memset(r, 0, sizeof *r);
+  t->zeroes_as_write = false;
   r->complete = tag_complete;
   r->offset = start << 9;
   r->length = (uint64_t)nr << 9;

@@ -36,7 +36,6 @@ export async function attachUblk(opts: AttachOptions): Promise<void> {
     throw usageError('--depth', `${opts.queueSize} is more than ublk's queue depth limit`, '1 to 4096');
   if (opts.recover && opts.id === undefined)
     throw usageError('--recover', 'needs the device id', '--ublk --recover --id N');
-  assertUblkAvailable();
 
   let record: AttachedRecord | undefined;
   let target: Target;
@@ -75,7 +74,14 @@ export async function attachUblk(opts: AttachOptions): Promise<void> {
     target = parseTarget(opts.backend, '--backend');
   }
 
+  // the backend first: a bad spec is reported as such on any machine
   const dev = await openTarget(target, queues, depth, readonly);
+  try {
+    assertUblkAvailable();
+  } catch (e) {
+    await dev.close();
+    throw e;
+  }
   let disk: UblkDisk;
   const log = (level: 'info' | 'warn' | 'error', message: string) => opts.log(level, message);
   try {

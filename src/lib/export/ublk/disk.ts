@@ -152,7 +152,11 @@ export class UblkDisk {
         volatileCache: true,
         discardGranularity: Math.max(o.blockSize, p.discardAlignment || 0),
         maxDiscardSectors: p.canDiscard && !readonly ? sectorsOf(p.maxDiscardLength, 2 ** 22) : 0,
-        maxWriteZeroesSectors: p.canWriteZeroes && !readonly ? sectorsOf(p.maxWriteZeroesLength, 2 ** 22) : 0,
+        // bounded by the tag buffer: a backend that cannot zero a range gets a write of zeroes from it
+        maxWriteZeroesSectors:
+          p.canWriteZeroes && !readonly
+            ? Math.min(sectorsOf(p.maxWriteZeroesLength, 2 ** 22), info.maxIoBytes / 512)
+            : 0,
       });
       server = n.ublkServerCreate(
         backend,
