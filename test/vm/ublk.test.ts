@@ -134,7 +134,10 @@ for round in 1 2; do
   sleep 4
   kill -0 $f 2>/dev/null || fail "fio ended before crash $round"
   step "SIGKILL the server (crash $round) and recover"
-  kill -9 $p; wait $p 2>/dev/null
+  kill -9 $p
+  for i in $(seq 1 600); do [ -d /proc/$p ] || break; sleep 0.1; done
+  [ -d /proc/$p ] && fail "the SIGKILLed server has not exited after 60 s (stuck in the kernel)"
+  wait $p 2>/dev/null
   $STOR attach --ublk --recover --id 3 --json > /tmp/o$round 2>/tmp/e$round &
   p=$!
   waitready /tmp/o$round || { cat /tmp/o$round /tmp/e$round; fail "recovery $round has no ready line"; }
