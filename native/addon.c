@@ -10,6 +10,7 @@ void bench_init(napi_env env, napi_value exports);
 void client_init(napi_env env, napi_value exports);
 void copy_init(napi_env env, napi_value exports);
 void vduse_blk_init(napi_env env, napi_value exports);
+void ublk_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   stor_fault_guard_install();
@@ -21,6 +22,7 @@ static napi_value init(napi_env env, napi_value exports) {
   client_init(env, exports);
   copy_init(env, exports);
   vduse_blk_init(env, exports);
+  ublk_init(env, exports);
   return exports;
 }
 

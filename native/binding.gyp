@@ -11,6 +11,7 @@
         "virtio/inflight.c",
         "export/queue_loop.c", "export/vhost_user_blk.c",
         "export/vduse_blk.c",
+        "export/ublk.c",
         "engine/client.c", "engine/copy.c", "engine/bench.c"
       ],
       "include_dirs": ["."],

@@ -174,6 +174,7 @@ static const napi_type_tag handle_tags[STOR_HANDLE_KINDS] = {
     [STOR_HANDLE_BLK_DEVICE] = {0x73746f72626c6b64ull, 0x4e7a2b90c1f86d23ull},
     [STOR_HANDLE_CLIENT_QUEUE] = {0x73746f72636c7471ull, 0x2d6f18b3a7e95c47ull},
     [STOR_HANDLE_VDUSE_DEVICE] = {0x73746f7276647573ull, 0x61d3c8e05b9f2a74ull},
+    [STOR_HANDLE_UBLK_SERVER] = {0x73746f7275626c6bull, 0x61c3e5f2094b7d18ull},
 };
 
 napi_value make_handle(napi_env env, enum stor_handle_kind kind, void *data, napi_finalize finalize) {

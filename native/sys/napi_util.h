@@ -65,6 +65,7 @@ enum stor_handle_kind {
   STOR_HANDLE_BLK_DEVICE,
   STOR_HANDLE_CLIENT_QUEUE,
   STOR_HANDLE_VDUSE_DEVICE,
+  STOR_HANDLE_UBLK_SERVER,
   STOR_HANDLE_KINDS
 };
 /* An external holding data, tagged as kind; NULL with an exception pending on failure. */

@@ -46,6 +46,13 @@ export {
   type Logger,
 } from './export/vhost-user/server.js';
 export { VhostUserSession, type SessionDevice, type SessionConfig } from './export/vhost-user/session.js';
+export {
+  UblkDisk,
+  assertUblkAvailable,
+  ublkDeviceInfo,
+  type UblkDiskOptions,
+  type UblkLogger,
+} from './export/ublk/disk.js';
 // engines
 export { runCopy, type CopyOptions, type CopyJob, type CopyProgress, type CopyResult } from './engine/copy.js';
 export {

@@ -356,6 +356,75 @@ export interface NativeCopy {
   ): { promise: Promise<CopyResult>; progress(): { copied: number; verified: number } };
 }
 
+// ---- ublk (export/ublk.c) ----
+export type UblkServerHandle = { readonly __ublk: unique symbol };
+/** A ublk device as the kernel describes it (GET_DEV_INFO); state: 0 dead, 1 live, 2 quiesced. */
+export interface UblkDevInfo {
+  id: number;
+  queues: number;
+  depth: number;
+  state: number;
+  maxIoBytes: number;
+  pid: number;
+  flags: bigint;
+}
+export interface UblkParams {
+  capacity: number;
+  logicalBlockSize: number;
+  physicalBlockSize?: number;
+  ioOpt?: number;
+  ioMin?: number;
+  maxSectors: number;
+  readonly: boolean;
+  volatileCache?: boolean;
+  discardGranularity?: number;
+  discardAlignment?: number;
+  maxDiscardSectors?: number;
+  maxWriteZeroesSectors?: number;
+}
+export type UblkCommand = 'START_DEV' | 'STOP_DEV' | 'DEL_DEV' | 'START_USER_RECOVERY' | 'END_USER_RECOVERY';
+export interface UblkQueueStats {
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  write_zeroes: number;
+  errors: number;
+  bytes_read: number;
+  bytes_written: number;
+  running: boolean;
+  sleeps: number;
+  cpuSeconds: number;
+}
+export interface NativeUblk {
+  /** 0, or -errno of opening /dev/ublk-control (-2: no ublk_drv loaded, -13: not root). */
+  ublkControlAvailable(): number;
+  /** Errors carry .errno (17: the id is in use). */
+  ublkAddDev(o: { id: number; queues: number; depth: number; maxIoBytes: number; recovery: boolean }): UblkDevInfo;
+  ublkGetDevInfo(id: number): UblkDevInfo | null;
+  ublkSetParams(id: number, p: UblkParams): void;
+  /** Bounded by timeoutMs (then cancelled: errno 110). */
+  ublkCommand(name: UblkCommand, id: number, timeoutMs: number): void;
+  ublkServerCreate(
+    backend: BackendHandle,
+    o: {
+      id: number;
+      queues: number;
+      depth: number;
+      maxIoBytes: number;
+      readonly: boolean;
+      mode: CompletionMode;
+      spinUs?: number;
+    },
+    onEvent: (kind: string, queue: number, message: string) => void,
+  ): UblkServerHandle;
+  /** Waits up to timeoutMs for the queue threads to exit on their own; returns how many still run. */
+  ublkServerWait(h: UblkServerHandle, timeoutMs: number): number;
+  ublkServerDestroy(h: UblkServerHandle): void;
+  ublkServerStats(h: UblkServerHandle): UblkQueueStats[];
+}
+
 export type NativeAddon = NativeSys &
   NativeBackend &
   NativeBlkDevice &
@@ -363,7 +432,8 @@ export type NativeAddon = NativeSys &
   NativeClient &
   NativeBench &
   NativeCopy &
-  NativeVduse;
+  NativeVduse &
+  NativeUblk;
 
 let addon: NativeAddon | undefined;
 
