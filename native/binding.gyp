@@ -6,6 +6,7 @@
         "addon.c",
         "sys/napi_util.c", "sys/sys.c", "sys/guard.c",
         "bdev/bdev.c", "bdev/null.c", "bdev/mem.c", "bdev/file.c", "bdev/image_lock.c", "bdev/vhost_user.c",
+        "bdev/rbd.c",
         "virtio/vring.c", "virtio/virtio_blk.c",
         "export/queue_loop.c", "export/vhost_user_blk.c",
         "engine/client.c", "engine/copy.c", "engine/bench.c"
@@ -13,7 +14,7 @@
       "include_dirs": ["."],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing"],
       "cflags_c": ["-std=gnu11"],
-      "libraries": ["-luring", "-lpthread"],
+      "libraries": ["-luring", "-lpthread", "-ldl"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"]
     }
   ]

@@ -129,6 +129,7 @@ struct stor_bdev_driver {
 };
 
 extern const struct stor_bdev_driver stor_null_driver, stor_mem_driver, stor_file_driver, stor_vhost_user_driver;
+extern const struct stor_bdev_driver stor_rbd_driver; /* rbd.c: librbd loaded with dlopen at open */
 
 /* Checks every driver's ops version; returns 0, or -EPROTO with the culprit named in err. */
 int stor_bdev_registry_check(char *err, size_t errlen);
