@@ -46,6 +46,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq -t bookworm --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# 2b. Ceph 16.2 (Pacific) from bookworm for the rbd backend's tests and benchmark: a one-node cluster
+#     (ceph-mon, ceph-osd; ceph-common has the ceph/rbd CLIs and librbd1), the librbd/librados headers
+#     (the addon loads librbd with dlopen and does not need them, but they document the ABI it declares),
+#     and qemu-block-extra for qemu-storage-daemon's rbd driver. -t bookworm: nothing from trixie, whose
+#     Ceph would pull its libc.
+CEPH_PKGS=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev qemu-block-extra)
+missing=()
+for p in "${CEPH_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]} (Ceph for the rbd tests)"
+  apt-get install -y -qq -t bookworm --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 # 3. libblkio 1.5 from trixie, as .deb files (depends on nothing newer than bookworm has).
 if ! dpkg-query -W -f='${Status}' libblkio-dev 2>/dev/null | grep -q 'ok installed'; then
   log "installing libblkio from trixie"

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STOR_BIN } from './paths.js';
 import { formatSpec } from '../src/lib/core/spec.js';
+import { rbdSpec } from '../src/lib/core/target.js';
 
 export type BackendSpec =
   | { kind: 'null'; size: number }
@@ -22,6 +23,15 @@ export type BackendSpec =
       locking?: 'on' | 'off' | 'auto';
       /** qemu-storage-daemon only: discard=unmap (QEMU ignores discards by default); stor always punches holes. */
       discard?: boolean;
+    }
+  | {
+      /** a Ceph RBD image (stor's rbd backend, qemu-storage-daemon's rbd driver from qemu-block-extra) */
+      kind: 'rbd';
+      /** POOL/IMAGE */
+      image: string;
+      conf?: string;
+      id?: string;
+      keyring?: string;
     };
 
 export interface ServerOptions {
@@ -82,6 +92,8 @@ export function storBackendArg(b: BackendSpec): string {
       if (b.locking) props.locking = b.locking;
       return formatSpec({ driver: 'file', props });
     }
+    case 'rbd':
+      return formatSpec(rbdSpec({ ...b, readonly: false }));
   }
 }
 
@@ -218,6 +230,13 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
     case 'file':
       blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}${b.discard ? ',discard=unmap' : ''}${b.locking ? `,locking=${b.locking}` : ''}`;
       break;
+    case 'rbd': {
+      const [pool, image] = b.image.split('/');
+      blockdev = `driver=rbd,node-name=disk0,pool=${pool},image=${image}${b.conf ? `,conf=${b.conf}` : ''}${b.id ? `,user=${b.id}` : ''},discard=unmap`;
+      if (b.keyring)
+        throw new Error('qemu-storage-daemon: pass the keyring through conf= (its rbd driver has no keyring option)');
+      break;
+    }
   }
   const io = o.qsdIothread;
   const iothread = io
