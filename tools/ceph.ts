@@ -5,6 +5,7 @@
 // real file system: BlueStore opens its file with O_DIRECT, so not tmpfs) and is stopped and removed
 // like a shell trap would: by stop(), and failing that at process exit or on SIGINT/SIGTERM/SIGHUP.
 import { execFileSync } from 'node:child_process';
+import { execa } from 'execa';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,9 +29,22 @@ export interface CephCluster {
 }
 
 const running = new Set<string>();
+/** start-ceph.sh runs still going, by cluster directory: the process group to kill on an abort. */
+const starting = new Map<string, number>();
 
 function stopNow(dir: string): void {
   if (!running.delete(dir)) return;
+  const pgid = starting.get(dir);
+  if (pgid) {
+    // an interrupted start: its mkfs steps would outlive it (the daemons are in their own sessions,
+    // started with setsid, and stop-ceph.sh stops them by their pid files)
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    starting.delete(dir);
+  }
   try {
     execFileSync('bash', [join(CEPH_SCRIPTS, 'stop-ceph.sh'), dir], { stdio: 'ignore', timeout: 60_000 });
   } catch {
@@ -67,13 +81,23 @@ export async function startCephCluster(env: Record<string, string> = {}): Promis
   if (missing) throw new Error(`cannot start the Ceph test cluster: ${missing}`);
   const dir = mkdtempSync(join(tmpdir(), 'stor-ceph-'));
   running.add(dir);
-  const r = await runBounded('bash', [join(CEPH_SCRIPTS, 'start-ceph.sh'), dir], 180_000, {
+  // its own process group, so an abort can end it with every step it started
+  const sub = execa('bash', [join(CEPH_SCRIPTS, 'start-ceph.sh'), dir], {
     env: { ...process.env, ...env },
+    stdin: 'ignore',
+    reject: false,
+    detached: true,
+    cleanup: false,
+    timeout: 180_000,
+    killSignal: 'SIGKILL',
   });
-  if (r.code !== 0) {
+  if (sub.pid) starting.set(dir, sub.pid);
+  const r = await sub;
+  starting.delete(dir);
+  if (r.exitCode !== 0) {
     stopNow(dir);
     throw new Error(
-      `start-ceph.sh failed (exit ${r.code}${r.timedOut ? ', timed out' : ''}):\n${r.stderr.slice(-3000)}`,
+      `start-ceph.sh failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}):\n${String(r.stderr).slice(-3000)}`,
     );
   }
   const conf = join(dir, 'ceph.conf');
