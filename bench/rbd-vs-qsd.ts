@@ -254,7 +254,7 @@ async function main(): Promise<number> {
   const runtimeS = Number(values.runtime);
   const repeat = Number(values.repeat);
   const wanted = values.cells?.split(',').map((s) => s.trim());
-  const cells = wanted ? CELLS.filter((c) => wanted.some((w) => c.id.includes(w))) : CELLS;
+  const cells = wanted ? CELLS.filter((c) => wanted.includes(c.id)) : CELLS;
   if (!cells.length || !(runtimeS > 0) || !(repeat > 0)) {
     process.stderr.write(`rbd-vs-qsd: nothing to run (cells: ${CELLS.map((c) => c.id).join(', ')})\n`);
     return 2;
