@@ -94,6 +94,9 @@ static int rbd_api_load(char *err, size_t errlen) {
   LOAD(rbd, rbd_aio_discard);
 #undef LOAD
   *(void **)&a.rbd_aio_write_zeroes = dlsym(rbd, "rbd_aio_write_zeroes"); /* optional */
+  *(void **)&a.rbd_watchers_list = dlsym(rbd, "rbd_watchers_list");
+  *(void **)&a.rbd_watchers_list_cleanup = dlsym(rbd, "rbd_watchers_list_cleanup");
+  if (!a.rbd_watchers_list_cleanup) a.rbd_watchers_list = NULL;
   if (missing) {
     snprintf(err, errlen, "rbd: librbd.so.1 has no %s: Ceph 12 (Luminous) or newer is needed", missing);
     r = -ENOSYS;
@@ -395,7 +398,9 @@ static int rbd_flush_all(struct stor_backend *be) {
 
 static void rbd_release(struct rbd_backend *b) {
   if (b->image) {
-    if (!b->base.props.readonly) api.rbd_flush(b->image);
+    /* only an opened backend can have written: a flush on a failed open would need the exclusive lock,
+     * and librbd would go and ask its holder (one that died keeps it until its watch expires) */
+    if (b->base.ops && !b->base.props.readonly) api.rbd_flush(b->image);
     if (b->locked) api.rbd_lock_release(b->image);
     api.rbd_close(b->image);
   }
@@ -445,6 +450,21 @@ static void job_stage(struct rbd_open_job *j, const char *stage) {
   pthread_mutex_lock(&j->mu);
   j->stage = stage;
   pthread_mutex_unlock(&j->mu);
+}
+
+/* Whether the client holding an image's lock still watches the image header. A client that died
+ * keeps its lock but loses its watch once the OSD's watch timeout (osd_client_watch_timeout, 30 s)
+ * passes; librbd breaks such a lock when it acquires. Both are listed by address. */
+static bool lock_owner_alive(rbd_image_t image, const char *owner) {
+  if (!api.rbd_watchers_list) return true;
+  stor_rbd_image_watcher w[16];
+  size_t n = 16;
+  if (api.rbd_watchers_list(image, w, &n) < 0) return true;
+  bool alive = false;
+  for (size_t i = 0; i < n; i++)
+    if (w[i].addr && !strcmp(w[i].addr, owner)) alive = true;
+  api.rbd_watchers_list_cleanup(w, n);
+  return alive;
 }
 
 /* The blocking part of opening: connect, pool, image (created if asked), snapshot, lock, properties. */
@@ -536,11 +556,16 @@ static int rbd_do_open(struct rbd_open_job *j, struct rbd_backend **out, char *e
     size_t nowners = 8;
     int mode;
     if (api.rbd_lock_get_owners(b->image, &mode, owners, &nowners) == 0 && nowners > 0) {
-      snprintf(err, errlen, "rbd: image %s is locked by another client (its exclusive lock is held by %s)", name,
-               owners[0]);
+      bool alive = lock_owner_alive(b->image, owners[0]);
+      if (alive)
+        snprintf(err, errlen, "rbd: image %s is locked by another client (its exclusive lock is held by %s)", name,
+                 owners[0]);
       api.rbd_lock_get_owners_cleanup(owners, nowners);
-      r = -EBUSY;
-      goto fail;
+      if (alive) {
+        r = -EBUSY;
+        goto fail;
+      }
+      /* a dead owner (crashed, its watch expired): rbd_lock_acquire breaks its lock, blocklisting it */
     }
     r = api.rbd_lock_acquire(b->image, STOR_RBD_LOCK_MODE_EXCLUSIVE);
     if (r < 0) {

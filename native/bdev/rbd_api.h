@@ -29,6 +29,13 @@ typedef struct {
   char parent_name[96];
 } stor_rbd_image_info;
 
+/* librbd.h's rbd_image_watcher_t */
+typedef struct {
+  char *addr;
+  int64_t id;
+  uint64_t cookie;
+} stor_rbd_image_watcher;
+
 #define STOR_RBD_LOCK_MODE_EXCLUSIVE    0
 #define STOR_RBD_FEATURE_EXCLUSIVE_LOCK (1ull << 2)
 
@@ -57,6 +64,9 @@ struct stor_rbd_api {
   int (*rbd_lock_release)(rbd_image_t image);
   int (*rbd_lock_get_owners)(rbd_image_t image, int *lock_mode, char **owners, size_t *max_owners);
   void (*rbd_lock_get_owners_cleanup)(char **owners, size_t n);
+  /* NULL before Mimic: every lock owner then counts as alive */
+  int (*rbd_watchers_list)(rbd_image_t image, stor_rbd_image_watcher *watchers, size_t *max_watchers);
+  void (*rbd_watchers_list_cleanup)(stor_rbd_image_watcher *watchers, size_t n);
   /* librbd: asynchronous I/O */
   int (*rbd_aio_create_completion)(void *arg, rbd_callback_t cb, rbd_completion_t *c);
   ssize_t (*rbd_aio_get_return_value)(rbd_completion_t c);

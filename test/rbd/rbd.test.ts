@@ -3,7 +3,7 @@
 // signal): the image's properties; stor copy file → rbd → file with --verify, byte-identical, with
 // zero detection (write-zeroes over old data) and a tail that is not a multiple of the object size;
 // stor serve --backend rbd: with the client library on two queues, the exclusive lock refusing a second
-// writer; every bad input (unreachable monitors with a short timeout, missing pool, image, snapshot,
+// writer, and a killed server's lock refused while its watch lasts and broken after; every bad input (unreachable monitors with a short timeout, missing pool, image, snapshot,
 // keyring, a wrong key, an unknown user, bad specs) as one line and its exit code; an OSD stopped with
 // SIGSTOP during verified I/O and resumed: requests wait and complete, none fails, nothing is lost;
 // and a QEMU guest putting ext4 and fio's verified writes on the served image.
@@ -15,7 +15,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { open } from '../../src/lib/index.js';
 import { startCephCluster, type CephCluster } from '../../tools/ceph.js';
-import { assertOk, describeRun, json, stor } from '../client/helpers.js';
+import { assertOk, describeRun, json, stor, type CliResult } from '../client/helpers.js';
 import { cleanupSocket, startStor, type RunningServer } from '../helpers/servers.js';
 import { runBounded } from '../helpers/run.js';
 import { assertGuestOk, liveGuests, runGuest } from '../vm/harness.js';
@@ -32,7 +32,8 @@ const rbd = (image: string, extra = ''): string => `rbd:rbd/${image},conf=${clus
 
 t.before(async () => {
   work = mkdtempSync(join(tmpdir(), 'stor-rbd-'));
-  cluster = await startCephCluster();
+  // a dead client's watch (and so its claim on an exclusive lock) expires after 10 s, not 30
+  cluster = await startCephCluster({ CEPH_EXTRA_CONF: 'osd_client_watch_timeout = 10' });
 });
 
 t.after(async () => {
@@ -159,6 +160,31 @@ t('serve --backend rbd: library reads, writes, write-zeroes on 2 queues; a secon
   const out = join(work, 'after-serve.bin');
   assertOk(await stor(['read', rbd('test'), '--offset', String(3 * MiB + 4096), '--length', '65536', '-o', out]));
   assert.ok(readFileSync(out).equals(datas[3]), 'what the served image holds after the server stopped');
+});
+
+t('a server killed with SIGKILL: its lock is refused while its watch lasts, then broken', async () => {
+  const server = await startStor({
+    backend: { kind: 'rbd', image: 'rbd/test', conf: cluster.conf },
+    startTimeoutMs: 30_000,
+  });
+  server.proc.kill('SIGKILL');
+  await server.stop();
+  cleanupSocket(server.socket);
+  const write = (): Promise<CliResult> =>
+    stor(['write', rbd('test'), '--offset', '0', '--length', '4096', '--pattern', '0x22'], 30_000);
+  // at once: the dead holder still watches the image; refused at once, not after a wait for it
+  const refused = await write();
+  assert.is(refused.code, 1, describeRun(refused));
+  assert.match(refused.stderr, /is locked by another client/);
+  assert.ok(refused.ms < 10_000, `refused after ${refused.ms} ms`);
+  // once its watch has expired, the lock of the dead client is broken and the image opens
+  const t0 = Date.now();
+  let r = refused;
+  while (r.code !== 0 && Date.now() - t0 < 40_000) {
+    await new Promise((res) => setTimeout(res, 2000));
+    r = await write();
+  }
+  assertOk(r);
 });
 
 t('bad inputs: one line each, exit 1 for the cluster, exit 2 for the spec, never a hang', async () => {
