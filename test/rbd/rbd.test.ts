@@ -3,13 +3,13 @@
 // signal): the image's properties; stor copy file → rbd → file with --verify, byte-identical, with
 // zero detection (write-zeroes over old data) and a tail that is not a multiple of the object size;
 // stor serve --backend rbd: with the client library on two queues, the exclusive lock refusing a second
-// writer, and a killed server's lock refused while its watch lasts and broken after; every bad input (unreachable monitors with a short timeout, missing pool, image, snapshot,
-// keyring, a wrong key, an unknown user, bad specs) as one line and its exit code; an OSD stopped with
-// SIGSTOP during verified I/O and resumed: requests wait and complete, none fails, nothing is lost;
-// and a QEMU guest putting ext4 and fio's verified writes on the served image.
+// writer, and a killed server's lock refused while its watch lasts and broken after; every bad input
+// (unreachable monitors with a short timeout, missing pool, image, snapshot, keyring, a wrong key, an
+// unknown user, bad specs) as one line and its exit code; an OSD stopped with SIGSTOP during verified
+// I/O and resumed: requests wait and complete, none fails, nothing is lost; and a QEMU guest putting
+// ext4 and fio's verified writes on the served image.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -31,9 +31,11 @@ let work: string;
 const rbd = (image: string, extra = ''): string => `rbd:rbd/${image},conf=${cluster.conf}${extra}`;
 
 t.before(async () => {
-  work = mkdtempSync(join(tmpdir(), 'stor-rbd-'));
   // a dead client's watch (and so its claim on an exclusive lock) expires after 10 s, not 30
   cluster = await startCephCluster({ CEPH_EXTRA_CONF: 'osd_client_watch_timeout = 10' });
+  // inside the cluster's directory, which the cluster's trap removes even when after() never runs
+  work = join(cluster.dir, 'work');
+  mkdirSync(work);
 });
 
 t.after(async () => {
