@@ -47,6 +47,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq -t bookworm --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# 2b. Ceph 16.2 (Pacific) from bookworm for the rbd backend's tests and benchmark: a one-node cluster
+#     (ceph-mon, ceph-osd; ceph-common has the ceph/rbd CLIs and librbd1), the librbd/librados headers
+#     (the addon loads librbd with dlopen and does not need them, but they document the ABI it declares),
+#     and qemu-block-extra for qemu-storage-daemon's rbd driver. -t bookworm: nothing from trixie, whose
+#     Ceph would pull its libc.
+CEPH_PKGS=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev qemu-block-extra)
+missing=()
+for p in "${CEPH_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]} (Ceph for the rbd tests)"
+  apt-get install -y -qq -t bookworm --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 # 3. libblkio 1.5 from trixie, as .deb files (depends on nothing newer than bookworm has).
 if ! dpkg-query -W -f='${Status}' libblkio-dev 2>/dev/null | grep -q 'ok installed'; then
   log "installing libblkio from trixie"
@@ -72,7 +85,12 @@ done
 # 4b. SPDK's spdk_tgt and rpc.py (the peer of `stor rpc` and `stor daemon` tests), built offline from the
 #     vendored tarball next to this repository (STOR_SPDK_VENDOR overrides where that is) into
 #     $CACHE/spdk; build.sh is a no-op when its stamp matches. tools/spdk.ts finds the result there.
-SPDK_VENDOR=${STOR_SPDK_VENDOR:-$ROOT/../shared/vendor/spdk}
+# The shared peers directory (vendored SPDK, Ceph scripts): STOR_SHARED, ../shared beside the repo, or
+# /work/shared (a clone elsewhere, e.g. CI's); linked into the cache so tests find it (tools/paths.ts).
+SHARED=${STOR_SHARED:-$ROOT/../shared}
+[ -d "$SHARED" ] || SHARED=/work/shared
+if [ -d "$SHARED" ]; then mkdir -p "$CACHE" && ln -sfn "$(cd "$SHARED" && pwd)" "$CACHE/shared"; fi
+SPDK_VENDOR=${STOR_SPDK_VENDOR:-$SHARED/vendor/spdk}
 if [ -f "$SPDK_VENDOR/build.sh" ]; then
   log "SPDK (spdk_tgt + rpc.py) from $SPDK_VENDOR"
   bash "$SPDK_VENDOR/build.sh" "$CACHE/spdk" >/dev/null

@@ -22,3 +22,11 @@ export const CACHE = process.env.STOR_CACHE ?? join(ROOT, '.cache');
 /** libblkio's example programs (blkio-info, blkio-copy, blkio-bench), built by the setup script. */
 export const PEER_BIN = join(CACHE, 'peers', 'bin');
 export const FIXTURES = join(ROOT, 'fixtures');
+/**
+ * The project's shared peers directory (vendored SPDK, the Ceph cluster scripts): STOR_SHARED, else
+ * ../shared beside the repository, else the link scripts/setup-debian.sh leaves in the cache (a clone
+ * elsewhere, e.g. CI's, finds it there).
+ */
+export const SHARED =
+  process.env.STOR_SHARED ??
+  (existsSync(join(ROOT, '..', 'shared')) ? join(ROOT, '..', 'shared') : join(CACHE, 'shared'));

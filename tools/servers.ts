@@ -11,6 +11,7 @@ import { STOR_BIN } from './paths.js';
 import { formatSpec } from '../src/lib/core/spec.js';
 import { JsonRpcClient } from '../src/lib/rpc/jsonrpc.js';
 import { requireSpdk, SPDK_MEMORY_FLAGS } from './spdk.js';
+import { rbdSpec } from '../src/lib/core/target.js';
 
 export type BackendSpec =
   | { kind: 'null'; size: number; /** false: reads leave buffers untouched (both servers) */ readZeroes?: boolean }
@@ -27,6 +28,15 @@ export type BackendSpec =
       discard?: boolean;
       /** stor only: fault-injection properties (delay-us, delay-jitter-us, error-rate, ...: native/bdev/fault.c). */
       faults?: Record<string, string>;
+    }
+  | {
+      /** a Ceph RBD image (stor's rbd backend, qemu-storage-daemon's rbd driver from qemu-block-extra) */
+      kind: 'rbd';
+      /** POOL/IMAGE */
+      image: string;
+      conf?: string;
+      id?: string;
+      keyring?: string;
     };
 
 export interface ServerOptions {
@@ -94,6 +104,8 @@ export function storBackendArg(b: BackendSpec): string {
       Object.assign(props, b.faults ?? {});
       return formatSpec({ driver: 'file', props });
     }
+    case 'rbd':
+      return formatSpec(rbdSpec({ ...b, readonly: false }));
   }
 }
 
@@ -246,6 +258,13 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
     case 'file':
       blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}${b.discard ? ',discard=unmap' : ''}${b.locking ? `,locking=${b.locking}` : ''}`;
       break;
+    case 'rbd': {
+      const [pool, image] = b.image.split('/');
+      blockdev = `driver=rbd,node-name=disk0,pool=${pool},image=${image}${b.conf ? `,conf=${b.conf}` : ''}${b.id ? `,user=${b.id}` : ''},discard=unmap`;
+      if (b.keyring)
+        throw new Error('qemu-storage-daemon: pass the keyring through conf= (its rbd driver has no keyring option)');
+      break;
+    }
   }
   const io = o.qsdIothread;
   const iothread = io

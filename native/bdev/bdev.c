@@ -1,7 +1,7 @@
 /* What every backend shares: the driver registry (open by name with key=value properties, each driver
  * parsing its own), property value parsing, reference counting, and the N-API handle
  * (bdevOpen / bdevProperties / bdevDrivers / backendInfo / backendFlush / backendClose). The backends live in null.c,
- * mem.c, file.c and vhost_user.c. */
+ * mem.c, file.c, vhost_user.c and rbd.c. */
 #include "bdev/bdev.h"
 #include "sys/napi_util.h"
 #include <fcntl.h>
@@ -14,10 +14,7 @@
 /* ---- the registry: one descriptor per driver, each in its own file ------------------------------ */
 
 static const struct stor_bdev_driver *const drivers[] = {
-    &stor_null_driver,
-    &stor_mem_driver,
-    &stor_file_driver,
-    &stor_vhost_user_driver,
+    &stor_null_driver, &stor_mem_driver, &stor_file_driver, &stor_vhost_user_driver, &stor_rbd_driver,
 };
 #define NDRIVERS (sizeof drivers / sizeof drivers[0])
 

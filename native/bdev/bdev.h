@@ -129,6 +129,7 @@ struct stor_bdev_driver {
 };
 
 extern const struct stor_bdev_driver stor_null_driver, stor_mem_driver, stor_file_driver, stor_vhost_user_driver;
+extern const struct stor_bdev_driver stor_rbd_driver; /* rbd.c: librbd loaded with dlopen at open */
 
 /* ---- fault injection (fault.c): properties every driver accepts, a filter in front of the backend ---- */
 extern const struct stor_bdev_prop_help stor_fault_props[]; /* delay-us, error-rate, stall-file, ... */

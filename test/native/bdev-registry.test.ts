@@ -14,12 +14,14 @@ const t = suite('bdev registry: drivers, properties, errors');
 const dir = mkdtempSync(join(tmpdir(), 'stor-bdev-'));
 t.after(() => rmSync(dir, { recursive: true, force: true }));
 
-t('bdevDrivers lists null, mem, file (openable) and vhost-user (created by the client), each with help', () => {
+t('bdevDrivers lists null, mem, file, rbd (openable) and vhost-user (created by the client), each with help', () => {
   const ds = native().bdevDrivers();
-  assert.equal(ds.map((d) => d.name), ['null', 'mem', 'file', 'vhost-user']);
+  assert.equal(ds.map((d) => d.name), ['null', 'mem', 'file', 'vhost-user', 'rbd']);
   for (const d of ds) assert.ok(d.help.length > 10 && d.properties.every((p) => p.name && p.help), d.name);
   assert.equal(ds.find((d) => d.name === 'file')!.properties.map((p) => p.name), ['path', 'create', 'direct', 'readonly', 'ring-size', 'locking']);
   assert.is(ds.find((d) => d.name === 'vhost-user')!.openable, false);
+  // rbd is listed (and its properties known) without librbd: the library is loaded only at open
+  assert.equal(ds.find((d) => d.name === 'rbd')!.properties.map((p) => p.name), ['image', 'conf', 'id', 'keyring', 'create', 'snapshot', 'readonly', 'connect-timeout']);
 });
 
 t('sizes take binary suffixes: k, M, G, KiB, MiB, GiB, and fractions that are whole bytes', () => {
@@ -72,7 +74,7 @@ t('unknown keys and bad values are EINVAL naming the property', () => {
       assert.match(err.message, msg);
     }
   }
-  assert.throws(() => native().bdevOpen('disk', {}), /'disk' is not a backend driver \(accepted: null, mem, file\)/);
+  assert.throws(() => native().bdevOpen('disk', {}), /'disk' is not a backend driver \(accepted: null, mem, file, rbd\)/);
   assert.throws(() => native().bdevOpen('vhost-user', { path: '/x' }), /opened by the client library/);
 });
 

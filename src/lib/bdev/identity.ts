@@ -2,12 +2,14 @@
 // spelled (file:IMG, ./IMG, a symlink, a hard link, two nodes of one block device, one socket): a
 // file or socket is its st_dev + st_ino, a block device its st_rdev. null: and mem: targets are a new
 // device at each open, and a path that does not exist yet is a new file: neither is anything else.
+// An rbd image is its pool/image (and snapshot) on the cluster its conf= names.
 import { statSync } from 'node:fs';
 import type { Target } from '../core/target.js';
 import { StorError } from '../core/errors.js';
 
 export function storageIdentity(t: Target): string | undefined {
   if (t.kind === 'null' || t.kind === 'mem') return undefined;
+  if (t.kind === 'rbd') return `rbd:${t.conf ?? ''}:${t.image}@${t.snapshot ?? ''}`;
   try {
     const st = statSync(t.path);
     return st.isBlockDevice() ? `block:${st.rdev}` : `${st.isSocket() ? 'socket' : 'file'}:${st.dev}:${st.ino}`;

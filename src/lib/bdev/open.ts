@@ -3,7 +3,7 @@
 // error (exit 2) naming it. Every property of the opened backend comes from C (bdevProperties).
 import { native, type BackendHandle, type BackendInfo, type BdevDriverInfo, type BdevProperties } from '../native.js';
 import { StorError, usageError } from '../core/errors.js';
-import type { Target } from '../core/target.js';
+import { rbdSpec, type Target } from '../core/target.js';
 
 export type BackendTarget = Exclude<Target, { kind: 'vhost-user' }>;
 /**
@@ -33,6 +33,9 @@ export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direc
       if (t.readonly) props.readonly = 'on';
       if (t.ringSize !== undefined) props['ring-size'] = String(t.ringSize);
       if (t.locking !== undefined) props.locking = t.locking;
+      break;
+    case 'rbd':
+      Object.assign(props, rbdSpec(t).props);
       break;
   }
   if (opts.readonly) props.readonly = 'on';
@@ -67,16 +70,33 @@ export function openBackend(
       throw usageError(opts.what ?? 'backend', m ? m[1] : err.message, m ? m[2] : undefined);
     }
     const hint =
-      spec.driver !== 'file'
-        ? undefined
-        : err.errno === 2
-          ? 'the file does not exist: add ,create=SIZE to create it'
-          : err.errno === 16
-            ? "stop the other user first, or add ,locking=off to open it anyway (as with QEMU's file driver)"
-            : undefined;
+      spec.driver === 'rbd'
+        ? rbdHint(err.errno)
+        : spec.driver !== 'file'
+          ? undefined
+          : err.errno === 2
+            ? 'the file does not exist: add ,create=SIZE to create it'
+            : err.errno === 16
+              ? "stop the other user first, or add ,locking=off to open it anyway (as with QEMU's file driver)"
+              : undefined;
     throw new StorError(`cannot open backend: ${err.message}`, { errno: err.errno, hint });
   }
   return { handle, info: n.backendInfo(handle), properties: n.bdevProperties(handle) };
+}
+
+/** What to do about an rbd open error (the C message already says what happened). */
+function rbdHint(errno: number | undefined): string | undefined {
+  switch (errno) {
+    case 16: // EBUSY: another client holds the exclusive lock
+      return 'stop the other client first, or open the image read-only (,readonly=on)';
+    case 110: // ETIMEDOUT
+      return 'check that the cluster is up and that mon_host in ceph.conf (conf=) is right';
+    case 1:
+    case 13: // EPERM, EACCES
+      return 'the key in the keyring must belong to the user named by id= (default admin)';
+    default:
+      return undefined;
+  }
 }
 
 /** The backend drivers the C registry has, with their properties and help. */

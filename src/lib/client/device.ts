@@ -50,7 +50,7 @@ export interface OpenOptions {
 
 /** Named as libblkio names them (capacity, request-alignment, ...), in camelCase. */
 export interface Properties {
-  driver: 'virtio-blk-vhost-user' | 'io_uring' | 'null' | 'mem';
+  driver: 'virtio-blk-vhost-user' | 'io_uring' | 'null' | 'mem' | 'rbd';
   target: string;
   capacity: number;
   requestAlignment: number;

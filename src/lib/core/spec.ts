@@ -1,8 +1,8 @@
 // The one parser and the one formatter for device specs — what `--backend`, a client TARGET, a bench
 // target and the device table all take: "driver:primary[,key=value...]" → { driver, props }.
 // The primary value goes under the driver's primary property (null/mem → size, file and
-// vhost-user → path). Inside a spec, ",," stands for a literal comma (as in QEMU's option syntax),
-// so any path can be written and formatSpec(parseSpec(s)) round-trips.
+// vhost-user → path, rbd → image, "POOL/IMAGE"). Inside a spec, ",," stands for a literal comma (as in
+// QEMU's option syntax), so any path can be written and formatSpec(parseSpec(s)) round-trips.
 // A path is a path: text that does not start with "word:" is a file (or, if it names a Unix socket,
 // a vhost-user socket), relative or absolute; only an unknown "scheme:" is refused. Values are kept
 // as strings here: each consumer (target.ts for commands, the native registry for drivers)
@@ -26,6 +26,10 @@ export const SPEC_DRIVERS: Readonly<Record<string, DriverSyntax>> = {
   mem: { primary: 'size', keys: ['size'] },
   file: { primary: 'path', keys: ['path', 'create', 'direct', 'readonly', 'ro', 'ring-size', 'locking'] },
   'vhost-user': { primary: 'path', keys: ['path'] },
+  rbd: {
+    primary: 'image',
+    keys: ['image', 'conf', 'id', 'keyring', 'create', 'snapshot', 'readonly', 'ro', 'connect-timeout'],
+  },
 };
 
 /**
@@ -46,8 +50,18 @@ export const FAULT_KEYS: readonly string[] = [
 ];
 
 export const BACKEND_FORMS =
-  'null:SIZE[,read-zeroes=off], mem:SIZE, file:PATH[,create=SIZE][,direct=on][,readonly=on] (e.g. mem:1G, file:/var/tmp/disk.img,create=512M)';
+  'null:SIZE[,read-zeroes=off], mem:SIZE, file:PATH[,create=SIZE][,direct=on][,readonly=on], ' +
+  'rbd:POOL/IMAGE[,conf=PATH][,id=USER][,keyring=PATH][,create=SIZE][,snapshot=NAME][,readonly=on] ' +
+  '(e.g. mem:1G, file:/var/tmp/disk.img,create=512M, rbd:rbd/disk0,conf=/etc/ceph/ceph.conf)';
 export const TARGET_FORMS = `vhost-user:SOCKET, ${BACKEND_FORMS}, or a path to a socket, file or block device`;
+
+/** What the primary value is, in "'x:' needs ..." (default: a path). */
+const PRIMARY_NOUN: Readonly<Record<string, string>> = {
+  null: 'a size',
+  mem: 'a size',
+  'vhost-user': 'a socket path',
+  rbd: 'POOL/IMAGE',
+};
 
 /** What a caller calls the thing it parses, for its error messages ("'x' is not a backend"). */
 export interface SpecKind {
@@ -103,12 +117,7 @@ export function parseSpec(text: string, what: string, kind: SpecKind = TARGET_KI
   const syntax = SPEC_DRIVERS[driver];
   if (!syntax) throw usageError(what, `'${text}' is not a ${kind.noun}`, kind.forms);
   const [primary, ...options] = splitFields(text.slice(m[0].length));
-  if (!primary)
-    throw usageError(
-      what,
-      `'${driver}:' needs a ${syntax.primary === 'size' ? 'size' : driver === 'vhost-user' ? 'socket path' : 'path'}`,
-      kind.forms,
-    );
+  if (!primary) throw usageError(what, `'${driver}:' needs ${PRIMARY_NOUN[driver] ?? 'a path'}`, kind.forms);
   const props: Record<string, string> = { [syntax.primary]: primary };
   for (const o of options) {
     const eq = o.indexOf('=');

@@ -6,6 +6,7 @@
 //   /dev/vdb, disk.img, sub/x.img a bare path: a block device or file (a socket path means vhost-user)
 //   null:1G                       reads return zeros, writes are dropped
 //   mem:1G                        a sparse in-memory disk (memfd)
+//   rbd:POOL/IMAGE[,conf=PATH][,id=USER][,keyring=PATH][,create=SIZE][,snapshot=NAME]   a Ceph RBD image
 import { usageError } from './errors.js';
 import { parsePositiveSize } from './size.js';
 import {
@@ -40,8 +41,23 @@ export type Target = (
     }
   | { kind: 'null'; size: number; /** false: reads leave buffers untouched (SPDK's null bdev) */ readZeroes?: false }
   | { kind: 'mem'; size: number }
+  | {
+      kind: 'rbd';
+      /** POOL/IMAGE or POOL/NAMESPACE/IMAGE */
+      image: string;
+      conf?: string;
+      id?: string;
+      keyring?: string;
+      create?: number;
+      snapshot?: string;
+      readonly: boolean;
+      connectTimeout?: number;
+    }
 ) &
   FaultOptions;
+
+/** POOL/IMAGE or POOL/NAMESPACE/IMAGE: no empty part, no '@' (a snapshot is snapshot=NAME). */
+const RBD_IMAGE = /^[^/@]+(\/[^/@]+)?\/[^/@]+$/;
 
 /** The fault-injection properties of a spec, if any. */
 function faultsOf(spec: Spec): FaultOptions {
@@ -98,6 +114,37 @@ function plainTargetFromSpec(spec: Spec, what: string, kind: SpecKind): Target {
       }
       return t;
     }
+    case 'rbd': {
+      if (!RBD_IMAGE.test(p.image))
+        throw usageError(
+          what,
+          `rbd:${p.image}: expected POOL/IMAGE or POOL/NAMESPACE/IMAGE (a snapshot is snapshot=NAME)`,
+          kind.forms,
+        );
+      const t: Extract<Target, { kind: 'rbd' }> = { kind: 'rbd', image: p.image, readonly: false };
+      for (const key of ['conf', 'id', 'keyring', 'snapshot'] as const) {
+        if (p[key] === undefined) continue;
+        if (p[key] === '' || p[key] === 'on') throw usageError(what, `${key} needs a value (${key}=...)`, kind.forms);
+        t[key] = p[key];
+      }
+      if (t.id?.startsWith('client.'))
+        throw usageError(what, `id=${t.id}: the user name without 'client.' (e.g. id=admin)`, kind.forms);
+      if (p.create !== undefined) {
+        if (p.create === 'on') throw usageError(what, 'create needs a size (create=SIZE)', kind.forms);
+        t.create = parsePositiveSize(p.create, `${what} create=`);
+        if (t.create % 512) throw usageError(what, `create=${p.create} is not a multiple of 512 bytes`, kind.forms);
+      }
+      for (const key of ['readonly', 'ro']) if (p[key] !== undefined) t.readonly = parseOnOff(what, key, p[key]);
+      if (p['connect-timeout'] !== undefined) {
+        const v = p['connect-timeout'];
+        if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 3600)
+          throw usageError(what, `connect-timeout=${v}: expected 1..3600 seconds`, kind.forms);
+        t.connectTimeout = Number(v);
+      }
+      if (t.create !== undefined && (t.readonly || t.snapshot !== undefined))
+        throw usageError(what, 'create= cannot be combined with readonly or snapshot', kind.forms);
+      return t;
+    }
     default:
       throw usageError(what, `'${spec.driver}:' is not a ${kind.noun}`, kind.forms);
   }
@@ -129,10 +176,25 @@ function plainTargetToSpec(t: Target): Spec {
       if (t.locking) props.locking = t.locking;
       return { driver: 'file', props };
     }
+    case 'rbd':
+      return rbdSpec(t);
   }
 }
 
-/** A backend stor can serve: null, mem or file (a bare path is a file; a socket is not a backend). */
+/** An rbd Target's spec: the image, then the properties it sets, in the documented order. */
+export function rbdSpec(t: Extract<Target, { kind: 'rbd' }>): Spec {
+  const props: Record<string, string> = { image: t.image };
+  if (t.conf !== undefined) props.conf = t.conf;
+  if (t.id !== undefined) props.id = t.id;
+  if (t.keyring !== undefined) props.keyring = t.keyring;
+  if (t.create) props.create = String(t.create);
+  if (t.snapshot !== undefined) props.snapshot = t.snapshot;
+  if (t.readonly) props.readonly = 'on';
+  if (t.connectTimeout !== undefined) props['connect-timeout'] = String(t.connectTimeout);
+  return { driver: 'rbd', props };
+}
+
+/** A backend stor can serve: null, mem, file or rbd (a bare path is a file; a socket is not a backend). */
 export function parseBackend(text: string, what = '--backend'): Exclude<Target, { kind: 'vhost-user' }> {
   const spec = parseSpec(text, what, BACKEND_KIND);
   if (spec.driver === 'vhost-user') throw usageError(what, `'${text}' is not a backend`, BACKEND_FORMS);
