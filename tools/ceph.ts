@@ -9,7 +9,7 @@ import { execa } from 'execa';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, SHARED } from './paths.js';
+import { SHARED } from './paths.js';
 import { runBounded } from './run.js';
 
 export const CEPH_SCRIPTS = process.env.STOR_CEPH_SCRIPTS ?? join(SHARED, 'ceph');
