@@ -3,7 +3,7 @@
 // error (exit 2) naming it. Every property of the opened backend comes from C (bdevProperties).
 import { native, type BackendHandle, type BackendInfo, type BdevDriverInfo, type BdevProperties } from '../native.js';
 import { StorError, usageError } from '../core/errors.js';
-import { rbdSpec, type Target } from '../core/target.js';
+import { targetToSpec as specOfTarget, type Target } from '../core/target.js';
 
 export type BackendTarget = Exclude<Target, { kind: 'vhost-user' }>;
 /**
@@ -15,32 +15,16 @@ export interface BackendSpec {
   props: Record<string, string>;
 }
 
-/** Target → {driver, props}. (Until every caller passes a BackendSpec from the spec parser.) */
+/** Target → {driver, props}: the one conversion (core/target.ts), with the caller's overrides. */
 export function targetToSpec(t: BackendTarget, opts: { readonly?: boolean; direct?: boolean } = {}): BackendSpec {
-  const props: Record<string, string> = {};
-  switch (t.kind) {
-    case 'null':
-      props.size = String(t.size);
-      if (t.readZeroes === false) props['read-zeroes'] = 'off';
-      break;
-    case 'mem':
-      props.size = String(t.size);
-      break;
-    case 'file':
-      props.path = t.path;
-      if (t.create !== undefined) props.create = String(t.create);
-      if (opts.direct ?? t.direct) props.direct = 'on';
-      if (t.readonly) props.readonly = 'on';
-      if (t.ringSize !== undefined) props['ring-size'] = String(t.ringSize);
-      if (t.locking !== undefined) props.locking = t.locking;
-      break;
-    case 'rbd':
-      Object.assign(props, rbdSpec(t).props);
-      break;
+  const spec = specOfTarget(t);
+  const props = { ...spec.props };
+  if (t.kind === 'file' && opts.direct !== undefined) {
+    if (opts.direct) props.direct = 'on';
+    else delete props.direct;
   }
   if (opts.readonly) props.readonly = 'on';
-  Object.assign(props, t.faults ?? {});
-  return { driver: t.kind, props };
+  return { driver: spec.driver, props };
 }
 
 export interface OpenedBackend {
