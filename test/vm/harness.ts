@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync,
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { CACHE } from '../helpers/paths.js';
+import { CACHE, ROOT } from '../helpers/paths.js';
 
 export interface VhostUserBlkDisk {
   /** Unix socket of a vhost-user-blk server (stor serve, qemu-storage-daemon). */
@@ -122,6 +122,16 @@ function hookExit(): void {
   }
 }
 
+/**
+ * The repository as the host sees it, when the guest cannot: the guest mounts fresh tmpfs over /tmp
+ * and /run, so a clone there (CI's, for one) would be invisible to the stor it runs. It then gets
+ * a share of its own (tag storrepo), mounted read-only at the same path before the script runs.
+ */
+function hiddenRepo(): string | undefined {
+  const root = realpathSync(ROOT);
+  return /^\/(tmp|run)(\/|$)/.test(root) ? root : undefined;
+}
+
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
@@ -178,6 +188,8 @@ export function qemuArgs(o: GuestOptions, shareDir: string, img: VmImage): strin
     '-virtfs',
     `local,path=${shareDir},mount_tag=storvm,security_model=none`,
   ];
+  const repo = hiddenRepo();
+  if (repo) args.push('-virtfs', `local,path=${repo},mount_tag=storrepo,security_model=none,readonly=on`);
   (o.vhostUserBlk ?? []).forEach((d, i) => {
     args.push(
       '-chardev',
@@ -188,6 +200,17 @@ export function qemuArgs(o: GuestOptions, shareDir: string, img: VmImage): strin
   });
   args.push(...(o.extraQemuArgs ?? []));
   return args;
+}
+
+/** run.sh's lines that mount a repository the guest's tmpfs would hide (see hiddenRepo). */
+function repoMount(): string {
+  const repo = hiddenRepo();
+  if (!repo) return '';
+  const q = shellQuote(repo);
+  return (
+    `mkdir -p ${q} && mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose storrepo ${q} ` +
+    `|| { echo "stor-vm: cannot mount the repository at ${repo}" >&2; exit 1; }\n`
+  );
 }
 
 /** Boots a guest, runs o.script in it, and resolves when QEMU is gone (never rejects on guest failure). */
@@ -219,7 +242,9 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
     join(shareDir, 'run.sh'),
     Object.entries(env)
       .map(([k, v]) => `export ${k}=${shellQuote(v)}\n`)
-      .join('') + `cd /tmp\nexec /bin/bash ${GUEST_SHARE}/script.sh\n`,
+      .join('') +
+      repoMount() +
+      `cd /tmp\nexec /bin/bash ${GUEST_SHARE}/script.sh\n`,
   );
 
   const echo = o.echo ?? process.env.STOR_VM_VERBOSE === '1';
