@@ -16,6 +16,7 @@
  * /dev/vduse/control through the functions below, vdpa through the `vdpa` tool) and hears lifecycle
  * events. Nothing here calls JavaScript per request. */
 #include "bdev/bdev.h"
+#include "export/export_arm.h"
 #include "export/queue_loop.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
@@ -313,15 +314,10 @@ static int loop_poll(void *ctx) {
   return n + c;
 }
 
-/* Before sleeping: a backend that completes by notification only when asked (the vhost-user client)
- * is asked while requests are in flight; then the driver is asked for kicks — unless requests wait for
- * room in a full backend, which only the backend's next completion can give. */
+/* Before sleeping: the backend (while requests are in flight), then the driver's kicks (export_arm.h). */
 static int loop_arm(void *ctx) {
   struct vd_queue *q = ctx;
-  const struct stor_backend_ops *ops = q->dev->be->ops;
-  if (ops->arm && ops->inflight(q->bq) && ops->arm(q->bq) > 0) return 1;
-  if (q->deferred_n) return 0;
-  return vring_enable_kicks(&q->vr);
+  return stor_export_arm(q->dev->be->ops, q->bq, &q->vr, true, q->deferred_n > 0);
 }
 
 static void loop_disarm(void *ctx) {
