@@ -33,8 +33,8 @@ start() {
 writes() { awk '{print $5}' /sys/block/$(basename $DEV)/stat; }
 # waits until n more writes have completed on the disk (bounded)
 more_writes() {
-  local w0=$(writes)
-  for i in $(seq 1 600); do sleep 0.1; [ $(( $(writes) - w0 )) -gt $1 ] && return 0; done
+  local w0=$(writes) t0=$SECONDS
+  while [ $((SECONDS - t0)) -lt 60 ]; do sleep 0.2; [ $(( $(writes) - w0 )) -gt $1 ] && return 0; done
   fail "fewer than $1 writes completed in 60 s"
 }
 
