@@ -115,6 +115,9 @@ grep -q 'still in use (mounted on /tmp/m' /tmp/f0.out.err || fail "stor did not 
 cp /tmp/f0.out $STOR_VM_RESULTS/f0.out
 umount -l /tmp/m 2>/dev/null
 gone f0 $DEV
+# the disk was removed under a mounted ext4, which logs the superblock write it lost: expected here
+# (the data was synced and is checked below); the kernel log is checked again at the end
+dmesg -C
 step "the image holds the filesystem and the late file"
 e2fsck -fy /tmp/f0.img >/dev/null 2>&1
 debugfs -R "cat /late" /tmp/f0.img 2>/dev/null > /tmp/uback
@@ -234,16 +237,15 @@ v('on a host without /dev/vduse/control: one line saying so and what to load, ex
   assert.match(err.error.hint, /modprobe vduse/);
 });
 
-v('bad sizes are refused before anything is created: --queue-size 3, --queues 65, --name with a slash', async () => {
-  for (const args of [
-    ['--queue-size', '3'],
-    ['--queues', '65'],
-    ['--name', 'a/b'],
-  ]) {
-    const r = await runBounded('node', [STOR_BIN, 'attach', '--vduse', '--backend', 'mem:16M', ...args], 60_000);
-    assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-    assert.match(r.stderr, /^stor: /, args.join(' '));
-  }
-});
+v(
+  'bad input is refused before anything is created: --queue-size 3, --queues 65, --name a/b, --reconnect without --name',
+  async () => {
+    for (const args of [['--queue-size', '3'], ['--queues', '65'], ['--name', 'a/b'], ['--reconnect']]) {
+      const r = await runBounded('node', [STOR_BIN, 'attach', '--vduse', '--backend', 'mem:16M', ...args], 60_000);
+      assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^stor: /, args.join(' '));
+    }
+  },
+);
 
 v.run();

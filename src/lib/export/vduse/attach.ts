@@ -201,7 +201,8 @@ export async function attachVduse(given: AttachOptions): Promise<void> {
     failure ??= e;
   }
   await dev.close();
-  removeAttached('vduse', name);
+  // a reconnect that failed leaves the disk as it found it, record included (another try may work)
+  if (!reconnecting || exp.node) removeAttached('vduse', name);
   process.off('SIGINT', onInt);
   process.off('SIGTERM', onTerm);
   if (failure) throw failure;
