@@ -35,6 +35,11 @@ writes() { awk '{print $5}' /sys/block/$(basename $DEV)/stat; }
 more_writes() {
   local w0=$(writes) t0=$SECONDS
   while [ $((SECONDS - t0)) -lt 60 ]; do sleep 0.2; [ $(( $(writes) - w0 )) -gt $1 ] && return 0; done
+  tail -n 5 /tmp/a*.out.err
+  kill -0 $APID 2>/dev/null && echo "stor (pid $APID) is alive" || echo "stor (pid $APID) is gone"
+  echo "in flight (reads writes): $(cat /sys/block/$(basename $DEV)/inflight)"
+  kill -0 $FIO 2>/dev/null && echo "fio is running" || { echo "fio has exited:"; cat $STOR_VM_RESULTS/fio.txt; }
+  cat /sys/block/$(basename $DEV)/stat
   fail "fewer than $1 writes completed in 60 s"
 }
 
@@ -42,11 +47,12 @@ step "attach over a jittery file backend"
 start /tmp/a0.out --backend "file:/tmp/rc.img,create=64M,delay-us=300,delay-jitter-us=3000" --queue-size 128
 FIRST=$DEV
 timeout -k 10 240 fio --name=rw --filename=$DEV --direct=1 --ioengine=libaio --rw=randwrite --bs=4k \
-  --iodepth=16 --size=12M --verify=crc32c --do_verify=1 --verify_fatal=1 --eta=never \
+  --iodepth=16 --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1 --eta=never \
   --output=$STOR_VM_RESULTS/fio.txt &
 FIO=$!
 for k in 1 2; do
   more_writes 300
+  kill -0 $FIO 2>/dev/null || fail "fio finished before SIGKILL $k: nothing would be in flight"
   step "SIGKILL $k of stor (pid $APID) with fio's writes in flight"
   kill -KILL $APID; wait $APID 2>/dev/null
   [ -e /dev/vduse/rc0 ] || fail "the VDUSE device went with its server"
