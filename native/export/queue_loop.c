@@ -93,7 +93,10 @@ int stor_qloop_wait(struct stor_qloop *l, const struct stor_qloop_ops *ops, void
       relax(l);
       continue;
     } /* nothing to sleep on: the peer expects polling */
-    if (!l->armed && ops->arm) {
+    /* Armed before every sleep, not only the first one after work: the look after a wake-up that found
+     * nothing may have turned a notification off again (a backend's reap does: the vhost-user client
+     * turns its ring's interrupts off whenever it reaps without waiting). Arming is idempotent. */
+    if (ops->arm) {
       l->armed = true;
       int a = ops->arm(ctx);
       if (a) return progress(l, ops, ctx, a); /* arrived while notifications were turned on */

@@ -24,8 +24,9 @@ enum stor_completion_mode { STOR_MODE_NOTIFY = 0, STOR_MODE_POLL = 1, STOR_MODE_
 struct stor_qloop_ops {
   /* Looks for work and does it: > 0 progress (returned to the caller), 0 nothing, < 0 stop. */
   int (*poll)(void *ctx);
-  /* Optional: turns notifications on before a sleep. > 0: work arrived or was done meanwhile
-   * (returned to the caller: do not sleep), 0: safe to sleep, < 0: stop. */
+  /* Optional: turns notifications on before each sleep (every one: a look may have turned them off).
+   * > 0: work arrived or was done meanwhile (returned to the caller: do not sleep), 0: safe to sleep,
+   * < 0: stop. */
   int (*arm)(void *ctx);
   /* Optional: turns notifications off once work flows again. */
   void (*disarm)(void *ctx);

@@ -16,9 +16,11 @@
  * /dev/vduse/control through the functions below, vdpa through the `vdpa` tool) and hears lifecycle
  * events. Nothing here calls JavaScript per request. */
 #include "bdev/bdev.h"
+#include "export/export_arm.h"
 #include "export/queue_loop.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
+#include "virtio/inflight.h"
 #include "virtio/virtio_blk.h"
 #include "virtio/vring.h"
 #include <fcntl.h>
@@ -32,6 +34,8 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +80,12 @@ struct vd_queue {
   struct vd_slot **deferred; /* BUSY requests, oldest first, resubmitted before new ones are popped */
   unsigned deferred_head, deferred_n;
   struct vd_stats st;
+  /* inflight log (this queue's region of the device's log file) and, after a reconnect, the chains
+   * the dead server left in flight, in pop order, resubmitted before any new request is popped */
+  struct inflight_queue infl;
+  bool log_fresh; /* the driver (re)started the ring: the region starts empty */
+  uint16_t *resubmit;
+  unsigned resubmit_n, resubmit_pos;
   volatile bool faulted;
   time_t log_second;
   unsigned log_count, log_suppressed;
@@ -96,7 +106,30 @@ struct vd_device {
   int ctl_wake;
   napi_threadsafe_function events;
   bool closed;
+  /* the inflight log: a file (under /run/stor) mapped shared, so what a queue records survives the
+   * process; a server attached later with reconnect reads it back */
+  void *log_map;
+  size_t log_len;
+  uint32_t log_qs;      /* entries per queue region (the largest ring the device offers) */
+  bool reconnecting;    /* queue_start is resuming rings a dead server ran */
+  char last_error[384]; /* the last "error" event (a failed resume is reported with it) */
 };
+
+/* The log file: this header, then one inflight region (virtio/inflight.h) per queue, each sized for
+ * log_qs entries. */
+struct vd_log_header {
+  char magic[8]; /* "STORVDIL" */
+  uint32_t version, queues, queue_size, reserved;
+  uint8_t pad[40];
+};
+_Static_assert(sizeof(struct vd_log_header) == 64, "the log header is 64 bytes (keeps regions 64-byte aligned)");
+#define VD_LOG_MAGIC "STORVDIL"
+
+static struct inflight_region *log_region(struct vd_device *d, int i) {
+  if (!d->log_map) return NULL;
+  return (struct inflight_region *)((char *)d->log_map + sizeof(struct vd_log_header) +
+                                    (size_t)i * inflight_queue_bytes((uint16_t)d->log_qs));
+}
 
 /* ---- events to JS (lifecycle and failures, never per successful request) --------------------- */
 
@@ -118,6 +151,7 @@ static void emit(struct vd_device *d, const char *kind, int queue, const char *f
   va_start(ap, fmt);
   vsnprintf(ev->msg, sizeof ev->msg, fmt, ap);
   va_end(ap);
+  if (!strcmp(kind, "error")) snprintf(d->last_error, sizeof d->last_error, "%s", ev->msg);
   if (napi_call_threadsafe_function(d->events, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
 }
 
@@ -225,6 +259,7 @@ static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t us
   s->busy = false;
   if (q->faulted) return;
   virtio_blk_req_status(vr, status);
+  inflight_pushed(&q->infl, s->head);
   vring_push(&q->vr, s->head, used_len);
 }
 
@@ -255,6 +290,24 @@ static int process_ring(struct vd_queue *q) {
     n = retry_deferred(q);
     if (q->deferred_n) return n;
   }
+  while (q->resubmit_pos < q->resubmit_n) {
+    struct vring_chain c;
+    uint16_t head = q->resubmit[q->resubmit_pos++];
+    struct vd_slot *s = &q->slots[head];
+    if (vring_walk_chain(&q->vr, &q->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err) == VRING_BAD_CHAIN) {
+      emit(d, "broken", q->index, "queue %d: in-flight request at head %u: %s", q->index, head, err);
+      return -1;
+    }
+    s->busy = true;
+    s->head = head;
+    s->q = q;
+    s->vr.head = head;
+    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
+        VIRTIO_BLK_REQ_SUBMIT)
+      queue_submit(q, s);
+    n++;
+    if (q->deferred_n) return n;
+  }
   for (;;) {
     uint16_t pending = vring_avail_pending(&q->vr);
     if (!pending) break;
@@ -278,6 +331,7 @@ static int process_ring(struct vd_queue *q) {
       emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
       return -1;
     }
+    inflight_popped(&q->infl, head);
     s->busy = true;
     s->head = c.head;
     s->q = q;
@@ -292,7 +346,9 @@ static int process_ring(struct vd_queue *q) {
 
 static void signal_irq(struct vd_queue *q) {
   if (q->faulted) return;
-  if (vring_publish(&q->vr)) {
+  bool notify = vring_publish(&q->vr);
+  if (q->infl.batch_n) inflight_published(&q->infl, q->vr.used_idx);
+  if (notify) {
     uint32_t index = (uint32_t)q->index;
     if (ioctl(q->dev->fd, VDUSE_VQ_INJECT_IRQ, &index) == 0) q->st.irqs++;
   }
@@ -313,15 +369,10 @@ static int loop_poll(void *ctx) {
   return n + c;
 }
 
-/* Before sleeping: a backend that completes by notification only when asked (the vhost-user client)
- * is asked while requests are in flight; then the driver is asked for kicks — unless requests wait for
- * room in a full backend, which only the backend's next completion can give. */
+/* Before sleeping: the backend (while requests are in flight), then the driver's kicks (export_arm.h). */
 static int loop_arm(void *ctx) {
   struct vd_queue *q = ctx;
-  const struct stor_backend_ops *ops = q->dev->be->ops;
-  if (ops->arm && ops->inflight(q->bq) && ops->arm(q->bq) > 0) return 1;
-  if (q->deferred_n) return 0;
-  return vring_enable_kicks(&q->vr);
+  return stor_export_arm(q->dev->be->ops, q->bq, &q->vr, true, q->deferred_n > 0);
 }
 
 static void loop_disarm(void *ctx) {
@@ -404,6 +455,50 @@ out:
 
 /* ---- ring lifecycle (control thread, or the JS thread once the control thread is gone) ---------- */
 
+/* Attaches the queue's region of the inflight log (the vring is set up). A ring the driver has just
+ * started begins with an empty region. A ring resumed after a reconnect recovers from it the chains the
+ * dead server had popped and not returned; the next avail index is then the used index plus their
+ * count (every popped chain was returned or is in flight) — the kernel's own record of the avail index
+ * (VDUSE_VQ_GET_INFO) is the one it gave at DRIVER_OK, not where the dead server was. Without a log a
+ * resumed ring restarts at the used index: chains completed out of order are replayed, and chains
+ * still in flight behind them are lost (what the log is for). */
+static int inflight_attach(struct vd_queue *q, char *err, size_t errlen) {
+  struct vd_device *d = q->dev;
+  struct inflight_region *r = log_region(d, q->index);
+  q->infl.r = NULL;
+  q->infl.batch_n = 0;
+  q->resubmit_n = q->resubmit_pos = 0;
+  int n = 0;
+  if (r && q->num <= d->log_qs) {
+    if (q->log_fresh) {
+      memset(r, 0, inflight_queue_bytes((uint16_t)d->log_qs));
+      r->desc_num = q->num;
+    }
+    uint16_t *heads = realloc(q->resubmit, sizeof *heads * q->num);
+    if (!heads) {
+      snprintf(err, errlen, "out of memory for the inflight list");
+      return -ENOMEM;
+    }
+    q->resubmit = heads;
+    q->infl.r = r;
+    char why[160];
+    n = inflight_recover(&q->infl, q->num, q->vr.used_idx, heads, why, sizeof why);
+    if (n < 0) {
+      q->infl.r = NULL;
+      snprintf(err, errlen, "queue %d: inflight log: %s", q->index, why);
+      return -EINVAL;
+    }
+  }
+  q->log_fresh = false;
+  if (d->reconnecting) {
+    q->resubmit_n = (unsigned)n;
+    q->vr.last_avail_idx = (uint16_t)(q->vr.used_idx + n);
+    emit(d, "status", q->index, "queue %d: resumed at avail index %u (used index %u), resubmitting %d request(s)%s",
+         q->index, q->vr.last_avail_idx, q->vr.used_idx, n, q->infl.r ? "" : " (no inflight log)");
+  }
+  return 0;
+}
+
 static void queue_stop(struct vd_queue *q) {
   if (!q->running) return;
   atomic_store(&q->stop, true);
@@ -431,6 +526,7 @@ static int queue_start(struct vd_queue *q, char *err, size_t errlen) {
   }
   stor_fault_jmp = &fault;
   r = vring_setup(&q->vr, &q->mem, q->num, q->desc, q->driver, q->device, q->base, event_idx, err, errlen);
+  if (r == 0) r = inflight_attach(q, err, errlen);
   stor_fault_jmp = NULL;
   if (r < 0) return r;
   q->faulted = false;
@@ -445,6 +541,7 @@ static int queue_start(struct vd_queue *q, char *err, size_t errlen) {
       q->slots = NULL;
       q->deferred = NULL;
       q->slots_num = 0;
+      q->resubmit_n = q->resubmit_pos = 0;
       snprintf(err, errlen, "out of memory for %u request slots", q->num);
       return -ENOMEM;
     }
@@ -482,13 +579,17 @@ static void queue_reset(struct vd_queue *q) {
   q->base = 0;
 }
 
-/* DRIVER_OK: read each ready ring's layout from the kernel, give it a kick eventfd and start it. */
-static int device_start(struct vd_device *d) {
+/* DRIVER_OK (resume false): read each ready ring's layout from the kernel, give it a kick eventfd and
+ * start it with an empty inflight log. Reconnect (resume true): the same for rings a dead server ran,
+ * the driver none the wiser — their state comes from the ring and the log (inflight_attach); the kick
+ * eventfd replaces the dead server's (kicks sent to that one are lost: each ring is looked at once
+ * when it starts) and an interrupt per ring covers completions it published without signalling. */
+static int device_start(struct vd_device *d, bool resume) {
   if (ioctl(d->fd, VDUSE_DEV_GET_FEATURES, &d->features) < 0) {
     emit(d, "error", -1, "VDUSE_DEV_GET_FEATURES: %s", strerror(errno));
     return -1;
   }
-  int started = 0;
+  int started = 0, r;
   for (int i = 0; i < d->nq; i++) {
     struct vd_queue *q = &d->q[i];
     struct vduse_vq_info info = {.index = (uint32_t)i};
@@ -506,6 +607,7 @@ static int device_start(struct vd_device *d) {
     q->driver = info.driver_addr;
     q->device = info.device_addr;
     q->base = info.split.avail_index;
+    q->log_fresh = !resume;
     if (q->kick_fd < 0) {
       q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
       struct vduse_vq_eventfd ev = {.index = (uint32_t)i, .fd = q->kick_fd};
@@ -516,14 +618,22 @@ static int device_start(struct vd_device *d) {
       }
     }
     char err[256];
-    if (queue_start(q, err, sizeof err) < 0) {
+    d->reconnecting = resume;
+    r = queue_start(q, err, sizeof err);
+    d->reconnecting = false;
+    if (r < 0) {
       emit(d, "error", i, "queue %d cannot start: %s", i, err);
       return -1;
     }
+    if (resume) {
+      uint32_t index = (uint32_t)i;
+      ioctl(d->fd, VDUSE_VQ_INJECT_IRQ, &index);
+    }
     started++;
   }
-  emit(d, "status", -1, "driver ready: %d queue(s) running, features 0x%llx", started, (unsigned long long)d->features);
-  return 0;
+  emit(d, "status", -1, "%s: %d queue(s) running, features 0x%llx", resume ? "reconnected" : "driver ready", started,
+       (unsigned long long)d->features);
+  return started;
 }
 
 static void device_reset(struct vd_device *d) {
@@ -553,7 +663,7 @@ static uint32_t handle_message(struct vd_device *d, const struct vduse_dev_reque
       device_reset(d);
       if (was) emit(d, "status", -1, "driver reset the device");
     } else if ((s & VIRTIO_CONFIG_S_DRIVER_OK) && !(was & VIRTIO_CONFIG_S_DRIVER_OK)) {
-      if (device_start(d) < 0) {
+      if (device_start(d, false) < 0) {
         device_reset(d);
         return VDUSE_REQ_RESULT_FAILED;
       }
@@ -746,7 +856,12 @@ static void device_close(struct vd_device *d) {
     d->q[i].slots = NULL;
     free(d->q[i].deferred);
     d->q[i].deferred = NULL;
+    free(d->q[i].resubmit);
+    d->q[i].resubmit = NULL;
+    d->q[i].infl.r = NULL;
   }
+  if (d->log_map) munmap(d->log_map, d->log_len);
+  d->log_map = NULL;
   if (d->events) {
     napi_release_threadsafe_function(d->events, napi_tsfn_release);
     d->events = NULL;
@@ -761,8 +876,51 @@ static void device_finalize(napi_env env, void *data, void *hint) {
   free(d);
 }
 
+/* Maps the inflight log file: created (emptied) for a new device, or — resume — the one a dead server
+ * wrote, which must be for the same number of queues and ring size. Returns 0 or -1 with err set. */
+static int log_map(struct vd_device *d, const char *path, uint32_t queue_size, bool resume, char *err, size_t errlen) {
+  size_t len = sizeof(struct vd_log_header) + (size_t)d->nq * inflight_queue_bytes((uint16_t)queue_size);
+  int fd = open(path, O_RDWR | O_CLOEXEC | (resume ? 0 : O_CREAT | O_TRUNC), 0600);
+  if (fd < 0) {
+    snprintf(err, errlen, "inflight log %s: %s", path, strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || (resume ? (size_t)st.st_size < len : ftruncate(fd, (off_t)len) < 0)) {
+    snprintf(err, errlen, "inflight log %s: %s", path, resume ? "shorter than its header says" : strerror(errno));
+    close(fd);
+    return -1;
+  }
+  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (m == MAP_FAILED) {
+    snprintf(err, errlen, "inflight log %s: mmap: %s", path, strerror(errno));
+    return -1;
+  }
+  struct vd_log_header *h = m;
+  if (resume) {
+    if (memcmp(h->magic, VD_LOG_MAGIC, 8) || h->version != 1 || h->queues != (uint32_t)d->nq ||
+        h->queue_size != queue_size) {
+      snprintf(err, errlen, "inflight log %s is not for %d queue(s) of %u entries", path, d->nq, queue_size);
+      munmap(m, len);
+      return -1;
+    }
+  } else {
+    memcpy(h->magic, VD_LOG_MAGIC, 8);
+    h->version = 1;
+    h->queues = (uint32_t)d->nq;
+    h->queue_size = queue_size;
+  }
+  d->log_map = m;
+  d->log_len = len;
+  d->log_qs = queue_size;
+  return 0;
+}
+
 /* vduseDeviceOpen(name, backend|null, {queues, blockSize, readonly, serial, mode, spinUs,
- * maxDiscardSectors, maxWriteZeroesSectors}, onEvent(kind, queue, msg)) -> handle.
+ * maxDiscardSectors, maxWriteZeroesSectors, queueSize, inflightLog, reconnect}, onEvent(kind, queue, msg))
+ * -> handle. inflightLog (a path, "" for none) records each ring's in-flight chains; reconnect resumes
+ * the rings of a device whose server died (reading that log) instead of waiting for DRIVER_OK.
  * Opens /dev/vduse/NAME and starts the control thread that answers the kernel's messages; the rings
  * start when the driver sets DRIVER_OK. With backend null the device is only answered (every status
  * accepted, no ring started): what removing a device whose server died needs. */
@@ -777,17 +935,21 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     be = backend_from_js(env, argv[1]);
     if (!be) return NULL;
   }
-  uint32_t queues, block_size, spin_us, mds, mwzs;
-  bool readonly;
-  char serial[64], mode[16];
+  uint32_t queues, block_size, spin_us, mds, mwzs, queue_size;
+  bool readonly, reconnect;
+  char serial[64], mode[16], log_path[512];
   if (!prop_u32(env, argv[2], "queues", &queues, 1) || !prop_u32(env, argv[2], "blockSize", &block_size, 512) ||
       !prop_bool(env, argv[2], "readonly", &readonly, false) ||
       !prop_str(env, argv[2], "serial", serial, sizeof serial, "") ||
       !prop_str(env, argv[2], "mode", mode, sizeof mode, "adaptive") ||
       !prop_u32(env, argv[2], "spinUs", &spin_us, STOR_SPIN_US_DEFAULT) ||
       !prop_u32(env, argv[2], "maxDiscardSectors", &mds, 1u << 22) ||
-      !prop_u32(env, argv[2], "maxWriteZeroesSectors", &mwzs, 1u << 22))
+      !prop_u32(env, argv[2], "maxWriteZeroesSectors", &mwzs, 1u << 22) ||
+      !prop_u32(env, argv[2], "queueSize", &queue_size, 128) ||
+      !prop_str(env, argv[2], "inflightLog", log_path, sizeof log_path, "") ||
+      !prop_bool(env, argv[2], "reconnect", &reconnect, false))
     return NULL;
+  if (queue_size < 1 || queue_size > 32768) return throw_msg(env, "queueSize must be 1..32768");
   if (queues < 1 || queues > VD_MAX_QUEUES) return throw_msg(env, "queues must be 1..%d", VD_MAX_QUEUES);
   char path[VDUSE_NAME_MAX + 16];
   snprintf(path, sizeof path, "/dev/vduse/%s", name);
@@ -836,6 +998,26 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return throw_msg(env, "cannot create the event channel");
   }
   napi_unref_threadsafe_function(env, d->events);
+  char err[600];
+  if (be && log_path[0] && log_map(d, log_path, queue_size, reconnect, err, sizeof err) < 0) {
+    device_close(d);
+    free(d);
+    return throw_msg(env, "%s", err);
+  }
+  if (be && reconnect) {
+    /* the driver set DRIVER_OK long ago and will not say it again: resume the rings it runs now */
+    int started = device_start(d, true);
+    if (started < 0) {
+      snprintf(err, sizeof err, "%s", d->last_error);
+      device_reset(d);
+      device_close(d);
+      free(d);
+      return throw_msg(env, "cannot resume the rings of %s: %s", name, err);
+    }
+    if (started)
+      d->status = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
+                  VIRTIO_CONFIG_S_DRIVER_OK;
+  }
   int r = pthread_create(&d->ctl, NULL, control_thread, d);
   if (r) {
     device_close(d);

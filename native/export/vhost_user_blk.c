@@ -4,6 +4,7 @@
  * notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and calls in here
  * to set up memory and rings; nothing here calls JavaScript per request. */
 #include "bdev/bdev.h"
+#include "export/export_arm.h"
 #include "export/queue_loop.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
@@ -321,15 +322,10 @@ static int loop_poll(void *ctx) {
   return n + c;
 }
 
-/* Before sleeping: ask the driver for kicks — or, while requests wait for room in a full backend,
- * only for the backend's next completion (new requests stay in the ring until then). */
+/* Before sleeping: the backend (while requests are in flight), then the driver's kicks (export_arm.h). */
 static int loop_arm(void *ctx) {
   struct blk_queue *q = ctx;
-  if (q->deferred_n) {
-    const struct stor_backend_ops *ops = q->dev->be->ops;
-    return ops->arm && ops->arm(q->bq) > 0;
-  }
-  return q->kick_fd >= 0 && vring_enable_kicks(&q->vr);
+  return stor_export_arm(q->dev->be->ops, q->bq, &q->vr, q->kick_fd >= 0, q->deferred_n > 0);
 }
 
 static void loop_disarm(void *ctx) {

@@ -178,6 +178,12 @@ export interface VduseDeviceOptions {
   spinUs?: number;
   maxDiscardSectors?: number;
   maxWriteZeroesSectors?: number;
+  /** The largest ring the device offers (sizes the inflight log's regions). */
+  queueSize?: number;
+  /** Inflight log file (VDUSE reconnect): created for a new device, read back with reconnect. */
+  inflightLog?: string;
+  /** Resume the rings of a device whose server died instead of waiting for DRIVER_OK. */
+  reconnect?: boolean;
 }
 export interface VduseQueueStats {
   requests: number;

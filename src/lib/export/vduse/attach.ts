@@ -5,6 +5,9 @@
 // the disk, records it for `stor attach --list`, prints the ready line, and on SIGINT/SIGTERM removes
 // it again: the kernel drains in-flight I/O, the device goes, the record goes. A disk still mounted
 // at that point is synced first and the exit status says so (1).
+// --reconnect --name NAME takes over a disk whose stor died (the kernel keeps the device, its rings and
+// /dev/vdX until VDUSE_DESTROY_DEV): the same backend (from the record; --backend only if it matches),
+// the same options, the rings resumed from the ring state and the inflight log the dead server kept.
 import { execa } from 'execa';
 import { StorError, usageError } from '../../core/errors.js';
 import { formatTarget, parseTarget } from '../../core/target.js';
@@ -12,37 +15,86 @@ import { BlockDevice } from '../../client/device.js';
 import { SPIN_US_DEFAULT } from '../../core/completion.js';
 import type { AttachOptions } from '../attach-options.js';
 import { readAttached, removeAttached, saveAttached, type AttachedRecord } from '../attached.js';
-import { VduseBlkExport, checkVduse, diskUsers, removeLeftover, vduseDeviceExists } from './export.js';
+import { VduseBlkExport, checkVduse, diskUsers, inflightLogPath, removeLeftover, vduseDeviceExists } from './export.js';
 
 /** What a VDUSE device (and vDPA device) may be called here: the kernel allows more, paths do not. */
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-export async function attachVduse(opts: AttachOptions): Promise<void> {
-  const { log } = opts;
-  if (opts.recover)
-    throw usageError('--reconnect', 'reconnecting to a VDUSE disk is not supported yet', '--vduse without --reconnect');
+/** For --reconnect: the disk's record, its backend and options, checked against what was given. */
+function reconnectPlan(opts: AttachOptions): { record: AttachedRecord; opts: AttachOptions } {
+  const name = opts.name;
+  if (!name)
+    throw usageError('--name', 'missing: --reconnect needs the name of the disk', 'stor attach --list shows them');
+  if (!NAME.test(name))
+    throw usageError('--name', `'${name}' is not a device name`, 'letters, digits, . _ - (up to 64, e.g. disk0)');
+  checkVduse();
+  const record = readAttached('vduse', name);
+  if (!record || !vduseDeviceExists(name))
+    throw usageError(
+      '--name',
+      `no VDUSE disk named ${name} was left by stor${record ? ' (its record is, the device is gone)' : ''}`,
+      'the name of a dead disk in stor attach --list',
+    );
+  if (record.alive && record.pid !== process.pid)
+    throw usageError('--name', `VDUSE device ${name} is in use by stor (pid ${record.pid})`, 'a disk whose stor died');
+  if (opts.backend) {
+    const given = formatTarget(parseTarget(opts.backend, '--backend'));
+    if (given !== record.backend)
+      throw usageError(
+        '--backend',
+        `'${given}' is not the backend of ${name} (${record.backend})`,
+        `--backend ${record.backend}, or no --backend`,
+      );
+  }
+  const o = record.options as Partial<{
+    queueSize: number;
+    blockSize: 512 | 4096;
+    readonly: boolean;
+    serial: string;
+    completion: AttachOptions['completion'];
+  }>;
+  return {
+    record,
+    opts: {
+      ...opts,
+      backend: record.backend,
+      queues: record.queues,
+      queueSize: o.queueSize ?? opts.queueSize,
+      blockSize: o.blockSize ?? opts.blockSize,
+      readonly: o.readonly ?? opts.readonly,
+      serial: o.serial ?? opts.serial,
+      completion: o.completion ?? opts.completion,
+    },
+  };
+}
+
+export async function attachVduse(given: AttachOptions): Promise<void> {
+  const { log } = given;
+  const reconnecting = given.recover ? reconnectPlan(given) : undefined;
+  const opts = reconnecting?.opts ?? given;
   const name = opts.name ?? `stor-${process.pid}`;
   if (!NAME.test(name))
     throw usageError('--name', `'${name}' is not a device name`, 'letters, digits, . _ - (up to 64, e.g. disk0)');
   const target = parseTarget(opts.backend, '--backend');
-  checkVduse();
-
-  // The name: ours from a dead process → remove it; a live stor's or anyone else's → refuse.
-  const record = readAttached('vduse', name);
-  if (vduseDeviceExists(name)) {
-    if (record?.alive && record.pid !== process.pid)
-      throw usageError('--name', `VDUSE device ${name} is in use by stor (pid ${record.pid})`, 'another --name');
-    if (!record)
-      throw usageError(
-        '--name',
-        `a VDUSE device named ${name} already exists (not attached by stor)`,
-        `another --name (or remove it: vdpa dev del ${name}, then its owner)`,
-      );
-    log('warn', `${name}: left behind by stor pid ${record.pid} (dead): removing it`);
-    await removeLeftover(name, record.queues, log);
-    removeAttached('vduse', name);
-  } else if (record && !record.alive) {
-    removeAttached('vduse', name); // the device went with its process; only the record was left
+  if (!reconnecting) {
+    checkVduse();
+    // The name: ours from a dead process → remove it; a live stor's or anyone else's → refuse.
+    const record = readAttached('vduse', name);
+    if (vduseDeviceExists(name)) {
+      if (record?.alive && record.pid !== process.pid)
+        throw usageError('--name', `VDUSE device ${name} is in use by stor (pid ${record.pid})`, 'another --name');
+      if (!record)
+        throw usageError(
+          '--name',
+          `a VDUSE device named ${name} already exists (not attached by stor)`,
+          `another --name (or remove it: vdpa dev del ${name}, then its owner)`,
+        );
+      log('warn', `${name}: left behind by stor pid ${record.pid} (dead): removing it`);
+      await removeLeftover(name, record.queues, log);
+      removeAttached('vduse', name);
+    } else if (record && !record.alive) {
+      removeAttached('vduse', name); // the device went with its process; only the record was left
+    }
   }
 
   const dev = await BlockDevice.open(target, {
@@ -78,6 +130,7 @@ export async function attachVduse(opts: AttachOptions): Promise<void> {
     serial: opts.serial,
     mode: opts.completion,
     spinUs: SPIN_US_DEFAULT,
+    inflightLog: inflightLogPath(name),
     log,
   });
   const rec: AttachedRecord = {
@@ -95,14 +148,20 @@ export async function attachVduse(opts: AttachOptions): Promise<void> {
       serial: opts.serial,
       completion: opts.completion,
     },
-    createdAt: new Date().toISOString(),
+    createdAt: reconnecting?.record.createdAt ?? new Date().toISOString(),
   };
   let failure: unknown;
   let users: string[] = [];
   try {
-    exp.create();
-    saveAttached(rec); // before the disk exists: a crash from here on leaves a record to clean up by
-    const node = await exp.attach();
+    let node: string;
+    if (reconnecting) {
+      node = exp.reconnect();
+      log('info', `${name}: reconnected to ${node} (stor pid ${reconnecting.record.pid} died)`);
+    } else {
+      exp.create();
+      saveAttached(rec); // before the disk exists: a crash from here on leaves a record to clean up by
+      node = await exp.attach();
+    }
     saveAttached({ ...rec, node });
     if (!signal) {
       opts.ready({
@@ -142,7 +201,8 @@ export async function attachVduse(opts: AttachOptions): Promise<void> {
     failure ??= e;
   }
   await dev.close();
-  removeAttached('vduse', name);
+  // a reconnect that failed leaves the disk as it found it, record included (another try may work)
+  if (!reconnecting || exp.node) removeAttached('vduse', name);
   process.off('SIGINT', onInt);
   process.off('SIGTERM', onTerm);
   if (failure) throw failure;

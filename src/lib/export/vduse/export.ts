@@ -5,8 +5,8 @@
 // the vDPA bus with iproute2's `vdpa` tool (so virtio_vdpa binds it and virtio_blk makes a disk), finds
 // the disk through sysfs, and removes all of it again in the opposite order. Nothing here runs per I/O.
 import { execa } from 'execa';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { StorError } from '../../core/errors.js';
 import {
   native,
@@ -16,6 +16,7 @@ import {
   type VduseQueueStats,
 } from '../../native.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, encodeBlkConfig } from '../../proto/virtio-blk.js';
+import { attachDir } from '../attached.js';
 
 export const VDUSE_CONTROL = '/dev/vduse/control';
 const MAX_DISCARD_SECTORS = 1 << 22;
@@ -37,7 +38,20 @@ export interface VduseBlkExportOptions {
   serial: string;
   mode: CompletionMode;
   spinUs?: number;
+  /** The inflight log file that lets a later server reconnect (inflightLogPath); undefined: none. */
+  inflightLog?: string;
   log: VduseLog;
+}
+
+/**
+ * Where a device's inflight log lives (next to its record, so on /run: it lasts as long as the device
+ * can). STOR_VDUSE_INFLIGHT=off in the environment: no log (a reconnect then restarts each ring at its
+ * used index, as a vhost-user front-end without inflight tracking does — to show what goes wrong).
+ */
+export function inflightLogPath(name: string): string | undefined {
+  const env = process.env.STOR_VDUSE_INFLIGHT;
+  if (env === 'off' || env === '0') return undefined;
+  return join(attachDir(), `vduse-${name}.inflight`);
 }
 
 const HINT_LOAD = 'load the modules: modprobe vduse && modprobe virtio_vdpa (Linux >= 5.15 with CONFIG_VDPA_USER)';
@@ -171,6 +185,7 @@ export async function removeLeftover(name: string, queues: number, log: VduseLog
     native().vduseDeviceClose(h);
   }
   await destroyDevice(name);
+  rmSync(join(attachDir(), `vduse-${name}.inflight`), { force: true });
 }
 
 export class VduseBlkExport {
@@ -237,7 +252,13 @@ export class VduseBlkExport {
       });
     }
     this.created = true;
-    this.handle = native().vduseDeviceOpen(
+    if (o.inflightLog) mkdirSync(dirname(o.inflightLog), { recursive: true, mode: 0o755 });
+    this.handle = this.open(false);
+  }
+
+  private open(reconnect: boolean): VduseDeviceHandle {
+    const o = this.options;
+    return native().vduseDeviceOpen(
       o.name,
       o.backend,
       {
@@ -249,9 +270,39 @@ export class VduseBlkExport {
         spinUs: o.spinUs,
         maxDiscardSectors: MAX_DISCARD_SECTORS,
         maxWriteZeroesSectors: MAX_DISCARD_SECTORS,
+        queueSize: o.queueSize,
+        inflightLog: o.inflightLog ?? '',
+        reconnect,
       },
       (kind, queue, message) => this.onEvent(kind, queue, message),
     );
+  }
+
+  /**
+   * Takes over a device whose server died (the kernel keeps a VDUSE device, its rings and its disk
+   * when the server's fd closes; only VDUSE_DESTROY_DEV removes it): resumes its rings from the ring
+   * state and the inflight log, and returns its /dev/vdX. Detach then removes it as if created here.
+   */
+  reconnect(): string {
+    const o = this.options;
+    const node = vdpaBlockNode(o.name);
+    if (!node || !existsSync(node))
+      throw new StorError(`reconnect: VDUSE device ${o.name} has no disk (it is not on the vDPA bus)`, {
+        hint: `attach it anew: stor attach --vduse --name ${o.name} --backend SPEC`,
+      });
+    try {
+      this.handle = this.open(true);
+    } catch (e) {
+      const err = e as Error & { errno?: number };
+      throw new StorError(`reconnect to VDUSE device ${o.name}: ${err.message}`, {
+        errno: err.errno,
+        hint: err.errno === 16 ? 'another process has the device open' : undefined,
+      });
+    }
+    this.created = true;
+    this.added = true;
+    this.blockNode = node;
+    return node;
   }
 
   private onEvent(kind: string, _queue: number, message: string): void {
@@ -301,6 +352,7 @@ export class VduseBlkExport {
       try {
         await destroyDevice(this.options.name);
         this.created = false;
+        if (this.options.inflightLog) rmSync(this.options.inflightLog, { force: true });
       } catch (e) {
         firstError ??= e;
       }
