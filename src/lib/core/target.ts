@@ -169,11 +169,12 @@ function plainTargetToSpec(t: Target): Spec {
       return { driver: t.kind, props: { size: String(t.size) } };
     case 'file': {
       const props: Record<string, string> = { path: t.path };
-      if (t.create) props.create = String(t.create);
+      // every value given is passed on, even one the driver will refuse (ring-size=0 must reach it)
+      if (t.create !== undefined) props.create = String(t.create);
       if (t.direct) props.direct = 'on';
       if (t.readonly) props.readonly = 'on';
-      if (t.ringSize) props['ring-size'] = String(t.ringSize);
-      if (t.locking) props.locking = t.locking;
+      if (t.ringSize !== undefined) props['ring-size'] = String(t.ringSize);
+      if (t.locking !== undefined) props.locking = t.locking;
       return { driver: 'file', props };
     }
     case 'rbd':
