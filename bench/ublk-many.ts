@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { ROOT } from '../tools/paths.js';
 import { openBackend } from '../src/lib/bdev/open.js';
 import { UblkDisk } from '../src/lib/export/ublk/disk.js';
-import { assertGuestOk, runGuest } from '../test/vm/harness.js';
+import { assertGuestOk, runGuest } from '../tools/vm.js';
 
 interface Sample {
   disks: number;

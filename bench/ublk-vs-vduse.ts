@@ -7,7 +7,7 @@
 //   node dist/bench/ublk-vs-vduse.js [--runtime 5] [--json]
 import { readFileSync } from 'node:fs';
 import { STOR_BIN } from '../tools/paths.js';
-import { assertGuestOk, runGuest } from '../test/vm/harness.js';
+import { assertGuestOk, runGuest } from '../tools/vm.js';
 
 const args = process.argv.slice(2);
 const runtime = Number(args[args.indexOf('--runtime') + 1] || 5) || 5;

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { release } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { ROOT, STOR_BIN } from '../tools/paths.js';
-import { runGuest, consoleTail } from '../test/vm/harness.js';
+import { runGuest, consoleTail } from '../tools/vm.js';
 import { writeResultsSection } from './results.js';
 
 interface Job {

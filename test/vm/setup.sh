@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares the Linux guest the kernel-level tests boot under QEMU (test/vm/harness.ts):
+# Prepares the Linux guest the kernel-level tests boot under QEMU (tools/vm.ts):
 #   ${STOR_CACHE:-<repo>/.cache}/vm/<kernel-version>/{vmlinuz,initramfs.cpio,modules.list}
 #   ${STOR_CACHE:-<repo>/.cache}/vm/current -> <kernel-version>
 # The kernel is bookworm-backports' 6.12 (bookworm's 6.1 has neither ublk nor VDUSE), fetched
