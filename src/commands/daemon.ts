@@ -4,8 +4,10 @@
 // I/O. --config replays a save_config document at start. --state FILE keeps the configuration on disk,
 // rewritten atomically after every change that succeeded, and replayed before the RPC socket opens, so
 // a daemon killed in any way and started again with the same --state serves the same controllers on
-// the same sockets (a front-end that reconnects sees a pause). SIGINT/SIGTERM stop every export (in-flight
-// requests drain), flush every backend and remove the sockets; the process exits 0.
+// the same sockets (a front-end that reconnects sees a pause), and takes over its ublk disks (user
+// recovery) and VDUSE devices (reconnect) the kernel kept (a process on /dev/ublkbN or /dev/vdX sees a
+// pause). SIGINT/SIGTERM stop every export and kernel disk (in-flight requests drain), flush every
+// backend and remove the sockets; the process exits 0.
 import { Flags } from '@oclif/core';
 import chalk from 'chalk';
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -22,8 +24,8 @@ import type { SpdkConfig } from '../lib/rpc/spdk-client.js';
 
 export default class Daemon extends StorCommand {
   static override summary = 'Serve devices managed over SPDK-compatible JSON-RPC (rpc.py, stor rpc)';
-  static override description = `A device table managed at run time, the way spdk_tgt is: bdev_malloc_create (a mem: backend), bdev_null_create, bdev_aio_create / bdev_uring_create (file:), bdev_get_bdevs and the deletes; vhost_create_blk_controller (a vhost-user-blk export on SOCKET_DIR/CTRLR), vhost_get_controllers, vhost_delete_controller; framework_get_subsystems / framework_get_config (so rpc.py's save_config and load_config work), save_config, load_config; rpc_get_methods, spdk_get_version.
-A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwise.`;
+  static override description = `A device table managed at run time, the way spdk_tgt is: bdev_malloc_create (a mem: backend), bdev_null_create, bdev_aio_create / bdev_uring_create (file:), bdev_get_bdevs and the deletes; vhost_create_blk_controller (a vhost-user-blk export on SOCKET_DIR/CTRLR), vhost_get_controllers, vhost_delete_controller; ublk_create_target, ublk_start_disk (a /dev/ublkbN of a bdev), ublk_recover_disk, ublk_stop_disk, ublk_get_disks, ublk_destroy_target; vduse_create_blk_device, vduse_delete_blk_device, vduse_get_devices (stor's own: a bdev as a VDUSE virtio-blk disk /dev/vdX); framework_get_subsystems / framework_get_config (so rpc.py's save_config and load_config work), save_config, load_config; rpc_get_methods, spdk_get_version.
+A bdev a controller or kernel disk uses cannot be deleted (-16), nor a mounted disk stopped (-16); SPDK's own error codes otherwise. With --state, ublk disks come back through user recovery and VDUSE devices through reconnect.`;
   static override examples = [
     '<%= config.bin %> daemon --rpc-socket /var/tmp/stor-rpc.sock --socket-dir /var/tmp/vhost',
     'rpc.py -s /var/tmp/stor-rpc.sock bdev_malloc_create -b Malloc0 256 512',
@@ -116,8 +118,13 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
     const server = new JsonRpcServer({ socketPath: flags['rpc-socket'], methods: methods.methods, log });
     if (restore) {
       try {
+        // a ublk disk or VDUSE device the kernel kept from a daemon that died is taken over, not made anew
+        methods.kernel.restoring = true;
         await methods.loadConfig(restore);
+        methods.kernel.restoring = false;
       } catch (e) {
+        // kernel disks taken over so far are left for the next start to take over again
+        methods.kernel.abandonAll();
         await table.closeAll();
         const why = e instanceof JsonRpcError ? `${e.message} (code ${e.code})` : (e as Error).message;
         throw new StorError(`${restoreFrom}: ${why}`);
@@ -125,7 +132,7 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
       if (saved)
         log(
           'info',
-          `--state ${statePath}: restored ${table.listBackends().length} bdev(s) and ${table.listExports().length} controller(s)`,
+          `--state ${statePath}: restored ${table.listBackends().length} bdev(s), ${table.listExports().length} controller(s) and ${methods.kernel.diskCount()} kernel disk(s)`,
         );
     }
     if (statePath !== undefined) {
@@ -134,6 +141,7 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
         // written now, so a first start creates the file (and a path that cannot be written fails at once)
         persist();
       } catch (e) {
+        methods.kernel.abandonAll();
         await table.closeAll();
         throw e;
       }
@@ -141,6 +149,7 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
     try {
       await server.listen();
     } catch (e) {
+      methods.kernel.abandonAll();
       await table.closeAll();
       throw e;
     }
@@ -153,6 +162,7 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
         log('info', `${sig}: stopping the RPC server and ${table.listExports().length} controller(s)`);
         void server
           .close()
+          .then(() => methods.kernel.closeAll())
           .then(() => table.closeAll())
           .then(() => {
             if (json) process.stdout.write(JSON.stringify({ event: 'stopped', signal: sig }) + '\n');
@@ -170,6 +180,7 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
       socketDir: dir,
       bdevs: t.backends.map((b) => b.name),
       controllers: t.exports.map((e) => ({ name: e.name, socket: e.socket })),
+      disks: methods.kernel.list(),
       pid: process.pid,
     };
     if (json) process.stdout.write(JSON.stringify(ready) + '\n');
@@ -179,6 +190,7 @@ A bdev a controller uses cannot be deleted (-16); SPDK's own error codes otherwi
           `${chalk.bold('stor daemon')}: JSON-RPC on ${chalk.cyan(ready.rpcSocket)}, controllers in ${dir}`,
           ...(ready.bdevs.length ? [`  bdevs        ${ready.bdevs.join(', ')}`] : []),
           ...(ready.controllers.length ? [`  controllers  ${ready.controllers.map((c) => c.name).join(', ')}`] : []),
+          ...(ready.disks.length ? [`  disks        ${ready.disks.map((d) => d.device).join(', ')}`] : []),
           '',
           `Manage with:  stor rpc -s ${ready.rpcSocket} rpc_get_methods`,
           `              rpc.py -s ${ready.rpcSocket} bdev_malloc_create -b Malloc0 64 512`,

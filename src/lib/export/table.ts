@@ -65,6 +65,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export class DeviceTable {
   private readonly backendsByName = new Map<string, BackendEntry>();
   private readonly exportsByName = new Map<string, ExportEntry>();
+  /** Users of a backend that are not exports of this table (a daemon's ublk and VDUSE disks), by backend. */
+  private readonly claimsByBackend = new Map<string, Set<string>>();
 
   constructor(private readonly log: Logger = () => {}) {}
 
@@ -98,6 +100,9 @@ export class DeviceTable {
     const user = [...this.exportsByName.values()].find((e) => e.backend === name);
     if (user)
       throw new StorError(`backend ${name} is in use by export ${user.name}`, { hint: 'remove the export first' });
+    const claim = this.claimsByBackend.get(name)?.values().next().value;
+    if (claim !== undefined)
+      throw new StorError(`backend ${name} is in use by ${claim}`, { hint: `remove ${claim} first` });
     this.backendsByName.delete(name);
     try {
       native().backendFlush(b.handle);
@@ -111,6 +116,24 @@ export class DeviceTable {
     } catch (e) {
       this.log('error', `close ${name}: ${(e as Error).message}`);
     }
+  }
+
+  /**
+   * Marks a backend as used by something this table does not run (e.g. "ublk disk 3"): removeBackend
+   * refuses it until released. Returns the backend.
+   */
+  claimBackend(name: string, by: string): BackendEntry {
+    const b = this.backend(name);
+    let claims = this.claimsByBackend.get(name);
+    if (!claims) this.claimsByBackend.set(name, (claims = new Set()));
+    claims.add(by);
+    return b;
+  }
+
+  releaseBackend(name: string, by: string): void {
+    const claims = this.claimsByBackend.get(name);
+    claims?.delete(by);
+    if (claims?.size === 0) this.claimsByBackend.delete(name);
   }
 
   /** Starts a vhost-user-blk export of a named backend; it listens when this returns. */

@@ -15,6 +15,7 @@ import type { CompletionMode, DeviceTable } from '../export/table.js';
 import { JsonRpcError, RPC_ERROR } from './jsonrpc.js';
 import type { RpcHandler, RpcLogger } from './server.js';
 import type { SpdkConfig, SpdkConfigCall } from './spdk-client.js';
+import { SpdkKernelMethods } from './spdk-kernel-methods.js';
 
 const STRERROR: Record<number, string> = {
   1: 'Operation not permitted',
@@ -34,7 +35,7 @@ const STRERROR: Record<number, string> = {
 const E = { ENOENT: 2, EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22, ENAMETOOLONG: 36, EOPNOTSUPP: 95 } as const;
 
 /** SPDK's errno-style failure: code -errno, message strerror(errno) (and stor's detail after it). */
-function errnoError(errno: number, detail?: string): JsonRpcError {
+export function errnoError(errno: number, detail?: string): JsonRpcError {
   const text = STRERROR[errno] ?? `errno ${errno}`;
   return new JsonRpcError(-errno, detail ? `${text}: ${detail}` : text);
 }
@@ -48,7 +49,11 @@ interface Field {
 }
 
 /** SPDK's spdk_json_decode_object: an object, only known keys, required ones present, each of its type. */
-function decode(params: unknown, fields: Record<string, Field>, fail: () => JsonRpcError): Record<string, unknown> {
+export function decode(
+  params: unknown,
+  fields: Record<string, Field>,
+  fail: () => JsonRpcError,
+): Record<string, unknown> {
   if (params === undefined) params = {};
   if (typeof params !== 'object' || params === null || Array.isArray(params)) throw fail();
   const out: Record<string, unknown> = {};
@@ -122,7 +127,7 @@ const PRODUCT: Record<CreateMethod, string> = {
 };
 
 /** What SPDK knows about a bdev and stor's table does not: how it was made, its block size and uuid. */
-interface BdevRecord {
+export interface BdevRecord {
   name: string;
   method: CreateMethod;
   blockSize: number;
@@ -154,6 +159,8 @@ export class SpdkMethods {
   private readonly bdevs = new Map<string, BdevRecord>();
   readonly methods = new Map<string, RpcHandler>();
   private readonly log: RpcLogger;
+  /** ublk disks and VDUSE devices (spdk-kernel-methods.ts). */
+  readonly kernel: SpdkKernelMethods;
 
   constructor(
     private readonly table: DeviceTable,
@@ -181,6 +188,14 @@ export class SpdkMethods {
       ['load_config', (p) => this.loadConfig(p as unknown as SpdkConfig)],
     ];
     for (const [name, h] of m) this.methods.set(name, h);
+    // kernel disks: SPDK's ublk_* methods and stor's own vduse_* ones
+    this.kernel = new SpdkKernelMethods(table, {
+      bdev: (name) => this.bdevs.get(name),
+      completion: o.completion,
+      log: this.log,
+      onChange: () => this.o.onChange?.(),
+    });
+    for (const [name, h] of this.kernel.handlers()) this.methods.set(name, h);
   }
 
   private rpcGetMethods(p: unknown): string[] {
@@ -234,7 +249,7 @@ export class SpdkMethods {
           ? { [r.method === 'bdev_aio_create' ? 'aio' : 'uring']: { filename: r.filename } }
           : {},
       // stor's own: the table's spec and which export serves it
-      stor: { spec: this.table.backend(r.name).spec, export: user?.name ?? null },
+      stor: { spec: this.table.backend(r.name).spec, export: user?.name ?? this.kernel.userOf(r.name) ?? null },
     };
   }
 
@@ -442,6 +457,7 @@ export class SpdkMethods {
     return [
       { subsystem: 'bdev', depends_on: [] },
       { subsystem: 'vhost_blk', depends_on: ['bdev'] },
+      ...this.kernel.subsystems(),
     ];
   }
 
@@ -453,6 +469,8 @@ export class SpdkMethods {
     );
     if (q.name === 'bdev') return this.bdevConfig();
     if (q.name === 'vhost_blk') return this.vhostConfig();
+    const kernelConfig = this.kernel.config(q.name as string);
+    if (kernelConfig) return kernelConfig;
     throw new JsonRpcError(RPC_ERROR.INVALID_PARAMS, `Subsystem '${q.name as string}' not found`);
   }
 
@@ -490,6 +508,7 @@ export class SpdkMethods {
       subsystems: [
         { subsystem: 'bdev', config: this.bdevConfig() },
         { subsystem: 'vhost_blk', config: this.vhostConfig() },
+        ...this.kernel.subsystems().map((k) => ({ subsystem: k.subsystem, config: this.kernel.config(k.subsystem)! })),
       ],
     };
   }

@@ -334,6 +334,17 @@ export class VduseBlkExport {
   }
 
   /**
+   * Stops serving without removing anything, as if this process had died: the rings drain and stop,
+   * the device fd closes, and the kernel keeps the device and its disk for a later reconnect.
+   */
+  release(): void {
+    if (this.handle) native().vduseDeviceClose(this.handle);
+    this.handle = undefined;
+    this.created = false;
+    this.added = false;
+  }
+
+  /**
    * Removes the disk: `vdpa dev del` (the kernel drains in-flight I/O and resets the device; the rings
    * stop after their last completion), then the native device is closed and the VDUSE device destroyed.
    */
