@@ -32,6 +32,8 @@ A bdev a controller or kernel disk uses cannot be deleted (-16), nor a mounted d
     'rpc.py -s /var/tmp/stor-rpc.sock vhost_create_blk_controller vhost.0 Malloc0',
     'rpc.py -s /var/tmp/stor-rpc.sock save_config > stor.json && <%= config.bin %> daemon ... --config stor.json',
     '<%= config.bin %> daemon -r /var/tmp/stor-rpc.sock -S /var/tmp/vhost --state /var/lib/stor/daemon.json',
+    'rpc.py -s /var/tmp/stor-rpc.sock ublk_create_target && rpc.py -s /var/tmp/stor-rpc.sock ublk_start_disk Malloc0 1   # /dev/ublkb1',
+    '<%= config.bin %> rpc -s /var/tmp/stor-rpc.sock vduse_create_blk_device name=vd0 bdev_name=Malloc0   # /dev/vdX',
   ];
   static override flags = {
     'rpc-socket': Flags.string({
