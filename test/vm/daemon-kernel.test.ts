@@ -123,6 +123,9 @@ mkfs.ext4 -q /dev/ublkb3 && mount /dev/ublkb3 /tmp/mnt || fail "mkfs/mount ublkb
 expect -16 ublk-stop-mounted ublk_stop_disk 3
 expect -32603 destroy-target-mounted ublk_destroy_target
 umount /tmp/mnt
+mkfs.ext4 -q $VD && mount $VD /tmp/mnt || fail "mkfs/mount $VD"
+expect -16 vduse-delete-mounted --plugin stor_rpc_plugin vduse_delete_blk_device vd0
+umount /tmp/mnt
 
 step "save_config / load_config round trip"
 rpc save_config && printf '%s' "$OUT" > $R/saved.json || fail "save_config: $OUT"
@@ -188,6 +191,7 @@ t('rpc.py makes a ublk and a VDUSE disk; fio verify on both survives a daemon SI
     assert.match(read(d, 'err-bdev-used-by-ublk.txt'), /U0 is in use by ublk disk 3/);
     assert.match(read(d, 'err-bdev-used-by-vduse.txt'), /W0 is in use by VDUSE device vd0/);
     assert.match(read(d, 'err-ublk-stop-mounted.txt'), /\/dev\/ublkb3 is mounted on \/tmp\/mnt/);
+    assert.match(read(d, 'err-vduse-delete-mounted.txt'), /\/dev\/vd[a-z]+ is mounted on \/tmp\/mnt/);
     assert.equal(read(d, 'records.txt').split('\n').filter(Boolean), [
       'ublk-3.json',
       'vduse-vd0.inflight',
