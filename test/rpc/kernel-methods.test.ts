@@ -7,10 +7,14 @@
 // (test/vm/daemon-kernel.test.ts): this host has no ublk_drv and no VDUSE.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DeviceTable } from '../../src/lib/export/table.js';
 import { JsonRpcError } from '../../src/lib/rpc/jsonrpc.js';
 import { SpdkMethods } from '../../src/lib/rpc/spdk-methods.js';
+import { SpdkClient } from '../../src/lib/rpc/spdk-client.js';
+import { startStorDaemon } from '../../tools/servers.js';
 
 const t = suite('rpc: ublk_* and vduse_* methods of stor daemon (decoding, codes, shapes)');
 
@@ -159,6 +163,33 @@ t('a bdev a kernel disk uses is not deleted: -16, and deleted once released', as
   assert.match(busy.message, /^Device or resource busy: .*M1 is in use by ublk disk 5/);
   table.releaseBackend('M1', 'ublk disk 5');
   assert.is(await call('bdev_malloc_delete', { name: 'M1' }), true);
+});
+
+t('over the socket: stor’s typed client, and the ready line lists no disks', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'stor-kdm-'));
+  mkdirSync(join(dir, 'v'));
+  const d = await startStorDaemon({ rpcSocket: join(dir, 'rpc.sock'), socketDir: join(dir, 'v') });
+  try {
+    assert.equal(d.ready.disks, []);
+    const c = await SpdkClient.connect(d.rpcSocket);
+    try {
+      assert.equal(await c.vduseGetDevices(), []);
+      assert.equal(await c.ublkGetDisks(), []);
+      for (const p of [
+        c.vduseCreateBlkDevice({ name: 'v0', bdev_name: 'Nope' }),
+        c.vduseDeleteBlkDevice('v0'),
+        c.ublkRecoverDisk({ bdev_name: 'Nope', ublk_id: 1 }),
+      ]) {
+        const e = await fails(p);
+        assert.is(e.code, -19, e.message);
+      }
+    } finally {
+      c.close();
+    }
+  } finally {
+    await d.stop(5000);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 t.run();

@@ -152,6 +152,26 @@ export class SpdkClient {
   ublkGetDisks(ublkId?: number): Promise<Array<Record<string, unknown>>> {
     return this.call('ublk_get_disks', ublkId === undefined ? undefined : { ublk_id: ublkId });
   }
+  ublkRecoverDisk(p: { bdev_name: string; ublk_id: number }): Promise<number> {
+    return this.call('ublk_recover_disk', { ...p });
+  }
+  /** stor daemon's own (SPDK has no VDUSE target): a bdev as a VDUSE virtio-blk disk; the result is the name. */
+  vduseCreateBlkDevice(p: {
+    name: string;
+    bdev_name: string;
+    num_queues?: number;
+    queue_size?: number;
+    readonly?: boolean;
+    serial?: string;
+  }): Promise<string> {
+    return this.call('vduse_create_blk_device', { ...p });
+  }
+  vduseDeleteBlkDevice(name: string): Promise<boolean> {
+    return this.call('vduse_delete_blk_device', { name });
+  }
+  vduseGetDevices(name?: string): Promise<Array<Record<string, unknown>>> {
+    return this.call('vduse_get_devices', name === undefined ? undefined : { name });
+  }
 
   /**
    * The live configuration, as rpc.py's save_config builds it: every subsystem from
