@@ -2,7 +2,8 @@
 // creates and destroys them. `stor serve` is "one backend and one vhost-user-blk export" through it;
 // `stor bench` starts its embedded server through it; `stor daemon`, `attach`, the SPDK-style RPC
 // server and recovery after a restart will drive it next (toJSON() is what they list and persist).
-// An export refers to its backend by name; a backend in use cannot be removed.
+// An export refers to its backend by name; a backend in use cannot be removed — by an export, or by a
+// user the table does not run that has claimed it (claimBackend: a daemon's ublk and VDUSE disks).
 import { openBackend } from '../bdev/open.js';
 import { StorError, usageError } from '../core/errors.js';
 import { BACKEND_KIND, formatSpec, parseSpec, type Spec } from '../core/spec.js';
