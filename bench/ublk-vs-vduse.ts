@@ -9,13 +9,12 @@
 //
 //   node dist/bench/ublk-vs-vduse.js [--runtime S=5] [--repeat N=2] [--backend SPEC=null:1G]
 //                                    [--out bench/RESULTS.md] [--json]
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { parseArgs } from 'node:util';
-import { ROOT, STOR_BIN } from '../tools/paths.js';
+import { STOR_BIN } from '../tools/paths.js';
 import { assertGuestOk, runGuest } from '../tools/vm.js';
-import { writeResultsSection } from './results.js';
+import { headCommit, median, writeResultsSection } from './results.js';
 
 type Exp = 'ublk' | 'vduse';
 interface Sample {
@@ -62,11 +61,6 @@ kill -TERM $ublk; wait $ublk || fail "ublk exit $?"
 kill -TERM $vd; wait $vd || fail "vduse exit $?"
 echo DONE
 `;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN;
 }
 
 async function main(): Promise<void> {
@@ -131,12 +125,7 @@ async function main(): Promise<void> {
       process.stdout.write(JSON.stringify({ runtime: runtimeS, repeat, backend, rows }) + '\n');
       return;
     }
-    let commit = '';
-    try {
-      commit = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    } catch {
-      /* not a checkout */
-    }
+    const commit = headCommit();
     const section = [
       '## ublk-vs-vduse: stor attach --ublk vs stor attach --vduse (fio in a TCG guest)',
       '',

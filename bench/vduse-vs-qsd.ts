@@ -13,11 +13,10 @@
 //                                   [--queues N=1] [--out bench/RESULTS.md]
 import { parseArgs } from 'node:util';
 import { release } from 'node:os';
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { ROOT, STOR_BIN } from '../tools/paths.js';
+import { STOR_BIN } from '../tools/paths.js';
 import { runGuest, consoleTail } from '../tools/vm.js';
-import { writeResultsSection } from './results.js';
+import { headCommit, median, writeResultsSection } from './results.js';
 
 interface Job {
   id: string;
@@ -113,11 +112,6 @@ echo DONE
 `;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -189,12 +183,7 @@ async function main(): Promise<void> {
       const f = (k: 'iops' | 'latUs' | 'cpuUs', d: number) => median(m.map((x) => x[k])).toFixed(d);
       modeRows.push(`| randread 4k qd${qd} | ${mode} | ${f('iops', 0)} | ${f('latUs', 1)} | ${f('cpuUs', 2)} |`);
     }
-  let commit = '';
-  try {
-    commit = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  } catch {
-    /* not a checkout */
-  }
+  const commit = headCommit();
   const section = [
     `## vduse-vs-qsd: stor attach --vduse vs qemu-storage-daemon vduse-blk (fio in a TCG guest)`,
     '',
