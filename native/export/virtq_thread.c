@@ -1,7 +1,6 @@
 /* One virtqueue's thread for the virtio exports (see virtq_thread.h): start, stop, the queue loop's
  * callbacks, the SIGBUS guard and the rate-limited failure log. */
 #include "export/virtq_thread.h"
-#include "export/export_arm.h"
 #include "sys/guard.h"
 #include <errno.h>
 #include <poll.h>
@@ -84,10 +83,19 @@ static int loop_poll(void *ctx) {
   return n;
 }
 
-/* Before sleeping: the backend (while requests are in flight), then the driver's kicks (export_arm.h). */
+/* What the thread turns on before it sleeps:
+ *   1. The backend, while it has requests in flight: some backends signal their completion fd only
+ *      when asked to (the vhost-user client, which reaping without waiting turns off again). Sleeping
+ *      on that fd unarmed waits for a kick that never comes: the driver is waiting for the completion.
+ *   2. The driver's kicks — unless requests wait for room in a full backend: then only the backend's
+ *      next completion can give that room, and new requests stay in the ring until it does.
+ * Returns > 0 when work arrived or completed while arming (do not sleep), else 0. */
 static int loop_arm(void *ctx) {
   struct virtq_thread *t = ctx;
-  return stor_export_arm(t->vs.handler.be->ops, t->vs.bq, &t->vs.vr, t->kick_fd >= 0, t->vs.deferred.n > 0);
+  const struct stor_backend_ops *ops = t->vs.handler.be->ops;
+  if (ops->arm && ops->inflight(t->vs.bq) && ops->arm(t->vs.bq) > 0) return 1;
+  if (t->vs.deferred.n || t->kick_fd < 0) return 0;
+  return vring_enable_kicks(&t->vs.vr);
 }
 
 static void loop_disarm(void *ctx) {
