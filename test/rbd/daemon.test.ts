@@ -5,8 +5,8 @@
 // cluster, a name taken, a delete while a controller uses the bdev and an unregister while a bdev uses
 // the cluster; then save_config, the daemon stopped and started again with --config (and --state):
 // the same bdev, uuid and controller come back and the data written before is still there.
-// The vendored SPDK is built without rbd (CONFIG_RBD=n: librbd-dev is not among its build packages),
-// so there is no spdk_tgt to compare with here; the shapes follow SPDK 26.05's bdev_rbd.c.
+// The vendored SPDK is built --without-rbd, so there is no spdk_tgt to compare with here; the shapes
+// follow SPDK 26.05's bdev_rbd.c, and were compared once by hand with a spdk_tgt built --with-rbd.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
