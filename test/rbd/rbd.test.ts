@@ -1,6 +1,6 @@
-// The rbd backend against a real one-node Ceph cluster, started by this suite (tools/ceph.ts: the shared
-// start-ceph.sh in a temp directory, stopped and removed in after() and, like a trap, at exit or on a
-// signal): the image's properties; stor copy file → rbd → file with --verify, byte-identical, with
+// The rbd backend against a real one-node Ceph cluster, the one test/rbd's files share (cluster.ts:
+// tools/ceph.ts runs the shared start-ceph.sh in a temp directory, stopped and removed like a trap, at
+// exit or on a signal): the image's properties; stor copy file → rbd → file with --verify, byte-identical, with
 // zero detection (write-zeroes over old data) and a tail that is not a multiple of the object size;
 // stor serve --backend rbd: with the client library on two queues, the exclusive lock refusing a second
 // writer, and a killed server's lock refused while its watch lasts and broken after; every bad input
@@ -14,11 +14,12 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { open } from '../../src/lib/index.js';
-import { startCephCluster, type CephCluster } from '../../tools/ceph.js';
+import type { CephCluster } from '../../tools/ceph.js';
 import { assertOk, describeRun, json, stor, type CliResult } from '../client/helpers.js';
 import { cleanupSocket, startStor, type RunningServer } from '../helpers/servers.js';
 import { runBounded } from '../helpers/run.js';
 import { assertGuestOk, liveGuests, runGuest } from '../vm/harness.js';
+import { suiteCluster } from './cluster.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB; // rbd's default object size
@@ -31,15 +32,14 @@ let work: string;
 const rbd = (image: string, extra = ''): string => `rbd:rbd/${image},conf=${cluster.conf}${extra}`;
 
 t.before(async () => {
-  // a dead client's watch (and so its claim on an exclusive lock) expires after 10 s, not 30
-  cluster = await startCephCluster({ CEPH_EXTRA_CONF: 'osd_client_watch_timeout = 10' });
+  // the files of test/rbd share one cluster (see cluster.ts: it is stopped at exit)
+  cluster = await suiteCluster();
   // inside the cluster's directory, which the cluster's trap removes even when after() never runs
   work = join(cluster.dir, 'work');
   mkdirSync(work);
 });
 
-t.after(async () => {
-  await cluster?.stop();
+t.after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
