@@ -32,7 +32,7 @@ import { startQsd, cleanupSocket, type RunningServer } from '../tools/servers.js
 import { benchArgs, parseBench, peerPath } from '../tools/blkio.js';
 import { formatSpec } from '../src/lib/core/spec.js';
 import { describeHostIdle, withHaltPollNs } from './idle.js';
-import { resultsTag, writeResultsSection } from './results.js';
+import { headCommit, median, resultsTag, writeResultsSection } from './results.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => {
@@ -57,11 +57,6 @@ interface Sample {
   kiops: number;
   meanUs: number;
 }
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 /** A client run, pinned to the client CPU when pinning; the shared bounded runner from the tests. */
 async function run(
@@ -142,7 +137,7 @@ async function main(): Promise<void> {
     console.log(s);
     lines.push(s);
   };
-  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
+  const commit = headCommit();
   say(`client-vs-libblkio — ${new Date().toISOString()}, commit ${commit}, ${loadLine()}`);
   say(
     `server: qemu-storage-daemon null-co (1 GiB, read-zeroes)${PIN ? ` on CPU ${SERVER_CPU}, clients on CPU ${CLIENT_CPU}` : ', unpinned'}; ` +

@@ -10,16 +10,16 @@
 //
 // Without --conf the script starts its own one-node cluster (tools/ceph.ts) and stops it at the end.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT, STOR_BIN } from '../tools/paths.js';
+import { STOR_BIN } from '../tools/paths.js';
 import { cleanupSocket, startQsd, startStor, type RunningServer } from '../tools/servers.js';
 import { blkioBench, describe, ok, type BenchJob } from '../tools/blkio.js';
 import { runBounded } from '../tools/run.js';
 import { startCephCluster, type CephCluster } from '../tools/ceph.js';
-import { writeResultsSection } from './results.js';
+import { headCommit, median, processCpuSeconds, writeResultsSection } from './results.js';
 
 const MiB = 1024 * 1024;
 const IMAGE = 'rbd/test';
@@ -40,23 +40,6 @@ interface Sample {
   cpuPerIoUs: number;
 }
 
-/** utime + stime of every thread of pid, in seconds (0 once it is gone). */
-function cpuSeconds(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / 100; // USER_HZ
-  } catch {
-    return 0;
-  }
-}
-
-const median = (xs: number[]): number => {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const fmt = (x: number, d = 1): string => (Number.isFinite(x) ? x.toFixed(d) : '—');
 
 // the launcher kills every server at exit, tools/ceph.ts stops the cluster: a signal ends through exit
@@ -79,9 +62,9 @@ async function measureServer(name: 'qsd' | 'stor', conf: string, mode: string, c
   const s = await startServer(name, conf, mode);
   try {
     const job: BenchJob = { readwrite: cell.readwrite, iodepth: cell.iodepth, poll: false, runtimeS };
-    const c0 = cpuSeconds(s.pid);
+    const c0 = processCpuSeconds(s.pid);
     const { result, out } = await blkioBench(s.socket, job, 30_000);
-    const cpu = cpuSeconds(s.pid) - c0;
+    const cpu = processCpuSeconds(s.pid) - c0;
     if (!ok(result) || !out) throw new Error(`${name}: ${describe(result)}\n${s.output()}`);
     const ios = out.aggregate.kiops * 1000 * runtimeS;
     return { kiops: out.aggregate.kiops, meanLatUs: out.aggregate.mean_lat_us, cpuPerIoUs: (cpu * 1e6) / ios };
@@ -95,7 +78,7 @@ async function runSampled(cmd: string, args: string[], env: NodeJS.ProcessEnv, t
   let pid = 0;
   let cpu = 0;
   const timer = setInterval(() => {
-    const c = pid ? cpuSeconds(pid) : 0;
+    const c = pid ? processCpuSeconds(pid) : 0;
     if (c > cpu) cpu = c;
   }, 100);
   try {
@@ -307,12 +290,7 @@ async function main(): Promise<number> {
       }
     }
     failed = [...served, ...engines].some((r) => r.errors.length > 0);
-    let commit = '';
-    try {
-      commit = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    } catch {
-      /* not a checkout */
-    }
+    const commit = headCommit();
     const section = [
       `## rbd-vs-qsd (${new Date().toISOString().slice(0, 10)}, commit ${commit || '?'})`,
       '',

@@ -11,7 +11,7 @@ import { ROOT } from '../tools/paths.js';
 import { cleanupSocket, startQsd, startStor, type RunningServer } from '../tools/servers.js';
 import { blkioBench, describe, ok, type BenchJob } from '../tools/blkio.js';
 import { describeHostIdle, withHaltPollNs } from './idle.js';
-import { resultsTag, writeResultsSection } from './results.js';
+import { headCommit, median, processCpuSeconds, resultsTag, writeResultsSection } from './results.js';
 
 const GiB = 1024 ** 3;
 
@@ -73,18 +73,6 @@ function procStatus(pid: number, key: 'VmRSS' | 'VmHWM'): number {
   try {
     const m = new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** utime + stime of every thread of pid, in seconds. */
-function cpuSeconds(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    const hz = 100; // USER_HZ on Linux
-    return (Number(rest[11]) + Number(rest[12])) / hz;
   } catch {
     return 0;
   }
@@ -180,20 +168,13 @@ interface Row {
   notes: string[];
 }
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 async function measure(srv: Srv, job: BenchJob): Promise<Sample> {
-  const c0 = cpuSeconds(srv.pid);
+  const c0 = processCpuSeconds(srv.pid);
   const t0 = Date.now();
   const { result, out } = await blkioBench(srv.socket, job, 30_000);
   const wall = (Date.now() - t0) / 1000;
   if (!ok(result) || !out) throw new Error(describe(result));
-  const cpuPct = (100 * (cpuSeconds(srv.pid) - c0)) / wall;
+  const cpuPct = (100 * (processCpuSeconds(srv.pid) - c0)) / wall;
   return { kiops: out.aggregate.kiops, meanLatUs: out.aggregate.mean_lat_us, cpuPct };
 }
 
@@ -340,7 +321,7 @@ function sh(cmd: string, args: string[]): string {
 }
 
 function report(o: Opts, rows: Row[], started: Date, loadStart: number, idle: string): string {
-  const commit = sh('git', ['rev-parse', '--short', 'HEAD']);
+  const commit = headCommit() || '?';
   const dirty = sh('git', ['status', '--porcelain', '--', 'src', 'native'])
     ? ' (+ uncommitted changes in src/native)'
     : '';

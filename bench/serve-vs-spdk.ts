@@ -11,8 +11,6 @@
 //
 // Needs the machine alone (see bench/README.md); a one-pair smoke run:
 //   node dist/bench/serve-vs-spdk.js --runtime 1 --repeat 1 --cells 'randread qd1 notify' --no-write
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,7 +18,7 @@ import { ROOT, STOR_BIN } from '../tools/paths.js';
 import { runBounded } from '../tools/run.js';
 import { cleanupDir, cleanupSocket, startSpdkTgt, startStor } from '../tools/servers.js';
 import { JsonRpcClient } from '../src/lib/rpc/jsonrpc.js';
-import { resultsTag, writeResultsSection } from './results.js';
+import { headCommit, median, processCpuSeconds, resultsTag, writeResultsSection } from './results.js';
 
 const GiB = 1024 ** 3;
 
@@ -45,17 +43,6 @@ interface Sample {
   meanLatUs: number;
   serverCpuPerIoUs: number;
   clientCpuPerIoUs: number;
-}
-
-/** utime + stime of every thread of pid, in seconds. */
-function cpuSeconds(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / 100; // USER_HZ
-  } catch {
-    return 0;
-  }
 }
 
 interface Running {
@@ -101,7 +88,7 @@ async function startServer(id: ServerId): Promise<Running> {
 }
 
 async function measure(srv: Running, cell: Cell, runtimeS: number): Promise<Sample> {
-  const c0 = cpuSeconds(srv.pid);
+  const c0 = processCpuSeconds(srv.pid);
   const args = [
     STOR_BIN,
     'bench',
@@ -121,7 +108,7 @@ async function measure(srv: Running, cell: Cell, runtimeS: number): Promise<Samp
     '--json',
   ];
   const r = await runBounded(process.execPath, args, (runtimeS + 60) * 1000);
-  const c1 = cpuSeconds(srv.pid);
+  const c1 = processCpuSeconds(srv.pid);
   if (r.code !== 0) throw new Error(`stor bench on ${srv.socket}: exit ${r.code}\n${r.stderr}${r.stdout}`);
   const job = (JSON.parse(r.stdout) as { jobs: Array<Record<string, unknown>> }).jobs[0]!;
   const side = job[cell.rw === 'randread' ? 'read' : 'write'] as {
@@ -136,12 +123,6 @@ async function measure(srv: Running, cell: Cell, runtimeS: number): Promise<Samp
     serverCpuPerIoUs: ((c1 - c0) * 1e6) / Math.max(1, side.total_ios),
     clientCpuPerIoUs: Number(job.cpu_per_io_us),
   };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 async function main(): Promise<void> {
@@ -183,7 +164,7 @@ async function main(): Promise<void> {
   const lines = [
     `## stor serve vs SPDK vhost-blk (null backend, client: stor bench)`,
     '',
-    `${new Date().toISOString()}, commit ${gitCommit()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), ` +
+    `${new Date().toISOString()}, commit ${headCommit() || '?'}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), ` +
       `kernel ${release()}, load ${loadavg()
         .map((x) => x.toFixed(2))
         .join(' ')} at the end; ${repeat} round(s) of ${runtimeS} s per cell, medians; ` +
@@ -212,14 +193,6 @@ async function main(): Promise<void> {
   const text = lines.join('\n');
   process.stdout.write(text + '\n');
   if (!values['no-write']) writeResultsSection(values.out!, resultsTag('serve-vs-spdk', undefined), text);
-}
-
-function gitCommit(): string {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return '?';
-  }
 }
 
 // the launchers kill every server they started at exit; a signal must end the process through exit

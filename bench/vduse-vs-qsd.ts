@@ -6,16 +6,17 @@
 // is measured, or with --backend file an image on the guest's tmpfs. Both wait for requests by
 // notification (stor --completion notify; qsd's export in an iothread with poll-max-ns=0), because a
 // polling server starves the single TCG thread that runs the whole guest (see /work/shared/PEERS.md).
-// Figures are indicative: compare only the ratios of one run.
+// On stor's disk `stor bench /dev/vdX` also compares the client's completion modes (notify, poll,
+// adaptive). Figures are indicative: compare only the ratios of one run.
 //
 //   node dist/bench/vduse-vs-qsd.js [--runtime S=5] [--repeat N=2] [--jobs LIST] [--backend null|file]
 //                                   [--queues N=1] [--out bench/RESULTS.md]
 import { parseArgs } from 'node:util';
 import { release } from 'node:os';
-import { execFileSync } from 'node:child_process';
-import { ROOT, STOR_BIN } from '../tools/paths.js';
+import { readFileSync } from 'node:fs';
+import { STOR_BIN } from '../tools/paths.js';
 import { runGuest, consoleTail } from '../tools/vm.js';
-import { writeResultsSection } from './results.js';
+import { headCommit, median, writeResultsSection } from './results.js';
 
 interface Job {
   id: string;
@@ -34,6 +35,15 @@ interface Sample {
   iops: number;
   latUs: number;
   rep: number;
+}
+
+interface ModeSample {
+  rep: number;
+  qd: number;
+  mode: string;
+  iops: number;
+  latUs: number;
+  cpuUs: number;
 }
 
 /** The guest script: per repetition, each server in turn attaches its disk, runs every job, detaches. */
@@ -61,6 +71,18 @@ ${fioLines}
 }
 wait_dev() { for i in $(seq 1 600); do DEV=$(ls -d /sys/bus/vdpa/devices/$1/virtio*/block/* 2>/dev/null | head -1); [ -n "$DEV" ] && break; sleep 0.1; done
   [ -n "$DEV" ] || fail "no disk for $1"; DEV=/dev/$(basename $DEV); }
+# stor bench on the VDUSE disk: its completion modes side by side (the disk is a file: target, io_uring)
+stor_bench_modes() {
+  for qd in 1 16; do
+    node ${STOR_BIN} bench $DEV --rw randread --iodepth $qd --completion notify,poll,adaptive \
+      --runtime ${runtimeS}s --ramp 1s --size $SIZE --json > /tmp/sb.json 2>/tmp/sb.err || fail "stor bench qd$qd: $(cat /tmp/sb.err)"
+    node -e '
+      const j = JSON.parse(require("fs").readFileSync("/tmp/sb.json", "utf8"));
+      for (const m of j.jobs) console.log("MODES " + JSON.stringify({ rep: +process.argv[1], qd: +process.argv[2],
+        mode: m.mode, iops: m.read.iops, latUs: m.read.lat_ns.mean / 1000, cpuUs: m.cpu_per_io_us }));' "$1" "$qd" \
+      >> "$STOR_VM_RESULTS/modes"
+  done
+}
 stor_round() {
   local spec=null:$SIZE; [ "${backend}" = file ] && spec=file:/tmp/bench.img
   node ${STOR_BIN} attach --vduse --name sb --backend $spec --queues ${queues} --completion notify --json >/tmp/s.out 2>/tmp/s.err &
@@ -69,6 +91,7 @@ stor_round() {
   grep -q '"ready"' /tmp/s.out || { cat /tmp/s.err; fail "stor attach not ready"; }
   wait_dev sb
   jobs stor $1
+  stor_bench_modes $1
   kill -TERM $pid; wait $pid || fail "stor attach exit $?"
 }
 qsd_round() {
@@ -87,11 +110,6 @@ for rep in $(seq 1 ${repeat}); do
 done
 echo DONE
 `;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN;
 }
 
 async function main(): Promise<void> {
@@ -135,6 +153,16 @@ async function main(): Promise<void> {
     .split('\n')
     .filter((l) => l.startsWith('SAMPLE '))
     .map((l) => JSON.parse(l.slice(7)) as Sample);
+  let modeLines = '';
+  try {
+    modeLines = readFileSync(`${r.resultsDir}/modes`, 'utf8');
+  } catch {
+    /* the guest never got that far: the section says the run is incomplete */
+  }
+  const modeSamples = modeLines
+    .split('\n')
+    .filter((l) => l.startsWith('MODES '))
+    .map((l) => JSON.parse(l.slice(6)) as ModeSample);
   const done = r.console.includes('DONE') && r.status === 0;
   r.cleanup();
   const rows = jobs.map((j) => {
@@ -147,22 +175,32 @@ async function main(): Promise<void> {
       ql = median(q.map((x) => x.latUs));
     return `| ${j.id} | ${si.toFixed(0)} | ${sl.toFixed(0)} | ${qi.toFixed(0)} | ${ql.toFixed(0)} | ${(si / qi).toFixed(2)} |`;
   });
-  let commit = '';
-  try {
-    commit = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  } catch {
-    /* not a checkout */
-  }
+  const modeRows: string[] = [];
+  for (const qd of [1, 16])
+    for (const mode of ['notify', 'poll', 'adaptive']) {
+      const m = modeSamples.filter((x) => x.qd === qd && x.mode === mode);
+      if (!m.length) continue;
+      const f = (k: 'iops' | 'latUs' | 'cpuUs', d: number) => median(m.map((x) => x[k])).toFixed(d);
+      modeRows.push(`| randread 4k qd${qd} | ${mode} | ${f('iops', 0)} | ${f('latUs', 1)} | ${f('cpuUs', 2)} |`);
+    }
+  const commit = headCommit();
   const section = [
     `## vduse-vs-qsd: stor attach --vduse vs qemu-storage-daemon vduse-blk (fio in a TCG guest)`,
     '',
-    `${started.toISOString()}, commit ${commit}, host kernel ${release()}; guest Linux 6.12 under TCG (one host thread).`,
+    `${started.toISOString()}, commit ${commit}, host kernel ${release()}; guest Linux 6.12 under TCG, 2 vCPUs.`,
     `Backend ${backend} 256 MiB, ${queues} queue(s), both by notification; fio libaio direct, ${runtimeS} s per job,` +
       ` median of ${repeat} alternating repetitions. Indicative only: the emulated CPU dominates.`,
     '',
     '| job | stor IOPS | stor mean lat µs | qsd IOPS | qsd mean lat µs | stor/qsd |',
     '| --- | --- | --- | --- | --- | --- |',
     ...rows,
+    '',
+    `\`stor bench /dev/vdX\` on stor's VDUSE disk (server --completion notify), the client's completion modes side by` +
+      ` side (${runtimeS} s each after 1 s ramp, median of ${repeat} repetitions; CPU is the client's per I/O):`,
+    '',
+    '| job | client mode | IOPS | mean lat µs | client CPU µs/IO |',
+    '| --- | --- | --- | --- | --- |',
+    ...modeRows,
     ...(done
       ? []
       : ['', `**incomplete run** (guest status ${String(r.status)}); console tail:`, '```', consoleTail(r, 30), '```']),

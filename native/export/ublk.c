@@ -14,7 +14,8 @@
  * tag; its ublksrv_io_desc (in the read-only mapping of the queue's descriptor array) becomes one
  * stor_req on the backend, and the backend's completion becomes COMMIT_AND_FETCH_REQ with the byte
  * count or a negative errno: no request is ever left uncommitted, since that hangs the disk and
- * deadlocks teardown. A backend that answers BUSY keeps its requests in a FIFO, retried after reaping.
+ * deadlocks teardown. A backend that answers BUSY keeps its requests in a FIFO (bdev/deferred.h), retried
+ * after reaping.
  * The thread waits through the shared queue loop (notify / poll / adaptive); a sleep is one
  * io_uring_enter on the queue's ring, which also carries a multishot poll on the backend's completion
  * eventfd, and is bounded (1 s) so a stop request is always seen.
@@ -23,6 +24,7 @@
  * or when asked to stop (then the kernel sees the ring close, as after a crash: a device created
  * with UBLK_F_USER_RECOVERY is quiesced and can be recovered by a new server). */
 #include "bdev/bdev.h"
+#include "bdev/deferred.h"
 #include "export/queue_loop.h"
 #include "export/ublk_abi.h"
 #include "sys/napi_util.h"
@@ -144,7 +146,7 @@ out:
 
 /* ---- the data plane ------------------------------------------------------------------------- */
 
-enum tag_state { TAG_FETCHING, TAG_BACKEND, TAG_DEFERRED, TAG_DEAD };
+enum tag_state { TAG_FETCHING, TAG_BACKEND /* or waiting for room in it */, TAG_DEAD };
 
 struct ublk_queue;
 
@@ -172,8 +174,7 @@ struct ublk_queue {
   size_t iods_len;
   uint8_t *bufs; /* depth x max_io bytes */
   struct ublk_tag *tags;
-  struct ublk_tag **deferred; /* FIFO of requests the backend answered BUSY to */
-  unsigned deferred_head, deferred_n;
+  struct stor_deferred deferred; /* requests the backend answered BUSY to */
   struct stor_bqueue *bq;
   int backend_fd; /* the backend's completion eventfd, or -1 */
   int stop_fd;
@@ -329,26 +330,7 @@ static void tag_complete(struct stor_req *r) {
 
 static void backend_submit(struct ublk_queue *q, struct ublk_tag *t) {
   t->state = TAG_BACKEND;
-  if (q->deferred_n || q->srv->be->ops->submit(q->bq, &t->req) == STOR_SUBMIT_BUSY) {
-    t->state = TAG_DEFERRED;
-    q->deferred[(q->deferred_head + q->deferred_n++) % q->srv->depth] = t;
-  }
-}
-
-static int retry_deferred(struct ublk_queue *q) {
-  int n = 0;
-  while (q->deferred_n) {
-    struct ublk_tag *t = q->deferred[q->deferred_head];
-    t->state = TAG_BACKEND;
-    if (q->srv->be->ops->submit(q->bq, &t->req) == STOR_SUBMIT_BUSY) {
-      t->state = TAG_DEFERRED;
-      break;
-    }
-    q->deferred_head = (q->deferred_head + 1) % q->srv->depth;
-    q->deferred_n--;
-    n++;
-  }
-  return n;
+  stor_deferred_submit(&q->deferred, q->srv->be->ops, q->bq, &t->req);
 }
 
 /* A fetched request: its descriptor to one stor_req, checked against what the disk offers. */
@@ -461,7 +443,7 @@ static int queue_poll(void *ctx) {
   int n = queue_reap_ring(q);
   if (q->in_backend) {
     n += ops->reap(q->bq, false);
-    n += retry_deferred(q);
+    n += stor_deferred_retry(&q->deferred, ops, q->bq);
     ops->commit(q->bq);
   }
   if (q->pending_sqes) {
@@ -527,8 +509,7 @@ static void queue_free(struct ublk_queue *q) {
   q->bufs = NULL;
   free(q->tags);
   q->tags = NULL;
-  free(q->deferred);
-  q->deferred = NULL;
+  stor_deferred_free(&q->deferred);
   if (q->stop_fd >= 0) close(q->stop_fd);
   q->stop_fd = -1;
 }
@@ -556,8 +537,7 @@ static int queue_setup(struct ublk_queue *q, char *err, size_t errlen) {
   }
   q->bufs = m;
   q->tags = calloc(s->depth, sizeof *q->tags);
-  q->deferred = calloc(s->depth, sizeof *q->deferred);
-  if (!q->tags || !q->deferred) {
+  if (!q->tags || stor_deferred_reserve(&q->deferred, s->depth) < 0) {
     snprintf(err, errlen, "queue %d: out of memory", q->index);
     return -ENOMEM;
   }

@@ -1,7 +1,7 @@
 /* The VDUSE export's data plane: a backend as a virtio-blk device that the host kernel drives through
  * VDUSE (/dev/vduse/NAME) and binds, through vDPA and virtio_vdpa, as an ordinary /dev/vdX. The same
- * transport-free virtio-blk handler (virtio/virtio_blk.c), split-ring walker (virtio/vring.c) and queue
- * loop (export/queue_loop.c) as the vhost-user-blk export; what differs is the transport:
+ * queue threads (export/virtq_thread.c) serving the rings with the same code (virtio/virtq_serve.c) as
+ * the vhost-user-blk export; what differs is the transport:
  *   memory   the kernel's IOVA space (bounce buffer and coherent ring memory), reached through
  *            VDUSE_IOTLB_GET_FD + mmap. Each queue keeps its own table of IOTLB entries, filled on demand
  *            from the ring walker's misses, so every IOVA a descriptor names is checked against the IOTLB
@@ -16,8 +16,8 @@
  * /dev/vduse/control through the functions below, vdpa through the `vdpa` tool) and hears lifecycle
  * events. Nothing here calls JavaScript per request. */
 #include "bdev/bdev.h"
-#include "export/export_arm.h"
 #include "export/queue_loop.h"
+#include "export/virtq_thread.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
 #include "virtio/inflight.h"
@@ -29,36 +29,18 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#define VD_MAX_QUEUES    64
-#define MAX_SEGS_PER_REQ 258 /* seg_max (at most 256) + header + status */
-#define LOG_BURST        20  /* per-request failure logs allowed per second per queue */
-#define VDUSE_CONTROL    "/dev/vduse/control"
+#define VD_MAX_QUEUES 64
+#define VDUSE_CONTROL "/dev/vduse/control"
 
 struct vd_device;
-struct vd_queue;
-
-struct vd_slot {
-  struct virtio_blk_req vr; /* first: the handler's completion finds the slot */
-  struct vd_queue *q;
-  uint16_t head;
-  bool busy;
-  struct iovec iov[MAX_SEGS_PER_REQ];
-};
-
-struct vd_stats {
-  struct virtio_blk_stats blk;
-  uint64_t kicks, irqs, wakeups, iotlb_maps;
-};
 
 struct vd_queue {
   struct vd_device *dev;
@@ -66,29 +48,10 @@ struct vd_queue {
   /* from VDUSE_VQ_GET_INFO at DRIVER_OK */
   uint16_t num, base;
   uint64_t desc, driver, device;
-  int kick_fd, wake_fd;
-  pthread_t thread;
-  bool running;
-  atomic_bool stop;
-  struct vring vr;
-  struct mem_table mem; /* this queue's IOTLB entries, mapped on demand (only its thread touches it) */
-  struct virtio_blk_handler handler;
-  struct stor_qloop loop;
-  struct stor_bqueue *bq;
-  struct vd_slot *slots;
-  unsigned slots_num;
-  struct vd_slot **deferred; /* BUSY requests, oldest first, resubmitted before new ones are popped */
-  unsigned deferred_head, deferred_n;
-  struct vd_stats st;
-  /* inflight log (this queue's region of the device's log file) and, after a reconnect, the chains
-   * the dead server left in flight, in pop order, resubmitted before any new request is popped */
-  struct inflight_queue infl;
-  bool log_fresh; /* the driver (re)started the ring: the region starts empty */
-  uint16_t *resubmit;
-  unsigned resubmit_n, resubmit_pos;
-  volatile bool faulted;
-  time_t log_second;
-  unsigned log_count, log_suppressed;
+  struct virtq_thread t; /* its kick_fd is the eventfd given to the kernel */
+  struct mem_table mem;  /* this queue's IOTLB entries, mapped on demand (only its thread touches it) */
+  bool log_fresh;        /* the driver (re)started the ring: its inflight log region starts empty */
+  uint64_t irqs, iotlb_maps;
 };
 
 struct vd_device {
@@ -96,8 +59,6 @@ struct vd_device {
   char name[VDUSE_NAME_MAX];
   int fd;
   int nq;
-  enum stor_completion_mode mode;
-  uint32_t spin_us;
   uint64_t features; /* what the driver accepted (VDUSE_DEV_GET_FEATURES at DRIVER_OK) */
   uint8_t status;
   struct vd_queue q[VD_MAX_QUEUES];
@@ -168,47 +129,9 @@ static void call_js_event(napi_env env, napi_value cb, void *context, void *data
   free(ev);
 }
 
-static void req_log_flush(struct vd_queue *q) {
-  if (!q->log_suppressed) return;
-  emit(q->dev, "warn", q->index, "queue %d: %u more request failures not logged", q->index, q->log_suppressed);
-  q->log_suppressed = 0;
-  q->loop.sleep_timeout_ms = -1;
-}
-
-/* A request failed: log why, at most LOG_BURST a second (the rest are counted). */
-static void req_log(struct vd_queue *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void req_log(struct vd_queue *q, const char *fmt, ...) {
-  time_t s = time(NULL);
-  if (s != q->log_second) {
-    req_log_flush(q);
-    q->log_second = s;
-    q->log_count = 0;
-  }
-  if (q->log_count >= LOG_BURST) {
-    q->log_suppressed++;
-    q->loop.sleep_timeout_ms = 1000;
-    return;
-  }
-  q->log_count++;
-  char msg[320];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  emit(q->dev, "reqerr", q->index, "%s", msg);
-}
-
-static void handler_log(void *ctx, const char *msg) { req_log(ctx, "%s", msg); }
-
 static void close_fd(int *fd) {
   if (*fd >= 0) close(*fd);
   *fd = -1;
-}
-
-static void drain_fd(int fd) {
-  uint64_t v;
-  if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */
-  }
 }
 
 /* ---- memory: IOTLB entries mapped on demand --------------------------------------------------- */
@@ -227,19 +150,19 @@ static int iotlb_miss(void *ctx, uint64_t addr, uint64_t len) {
   if ((e.perm & VDUSE_ACCESS_RW) != VDUSE_ACCESS_RW) {
     /* virtio_vdpa maps everything read-write; a narrower entry is not ours to write through */
     close(fd);
-    req_log(q, "queue %d: IOTLB entry 0x%llx..0x%llx is not read-write (perm %u)", q->index,
-            (unsigned long long)e.start, (unsigned long long)e.last, e.perm);
+    virtq_thread_log(&q->t, "queue %d: IOTLB entry 0x%llx..0x%llx is not read-write (perm %u)", q->index,
+                     (unsigned long long)e.start, (unsigned long long)e.last, e.perm);
     return -EACCES;
   }
   char err[200];
   int r = mem_add_region(&q->mem, e.start, e.last - e.start + 1, e.start, e.offset, fd, err, sizeof err);
   if (r < 0) {
     close(fd);
-    req_log(q, "queue %d: IOTLB entry 0x%llx..0x%llx: %s", q->index, (unsigned long long)e.start,
-            (unsigned long long)e.last, err);
+    virtq_thread_log(&q->t, "queue %d: IOTLB entry 0x%llx..0x%llx: %s", q->index, (unsigned long long)e.start,
+                     (unsigned long long)e.last, err);
     return r;
   }
-  q->st.iotlb_maps++;
+  q->iotlb_maps++;
   return 0;
 }
 
@@ -251,328 +174,77 @@ static void unmap_range(struct vd_queue *q, uint64_t start, uint64_t last) {
   }
 }
 
-/* ---- request handling (queue thread) -------------------------------------------------------- */
+/* ---- the queue thread's callbacks (virtq_thread.h) ------------------------------------------ */
 
-static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t used_len) {
-  struct vd_slot *s = (struct vd_slot *)vr;
-  struct vd_queue *q = s->q;
-  s->busy = false;
-  if (q->faulted) return;
-  virtio_blk_req_status(vr, status);
-  inflight_pushed(&q->infl, s->head);
-  vring_push(&q->vr, s->head, used_len);
-}
-
-static void queue_submit(struct vd_queue *q, struct vd_slot *s) {
-  if (q->deferred_n || q->dev->be->ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY)
-    q->deferred[(q->deferred_head + q->deferred_n++) % q->slots_num] = s;
-}
-
-static int retry_deferred(struct vd_queue *q) {
-  const struct stor_backend_ops *ops = q->dev->be->ops;
-  int n = 0;
-  while (q->deferred_n) {
-    struct vd_slot *s = q->deferred[q->deferred_head];
-    if (ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY) break;
-    q->deferred_head = (q->deferred_head + 1) % q->slots_num;
-    q->deferred_n--;
-    n++;
-  }
-  return n;
-}
-
-/* Pops and starts every available request; -1 when the ring is broken. */
-static int process_ring(struct vd_queue *q) {
-  struct vd_device *d = q->dev;
-  int n = 0;
-  char err[256];
-  if (q->deferred_n) {
-    n = retry_deferred(q);
-    if (q->deferred_n) return n;
-  }
-  while (q->resubmit_pos < q->resubmit_n) {
-    struct vring_chain c;
-    uint16_t head = q->resubmit[q->resubmit_pos++];
-    struct vd_slot *s = &q->slots[head];
-    if (vring_walk_chain(&q->vr, &q->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err) == VRING_BAD_CHAIN) {
-      emit(d, "broken", q->index, "queue %d: in-flight request at head %u: %s", q->index, head, err);
-      return -1;
-    }
-    s->busy = true;
-    s->head = head;
-    s->q = q;
-    s->vr.head = head;
-    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
-        VIRTIO_BLK_REQ_SUBMIT)
-      queue_submit(q, s);
-    n++;
-    if (q->deferred_n) return n;
-  }
-  for (;;) {
-    uint16_t pending = vring_avail_pending(&q->vr);
-    if (!pending) break;
-    if (pending > q->vr.num) {
-      emit(d, "broken", q->index, "queue %d: avail index moved by %u, more than the queue size %u", q->index, pending,
-           q->vr.num);
-      return -1;
-    }
-    uint16_t head = __atomic_load_n(&q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num], __ATOMIC_RELAXED);
-    if (head >= q->vr.num) {
-      emit(d, "broken", q->index, "queue %d: avail ring names head %u, queue size is %u", q->index, head, q->vr.num);
-      return -1;
-    }
-    struct vd_slot *s = &q->slots[head];
-    if (s->busy) {
-      emit(d, "broken", q->index, "queue %d: head %u made available again while still in flight", q->index, head);
-      return -1;
-    }
-    struct vring_chain c;
-    if (vring_pop_head(&q->vr, &q->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err) == VRING_BAD_CHAIN) {
-      emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
-      return -1;
-    }
-    inflight_popped(&q->infl, head);
-    s->busy = true;
-    s->head = c.head;
-    s->q = q;
-    s->vr.head = c.head;
-    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
-        VIRTIO_BLK_REQ_SUBMIT)
-      queue_submit(q, s);
-    n++;
-  }
-  return n;
-}
-
-static void signal_irq(struct vd_queue *q) {
-  if (q->faulted) return;
-  bool notify = vring_publish(&q->vr);
-  if (q->infl.batch_n) inflight_published(&q->infl, q->vr.used_idx);
-  if (notify) {
-    uint32_t index = (uint32_t)q->index;
-    if (ioctl(q->dev->fd, VDUSE_VQ_INJECT_IRQ, &index) == 0) q->st.irqs++;
-  }
-}
-
-enum { LOOP_STOP = -1, LOOP_BROKEN = -2, LOOP_KICK_FAILED = -3 };
-
-static int loop_poll(void *ctx) {
+static void queue_event(void *ctx, const char *kind, const char *msg) {
   struct vd_queue *q = ctx;
-  if (atomic_load_explicit(&q->stop, memory_order_relaxed)) return LOOP_STOP;
-  if (q->log_suppressed && time(NULL) != q->log_second) req_log_flush(q);
-  const struct stor_backend_ops *ops = q->dev->be->ops;
-  int n = process_ring(q);
-  if (n < 0) return LOOP_BROKEN;
-  if (n > 0) ops->commit(q->bq);
-  int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
-  signal_irq(q);
-  return n + c;
+  emit(q->dev, kind, q->index, "%s", msg);
 }
 
-/* Before sleeping: the backend (while requests are in flight), then the driver's kicks (export_arm.h). */
-static int loop_arm(void *ctx) {
+static void queue_notify(void *ctx) {
   struct vd_queue *q = ctx;
-  return stor_export_arm(q->dev->be->ops, q->bq, &q->vr, true, q->deferred_n > 0);
-}
-
-static void loop_disarm(void *ctx) {
-  struct vd_queue *q = ctx;
-  vring_disable_kicks(&q->vr);
-}
-
-static int loop_sleep_fds(void *ctx, struct pollfd *pf, int max) {
-  struct vd_queue *q = ctx;
-  pf[0] = (struct pollfd){q->wake_fd, POLLIN, 0};
-  pf[1] = (struct pollfd){q->deferred_n ? -1 : q->kick_fd, POLLIN, 0};
-  pf[2] = (struct pollfd){q->dev->be->ops->event_fd(q->bq), POLLIN, 0};
-  return 3;
-}
-
-static int loop_woke(void *ctx, struct pollfd *pf, int n) {
-  struct vd_queue *q = ctx;
-  q->st.wakeups++;
-  if (pf[1].revents & POLLIN) {
-    drain_fd(q->kick_fd);
-    q->st.kicks++;
-  }
-  if (pf[2].revents & POLLIN) drain_fd(pf[2].fd);
-  if (pf[1].revents & (POLLERR | POLLNVAL)) {
-    emit(q->dev, "broken", q->index, "queue %d: kick fd failed", q->index);
-    return LOOP_KICK_FAILED;
-  }
-  return 0;
-}
-
-static const struct stor_qloop_ops vduse_loop_ops = {
-    .poll = loop_poll,
-    .arm = loop_arm,
-    .disarm = loop_disarm,
-    .sleep_fds = loop_sleep_fds,
-    .woke = loop_woke,
-};
-
-static void *queue_thread(void *arg) {
-  struct vd_queue *q = arg;
-  struct vd_device *d = q->dev;
-  const struct stor_backend_ops *ops = d->be->ops;
-  char name[16];
-  snprintf(name, sizeof name, "stor-vduse%d", q->index);
-  pthread_setname_np(pthread_self(), name);
-
-  sigjmp_buf fault;
-  if (sigsetjmp(fault, 1)) {
-    q->faulted = true;
-    emit(d, "broken", q->index, "queue %d: kernel memory became inaccessible (SIGBUS)", q->index);
-    goto out;
-  }
-  stor_fault_jmp = &fault;
-  stor_qloop_init(&q->loop, d->mode, d->spin_us);
-  if (d->mode == STOR_MODE_NOTIFY)
-    q->loop.armed = true;
-  else
-    vring_disable_kicks(&q->vr);
-  for (;;) {
-    int r = stor_qloop_wait(&q->loop, &vduse_loop_ops, q);
-    if (r < 0) break;
-  }
-  /* Stopping: finish what is in flight so the used ring is complete when the ring stops. */
-  while (ops->inflight(q->bq) || q->deferred_n) {
-    retry_deferred(q);
-    ops->commit(q->bq);
-    ops->reap(q->bq, true);
-  }
-  signal_irq(q);
-out:
-  stor_fault_jmp = NULL;
-  q->deferred_n = 0;
-  while (ops->inflight(q->bq)) {
-    ops->commit(q->bq);
-    ops->reap(q->bq, true);
-  }
-  req_log_flush(q);
-  return NULL;
+  uint32_t index = (uint32_t)q->index;
+  if (ioctl(q->dev->fd, VDUSE_VQ_INJECT_IRQ, &index) == 0) q->irqs++;
 }
 
 /* ---- ring lifecycle (control thread, or the JS thread once the control thread is gone) ---------- */
 
-/* Attaches the queue's region of the inflight log (the vring is set up). A ring the driver has just
- * started begins with an empty region. A ring resumed after a reconnect recovers from it the chains the
- * dead server had popped and not returned; the next avail index is then the used index plus their
- * count (every popped chain was returned or is in flight) — the kernel's own record of the avail index
- * (VDUSE_VQ_GET_INFO) is the one it gave at DRIVER_OK, not where the dead server was. Without a log a
- * resumed ring restarts at the used index: chains completed out of order are replayed, and chains
- * still in flight behind them are lost (what the log is for). */
-static int inflight_attach(struct vd_queue *q, char *err, size_t errlen) {
+/* Attaches the queue's region of the inflight log (the vring is set up; under the SIGBUS guard). A ring
+ * the driver has just started begins with an empty region. A ring resumed after a reconnect recovers
+ * from it the chains the dead server had popped and not returned; the next avail index is then the used
+ * index plus their count (every popped chain was returned or is in flight) — the kernel's own record of
+ * the avail index (VDUSE_VQ_GET_INFO) is the one it gave at DRIVER_OK, not where the dead server was.
+ * Without a log a resumed ring restarts at the used index: chains completed out of order are replayed,
+ * and chains still in flight behind them are lost (what the log is for). */
+static int queue_attach(void *ctx, char *err, size_t errlen) {
+  struct vd_queue *q = ctx;
   struct vd_device *d = q->dev;
+  struct virtq_serve *vs = &q->t.vs;
   struct inflight_region *r = log_region(d, q->index);
-  q->infl.r = NULL;
-  q->infl.batch_n = 0;
-  q->resubmit_n = q->resubmit_pos = 0;
-  int n = 0;
-  if (r && q->num <= d->log_qs) {
-    if (q->log_fresh) {
-      memset(r, 0, inflight_queue_bytes((uint16_t)d->log_qs));
-      r->desc_num = q->num;
-    }
-    uint16_t *heads = realloc(q->resubmit, sizeof *heads * q->num);
-    if (!heads) {
-      snprintf(err, errlen, "out of memory for the inflight list");
-      return -ENOMEM;
-    }
-    q->resubmit = heads;
-    q->infl.r = r;
-    char why[160];
-    n = inflight_recover(&q->infl, q->num, q->vr.used_idx, heads, why, sizeof why);
-    if (n < 0) {
-      q->infl.r = NULL;
-      snprintf(err, errlen, "queue %d: inflight log: %s", q->index, why);
-      return -EINVAL;
-    }
+  if (r && q->num > d->log_qs) r = NULL;
+  if (r && q->log_fresh) {
+    memset(r, 0, inflight_queue_bytes((uint16_t)d->log_qs));
+    r->desc_num = q->num;
+  }
+  char why[160];
+  int n = virtq_serve_recover(vs, r, why, sizeof why);
+  if (n < 0) {
+    snprintf(err, errlen, "queue %d: inflight log: %s", q->index, why);
+    return -EINVAL;
   }
   q->log_fresh = false;
   if (d->reconnecting) {
-    q->resubmit_n = (unsigned)n;
-    q->vr.last_avail_idx = (uint16_t)(q->vr.used_idx + n);
+    virtq_serve_resume(vs, (unsigned)n);
     emit(d, "status", q->index, "queue %d: resumed at avail index %u (used index %u), resubmitting %d request(s)%s",
-         q->index, q->vr.last_avail_idx, q->vr.used_idx, n, q->infl.r ? "" : " (no inflight log)");
+         q->index, vs->vr.last_avail_idx, vs->vr.used_idx, n, vs->infl.r ? "" : " (no inflight log)");
   }
   return 0;
 }
 
+static const struct virtq_thread_ops queue_ops = {
+    .event = queue_event,
+    .notify = queue_notify,
+    .attach = queue_attach,
+    .thread_name = "stor-vduse",
+    .memory_lost = "kernel memory became inaccessible (SIGBUS)",
+};
+
 static void queue_stop(struct vd_queue *q) {
-  if (!q->running) return;
-  atomic_store(&q->stop, true);
-  uint64_t one = 1;
-  if (write(q->wake_fd, &one, 8) != 8) { /* the thread also checks the flag while spinning */
-  }
-  pthread_join(q->thread, NULL);
-  q->running = false;
-  q->base = q->vr.last_avail_idx;
-  q->dev->be->ops->queue_close(q->bq);
-  q->bq = NULL;
-  drain_fd(q->wake_fd);
+  if (virtq_thread_stop(&q->t)) q->base = q->t.vs.vr.last_avail_idx;
 }
 
 static int queue_start(struct vd_queue *q, char *err, size_t errlen) {
-  struct vd_device *d = q->dev;
-  if (q->running) return 0;
-  bool event_idx = d->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
-  int r;
-  sigjmp_buf fault;
-  if (sigsetjmp(fault, 1)) {
-    stor_fault_jmp = NULL;
-    snprintf(err, errlen, "queue %d: ring memory became inaccessible (SIGBUS)", q->index);
-    return -EFAULT;
-  }
-  stor_fault_jmp = &fault;
-  r = vring_setup(&q->vr, &q->mem, q->num, q->desc, q->driver, q->device, q->base, event_idx, err, errlen);
-  if (r == 0) r = inflight_attach(q, err, errlen);
-  stor_fault_jmp = NULL;
-  if (r < 0) return r;
-  q->faulted = false;
-  if (q->slots_num != q->num) {
-    free(q->slots);
-    free(q->deferred);
-    q->slots = calloc(q->num, sizeof *q->slots);
-    q->deferred = calloc(q->num, sizeof *q->deferred);
-    if (!q->slots || !q->deferred) {
-      free(q->slots);
-      free(q->deferred);
-      q->slots = NULL;
-      q->deferred = NULL;
-      q->slots_num = 0;
-      q->resubmit_n = q->resubmit_pos = 0;
-      snprintf(err, errlen, "out of memory for %u request slots", q->num);
-      return -ENOMEM;
-    }
-    q->slots_num = q->num;
-  }
-  for (unsigned i = 0; i < q->num; i++) q->slots[i].busy = false;
-  q->deferred_head = q->deferred_n = 0;
-  r = d->be->ops->queue_open(d->be, q->num, &q->bq);
-  if (r < 0) {
-    snprintf(err, errlen, "backend queue: %s", strerror(-r));
-    return r;
-  }
-  atomic_store(&q->stop, false);
-  r = pthread_create(&q->thread, NULL, queue_thread, q);
-  if (r) {
-    d->be->ops->queue_close(q->bq);
-    q->bq = NULL;
-    snprintf(err, errlen, "pthread_create: %s", strerror(r));
-    return -r;
-  }
-  q->running = true;
-  return 0;
+  bool event_idx = q->dev->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+  return virtq_thread_start(&q->t, q->num, q->desc, q->driver, q->device, q->base, event_idx, err, errlen);
 }
 
 /* A ring's end of life: stopped, its kick fd taken back from the kernel, its mappings dropped. */
 static void queue_reset(struct vd_queue *q) {
   queue_stop(q);
-  if (q->kick_fd >= 0) {
+  if (q->t.kick_fd >= 0) {
     struct vduse_vq_eventfd ev = {.index = (uint32_t)q->index, .fd = VDUSE_EVENTFD_DEASSIGN};
     if (q->dev->fd >= 0) ioctl(q->dev->fd, VDUSE_VQ_SETUP_KICKFD, &ev);
-    close_fd(&q->kick_fd);
+    close_fd(&q->t.kick_fd);
   }
   mem_clear(&q->mem);
   q->num = 0;
@@ -608,12 +280,12 @@ static int device_start(struct vd_device *d, bool resume) {
     q->device = info.device_addr;
     q->base = info.split.avail_index;
     q->log_fresh = !resume;
-    if (q->kick_fd < 0) {
-      q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-      struct vduse_vq_eventfd ev = {.index = (uint32_t)i, .fd = q->kick_fd};
-      if (q->kick_fd < 0 || ioctl(d->fd, VDUSE_VQ_SETUP_KICKFD, &ev) < 0) {
+    if (q->t.kick_fd < 0) {
+      q->t.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      struct vduse_vq_eventfd ev = {.index = (uint32_t)i, .fd = q->t.kick_fd};
+      if (q->t.kick_fd < 0 || ioctl(d->fd, VDUSE_VQ_SETUP_KICKFD, &ev) < 0) {
         emit(d, "error", i, "queue %d: kick eventfd: %s", i, strerror(errno));
-        close_fd(&q->kick_fd);
+        close_fd(&q->t.kick_fd);
         return -1;
       }
     }
@@ -650,7 +322,7 @@ static uint32_t handle_message(struct vd_device *d, const struct vduse_dev_reque
     if (i >= (uint32_t)d->nq) return VDUSE_REQ_RESULT_FAILED;
     struct vd_queue *q = &d->q[i];
     resp->vq_state.index = i;
-    resp->vq_state.split.avail_index = q->running ? q->vr.last_avail_idx : q->base;
+    resp->vq_state.split.avail_index = q->t.running ? q->t.vs.vr.last_avail_idx : q->base;
     return VDUSE_REQ_RESULT_OK;
   }
   case VDUSE_SET_STATUS: {
@@ -678,7 +350,7 @@ static uint32_t handle_message(struct vd_device *d, const struct vduse_dev_reque
     uint64_t start = req->iova.start, last = req->iova.last;
     for (int i = 0; i < d->nq; i++) {
       struct vd_queue *q = &d->q[i];
-      bool was = q->running;
+      bool was = q->t.running;
       queue_stop(q);
       unmap_range(q, start, last);
       char err[256];
@@ -850,16 +522,7 @@ static void device_close(struct vd_device *d) {
   if (d->be) device_reset(d);
   close_fd(&d->fd);
   close_fd(&d->ctl_wake);
-  for (int i = 0; i < d->nq; i++) {
-    close_fd(&d->q[i].wake_fd);
-    free(d->q[i].slots);
-    d->q[i].slots = NULL;
-    free(d->q[i].deferred);
-    d->q[i].deferred = NULL;
-    free(d->q[i].resubmit);
-    d->q[i].resubmit = NULL;
-    d->q[i].infl.r = NULL;
-  }
+  for (int i = 0; i < d->nq; i++) virtq_thread_free(&d->q[i].t);
   if (d->log_map) munmap(d->log_map, d->log_len);
   d->log_map = NULL;
   if (d->events) {
@@ -966,26 +629,20 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (be) be->refs++;
   d->nq = (int)queues;
   int m = stor_completion_mode_parse(mode);
-  d->mode = m < 0 ? STOR_MODE_ADAPTIVE : (enum stor_completion_mode)m;
-  d->spin_us = spin_us;
   d->ctl_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  struct virtio_blk_handler handler = {
+      .be = be,
+      .block_size = block_size,
+      .readonly = readonly || (be && be->props.readonly),
+      .max_discard_sectors = mds,
+      .max_write_zeroes_sectors = mwzs,
+  };
+  memcpy(handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
   for (int i = 0; i < d->nq; i++) {
     struct vd_queue *q = &d->q[i];
     q->dev = d;
     q->index = i;
-    q->handler = (struct virtio_blk_handler){
-        .be = be,
-        .block_size = block_size,
-        .readonly = readonly || (be && be->props.readonly),
-        .max_discard_sectors = mds,
-        .max_write_zeroes_sectors = mwzs,
-        .stats = &q->st.blk,
-        .log = handler_log,
-        .log_ctx = q,
-    };
-    memcpy(q->handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
-    q->kick_fd = -1;
-    q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    virtq_thread_init(&q->t, i, &handler, &q->mem, &queue_ops, q, m < 0 ? STOR_MODE_ADAPTIVE : m, spin_us);
     q->mem.miss = iotlb_miss;
     q->mem.miss_ctx = q;
   }
@@ -1053,7 +710,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     struct vd_queue *q = &d->q[i];
     napi_value o;
     napi_create_object(env, &o);
-#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.blk.f))
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->t.blk.f))
     S(requests);
     S(reads);
     S(writes);
@@ -1066,11 +723,11 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     S(bytes_read);
     S(bytes_written);
 #undef S
-    set_prop(env, o, "kicks", make_f64(env, (double)q->st.kicks));
-    set_prop(env, o, "irqs", make_f64(env, (double)q->st.irqs));
-    set_prop(env, o, "wakeups", make_f64(env, (double)q->st.wakeups));
-    set_prop(env, o, "iotlbMaps", make_f64(env, (double)q->st.iotlb_maps));
-    set_prop(env, o, "running", make_bool(env, q->running));
+    set_prop(env, o, "kicks", make_f64(env, (double)q->t.kicks));
+    set_prop(env, o, "irqs", make_f64(env, (double)q->irqs));
+    set_prop(env, o, "wakeups", make_f64(env, (double)q->t.wakeups));
+    set_prop(env, o, "iotlbMaps", make_f64(env, (double)q->iotlb_maps));
+    set_prop(env, o, "running", make_bool(env, q->t.running));
     napi_set_element(env, arr, i, o);
   }
   return arr;

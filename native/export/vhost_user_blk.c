@@ -1,48 +1,27 @@
-/* The vhost-user-blk export's data plane: the guest memory table, vring setup, and one thread per
- * virtqueue that pops chains from guest memory, hands them to the transport-free virtio-blk handler
- * (virtio/virtio_blk.c), submits what it produces to the backend, and publishes completions, with
- * notify / poll / adaptive completion. TypeScript drives the vhost-user protocol and calls in here
- * to set up memory and rings; nothing here calls JavaScript per request. */
+/* The vhost-user-blk export's data plane: the guest memory table, vring setup, inflight buffers, and
+ * one thread per virtqueue (export/virtq_thread.c, serving the ring through virtio/virtq_serve.c, which
+ * it shares with the VDUSE export), notifying the driver through the ring's call eventfd. TypeScript
+ * drives the vhost-user protocol and calls in here to set up memory and rings; nothing here calls
+ * JavaScript per request. */
 #include "bdev/bdev.h"
-#include "export/export_arm.h"
 #include "export/queue_loop.h"
+#include "export/virtq_thread.h"
 #include "sys/guard.h"
 #include "sys/napi_util.h"
 #include "virtio/inflight.h"
 #include "virtio/virtio_blk.h"
 #include "virtio/vring.h"
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#define MAX_QUEUES       64
-#define MAX_SEGS_PER_REQ 258 /* seg_max (256) + header + status */
-#define LOG_BURST        20  /* per-request failure logs allowed per second per queue */
+#define MAX_QUEUES 64
 
 struct blk_device;
-struct blk_queue;
-
-struct req_slot {
-  struct virtio_blk_req vr; /* first: the handler's completion finds the slot */
-  struct blk_queue *q;
-  uint16_t head;
-  bool busy;
-  struct iovec iov[MAX_SEGS_PER_REQ];
-};
-
-struct queue_stats {
-  struct virtio_blk_stats blk; /* kept by the virtio-blk handler */
-  uint64_t kicks, calls, wakeups;
-};
 
 struct blk_queue {
   struct blk_device *dev;
@@ -52,34 +31,9 @@ struct blk_queue {
   uint16_t base;
   uint64_t desc_uva, avail_uva, used_uva;
   bool addr_set;
-  int kick_fd, call_fd, err_fd;
-  /* run state */
-  pthread_t thread;
-  bool running;
-  atomic_bool stop;
-  int wake_fd;
-  clockid_t cpu_clock;
-  double cpu_seconds_done; /* accumulated over earlier runs */
-  struct vring vr;
-  struct virtio_blk_handler handler; /* the device's settings, this queue's stats and log */
-  struct stor_qloop loop;
-  struct stor_bqueue *bq;
-  struct req_slot *slots;
-  unsigned slots_num;
-  /* Requests the backend answered BUSY to, oldest first (a ring of slots_num entries): submitted
-   * again, in order, before any new request is popped. */
-  struct req_slot **deferred;
-  unsigned deferred_head, deferred_n;
-  /* inflight tracking (INFLIGHT_SHMFD): this queue's region, and the chains a previous back-end left
-   * in flight, in pop order, resubmitted before any new request is popped */
-  struct inflight_queue infl;
-  uint16_t *resubmit;
-  unsigned resubmit_n, resubmit_pos;
-  struct queue_stats st;
-  volatile bool faulted; /* guest memory raised SIGBUS: never touch it again */
-  /* failure logging, rate-limited so a hostile driver cannot flood the log */
-  time_t log_second;
-  unsigned log_count, log_suppressed;
+  int call_fd, err_fd; /* the kick fd is t.kick_fd */
+  struct virtq_thread t;
+  uint64_t calls;
 };
 
 struct blk_device {
@@ -88,8 +42,6 @@ struct blk_device {
   struct blk_queue q[MAX_QUEUES];
   int nqueues;
   uint64_t features;
-  enum stor_completion_mode mode;
-  uint32_t spin_us;                /* the spin budget: adaptive's longest window after the last request */
   napi_threadsafe_function events; /* (kind, queue, message) to JS: errors and lifecycle only */
   bool destroyed;
   /* the inflight buffer (GET/SET_INFLIGHT_FD): one region per queue, inflight_qs entries each */
@@ -133,359 +85,73 @@ static void call_js_event(napi_env env, napi_value cb, void *context, void *data
   free(ev);
 }
 
-/* A request failed because of what the driver sent: log it, at most LOG_BURST a second. */
-/* A broken ring: tell JS (which drops the front-end) and signal the ring's err eventfd. */
-static void queue_broken_notify(struct blk_queue *q) {
+/* ---- the queue thread's callbacks (virtq_thread.h) ------------------------------------------ */
+
+static void queue_event(void *ctx, const char *kind, const char *msg) {
+  struct blk_queue *q = ctx;
+  emit(q->dev, kind, q->index, "%s", msg);
+}
+
+static void queue_notify(void *ctx) {
+  struct blk_queue *q = ctx;
+  uint64_t one = 1;
+  if (q->call_fd >= 0 && write(q->call_fd, &one, 8) == 8) q->calls++;
+}
+
+/* A broken ring: JS hears of it (and drops the front-end); the front-end through the err eventfd. */
+static void queue_ring_failed(void *ctx) {
+  struct blk_queue *q = ctx;
   uint64_t one = 1;
   if (q->err_fd >= 0 && write(q->err_fd, &one, 8) < 0) { /* best effort */
   }
 }
 
-/* Reports the failures the rate limit kept out of the log. Called when the next second begins (by the
- * next failure, or by the queue loop, which wakes once a second while a count is pending, so a burst
- * that ends is still accounted for) and when the queue stops. */
-static void req_log_flush(struct blk_queue *q) {
-  if (!q->log_suppressed) return;
-  emit(q->dev, "warn", q->index, "queue %d: %u more request failures not logged", q->index, q->log_suppressed);
-  q->log_suppressed = 0;
-  q->loop.sleep_timeout_ms = -1;
-}
-
-static void req_log(struct blk_queue *q, const char *fmt, ...) {
-  time_t s = time(NULL);
-  if (s != q->log_second) {
-    req_log_flush(q);
-    q->log_second = s;
-    q->log_count = 0;
-  }
-  if (q->log_count >= LOG_BURST) {
-    q->log_suppressed++;
-    q->loop.sleep_timeout_ms = 1000; /* the loop wakes to report the count even if nothing follows */
-    return;
-  }
-  q->log_count++;
-  char msg[320];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  emit(q->dev, "reqerr", q->index, "%s", msg);
-}
-
-/* ---- request handling -------------------------------------------------------------------- */
-
-/* The handler's completion: write the status, push the used entry (published at the next flush). */
-static void complete_slot(struct virtio_blk_req *vr, uint8_t status, uint32_t used_len) {
-  struct req_slot *s = (struct req_slot *)vr;
-  struct blk_queue *q = s->q;
-  s->busy = false;
-  if (q->faulted) return;
-  virtio_blk_req_status(vr, status);
-  inflight_pushed(&q->infl, s->head);
-  vring_push(&q->vr, s->head, used_len);
-  /* visible at once, as SPDK's vhost does: a polling driver reaps and refills while the rest of the
-   * batch is still being served, instead of waiting for the batch's end (whether to notify is still
-   * decided once per batch, in signal_call) */
-  vring_expose(&q->vr);
-  /* with inflight tracking the exposed completion leaves the batch at once: recovery counts exposed
-   * completions from the batch's head, so the batch must never hold one that is not yet exposed */
-  if (q->infl.batch_n) inflight_published(&q->infl, q->vr.used_idx);
-}
-
-static void handler_log(void *ctx, const char *msg) { req_log(ctx, "%s", msg); }
-
-/* Hands a request to the backend; a full backend queue defers it (back-pressure, not an error). */
-static void queue_submit(struct blk_queue *q, struct req_slot *s) {
-  if (q->deferred_n || q->dev->be->ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY)
-    q->deferred[(q->deferred_head + q->deferred_n++) % q->slots_num] = s;
-}
-
-/* Resubmits deferred requests in order until the backend is full again; returns how many went in. */
-static int retry_deferred(struct blk_queue *q) {
-  const struct stor_backend_ops *ops = q->dev->be->ops;
-  int n = 0;
-  while (q->deferred_n) {
-    struct req_slot *s = q->deferred[q->deferred_head];
-    if (ops->submit(q->bq, &s->vr.req) == STOR_SUBMIT_BUSY) break;
-    q->deferred_head = (q->deferred_head + 1) % q->slots_num;
-    q->deferred_n--;
-    n++;
-  }
-  return n;
-}
-
-/* Pops and starts every available request. Returns how many, or -1 if the ring is broken. */
-static int process_ring(struct blk_queue *q) {
-  struct blk_device *d = q->dev;
-  int n = 0;
-  char err[256];
-  /* the backend is full: leave new requests in the ring until the deferred ones are in (those that
-   * went in count as work: they need a commit) */
-  if (q->deferred_n) {
-    n = retry_deferred(q);
-    if (q->deferred_n) return n;
-  }
-  /* after a restart: the chains the previous back-end had in flight, oldest first */
-  while (q->resubmit_pos < q->resubmit_n) {
-    struct vring_chain c;
-    uint16_t head = q->resubmit[q->resubmit_pos++];
-    struct req_slot *s = &q->slots[head];
-    if (vring_walk_chain(&q->vr, &d->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err) == VRING_BAD_CHAIN) {
-      emit(d, "broken", q->index, "queue %d: in-flight request at head %u: %s", q->index, head, err);
-      return -1;
-    }
-    s->busy = true;
-    s->head = head;
-    s->q = q;
-    s->vr.head = head;
-    if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
-        VIRTIO_BLK_REQ_SUBMIT)
-      queue_submit(q, s);
-    n++;
-    if (q->deferred_n) return n;
-  }
-  /* The avail index is read once per batch, not once per request: the driver rewrites that cache line
-   * with every request it adds, so each extra read can cost a transfer from the driver's core. */
-  for (;;) {
-    uint16_t pending = vring_avail_pending(&q->vr);
-    if (!pending) break;
-    if (pending > q->vr.num) {
-      emit(d, "broken", q->index, "queue %d: avail index moved by %u, more than the queue size %u", q->index, pending,
-           q->vr.num);
-      return -1;
-    }
-    for (; pending; pending--) {
-      struct vring_chain c;
-      /* the head is read once: the driver may rewrite the avail entry under us */
-      uint16_t head = __atomic_load_n(&q->vr.avail->ring[q->vr.last_avail_idx % q->vr.num], __ATOMIC_RELAXED);
-      if (head >= q->vr.num) {
-        emit(d, "broken", q->index, "queue %d: avail ring names head %u, queue size is %u", q->index, head, q->vr.num);
-        return -1;
-      }
-      /* a chain can only be popped into a free slot; slots are indexed by head */
-      if (q->slots[head].busy) {
-        emit(d, "broken", q->index, "queue %d: head %u made available again while still in flight", q->index, head);
-        return -1;
-      }
-      struct req_slot *s = &q->slots[head];
-      int r = vring_pop_head(&q->vr, &d->mem, head, &c, s->iov, MAX_SEGS_PER_REQ, err, sizeof err);
-      /* A malformed chain means a broken driver: fail the connection, as QEMU marks the device broken. */
-      if (r == VRING_BAD_CHAIN) {
-        emit(d, "broken", q->index, "queue %d: request at head %u: %s", q->index, head, err);
-        return -1;
-      }
-      inflight_popped(&q->infl, head);
-      s->busy = true;
-      s->head = c.head;
-      s->q = q;
-      s->vr.head = c.head;
-      if (virtio_blk_process(&q->handler, &s->vr, complete_slot, s->iov, c.n_out, c.n_in, c.out_len, c.in_len) ==
-          VIRTIO_BLK_REQ_SUBMIT)
-        queue_submit(q, s);
-      n++;
-    }
-  }
-  return n;
-}
-
-static void signal_call(struct blk_queue *q) {
-  if (q->faulted) return;
-  bool notify = vring_publish(&q->vr);
-  if (q->infl.batch_n) inflight_published(&q->infl, q->vr.used_idx);
-  if (notify && q->call_fd >= 0) {
-    uint64_t one = 1;
-    if (write(q->call_fd, &one, 8) == 8) q->st.calls++;
-  }
-}
-
-static void drain_fd(int fd) {
-  uint64_t v;
-  if (fd >= 0 && read(fd, &v, 8) < 0) { /* nothing to read: fine */
-  }
-}
-
-/* ---- the queue thread: the shared queue loop with this export's callbacks ---------------------- */
-
-enum { LOOP_STOP = -1, LOOP_BROKEN = -2, LOOP_KICK_FAILED = -3 };
-
-/* Work: pop and start requests, commit, reap the backend, publish completions. */
-static int loop_poll(void *ctx) {
-  struct blk_queue *q = ctx;
-  if (atomic_load_explicit(&q->stop, memory_order_relaxed)) return LOOP_STOP;
-  if (q->log_suppressed && time(NULL) != q->log_second) req_log_flush(q);
-  const struct stor_backend_ops *ops = q->dev->be->ops;
-  int n = process_ring(q);
-  if (n < 0) return LOOP_BROKEN;
-  if (n > 0) ops->commit(q->bq);
-  int c = ops->inflight(q->bq) ? ops->reap(q->bq, false) : 0;
-  signal_call(q);
-  return n + c;
-}
-
-/* Before sleeping: the backend (while requests are in flight), then the driver's kicks (export_arm.h). */
-static int loop_arm(void *ctx) {
-  struct blk_queue *q = ctx;
-  return stor_export_arm(q->dev->be->ops, q->bq, &q->vr, q->kick_fd >= 0, q->deferred_n > 0);
-}
-
-static void loop_disarm(void *ctx) {
-  struct blk_queue *q = ctx;
-  vring_disable_kicks(&q->vr);
-}
-
-static int loop_sleep_fds(void *ctx, struct pollfd *pf, int max) {
-  struct blk_queue *q = ctx;
-  int be_fd = q->dev->be->ops->event_fd(q->bq);
-  if (q->kick_fd < 0 && be_fd < 0) return 0; /* nothing to wait on: the driver expects polling */
-  pf[0] = (struct pollfd){q->wake_fd, POLLIN, 0};
-  pf[1] = (struct pollfd){q->deferred_n ? -1 : q->kick_fd, POLLIN, 0}; /* poll(2) skips fd -1 */
-  pf[2] = (struct pollfd){be_fd, POLLIN, 0};
-  return 3;
-}
-
-static int loop_woke(void *ctx, struct pollfd *pf, int n) {
-  struct blk_queue *q = ctx;
-  q->st.wakeups++;
-  if (pf[1].revents & POLLIN) {
-    drain_fd(q->kick_fd);
-    q->st.kicks++;
-  }
-  if (pf[2].revents & POLLIN) drain_fd(pf[2].fd);
-  if (pf[1].revents & (POLLERR | POLLNVAL)) {
-    emit(q->dev, "broken", q->index, "queue %d: kick fd failed", q->index);
-    return LOOP_KICK_FAILED;
-  }
-  return 0;
-}
-
-static const struct stor_qloop_ops export_loop_ops = {
-    .poll = loop_poll,
-    .arm = loop_arm,
-    .disarm = loop_disarm,
-    .sleep_fds = loop_sleep_fds,
-    .woke = loop_woke,
-};
-
-static void *queue_thread(void *arg) {
-  struct blk_queue *q = arg;
-  struct blk_device *d = q->dev;
-  const struct stor_backend_ops *ops = d->be->ops;
-  char name[16];
-  snprintf(name, sizeof name, "stor-vq%d", q->index);
-  pthread_setname_np(pthread_self(), name);
-  pthread_getcpuclockid(pthread_self(), &q->cpu_clock);
-
-  sigjmp_buf fault;
-  if (sigsetjmp(fault, 1)) {
-    q->faulted = true;
-    queue_broken_notify(q);
-    emit(d, "broken", q->index,
-         "queue %d: guest memory became inaccessible (SIGBUS): the front-end shrank a memory region", q->index);
-    goto out;
-  }
-  stor_fault_jmp = &fault;
-  /* the driver starts with kicks enabled: notify mode keeps them (the loop starts armed); the
-   * spinning modes, and a queue without a kick fd, turn them off */
-  stor_qloop_init(&q->loop, d->mode, d->spin_us);
-  if (d->mode == STOR_MODE_NOTIFY && q->kick_fd >= 0)
-    q->loop.armed = true;
-  else
-    vring_disable_kicks(&q->vr);
-  for (;;) {
-    int r = stor_qloop_wait(&q->loop, &export_loop_ops, q);
-    if (r == LOOP_BROKEN) queue_broken_notify(q);
-    if (r < 0) break;
-  }
-  /* Stopping: finish what is in flight (and what waits for room) so the used ring is complete when
-   * GET_VRING_BASE returns. */
-  while (ops->inflight(q->bq) || q->deferred_n) {
-    retry_deferred(q);
-    ops->commit(q->bq);
-    ops->reap(q->bq, true);
-  }
-  signal_call(q);
-out:
-  stor_fault_jmp = NULL;
-  /* after a fault: reap the backend without touching guest memory (complete_slot checks faulted);
-   * requests still waiting for room are dropped with the ring */
-  q->deferred_n = 0;
-  while (ops->inflight(q->bq)) {
-    ops->commit(q->bq);
-    ops->reap(q->bq, true);
-  }
-  req_log_flush(q); /* a stopped queue owes nobody a count */
-  return NULL;
-}
-
-/* ---- lifecycle (JS thread) -------------------------------------------------------------- */
-
-static double queue_cpu_seconds(struct blk_queue *q) {
-  double s = q->cpu_seconds_done;
-  if (q->running) {
-    struct timespec ts;
-    if (clock_gettime(q->cpu_clock, &ts) == 0) s += ts.tv_sec + ts.tv_nsec / 1e9;
-  }
-  return s;
-}
-
-static void queue_stop(struct blk_queue *q) {
-  if (!q->running) return;
-  atomic_store(&q->stop, true);
-  uint64_t one = 1;
-  if (write(q->wake_fd, &one, 8) != 8) { /* the thread also checks the flag while spinning */
-  }
-  struct timespec ts;
-  double cpu = 0;
-  if (clock_gettime(q->cpu_clock, &ts) == 0) cpu = ts.tv_sec + ts.tv_nsec / 1e9;
-  pthread_join(q->thread, NULL);
-  q->cpu_seconds_done += cpu;
-  q->running = false;
-  q->base = q->vr.last_avail_idx;
-  q->dev->be->ops->queue_close(q->bq);
-  q->bq = NULL;
-  drain_fd(q->wake_fd);
-}
-
 /* Attaches the queue's inflight region, if the front-end gave one, and recovers what a previous
- * back-end left in flight; the next avail index is the used index plus that count (every popped
- * chain was either returned or is in flight). Runs under the SIGBUS guard: the region is the
+ * back-end left in flight (resubmitted first). Runs under the SIGBUS guard: the region is the
  * front-end's memory. A corrupt region refuses the ring (the front-end is dropped). */
-static int inflight_attach(struct blk_queue *q, char *err, size_t errlen) {
+static int queue_attach(void *ctx, char *err, size_t errlen) {
+  struct blk_queue *q = ctx;
   struct blk_device *d = q->dev;
-  q->infl.r = NULL;
-  q->infl.batch_n = 0;
-  q->resubmit_n = q->resubmit_pos = 0;
-  if (!d->inflight_map || q->index >= d->inflight_nq) return 0;
-  if (d->inflight_qs != q->num) {
-    emit(d, "warn", q->index, "queue %d: the inflight buffer is for rings of %u entries, this ring has %u: not tracked",
-         q->index, d->inflight_qs, q->num);
-    return 0;
+  struct inflight_region *r = NULL;
+  if (d->inflight_map && q->index < d->inflight_nq) {
+    if (d->inflight_qs == q->num)
+      r = (struct inflight_region *)((char *)d->inflight_map + (size_t)q->index * inflight_queue_bytes(d->inflight_qs));
+    else
+      emit(d, "warn", q->index,
+           "queue %d: the inflight buffer is for rings of %u entries, this ring has %u: not tracked", q->index,
+           d->inflight_qs, q->num);
   }
-  uint16_t *heads = realloc(q->resubmit, sizeof *heads * q->num);
-  if (!heads) {
-    snprintf(err, errlen, "out of memory for the inflight list");
-    return -ENOMEM;
-  }
-  q->resubmit = heads;
-  q->infl.r =
-      (struct inflight_region *)((char *)d->inflight_map + (size_t)q->index * inflight_queue_bytes(d->inflight_qs));
   char why[160];
-  int n = inflight_recover(&q->infl, q->num, q->vr.used_idx, heads, why, sizeof why);
+  int n = virtq_serve_recover(&q->t.vs, r, why, sizeof why);
   if (n < 0) {
-    q->infl.r = NULL;
     snprintf(err, errlen, "queue %d: %s", q->index, why);
     return -EINVAL;
   }
   if (n) {
-    q->resubmit_n = (unsigned)n;
-    q->vr.last_avail_idx = (uint16_t)(q->vr.used_idx + n);
+    virtq_serve_resume(&q->t.vs, (unsigned)n);
     emit(d, "info", q->index, "queue %d: resubmitting %d requests a previous server left in flight", q->index, n);
   }
   return 0;
 }
 
+static const struct virtq_thread_ops queue_ops = {
+    .event = queue_event,
+    .notify = queue_notify,
+    .attach = queue_attach,
+    .ring_failed = queue_ring_failed,
+    .thread_name = "stor-vq",
+    .memory_lost = "guest memory became inaccessible (SIGBUS): the front-end shrank a memory region",
+};
+
+/* ---- lifecycle (JS thread) -------------------------------------------------------------- */
+
+/* Stops the thread after in-flight requests have completed; base is then GET_VRING_BASE's answer. */
+static void queue_stop(struct blk_queue *q) {
+  if (virtq_thread_stop(&q->t)) q->base = q->t.vs.vr.last_avail_idx;
+}
+
 static void inflight_unmap(struct blk_device *d) {
-  for (int i = 0; i < d->nqueues; i++) d->q[i].infl.r = NULL;
+  for (int i = 0; i < d->nqueues; i++) d->q[i].t.vs.infl.r = NULL;
   if (d->inflight_map) munmap(d->inflight_map, d->inflight_len);
   if (d->inflight_fd >= 0) close(d->inflight_fd);
   d->inflight_map = NULL;
@@ -495,63 +161,13 @@ static void inflight_unmap(struct blk_device *d) {
 }
 
 static int queue_start(struct blk_queue *q, char *err, size_t errlen) {
-  struct blk_device *d = q->dev;
-  if (q->running) return 0;
+  if (q->t.running) return 0;
   if (!q->addr_set || !q->num) {
     snprintf(err, errlen, "queue %d: ring size or addresses not set", q->index);
     return -EINVAL;
   }
-  bool event_idx = d->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
-  int r;
-  sigjmp_buf fault;
-  if (sigsetjmp(fault, 1)) {
-    snprintf(err, errlen, "queue %d: guest memory became inaccessible (SIGBUS) while reading the used ring", q->index);
-    return -EFAULT;
-  }
-  stor_fault_jmp = &fault;
-  r = vring_setup(&q->vr, &d->mem, q->num, q->desc_uva, q->avail_uva, q->used_uva, q->base, event_idx, err, errlen);
-  if (r < 0) {
-    stor_fault_jmp = NULL;
-    return r;
-  }
-  r = inflight_attach(q, err, errlen);
-  stor_fault_jmp = NULL;
-  if (r < 0) return r;
-  q->faulted = false;
-  if (q->slots_num != q->num) {
-    free(q->slots);
-    free(q->deferred);
-    q->slots = calloc(q->num, sizeof *q->slots);
-    q->deferred = calloc(q->num, sizeof *q->deferred);
-    if (!q->slots || !q->deferred) {
-      free(q->slots);
-      free(q->deferred);
-      q->slots = NULL;
-      q->deferred = NULL;
-      q->resubmit_n = q->resubmit_pos = 0;
-      q->slots_num = 0;
-      snprintf(err, errlen, "out of memory for %u request slots", q->num);
-      return -ENOMEM;
-    }
-    q->slots_num = q->num;
-  }
-  for (unsigned i = 0; i < q->num; i++) q->slots[i].busy = false;
-  q->deferred_head = q->deferred_n = 0;
-  r = d->be->ops->queue_open(d->be, q->num, &q->bq);
-  if (r < 0) {
-    snprintf(err, errlen, "backend queue: %s", strerror(-r));
-    return r;
-  }
-  atomic_store(&q->stop, false);
-  r = pthread_create(&q->thread, NULL, queue_thread, q);
-  if (r) {
-    d->be->ops->queue_close(q->bq);
-    q->bq = NULL;
-    snprintf(err, errlen, "pthread_create: %s", strerror(r));
-    return -r;
-  }
-  q->running = true;
-  return 0;
+  bool event_idx = q->dev->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+  return virtq_thread_start(&q->t, q->num, q->desc_uva, q->avail_uva, q->used_uva, q->base, event_idx, err, errlen);
 }
 
 static void close_fd(int *fd) {
@@ -563,7 +179,7 @@ static void device_reset(struct blk_device *d) {
   for (int i = 0; i < d->nqueues; i++) queue_stop(&d->q[i]);
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
-    close_fd(&q->kick_fd);
+    close_fd(&q->t.kick_fd);
     close_fd(&q->call_fd);
     close_fd(&q->err_fd);
     q->addr_set = false;
@@ -580,15 +196,7 @@ static void device_destroy(napi_env env, struct blk_device *d) {
   if (d->destroyed) return;
   d->destroyed = true;
   device_reset(d);
-  for (int i = 0; i < d->nqueues; i++) {
-    close_fd(&d->q[i].wake_fd);
-    free(d->q[i].slots);
-    d->q[i].slots = NULL;
-    free(d->q[i].deferred);
-    d->q[i].deferred = NULL;
-    free(d->q[i].resubmit);
-    d->q[i].resubmit = NULL;
-  }
+  for (int i = 0; i < d->nqueues; i++) virtq_thread_free(&d->q[i].t);
   /* release, not abort: events already queued (the failures of the last requests, drained just above)
    * are still delivered (call_js_event needs nothing of the device), and the channel holds the event
    * loop until they are, so a process that stops right after a failure still logs it */
@@ -629,7 +237,7 @@ static struct blk_queue *queue_arg(napi_env env, struct blk_device *d, napi_valu
 /* Memory and ring changes happen with every running queue paused (joined), then restarted. */
 static void pause_all(struct blk_device *d, bool *was_running) {
   for (int i = 0; i < d->nqueues; i++) {
-    was_running[i] = d->q[i].running;
+    was_running[i] = d->q[i].t.running;
     queue_stop(&d->q[i]);
   }
 }
@@ -668,27 +276,22 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   be->refs++;
   d->nqueues = (int)queues;
   int m = stor_completion_mode_parse(mode);
-  d->mode = m < 0 ? STOR_MODE_ADAPTIVE : (enum stor_completion_mode)m;
-  d->spin_us = spin_us;
   d->inflight_fd = -1;
+  struct virtio_blk_handler handler = {
+      .be = be,
+      .block_size = block_size,
+      .readonly = readonly || be->props.readonly,
+      .max_discard_sectors = mds,
+      .max_write_zeroes_sectors = mwzs,
+  };
+  memcpy(handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
   for (int i = 0; i < d->nqueues; i++) {
     struct blk_queue *q = &d->q[i];
     q->dev = d;
     q->index = i;
+    q->call_fd = q->err_fd = -1;
     /* one handler per queue: the same device settings, this queue's counters and log */
-    q->handler = (struct virtio_blk_handler){
-        .be = be,
-        .block_size = block_size,
-        .readonly = readonly || be->props.readonly,
-        .max_discard_sectors = mds,
-        .max_write_zeroes_sectors = mwzs,
-        .stats = &q->st.blk,
-        .log = handler_log,
-        .log_ctx = q,
-    };
-    memcpy(q->handler.serial, serial, strnlen(serial, VIRTIO_BLK_ID_BYTES));
-    q->kick_fd = q->call_fd = q->err_fd = -1;
-    q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    virtq_thread_init(&q->t, i, &handler, &d->mem, &queue_ops, q, m < 0 ? STOR_MODE_ADAPTIVE : m, spin_us);
   }
   napi_value name;
   napi_create_string_utf8(env, "stor-vhost-blk-events", NAPI_AUTO_LENGTH, &name);
@@ -875,7 +478,7 @@ static napi_value js_set_vring_fd(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (!arg_str(env, argv[2], which, sizeof which) || !arg_i32(env, argv[3], &fd))
     return throw_msg(env, "setVringFd(dev, index, kind, fd)");
-  int *slot = !strcmp(which, "kick")   ? &q->kick_fd
+  int *slot = !strcmp(which, "kick")   ? &q->t.kick_fd
               : !strcmp(which, "call") ? &q->call_fd
               : !strcmp(which, "err")  ? &q->err_fd
                                        : NULL;
@@ -893,7 +496,7 @@ static napi_value js_set_vring_fd(napi_env env, napi_callback_info info) {
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   }
-  bool was = q->running;
+  bool was = q->t.running;
   queue_stop(q);
   close_fd(slot);
   *slot = fd;
@@ -1046,7 +649,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     struct blk_queue *q = &d->q[i];
     napi_value o;
     napi_create_object(env, &o);
-#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.blk.f))
+#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->t.blk.f))
     S(requests);
     S(reads);
     S(writes);
@@ -1059,13 +662,11 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     S(bytes_written);
     S(write_zeroes);
 #undef S
-#define S(f) set_prop(env, o, #f, make_f64(env, (double)q->st.f))
-    S(kicks);
-    S(calls);
-    S(wakeups);
-#undef S
-    set_prop(env, o, "running", make_bool(env, q->running));
-    set_prop(env, o, "cpuSeconds", make_f64(env, queue_cpu_seconds(q)));
+    set_prop(env, o, "kicks", make_f64(env, (double)q->t.kicks));
+    set_prop(env, o, "calls", make_f64(env, (double)q->calls));
+    set_prop(env, o, "wakeups", make_f64(env, (double)q->t.wakeups));
+    set_prop(env, o, "running", make_bool(env, q->t.running));
+    set_prop(env, o, "cpuSeconds", make_f64(env, virtq_thread_cpu_seconds(&q->t)));
     napi_set_element(env, arr, i, o);
   }
   return arr;

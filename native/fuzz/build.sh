@@ -16,7 +16,8 @@ fi
 mkdir -p "$out"
 flags="-std=gnu11 -g -O1 -D_GNU_SOURCE -DNAPI_VERSION=8 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -I$native -I/usr/include/node"
-common="$native/virtio/vring.c $native/virtio/virtio_blk.c $native/virtio/inflight.c $native/sys/iov.c"
+common="$native/virtio/vring.c $native/virtio/virtio_blk.c $native/virtio/inflight.c $native/virtio/virtq_serve.c
+  $native/sys/iov.c"
 for src in "$here"/fuzz_*.c; do
   name=$(basename "$src" .c)
   # shellcheck disable=SC2086

@@ -59,6 +59,12 @@ write('virtio_blk', 'get-id-discard', ring([(8, 0, 20, ''), (11, 0, 16, ''), (13
 write('virtio_blk', 'indirect', ring([(0, 0, 512, 'indirect'), (1, 8, 1024, 'indirect')], flags=0x09))
 write('virtio_blk', 'crosses-regions', ring([(0, 0, 0x200, 'cross')], flags=0x11))
 write('virtio_blk', 'out-of-range', ring([(1, (1 << 20) // 512, 512, '')], flags=0x21))
+# descriptor table, avail and used rings all at gpa 0, used idx 7 ahead of the base: every completion
+# (IOERR at once) moves the avail index too, so the driver never stops adding; serving must still return
+write('virtio_blk', 'overlapping-rings', struct.pack('<BBHHH', 8, 0, 0, 0, 0) + bytes([0, 0xff, 7, 0, 0, 0]))
+# a backend that completes some requests inline and takes two at a time (BUSY beyond: the deferred queue)
+write('virtio_blk', 'busy-inline', ring([(0, 8, 4096, ''), (1, 16, 4096, ''), (4, 0, 0, ''), (0, 24, 512, '')],
+                                         log2_num=4, flags=0xc1))
 
 # ---- vhost_user: opcode + arguments ----
 def add(gpa, size, uva, off):  # scaled(): low 2 bits 3 = the value itself (shifted)

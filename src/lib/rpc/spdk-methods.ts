@@ -15,9 +15,10 @@ import type { CompletionMode, DeviceTable } from '../export/table.js';
 import { JsonRpcError, RPC_ERROR } from './jsonrpc.js';
 import type { RpcHandler, RpcLogger } from './server.js';
 import type { SpdkConfig, SpdkConfigCall } from './spdk-client.js';
+import { rbdBdevModule } from './spdk-rbd-methods.js';
 import { SpdkKernelMethods } from './spdk-kernel-methods.js';
 
-const STRERROR: Record<number, string> = {
+export const STRERROR: Record<number, string> = {
   1: 'Operation not permitted',
   2: 'No such file or directory',
   5: 'Input/output error',
@@ -32,7 +33,16 @@ const STRERROR: Record<number, string> = {
   36: 'File name too long',
   95: 'Operation not supported',
 };
-const E = { ENOENT: 2, EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22, ENAMETOOLONG: 36, EOPNOTSUPP: 95 } as const;
+export const E = {
+  EPERM: 1,
+  ENOENT: 2,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENAMETOOLONG: 36,
+  EOPNOTSUPP: 95,
+} as const;
 
 /** SPDK's errno-style failure: code -errno, message strerror(errno) (and stor's detail after it). */
 export function errnoError(errno: number, detail?: string): JsonRpcError {
@@ -40,10 +50,12 @@ export function errnoError(errno: number, detail?: string): JsonRpcError {
   return new JsonRpcError(-errno, detail ? `${text}: ${detail}` : text);
 }
 
-const DECODE_FAILED = (): JsonRpcError => new JsonRpcError(RPC_ERROR.INTERNAL_ERROR, 'spdk_json_decode_object failed');
+export const DECODE_FAILED = (): JsonRpcError =>
+  new JsonRpcError(RPC_ERROR.INTERNAL_ERROR, 'spdk_json_decode_object failed');
 
-type Kind = 'string' | 'uint' | 'int' | 'boolean' | 'uuid';
-interface Field {
+/** 'strmap': an object of string values, or null for an empty one (SPDK's rbd config maps). */
+type Kind = 'string' | 'uint' | 'int' | 'boolean' | 'uuid' | 'strmap';
+export interface Field {
   kind: Kind;
   required?: boolean;
 }
@@ -65,9 +77,12 @@ export function decode(
         ? typeof v === 'string'
         : f.kind === 'boolean'
           ? typeof v === 'boolean'
-          : f.kind === 'uuid'
-            ? typeof v === 'string' && /^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(v)
-            : typeof v === 'number' && Number.isSafeInteger(v) && (f.kind === 'int' || v >= 0);
+          : f.kind === 'strmap'
+            ? v === null ||
+              (typeof v === 'object' && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string'))
+            : f.kind === 'uuid'
+              ? typeof v === 'string' && /^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(v)
+              : typeof v === 'number' && Number.isSafeInteger(v) && (f.kind === 'int' || v >= 0);
     if (!ok) throw fail();
     out[k] = v;
   }
@@ -129,12 +144,47 @@ const PRODUCT: Record<CreateMethod, string> = {
 /** What SPDK knows about a bdev and stor's table does not: how it was made, its block size and uuid. */
 export interface BdevRecord {
   name: string;
-  method: CreateMethod;
+  /** its create method: one of this file's, or a module's (then `module` says how it shows) */
+  method: CreateMethod | string;
   blockSize: number;
   numBlocks: number;
   uuid: string;
   filename?: string;
   readonly?: boolean;
+  module?: ModuleBdev;
+}
+
+/** How a bdev made by a module outside this file shows in bdev_get_bdevs and save_config. */
+export interface ModuleBdev {
+  productName: string;
+  /** bdev_get_bdevs' driver_specific */
+  driverSpecific(): Record<string, unknown>;
+  /** the parameters of the create call save_config writes for it */
+  configParams(): Record<string, unknown>;
+  /** what differs from the defaults (read, write, unmap, flush, write_zeroes as the bdev is writable) */
+  ioTypes?: Record<string, boolean>;
+}
+
+/** What a bdev module (in its own file, e.g. spdk-rbd-methods.ts) may do with the bdevs of this table. */
+export interface SpdkBdevHost {
+  readonly table: DeviceTable;
+  readonly log: RpcLogger;
+  bdev(name: string): BdevRecord | undefined;
+  /**
+   * Opens spec in the table as bdev r.name and records it; EEXIST for a name taken, EINVAL for a
+   * capacity that is not a multiple of the block size, the table's error as SPDK's otherwise.
+   */
+  addBdev(r: Omit<BdevRecord, 'numBlocks'>, spec: Spec): BdevRecord;
+  /** Deletes a bdev made by method: ENODEV for another's, EBUSY while a controller uses it. */
+  removeBdev(name: string, method: string): void;
+  /** Tells the daemon the configuration changed (e.g. to persist --state). */
+  changed(): void;
+}
+
+/** A bdev module: its methods, and the calls save_config puts before every bdev (e.g. rbd clusters). */
+export interface SpdkBdevModule {
+  methods: Array<[string, RpcHandler]>;
+  configPrelude?(): SpdkConfigCall[];
 }
 
 export interface SpdkMethodsOptions {
@@ -157,6 +207,7 @@ const SKIPPED_ON_LOAD =
 
 export class SpdkMethods {
   private readonly bdevs = new Map<string, BdevRecord>();
+  private readonly modules: SpdkBdevModule[] = [];
   readonly methods = new Map<string, RpcHandler>();
   private readonly log: RpcLogger;
   /** ublk disks and VDUSE devices (spdk-kernel-methods.ts). */
@@ -188,6 +239,12 @@ export class SpdkMethods {
       ['load_config', (p) => this.loadConfig(p as unknown as SpdkConfig)],
     ];
     for (const [name, h] of m) this.methods.set(name, h);
+    // bdev modules kept in their own files (rbd: spdk-rbd-methods.ts)
+    for (const make of [rbdBdevModule]) {
+      const mod = make(this.bdevHost());
+      this.modules.push(mod);
+      for (const [name, h] of mod.methods) this.methods.set(name, h);
+    }
     // kernel disks: SPDK's ublk_* methods and stor's own vduse_* ones
     this.kernel = new SpdkKernelMethods(table, {
       bdev: (name) => this.bdevs.get(name),
@@ -196,6 +253,51 @@ export class SpdkMethods {
       onChange: () => this.o.onChange?.(),
     });
     for (const [name, h] of this.kernel.handlers()) this.methods.set(name, h);
+  }
+
+  private bdevHost(): SpdkBdevHost {
+    return {
+      table: this.table,
+      log: this.log,
+      bdev: (name) => this.bdevs.get(name),
+      addBdev: (r, spec) => this.addBdevRecord(r, spec),
+      removeBdev: (name, method) => this.removeBdevRecord(name, method),
+      changed: () => this.o.onChange?.(),
+    };
+  }
+
+  private addBdevRecord(r: Omit<BdevRecord, 'numBlocks'>, spec: Spec): BdevRecord {
+    if (this.bdevs.has(r.name)) throw errnoError(E.EEXIST);
+    let entry;
+    try {
+      entry = this.table.addBackend(r.name, spec, { what: r.name });
+    } catch (e) {
+      throw this.tableError(e);
+    }
+    if (entry.info.capacity % r.blockSize) {
+      this.table.removeBackend(r.name);
+      throw errnoError(E.EINVAL, `${entry.spec}: ${entry.info.capacity} bytes is not a multiple of ${r.blockSize}`);
+    }
+    const record = { ...r, numBlocks: entry.info.capacity / r.blockSize };
+    this.bdevs.set(r.name, record);
+    this.log('info', `${r.method}: ${r.name} (${entry.spec})`);
+    return record;
+  }
+
+  private removeBdevRecord(name: string, method: string): void {
+    const r = this.bdevs.get(name);
+    // like SPDK, each driver's delete finds only its own bdevs
+    if (!r || r.method !== method) throw errnoError(E.ENODEV);
+    const user = this.table.listExports().find((e) => e.backend === r.name);
+    if (user)
+      throw errnoError(E.EBUSY, `${r.name} is in use by vhost controller ${user.name}; delete the controller first`);
+    try {
+      this.table.removeBackend(r.name);
+    } catch (e) {
+      throw this.tableError(e);
+    }
+    this.bdevs.delete(r.name);
+    this.log('info', `${method.replace('_create', '_delete')}: ${r.name}`);
   }
 
   private rpcGetMethods(p: unknown): string[] {
@@ -229,7 +331,7 @@ export class SpdkMethods {
     return {
       name: r.name,
       aliases: [r.uuid],
-      product_name: PRODUCT[r.method],
+      product_name: r.module?.productName ?? PRODUCT[r.method as CreateMethod],
       block_size: r.blockSize,
       num_blocks: r.numBlocks,
       uuid: r.uuid,
@@ -243,9 +345,11 @@ export class SpdkMethods {
         flush: r.method !== 'bdev_null_create',
         reset: false,
         write_zeroes: writable,
+        ...r.module?.ioTypes,
       },
-      driver_specific:
-        r.filename !== undefined
+      driver_specific: r.module
+        ? r.module.driverSpecific()
+        : r.filename !== undefined
           ? { [r.method === 'bdev_aio_create' ? 'aio' : 'uring']: { filename: r.filename } }
           : {},
       // stor's own: the table's spec and which export serves it
@@ -328,19 +432,7 @@ export class SpdkMethods {
 
   private bdevDelete(method: CreateMethod, p: unknown): boolean {
     const q = decode(p, NAME_ONLY, DECODE_FAILED);
-    const r = this.bdevs.get(q.name as string);
-    // like SPDK, each driver's delete finds only its own bdevs
-    if (!r || r.method !== method) throw errnoError(E.ENODEV);
-    const user = this.table.listExports().find((e) => e.backend === r.name);
-    if (user)
-      throw errnoError(E.EBUSY, `${r.name} is in use by vhost controller ${user.name}; delete the controller first`);
-    try {
-      this.table.removeBackend(r.name);
-    } catch (e) {
-      throw this.tableError(e);
-    }
-    this.bdevs.delete(r.name);
-    this.log('info', `${method.replace('_create', '_delete')}: ${r.name}`);
+    this.removeBdevRecord(q.name as string, method);
     this.o.onChange?.();
     return true;
   }
@@ -475,9 +567,10 @@ export class SpdkMethods {
   }
 
   private bdevConfig(): SpdkConfigCall[] {
-    return [...this.bdevs.values()].map((r) => ({
+    const prelude = this.modules.flatMap((m) => m.configPrelude?.() ?? []);
+    const bdevs = [...this.bdevs.values()].map((r) => ({
       method: r.method,
-      params: {
+      params: r.module?.configParams() ?? {
         name: r.name,
         ...(r.filename !== undefined ? { filename: r.filename } : { num_blocks: r.numBlocks }),
         block_size: r.blockSize,
@@ -485,6 +578,7 @@ export class SpdkMethods {
         ...(r.readonly ? { readonly: true } : {}),
       },
     }));
+    return [...prelude, ...bdevs];
   }
 
   private vhostConfig(): SpdkConfigCall[] {
