@@ -28,7 +28,19 @@ export interface RunningExport {
   /** The server's log so far, appended to a failure. */
   output(): string;
   alive(): boolean;
-  stop(): Promise<void>;
+  /** Stops it; an export that counts per queue (stor attach's stopped line) says what each served. */
+  stop(): Promise<QueueCounts[] | void>;
+}
+
+/** What one queue served, as stor attach counts it. */
+export interface QueueCounts {
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  write_zeroes: number;
+  errors: number;
 }
 
 /** A way to drive I/O into an export. The export takes one driver at a time: each is opened, used, closed. */
@@ -197,6 +209,11 @@ function kernelExport(kind: 'ublk' | 'vduse'): Export {
         stop: async () => {
           const r = await g.call('detach', { attach: n }, 60_000);
           if (r.code !== 0) throw new Error(`stor attach --${kind} exited ${String(r.code ?? r.signal)} on SIGTERM`);
+          const stopped = readFileSync(join(g.share, log), 'utf8')
+            .split('\n')
+            .find((l) => l.includes('"event":"stopped"'));
+          if (!stopped) throw new Error(`stor attach --${kind}: no stopped line`);
+          return (JSON.parse(stopped) as { queues: QueueCounts[] }).queues;
         },
       };
     },

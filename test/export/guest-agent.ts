@@ -289,7 +289,8 @@ async function agent(serialPath: string, share: string, storBin: string): Promis
           if (m) resolve(m[1]!);
         });
         proc.stderr!.on('data', (d: Buffer) => appendFileSync(log, d));
-        proc.on('exit', (code, signal) => {
+        // 'close': stdout has been read to its end (the stopped line)
+        proc.on('close', (code, signal) => {
           a.exited = { code, signal };
           send({ event: 'exit', attach: n, code, signal });
           reject(new Error(`stor attach exited (${code ?? signal}) before it was ready`));
@@ -303,7 +304,7 @@ async function agent(serialPath: string, share: string, storBin: string): Promis
       const a = attached.get(r.attach as number);
       if (!a) throw new Error(`no attach ${String(r.attach)}`);
       if (!a.exited) {
-        const gone = new Promise((res) => a.proc.once('exit', res));
+        const gone = new Promise((res) => a.proc.once('close', res));
         a.proc.kill('SIGTERM');
         await gone;
       }
