@@ -58,9 +58,7 @@ export class KernelGuest {
       }
     });
     const gone = (why: string) => {
-      this.failed ??= new Error(
-        `test guest: ${why}; console:\n${consoleTail({ console: this.console() } as GuestResult, 60)}`,
-      );
+      this.failed ??= new Error(`test guest: ${why}; console:\n${this.console().split('\n').slice(-60).join('\n')}`);
       for (const w of this.waiting.values()) w.reject(this.failed);
       this.waiting.clear();
     };
