@@ -52,6 +52,8 @@ export interface GuestOptions {
   echo?: boolean;
   /** Appended to the QEMU command line. */
   extraQemuArgs?: string[];
+  /** Kills QEMU when aborted (a caller that gave up on the guest before its script ended). */
+  signal?: AbortSignal;
 }
 
 export interface GuestResult {
@@ -275,11 +277,18 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
       onData(Buffer.from(`\n[harness] timeout after ${timeoutMs} ms: killing QEMU\n`));
       proc.kill('SIGKILL');
     }, timeoutMs);
+    const onAbort = () => {
+      onData(Buffer.from('\n[harness] aborted by the caller: killing QEMU\n'));
+      proc.kill('SIGKILL');
+    };
+    if (o.signal?.aborted) onAbort();
+    else o.signal?.addEventListener('abort', onAbort, { once: true });
     let done = false;
     const finish = (code: number | null, signal: NodeJS.Signals | null, err?: Error) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
       live.delete(proc);
       if (err) out += `\n[harness] cannot run qemu-system-x86_64: ${err.message}\n`;
       let status: number | null = null;

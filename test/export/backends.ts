@@ -104,7 +104,7 @@ export class BackendFixture {
 
   /** The whole backend equals the model: the image on disk, or what readAll() returns. */
   async assertMatches(readAll: () => Promise<Buffer>): Promise<void> {
-    const actual = this.image ? readFileSync(this.image) : await readAll();
+    const actual = this.image ? await this.readImage() : await readAll();
     assert.is(actual.length, this.size, 'backend size');
     const d = firstDifference(actual, this.model);
     if (d >= 0) {
@@ -113,6 +113,11 @@ export class BackendFixture {
           `0x${actual[d]?.toString(16)} instead of 0x${this.model[d]?.toString(16)}`,
       );
     }
+  }
+
+  /** The image as it is now (a fixture whose image lives elsewhere, in the test guest, fetches it). */
+  protected async readImage(): Promise<Buffer> {
+    return readFileSync(this.image!);
   }
 
   cleanup(): void {

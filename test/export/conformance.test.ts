@@ -4,13 +4,25 @@
 // whole backend is compared with the model. A read-only server on the same backend ends the cell.
 // The reference (qemu-storage-daemon) runs the protocol checks, so a check that fails on both
 // points at the check, one that fails on stor alone at stor.
+// Each check names the export kinds it applies to: the kernel exports (ublk, VDUSE, in the one test
+// guest that guest.ts boots for all their cells) are reached through the kernel's block layer, so
+// the checks that need raw virtio requests (past the end, segment layouts, GET_ID) are vhost-user's.
 import { randomBytes } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backendUnavailable, type BackendFixture } from './backends.js';
 import { one, readAll, type DiskDriver, type Op, type Result } from './drivers.js';
-import { EXPORTS, type DriverKind, type Export, type RunningExport } from './exports.js';
+import {
+  EXPORTS,
+  type DriverKind,
+  type Export,
+  type ExportKind,
+  type QueueCounts,
+  type RunningExport,
+} from './exports.js';
+import { stopKernelGuest } from './guest.js';
 import { within } from './hostile/hostile-helpers.js';
+import { liveGuests } from '../../tools/vm.js';
 
 const SIZE = 4 << 20;
 const QUEUES = 2;
@@ -23,8 +35,15 @@ interface Cell {
   d: DiskDriver;
 }
 
+/** Every export: what a block device does, whoever drives it. */
+const EVERY_EXPORT: readonly ExportKind[] = ['vhost-user', 'ublk', 'vduse'];
+/** Needs virtio-blk requests as built, which only a vhost-user driver can send. */
+const VHOST_USER_ONLY: readonly ExportKind[] = ['vhost-user'];
+
 interface Check {
   name: string;
+  /** The export kinds the check applies to. */
+  exports: readonly ExportKind[];
   /** Needs requests to reach the export unchecked (past the end, any segment layout, GET_ID). */
   raw?: boolean;
   /** About stor rather than the protocol: not run against the reference. */
@@ -64,7 +83,10 @@ const verify = (c: Cell): Promise<void> => c.b.assertMatches(() => readAll(c.d))
 
 const CHECKS: Check[] = [
   {
+    // a kernel disk says it in sysfs: size, logical_block_size, max_segments, mq/*, ro,
+    // discard_max_bytes, write_zeroes_max_bytes, write_cache
     name: 'config space matches the backend (capacity, blk_size, seg_max, num_queues)',
+    exports: EVERY_EXPORT,
     async run(c) {
       const g = c.d.geometry;
       assert.is(g.capacity, SIZE, 'capacity');
@@ -73,10 +95,12 @@ const CHECKS: Check[] = [
       assert.is(g.numQueues, QUEUES, 'num_queues');
       assert.is(g.readOnly, false, 'a writable export does not say read-only');
       assert.ok(g.discard && g.writeZeroes, 'discard and write-zeroes are offered');
+      if (g.volatileCache !== undefined) assert.ok(g.volatileCache, 'the disk is write-back, so flushes reach it');
     },
   },
   {
     name: 'write/read round trip with a pattern at several offsets, the last sector included',
+    exports: EVERY_EXPORT,
     async run(c) {
       const at: Array<[number, number]> = [
         [0, 4 * KiB],
@@ -98,6 +122,7 @@ const CHECKS: Check[] = [
   },
   {
     name: 'multi-segment requests: seg_max segments of one sector in one request, and a split read',
+    exports: VHOST_USER_ONLY,
     raw: true,
     async run(c) {
       const most = c.d.geometry.segMax;
@@ -129,6 +154,7 @@ const CHECKS: Check[] = [
     // The virtio spec puts no alignment on a segment, only on the whole request. Linux's driver
     // keeps segments sector-aligned; other drivers (and hostile ones) need not.
     name: 'multi-segment requests split inside a sector (segments of 100 and 412 bytes)',
+    exports: VHOST_USER_ONLY,
     raw: true,
     async run(c) {
       const base = 4096 * 512;
@@ -150,6 +176,7 @@ const CHECKS: Check[] = [
   },
   {
     name: 'FLUSH succeeds on every queue',
+    exports: EVERY_EXPORT,
     async run(c) {
       for (let q = 0; q < QUEUES; q++)
         assert.is((await one(c.d, q, { op: 'flush' })).status, 'ok', `flush on queue ${q}`);
@@ -157,6 +184,7 @@ const CHECKS: Check[] = [
   },
   {
     name: 'GET_ID returns the serial',
+    exports: VHOST_USER_ONLY,
     raw: true,
     async run(c) {
       const r = await one(c.d, 0, { op: 'get-id' });
@@ -167,7 +195,15 @@ const CHECKS: Check[] = [
     },
   },
   {
+    name: 'the kernel reads the serial with GET_ID (sysfs serial)',
+    exports: ['vduse'],
+    async run(c) {
+      assert.is(c.d.geometry.serial, c.e.serial);
+    },
+  },
+  {
     name: 'DISCARD reads back as zeros, the neighbouring sectors intact',
+    exports: EVERY_EXPORT,
     async run(c) {
       const off = 3 << 20;
       await write(c, 0, off, randomBytes(64 * KiB));
@@ -188,6 +224,7 @@ const CHECKS: Check[] = [
   },
   {
     name: 'WRITE_ZEROES (with and without UNMAP, aligned and not) reads back as zeros, the neighbouring sectors intact',
+    exports: EVERY_EXPORT,
     async run(c) {
       const off = (3 << 20) + 512 * KiB;
       await write(c, 0, off, randomBytes(64 * KiB));
@@ -214,6 +251,7 @@ const CHECKS: Check[] = [
   },
   {
     name: 'a read or write past the end -> IOERR, the last sector untouched',
+    exports: VHOST_USER_ONLY,
     raw: true,
     async run(c) {
       const cases: Op[] = [
@@ -237,6 +275,7 @@ const CHECKS: Check[] = [
   },
   {
     name: 'two queues in use at once: 16 requests in flight on each',
+    exports: EVERY_EXPORT,
     async run(c) {
       const n = 16;
       const off = (q: number, i: number): number => (1 << 20) + (q * n + i) * 8 * KiB;
@@ -264,10 +303,33 @@ const CHECKS: Check[] = [
   },
 ];
 
+/** How a kernel block device refuses a write to a read-only disk. */
+const READ_ONLY_ERRNOS = ['EPERM', 'EROFS'];
+/** A read-only disk offers no discard or write-zeroes: the kernel may refuse those as unsupported. */
+const READ_ONLY_TRIM_ERRNOS = [...READ_ONLY_ERRNOS, 'EOPNOTSUPP'];
+
 /** The read-only export over the same backend: refuses every write, serves reads of the unchanged data. */
 async function readOnlyCheck(c: Cell, d: DiskDriver): Promise<void> {
-  assert.is(d.geometry.readOnly, true, 'the export says read-only (VIRTIO_BLK_F_RO)');
-  if (d.raw) {
+  assert.is(d.geometry.readOnly, true, 'the export says read-only (VIRTIO_BLK_F_RO; a kernel disk: sysfs ro)');
+  if (c.exp.kind !== 'vhost-user') {
+    // the kernel refuses: the disk says read-only, whatever reaches stor is its business
+    const tries: Array<[number, Op]> = [
+      [0, { op: 'write', offset: 0, data: Buffer.alloc(4096, 0x77) }],
+      [1, { op: 'write', offset: SIZE - 512, data: Buffer.alloc(512, 0x77) }],
+      [0, { op: 'discard', offset: 8 * KiB, length: 8 * KiB }],
+      [1, { op: 'write-zeroes', offset: 8 * KiB, length: 8 * KiB }],
+      [0, { op: 'write-zeroes', offset: 16 * KiB, length: 8 * KiB, unmap: true }],
+    ];
+    for (const [q, op] of tries) {
+      const r = await one(d, q, op);
+      const at = 'offset' in op ? op.offset : 0;
+      const want = op.op === 'write' ? READ_ONLY_ERRNOS : READ_ONLY_TRIM_ERRNOS;
+      assert.ok(
+        r.status !== 'ok' && want.includes(r.errno ?? ''),
+        `${op.op} at ${at} on queue ${q} of a read-only disk -> ${r.errno ?? r.status}, want one of ${want.join('/')}`,
+      );
+    }
+  } else if (d.raw) {
     assert.is((await one(d, 0, { op: 'write', offset: 0, data: Buffer.alloc(4096, 0x77) })).status, 'ioerr', 'write');
     assert.is(
       (await one(d, 1, { op: 'write', offset: SIZE - 512, data: Buffer.alloc(512, 0x77) })).status,
@@ -285,7 +347,7 @@ async function readOnlyCheck(c: Cell, d: DiskDriver): Promise<void> {
 for (const exp of EXPORTS) {
   for (const kind of exp.backends) {
     const t = suite(`export conformance: ${exp.name} × ${kind}`);
-    const unavailable = backendUnavailable(kind);
+    const unavailable = exp.unavailable?.() ?? backendUnavailable(kind);
     if (unavailable) {
       t.skip(`every check (${unavailable})`, () => {});
       t.run();
@@ -314,8 +376,9 @@ for (const exp of EXPORTS) {
      * quiet first, or the reason is missing from the report.
      */
     const guarded = async (what: string, body: () => Promise<void>): Promise<void> => {
+      if (startFailed) throw new Error(`the export did not start: ${startFailed.message}`);
       try {
-        await within(15_000, what, body());
+        await within(exp.timeouts.check, what, body());
       } catch (err) {
         if (err instanceof Error && e) {
           const deadline = Date.now() + 2000;
@@ -329,8 +392,18 @@ for (const exp of EXPORTS) {
       }
     };
 
+    // uvu does not report a hook's failure: it is kept and each case throws it
+    let startFailed: Error | undefined;
     t.before(async () => {
-      e = await within(20_000, 'start the export', exp.start(b, { queues: QUEUES, readonly: false, serial }));
+      try {
+        e = await within(
+          exp.timeouts.start,
+          'start the export',
+          exp.start(b, { queues: QUEUES, readonly: false, serial }),
+        );
+      } catch (err) {
+        startFailed = err as Error;
+      }
     });
     t.after(async () => {
       if (d) await d.close().catch(() => {});
@@ -340,6 +413,7 @@ for (const exp of EXPORTS) {
 
     for (const dk of exp.drivers) {
       for (const check of CHECKS) {
+        if (!check.exports.includes(exp.kind)) continue;
         if (check.raw && !dk.raw) continue;
         if (check.storOnly && exp.reference) continue;
         t(`${check.name} [${dk.name}]`, () =>
@@ -352,13 +426,42 @@ for (const exp of EXPORTS) {
       }
     }
 
-    t(`read-only export: writes -> IOERR, the data unchanged [${exp.drivers.map((x) => x.name).join(', ')}]`, () =>
+    if (exp.kind !== 'vhost-user') {
+      // what reached stor, as its queue threads counted it: blk-mq sent each queue's requests from
+      // the CPUs mapped to it, and the kernel may turn a request into another (a write-zeroes into
+      // writes of zeros) where the disk does not offer it
+      t(
+        `detach: exit 0 on SIGTERM; stor's per-queue counts: each queue served reads, writes and flushes, discards and write-zeroes arrived as such, none failed`,
+        () =>
+          guarded('detach', async () => {
+            if (d) {
+              await d.close();
+              d = undefined;
+            }
+            const counts = await e!.stop();
+            e = undefined;
+            assert.ok(counts, 'stor attach gave per-queue counts');
+            assert.is(counts.length, QUEUES, 'queues counted');
+            counts.forEach((q, i) => {
+              const say = `queue ${i}: ${JSON.stringify(q)}`;
+              assert.ok(q.reads > 0 && q.writes > 0 && q.flushes > 0, `${say}: reads, writes and flushes`);
+              assert.is(q.errors, 0, `${say}: failed requests`);
+            });
+            const total = (k: keyof QueueCounts): number => counts.reduce((a, q) => a + q[k], 0);
+            assert.ok(total('discards') > 0, 'no discard reached stor');
+            assert.ok(total('write_zeroes') > 0, 'no write-zeroes reached stor');
+          }),
+      );
+    }
+
+    const refusal = exp.kind === 'vhost-user' ? 'IOERR' : READ_ONLY_ERRNOS.join('/');
+    t(`read-only export: writes -> ${refusal}, the data unchanged [${exp.drivers.map((x) => x.name).join(', ')}]`, () =>
       guarded('read-only', async () => {
         if (d) {
           await d.close();
           d = undefined;
         }
-        await e!.stop();
+        if (e) await e.stop();
         e = undefined;
         b.serverRestarted();
         e = await exp.start(b, { queues: QUEUES, readonly: true, serial });
@@ -372,3 +475,18 @@ for (const exp of EXPORTS) {
     t.run();
   }
 }
+
+// The kernel cells share one guest: it powers off after the last of them, and must do so cleanly
+// (the agent detaches what is left and exits 0; the kernel logged no oops or hung task).
+const guestEnd = suite('export conformance: the test guest of the kernel exports');
+guestEnd('powers off cleanly after the last kernel cell, no kernel error on its console', async () => {
+  const r = await stopKernelGuest();
+  if (!r) return; // no kernel cell ran (no guest image)
+  const trouble = r.console
+    .split('\n')
+    .filter((l) => /\b(BUG|Oops|WARNING|INFO: task .* blocked)\b|I\/O error/.test(l));
+  assert.equal(trouble, [], 'kernel errors on the console');
+  assert.is(r.status, 0, `the agent's exit status; console tail:\n${r.console.slice(-3000)}`);
+  assert.is(liveGuests(), 0, 'no QEMU left running');
+});
+guestEnd.run();

@@ -3,8 +3,8 @@
 // socket: the TypeScript test driver (test/helpers/virtq-driver.ts: every request goes to the
 // server as built, with any segment layout, so refusals are the server's) and stor's own client
 // library (`open()` from src/lib: what an application sees; it refuses some requests itself, so
-// checks about the server's refusals skip it). A VDUSE or ublk export brings its own driver (the
-// kernel block device in the test guest) behind the same interface.
+// checks about the server's refusals skip it). The VDUSE and ublk exports bring their own driver
+// behind the same interface (guest.ts: the kernel block device in the test guest).
 import { formatSpec, open, type BlockDevice } from '../../src/lib/index.js';
 import { VIRTIO_BLK_F, VIRTIO_BLK_S, VIRTIO_BLK_T, bit, hasBit } from '../../src/lib/proto/virtio-blk.js';
 import { BlkSession, DRIVER_FEATURES, dwzSegment, type Seg } from '../helpers/virtq-driver.js';
@@ -21,6 +21,10 @@ export interface Geometry {
   readOnly: boolean;
   discard: boolean;
   writeZeroes: boolean;
+  /** The serial the kernel read with GET_ID (a kernel virtio-blk disk's sysfs), when a driver knows it. */
+  serial?: string;
+  /** The disk caches writes until a flush (a kernel disk's write_cache), when a driver knows it. */
+  volatileCache?: boolean;
 }
 
 export type Op =
@@ -34,6 +38,8 @@ export type Op =
 export interface Result {
   status: Status;
   data: Buffer;
+  /** The errno code a kernel block device failed the request with (EIO, EPERM, EROFS, ...). */
+  errno?: string;
 }
 
 export interface DiskDriver {
@@ -46,6 +52,8 @@ export interface DiskDriver {
   readonly raw: boolean;
   /** Submits every op on queue q at once (all in flight together), resolves with their results in order. */
   batch(q: number, ops: Op[]): Promise<Result[]>;
+  /** The whole disk, when the driver has a faster way than 1 MiB reads (the guest's: its serial line is slow). */
+  readWhole?(): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -53,8 +61,9 @@ export async function one(d: DiskDriver, q: number, op: Op): Promise<Result> {
   return (await d.batch(q, [op]))[0]!;
 }
 
-/** Reads the whole disk in 1 MiB requests on queue 0. */
+/** Reads the whole disk: in 1 MiB requests on queue 0, or the driver's own way. */
 export async function readAll(d: DiskDriver): Promise<Buffer> {
+  if (d.readWhole) return d.readWhole();
   const parts: Buffer[] = [];
   const chunk = 1 << 20;
   for (let off = 0; off < d.geometry.capacity; off += chunk) {

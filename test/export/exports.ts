@@ -1,12 +1,15 @@
 // The exports the conformance group runs over, one Export descriptor each: how to start it on a
-// backend fixture, what it promises (seg_max, serial), and the drivers that reach it. Today:
-// vhost-user-blk from `stor serve` (a child process through the one launcher) and the same export
-// from qemu-storage-daemon, the reference, for the checks that are about the protocol. VDUSE and
-// ublk join by adding one entry here: start stor inside the test guest, hand back a driver over the
-// kernel's block device.
+// backend fixture, what it promises (seg_max, serial), and the drivers that reach it. vhost-user-blk
+// from `stor serve` (a child process through the one launcher) and the same export from
+// qemu-storage-daemon, the reference, for the checks that are about the protocol; and the kernel
+// exports, `stor attach --ublk` and `stor attach --vduse`, run inside the one test guest (guest.ts),
+// reached through the kernel's block device.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { cleanupSocket, startQsd, startStor, type RunningServer } from '../helpers/servers.js';
 import { BackendFixture, type BackendKind } from './backends.js';
 import { LibraryDriver, VirtqDriver, type DiskDriver } from './drivers.js';
+import { GuestBackendFixture, KernelDiskDriver, kernelGuest, kernelGuestUnavailable } from './guest.js';
 
 export interface ExportOptions {
   queues: number;
@@ -16,7 +19,7 @@ export interface ExportOptions {
 }
 
 export interface RunningExport {
-  /** Where a driver reaches it: a vhost-user socket (later a device node in the test guest). */
+  /** Where a driver reaches it: a vhost-user socket, or a device node in the test guest. */
   readonly endpoint: string;
   /** What GET_ID must return. */
   readonly serial: string;
@@ -25,7 +28,19 @@ export interface RunningExport {
   /** The server's log so far, appended to a failure. */
   output(): string;
   alive(): boolean;
-  stop(): Promise<void>;
+  /** Stops it; an export that counts per queue (stor attach's stopped line) says what each served. */
+  stop(): Promise<QueueCounts[] | void>;
+}
+
+/** What one queue served, as stor attach counts it. */
+export interface QueueCounts {
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  write_zeroes: number;
+  errors: number;
 }
 
 /** A way to drive I/O into an export. The export takes one driver at a time: each is opened, used, closed. */
@@ -36,9 +51,20 @@ export interface DriverKind {
   open(e: RunningExport, queues: number): Promise<DiskDriver>;
 }
 
+/**
+ * What a check can reach: vhost-user-blk is driven with raw virtio requests; ublk and VDUSE only
+ * through the kernel's block layer, which sends what an application asks for and nothing odd.
+ */
+export type ExportKind = 'vhost-user' | 'ublk' | 'vduse';
+
 export interface Export {
   /** Short and unique: the test names carry it. */
   readonly name: string;
+  readonly kind: ExportKind;
+  /** Why it cannot be tested on this machine, or undefined. */
+  unavailable?(): string | undefined;
+  /** How long starting it and one check may take (ms). */
+  readonly timeouts: { start: number; check: number };
   /** A reference implementation (not stor): only protocol checks run against it. */
   readonly reference: boolean;
   /** The backends this export is tested over. */
@@ -96,6 +122,8 @@ function vhostUserExport(srv: RunningServer, serial: string, segMax: number): Ru
 /** `stor serve`: seg_max is min(queue size - 2, 254), its default queue size is 1024. */
 export const STOR_VHOST_USER: Export = {
   name: 'vhost-user-blk (stor serve)',
+  kind: 'vhost-user',
+  timeouts: { start: 20_000, check: 15_000 },
   reference: false,
   backends: ['null', 'mem', 'file', 'file-direct'],
   drivers: [virtqDriver(256), libraryDriver],
@@ -117,6 +145,8 @@ export const STOR_VHOST_USER: Export = {
  */
 export const QSD_VHOST_USER: Export = {
   name: 'vhost-user-blk (qemu-storage-daemon)',
+  kind: 'vhost-user',
+  timeouts: { start: 20_000, check: 15_000 },
   reference: true,
   backends: ['file'],
   // stor's library against qemu-storage-daemon is test/client's business
@@ -132,4 +162,65 @@ export const QSD_VHOST_USER: Export = {
   },
 };
 
-export const EXPORTS: readonly Export[] = [STOR_VHOST_USER, QSD_VHOST_USER];
+/** The kernel block device: opened once per export, its sysfs read then. */
+const kernelDriver: DriverKind = {
+  name: 'kernel block device',
+  raw: false,
+  open: async (e) => KernelDiskDriver.open(await kernelGuest(), e.endpoint),
+};
+
+/**
+ * `stor attach --ublk|--vduse` in the test guest. seg_max is what the kernel's queue takes: ublk
+ * lets a request have any number of segments (65535), VDUSE's virtio-blk has stor's seg_max for
+ * its default queue size of 128 (126). Only VDUSE carries a serial (GET_ID).
+ */
+function kernelExport(kind: 'ublk' | 'vduse'): Export {
+  return {
+    name: `${kind === 'ublk' ? 'ublk' : 'VDUSE'} (stor attach --${kind})`,
+    kind,
+    reference: false,
+    unavailable: kernelGuestUnavailable,
+    // the first start boots the guest
+    timeouts: { start: 180_000, check: 60_000 },
+    backends: ['null', 'mem', 'file'],
+    drivers: [kernelDriver],
+    fixture: (k, size) => new GuestBackendFixture(k, size),
+    async start(b, o) {
+      const g = await kernelGuest();
+      const { backend, stage } = await (b as GuestBackendFixture).attachSpec(g);
+      const args = [`--${kind}`, '--backend', backend, '--queues', String(o.queues)];
+      if (o.readonly) args.push('--readonly');
+      if (kind === 'vduse') args.push('--serial', o.serial);
+      const log = g.file(`attach-${kind}`);
+      const a = await g.call('attach', { args, stage, log }, 120_000);
+      const n = a.attach as number;
+      return {
+        endpoint: a.device as string,
+        serial: o.serial,
+        segMax: kind === 'ublk' ? 65535 : 126,
+        output: () => {
+          try {
+            return readFileSync(join(g.share, log), 'utf8');
+          } catch {
+            return '';
+          }
+        },
+        alive: () => g.attachExit(n) === undefined,
+        stop: async () => {
+          const r = await g.call('detach', { attach: n }, 60_000);
+          if (r.code !== 0) throw new Error(`stor attach --${kind} exited ${String(r.code ?? r.signal)} on SIGTERM`);
+          const stopped = readFileSync(join(g.share, log), 'utf8')
+            .split('\n')
+            .find((l) => l.includes('"event":"stopped"'));
+          if (!stopped) throw new Error(`stor attach --${kind}: no stopped line`);
+          return (JSON.parse(stopped) as { queues: QueueCounts[] }).queues;
+        },
+      };
+    },
+  };
+}
+
+export const STOR_UBLK = kernelExport('ublk');
+export const STOR_VDUSE = kernelExport('vduse');
+
+export const EXPORTS: readonly Export[] = [STOR_VHOST_USER, QSD_VHOST_USER, STOR_UBLK, STOR_VDUSE];

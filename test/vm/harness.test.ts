@@ -1,5 +1,5 @@
-// The harness itself: what the guest's script returns and writes comes back, the timeout
-// really kills QEMU, and a QEMU that cannot start is reported, not hung on.
+// The harness itself: what the guest's script returns and writes comes back, the timeout and the
+// caller's abort really kill QEMU, and a QEMU that cannot start is reported, not hung on.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, readFileSync } from 'node:fs';
@@ -72,6 +72,24 @@ h('a guest that outlives its timeout is killed, and its QEMU is gone', async () 
     assert.ok(Date.now() - started < 30_000, 'returned soon after the timeout');
     assert.not.ok(alive(r.pid), `QEMU ${r.pid} still alive`);
     assert.match(r.console, '[harness] timeout');
+  } finally {
+    r.cleanup();
+  }
+  assert.is(liveGuests(), 0);
+});
+
+h('a guest whose caller aborts is killed at once, long before its timeout', async () => {
+  const abort = new AbortController();
+  const started = Date.now();
+  const running = runGuest({ script: 'sleep 600\n', memoryMiB: 256, timeoutMs: 120_000, signal: abort.signal });
+  setTimeout(() => abort.abort(), 2000);
+  const r = await running;
+  try {
+    assert.not.ok(r.timedOut, 'not the timeout');
+    assert.is(r.status, null, 'no status from a killed guest');
+    assert.ok(Date.now() - started < 20_000, `returned ${Date.now() - started} ms after the start`);
+    assert.not.ok(alive(r.pid), `QEMU ${r.pid} still alive`);
+    assert.match(r.console, '[harness] aborted');
   } finally {
     r.cleanup();
   }

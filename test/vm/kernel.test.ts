@@ -21,7 +21,7 @@ else
   echo "$out"
   echo "$out" | grep -q '^vduse' || miss "vduse in 'vdpa mgmtdev show'"
 fi
-for p in mkfs.ext4 e2fsck fio blkdiscard fstrim sha256sum node; do
+for p in mkfs.ext4 e2fsck fio blkdiscard fstrim fallocate taskset stty sha256sum node; do
   command -v $p >/dev/null || miss "program $p on the host root (run test/vm/setup.sh)"
 done
 exit $missing

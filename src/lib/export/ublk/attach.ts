@@ -149,5 +149,5 @@ export async function attachUblk(opts: AttachOptions): Promise<void> {
     requests: 0,
     errors: 0,
   });
-  opts.stopped({ device: disk.device, id: disk.id, signal, inUse: busy || stillOpen, ...total });
+  opts.stopped({ device: disk.device, id: disk.id, signal, inUse: busy || stillOpen, ...total, queues: stats });
 }
