@@ -7,10 +7,12 @@
 // and in --mode poll (SPDK always polls). Printed and written to bench/RESULTS.md: median IOPS and
 // latency per server, the stor/SPDK ratio, and CPU per I/O (server process and client).
 //
-//   node dist/bench/serve-vs-spdk.js [--runtime S] [--repeat N] [--cells SUBSTRING] [--out FILE | --no-write]
+//   node dist/bench/serve-vs-spdk.js [--runtime S] [--repeat N] [--cells SUBSTRING] [--no-pin]
+//                                    [--out FILE | --no-write]
 //
 // Needs the machine alone (see bench/README.md); a one-pair smoke run:
 //   node dist/bench/serve-vs-spdk.js --runtime 1 --repeat 1 --cells 'randread qd1 notify' --no-write
+import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -51,9 +53,18 @@ interface Running {
   stop: () => Promise<void>;
 }
 
+// Pinned (the default on 2+ CPUs): the server on the last CPU, the client on CPU 0. SPDK's reactor
+// is pinned by design (its core mask, -m); without pinning stor as well, a run's figure depends on
+// whether the client happened to land on the server's core, and QD32 poll cells split into two
+// populations (3–4.6 M and 7–12 M IOPS for both servers in one unpinned run).
+const NCPU = cpus().length;
+const SERVER_CPU = NCPU - 1,
+  CLIENT_CPU = 0;
+let pin = NCPU >= 2;
+
 async function startServer(id: ServerId): Promise<Running> {
   if (id === 'spdk') {
-    const s = await startSpdkTgt();
+    const s = await startSpdkTgt(pin ? { extraArgs: ['-m', `0x${(1 << SERVER_CPU).toString(16)}`] } : {});
     const c = await JsonRpcClient.connect(s.rpcSocket, { timeoutMs: 10_000 });
     try {
       await c.call('bdev_null_create', { name: 'Null0', num_blocks: GiB / 512, block_size: 512 });
@@ -77,6 +88,8 @@ async function startServer(id: ServerId): Promise<Running> {
     mode: id === 'stor-poll' ? 'poll' : 'adaptive',
     startTimeoutMs: 30_000,
   });
+  // every thread, and the queue threads it starts later inherit it
+  if (pin) execFileSync('taskset', ['-a', '-p', '-c', String(SERVER_CPU), String(s.pid)], { stdio: 'ignore' });
   return {
     socket: s.socket,
     pid: s.pid,
@@ -107,7 +120,9 @@ async function measure(srv: Running, cell: Cell, runtimeS: number): Promise<Samp
     '1s',
     '--json',
   ];
-  const r = await runBounded(process.execPath, args, (runtimeS + 60) * 1000);
+  const r = pin
+    ? await runBounded('taskset', ['-c', String(CLIENT_CPU), process.execPath, ...args], (runtimeS + 60) * 1000)
+    : await runBounded(process.execPath, args, (runtimeS + 60) * 1000);
   const c1 = processCpuSeconds(srv.pid);
   if (r.code !== 0) throw new Error(`stor bench on ${srv.socket}: exit ${r.code}\n${r.stderr}${r.stdout}`);
   const job = (JSON.parse(r.stdout) as { jobs: Array<Record<string, unknown>> }).jobs[0]!;
@@ -133,8 +148,10 @@ async function main(): Promise<void> {
       cells: { type: 'string' },
       out: { type: 'string', default: join(ROOT, 'bench', 'RESULTS.md') },
       'no-write': { type: 'boolean', default: false },
+      'no-pin': { type: 'boolean', default: false },
     },
   });
+  if (values['no-pin']) pin = false;
   const runtimeS = Number(values.runtime);
   const repeat = Number(values.repeat);
   const cells = CELLS.filter((c) => !values.cells || c.id.includes(values.cells));
@@ -168,7 +185,10 @@ async function main(): Promise<void> {
       `kernel ${release()}, load ${loadavg()
         .map((x) => x.toFixed(2))
         .join(' ')} at the end; ${repeat} round(s) of ${runtimeS} s per cell, medians; ` +
-      `one server alive at a time, order alternating by round.`,
+      `one server alive at a time, order alternating by round; ` +
+      (pin
+        ? `server pinned to CPU ${SERVER_CPU} (SPDK -m 0x${(1 << SERVER_CPU).toString(16)}, stor by taskset), client on CPU ${CLIENT_CPU}.`
+        : 'nothing pinned (SPDK at its default core mask 0x1).'),
     '',
     '| cell | SPDK kIOPS | stor kIOPS | stor/SPDK | stor poll kIOPS | stor poll/SPDK | mean lat µs SPDK / stor / stor poll | server CPU µs/IO SPDK / stor / stor poll | client CPU µs/IO |',
     '| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |',
@@ -192,7 +212,8 @@ async function main(): Promise<void> {
   );
   const text = lines.join('\n');
   process.stdout.write(text + '\n');
-  if (!values['no-write']) writeResultsSection(values.out!, resultsTag('serve-vs-spdk', undefined), text);
+  if (!values['no-write'])
+    writeResultsSection(values.out!, resultsTag('serve-vs-spdk', undefined) + (pin ? '' : ':unpinned'), text);
 }
 
 // the launchers kill every server they started at exit; a signal must end the process through exit
