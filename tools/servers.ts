@@ -178,11 +178,17 @@ function launch<N extends ServerName>(
     proc.stderr!.on('data', onData);
     proc.once('exit', (code, sig) => {
       live.delete(proc);
-      if (!settled) {
+      if (settled) return;
+      // 'exit' can come before the pipes are drained: wait for 'close' (bounded) so the server's own
+      // reason is in the message, not an empty output
+      const fail = (): void => {
+        if (settled) return;
         settled = true;
         clearTimeout(timer);
         reject(new Error(`${name} exited (${code ?? sig}) before ready; output:\n${out}`));
-      }
+      };
+      proc.once('close', fail);
+      setTimeout(fail, 1000).unref();
     });
     // a server that says nothing when ready (spdk_tgt) is asked, one probe at a time, until it answers
     if (probe) {

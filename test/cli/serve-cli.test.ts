@@ -96,4 +96,19 @@ cli('a stale socket file (no listener) is replaced', async () => {
   assert.is(await second.stop(), 0);
 });
 
+cli(
+  'the server launcher reports a server that exits before ready with its own reason (not an empty output)',
+  async () => {
+    // 'exit' may come before the child's pipes are drained: the launcher waits for them
+    for (let i = 0; i < 5; i++) {
+      const err = await startStor({ backend: { kind: 'file', path: '/nonexistent-dir/disk.img' } }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      assert.ok(err, 'a server on a missing file must not become ready');
+      assert.match(err!.message, /exited \(1\) before ready; output:\n.*cannot open backend/s, err!.message);
+    }
+  },
+);
+
 cli.run();
