@@ -52,9 +52,26 @@ async function startServer(name: 'qsd' | 'stor', conf: string, mode: string): Pr
     : startStor({ backend, queues: 1, mode: mode as 'adaptive', startTimeoutMs: 30_000 });
 }
 
-async function stopServer(s: RunningServer): Promise<void> {
-  await s.stop(30_000);
+/** Servers that had to be killed, and whose exclusive lock was then broken (reported with the table). */
+const killed: string[] = [];
+
+/**
+ * Stops a server; one that does not exit on SIGTERM within 15 s is killed, and its lock is broken the
+ * way a Ceph admin would (`rbd lock rm` blocklists the dead client, which also drops its watch), or the
+ * next server would find the image locked by a client whose watch lingers for 30 s. qemu-storage-daemon
+ * 7.2 needs this: with its export in an iothread, it can deadlock in vhost_user_server_stop after rbd
+ * writes (main thread polling with the iothread's AioContext lock, the iothread waiting for that lock).
+ */
+async function stopServer(s: RunningServer, conf: string, what: string): Promise<void> {
+  const code = await s.stop(15_000);
   cleanupSocket(s.socket);
+  if (code === 0) return;
+  const rbd = (...args: string[]) => execFileSync('rbd', ['-c', conf, ...args], { encoding: 'utf8', timeout: 30_000 });
+  const lockers = JSON.parse(rbd('lock', 'ls', '--format', 'json', IMAGE)) as Array<{ id: string; locker: string }>;
+  for (const l of lockers) rbd('lock', 'rm', IMAGE, l.id, l.locker);
+  killed.push(
+    `${what}: ${s.name} did not exit on SIGTERM (exit ${code ?? 'by signal'}); ${lockers.length} lock(s) broken`,
+  );
 }
 
 /** One blkio-bench run against a fresh server (one server alive at a time: the image's exclusive lock). */
@@ -69,7 +86,7 @@ async function measureServer(name: 'qsd' | 'stor', conf: string, mode: string, c
     const ios = out.aggregate.kiops * 1000 * runtimeS;
     return { kiops: out.aggregate.kiops, meanLatUs: out.aggregate.mean_lat_us, cpuPerIoUs: (cpu * 1e6) / ios };
   } finally {
-    await stopServer(s);
+    await stopServer(s, conf, cell.id);
   }
 }
 
@@ -305,6 +322,9 @@ async function main(): Promise<number> {
         'stor',
         served,
       ),
+      ...(killed.length
+        ? ['', 'Servers killed at stop (their lock broken before the next run):', ...killed.map((k) => `- ${k}`)]
+        : []),
       ...(withFio
         ? ['', tableOf('in-process engines: fio --ioengine=rbd vs stor bench rbd: (notify)', 'fio', 'stor', engines)]
         : []),

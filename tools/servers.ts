@@ -127,6 +127,10 @@ function launch<N extends ServerName>(
       buffer: false,
       reject: false,
       cleanup: false,
+      // stop() owns the escalation (SIGTERM, then SIGKILL after its own stopMs): execa's default SIGKILL
+      // 5 s after any kill() cut qemu-storage-daemon's rbd shutdown short, leaving the image's lock and
+      // watch behind for the next server
+      forceKillAfterDelay: false,
     }) as unknown as ChildProcess;
     live.add(proc);
     let out = '';
