@@ -269,8 +269,10 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
       blockdev = `driver=file,node-name=disk0,filename=${b.path},aio=io_uring${b.direct ? ',cache.direct=on' : ''}${b.discard ? ',discard=unmap' : ''}${b.locking ? `,locking=${b.locking}` : ''}`;
       break;
     case 'rbd': {
+      // cache.direct=on is QEMU's rbd_cache=false, which stor always sets: both acknowledge a write once
+      // the OSDs have it
       const [pool, image] = b.image.split('/');
-      blockdev = `driver=rbd,node-name=disk0,pool=${pool},image=${image}${b.conf ? `,conf=${b.conf}` : ''}${b.id ? `,user=${b.id}` : ''},discard=unmap`;
+      blockdev = `driver=rbd,node-name=disk0,pool=${pool},image=${image}${b.conf ? `,conf=${b.conf}` : ''}${b.id ? `,user=${b.id}` : ''},discard=unmap,cache.direct=on`;
       if (b.keyring)
         throw new Error('qemu-storage-daemon: pass the keyring through conf= (its rbd driver has no keyring option)');
       break;

@@ -184,6 +184,10 @@ static int cluster_get(const char *conf, const char *id, const char *keyring, un
     }
     api.rados_conf_set(c->rados, "keyring", keyring);
   }
+  /* No librbd cache, whatever ceph.conf says (QEMU's cache=none does the same): after a client's first
+   * flush, librbd's default policy (writearound) acknowledges a write before the OSDs have it, and a
+   * crash of stor would then lose acknowledged writes. CEPH_ARGS below can still turn it on. */
+  api.rados_conf_set(c->rados, "rbd_cache", "false");
   api.rados_conf_parse_env(c->rados, NULL); /* CEPH_ARGS, as every Ceph client honours it */
   char mon_host[256] = "";
   api.rados_conf_get(c->rados, "mon_host", mon_host, sizeof mon_host);

@@ -8,6 +8,7 @@
 // unknown user, bad specs) as one line and its exit code; an OSD stopped with SIGSTOP during verified
 // I/O and resumed: requests wait and complete, none fails, nothing is lost; and a QEMU guest putting
 // ext4 and fio's verified writes on the served image, and a second guest on a new server reading them back.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -186,6 +187,34 @@ t('a server killed with SIGKILL: its lock is refused while its watch lasts, then
     r = await write();
   }
   assertOk(r);
+});
+
+t('acknowledged writes survive a SIGKILL of the server right after, even after a flush (no librbd cache)', async () => {
+  // its own image: the killed server's lock stays on it until its watch expires
+  execFileSync('rbd', ['-c', cluster.conf, 'create', '--size', '64M', 'rbd/acked'], { timeout: 30_000 });
+  const server = await startStor({
+    backend: { kind: 'rbd', image: 'rbd/acked', conf: cluster.conf },
+    mode: 'notify',
+    startTimeoutMs: 30_000,
+  });
+  const blocks = Array.from({ length: 256 }, () => randomBytes(4096));
+  try {
+    const dev = await open(`vhost-user:${server.socket}`);
+    // a guest's first flush is what switches librbd's cache (when on) from writethrough to writearound
+    await dev.flush();
+    await Promise.all(blocks.map((b, i) => dev.write(i * 64 * 1024, b)));
+    // every write is acknowledged: kill the server before anything else can happen
+    server.proc.kill('SIGKILL');
+  } finally {
+    await server.stop();
+    cleanupSocket(server.socket);
+  }
+  // read back without the lock (the dead server still holds it)
+  const out = join(work, 'acked.bin');
+  assertOk(await stor(['read', rbd('acked', ',readonly=on'), '--length', String(256 * 64 * 1024), '-o', out], 60_000));
+  const back = readFileSync(out);
+  const lost = blocks.filter((b, i) => !back.subarray(i * 64 * 1024, i * 64 * 1024 + 4096).equals(b)).length;
+  assert.is(lost, 0, `${lost} of 256 acknowledged writes lost`);
 });
 
 t('bad inputs: one line each, exit 1 for the cluster, exit 2 for the spec, never a hang', async () => {
