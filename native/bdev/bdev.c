@@ -453,4 +453,5 @@ void backend_init(napi_env env, napi_value exports) {
   export_fn(env, exports, "backendInfo", js_backend_info);
   export_fn(env, exports, "backendFlush", js_backend_flush);
   export_fn(env, exports, "backendClose", js_backend_close);
+  fault_napi_init(env, exports);
 }

@@ -139,6 +139,22 @@ bool stor_fault_key(const char *key);
 int stor_fault_wrap(struct stor_backend *inner, const struct stor_kv *kv, size_t n, struct stor_backend **out,
                     char *err, size_t errlen);
 
+/* The filter stacked on a backend that stays open and in use (the daemon's delay and error bdevs): takes its
+ * own reference on inner, so the wrapper's destroy leaves inner to its other users. kv: the same
+ * properties (may be empty); the live settings below start empty and change while queues run. */
+int stor_fault_wrap_live(struct stor_backend *inner, const struct stor_kv *kv, size_t n, struct stor_backend **out,
+                         char *err, size_t errlen);
+enum stor_fault_error { STOR_FAULT_NONE = 0, STOR_FAULT_FAIL = 1, STOR_FAULT_PENDING = 2 };
+bool stor_fault_is_live(struct stor_backend *be);
+/* Latency added to every request of op (p99: the one request in 100 that gets the tail latency). */
+void stor_fault_set_latency(struct stor_backend *be, enum stor_op op, bool p99, uint64_t ns);
+/* The next num requests of op fail with EIO (FAIL) or are held (PENDING), while at least queue_depth
+ * requests are in flight below; num 0 clears. */
+void stor_fault_set_error(struct stor_backend *be, enum stor_op op, enum stor_fault_error kind, uint32_t num,
+                          uint64_t queue_depth);
+/* Releases every held request to the inner backend and zeroes the pending counts (SPDK's resume_pending). */
+void stor_fault_resume(struct stor_backend *be);
+
 /* Checks every driver's ops version; returns 0, or -EPROTO with the culprit named in err. */
 int stor_bdev_registry_check(char *err, size_t errlen);
 const struct stor_bdev_driver *const *stor_bdev_drivers(size_t *n);
@@ -177,5 +193,7 @@ void backend_init(napi_env env, napi_value exports);
 struct stor_backend *backend_from_js(napi_env env, napi_value v);
 /* Wraps a backend (taking over one reference) in the handle JS passes around. */
 napi_value backend_wrap(napi_env env, struct stor_backend *be);
+/* N-API of fault.c's live filter: bdevWrap, faultSetLatency, faultInjectError, faultResume, faultState. */
+void fault_napi_init(napi_env env, napi_value exports);
 
 #endif

@@ -47,11 +47,24 @@ struct fault_cfg {
   uint64_t seed;
 };
 
+/* One operation's live settings (index: enum stor_op). */
+struct fault_op_ctl {
+  _Atomic uint64_t avg_ns, p99_ns; /* delay: 1 request in 100 waits p99_ns, the others avg_ns */
+  _Atomic uint32_t err_kind;       /* enum stor_fault_error */
+  _Atomic uint32_t err_num;        /* requests left to fail or hold */
+  _Atomic uint64_t err_qd;         /* only while at least this many are in flight below */
+};
+#define FAULT_NOPS 5
+
 struct fault_backend {
   struct stor_backend base;
   struct stor_backend *inner;
   struct fault_cfg cfg;
   atomic_uint queues_opened; /* varies each queue's random sequence */
+  bool live;                 /* stor_fault_wrap_live: the ctl settings apply, timers always exist */
+  struct fault_op_ctl ctl[FAULT_NOPS];
+  _Atomic uint32_t resume_gen; /* bumped by stor_fault_resume: held requests of older generations go */
+  _Atomic uint32_t held;       /* requests held "pending" now, over all queues */
 };
 
 struct held {
@@ -70,6 +83,8 @@ struct fault_bqueue {
   unsigned nheap;
   struct held *ready; /* due, waiting for room in the inner backend (FIFO of depth entries) */
   unsigned ready_head, nready;
+  struct held *pend; /* held "pending" until a resume (FIFO of depth entries; .due is the generation) */
+  unsigned pend_head, npend;
   uint64_t seq, rng;
   int epfd, tfd, inner_fd; /* epfd/tfd: -1 when neither delay nor stall is configured */
   uint64_t timer_at;       /* what the timerfd is set to (0: disarmed) */
@@ -91,7 +106,10 @@ static inline uint64_t rnd(struct fault_bqueue *q) {
   return q->rng * 0x2545F4914F6CDD1Dull;
 }
 
-static bool timed(const struct fault_cfg *c) { return c->delay_ns || c->jitter_ns || c->stall_file[0]; }
+static bool timed(const struct fault_backend *f) {
+  const struct fault_cfg *c = &f->cfg;
+  return f->live || c->delay_ns || c->jitter_ns || c->stall_file[0];
+}
 
 /* ---- the heap ---- */
 static inline bool before(const struct held *a, const struct held *b) {
@@ -157,11 +175,18 @@ static bool should_fail(struct fault_bqueue *q, const struct stor_req *r) {
 
 /* Moves due requests to the inner backend (or fails them); returns how many moved. */
 static int release(struct fault_bqueue *q) {
-  if (!q->nheap && !q->nready) return 0;
+  if (!q->nheap && !q->nready && !q->npend) return 0;
   uint64_t now = now_ns();
   if (stall_active(q, now)) {
     set_timer(q, now + STALL_RECHECK_NS);
     return 0;
+  }
+  uint32_t gen = atomic_load_explicit(&q->be->resume_gen, memory_order_acquire);
+  while (q->npend && q->pend[q->pend_head].due != gen) {
+    q->ready[(q->ready_head + q->nready++) % q->depth] = q->pend[q->pend_head];
+    q->pend_head = (q->pend_head + 1) % q->depth;
+    q->npend--;
+    atomic_fetch_sub_explicit(&q->be->held, 1, memory_order_relaxed);
   }
   while (q->nheap && q->heap[0].due <= now) q->ready[(q->ready_head + q->nready++) % q->depth] = heap_pop(q);
   int moved = 0, submitted = 0;
@@ -179,25 +204,68 @@ static int release(struct fault_bqueue *q) {
       submitted++;
   }
   if (submitted) q->iops->commit(q->inner);
-  /* a BUSY inner backend wakes us through its own completion fd; the heap through the timer */
-  set_timer(q, q->nheap ? q->heap[0].due : 0);
+  /* a BUSY inner backend wakes us through its own completion fd; the heap and held requests through the timer */
+  uint64_t next = q->nheap ? q->heap[0].due : 0;
+  if (q->npend && (!next || now + STALL_RECHECK_NS < next)) next = now + STALL_RECHECK_NS;
+  set_timer(q, next);
   return moved;
+}
+
+/* The live error for this request: none, or the kind whose count it took (SPDK's error bdev: a count
+ * per operation, used only while at least err_qd requests are in flight below). */
+static uint32_t live_error(struct fault_bqueue *q, const struct stor_req *r) {
+  if (r->op >= FAULT_NOPS) return STOR_FAULT_NONE;
+  struct fault_op_ctl *c = &q->be->ctl[r->op];
+  uint32_t kind = atomic_load_explicit(&c->err_kind, memory_order_relaxed);
+  if (kind == STOR_FAULT_NONE) return kind;
+  uint64_t qd = atomic_load_explicit(&c->err_qd, memory_order_relaxed);
+  if (qd && q->iops->inflight(q->inner) < qd) return STOR_FAULT_NONE;
+  uint32_t n = atomic_load_explicit(&c->err_num, memory_order_relaxed);
+  do {
+    if (!n) return STOR_FAULT_NONE;
+  } while (!atomic_compare_exchange_weak_explicit(&c->err_num, &n, n - 1, memory_order_relaxed, memory_order_relaxed));
+  return kind;
+}
+
+static uint64_t live_delay(struct fault_bqueue *q, const struct stor_req *r) {
+  if (r->op >= FAULT_NOPS) return 0;
+  const struct fault_op_ctl *c = &q->be->ctl[r->op];
+  uint64_t avg = atomic_load_explicit(&c->avg_ns, memory_order_relaxed);
+  uint64_t p99 = atomic_load_explicit(&c->p99_ns, memory_order_relaxed);
+  if (!avg && !p99) return 0;
+  return rnd(q) % 100 == 0 ? p99 : avg;
 }
 
 static enum stor_submit fault_submit(struct stor_bqueue *bq, struct stor_req *r) {
   struct fault_bqueue *q = (struct fault_bqueue *)bq;
   const struct fault_cfg *c = &q->be->cfg;
+  bool live = q->be->live;
+  /* room first: a request refused BUSY must not have taken an error count */
+  if (timed(q->be) && q->nheap + q->nready + q->npend >= q->depth) return STOR_SUBMIT_BUSY;
+  uint32_t kind = live ? live_error(q, r) : STOR_FAULT_NONE;
+  if (kind == STOR_FAULT_FAIL) {
+    stor_req_done(r, -EIO);
+    return STOR_SUBMIT_QUEUED;
+  }
+  uint64_t now = 0;
+  if (kind == STOR_FAULT_PENDING) {
+    uint32_t gen = atomic_load_explicit(&q->be->resume_gen, memory_order_acquire);
+    q->pend[(q->pend_head + q->npend++) % q->depth] = (struct held){.r = r, .due = gen, .seq = q->seq++};
+    atomic_fetch_add_explicit(&q->be->held, 1, memory_order_relaxed);
+    now = now_ns();
+    if (!q->timer_at || now + STALL_RECHECK_NS < q->timer_at) set_timer(q, now + STALL_RECHECK_NS);
+    return STOR_SUBMIT_QUEUED;
+  }
   bool fail = should_fail(q, r);
-  if (!timed(c)) {
+  uint64_t delay = c->delay_ns + (c->jitter_ns ? rnd(q) % (c->jitter_ns + 1) : 0) + (live ? live_delay(q, r) : 0);
+  if (!delay && !c->stall_file[0]) {
     if (fail) {
       stor_req_done(r, -EIO);
       return STOR_SUBMIT_QUEUED;
     }
     return q->iops->submit(q->inner, r);
   }
-  if (q->nheap + q->nready >= q->depth) return STOR_SUBMIT_BUSY;
-  uint64_t delay = c->delay_ns + (c->jitter_ns ? rnd(q) % (c->jitter_ns + 1) : 0);
-  uint64_t now = now_ns();
+  now = now_ns();
   heap_push(q, (struct held){.r = r, .due = now + delay, .seq = q->seq++, .fail = fail});
   if (!stall_active(q, now) && (!q->timer_at || now + delay < q->timer_at)) set_timer(q, now + delay ? now + delay : 1);
   return STOR_SUBMIT_QUEUED;
@@ -217,7 +285,7 @@ static void drain(int fd) {
 
 static unsigned fault_inflight(struct stor_bqueue *bq) {
   struct fault_bqueue *q = (struct fault_bqueue *)bq;
-  return q->nheap + q->nready + q->iops->inflight(q->inner);
+  return q->nheap + q->nready + q->npend + q->iops->inflight(q->inner);
 }
 
 static int fault_reap(struct stor_bqueue *bq, bool wait) {
@@ -251,8 +319,10 @@ static void fault_queue_close(struct stor_bqueue *bq) {
   if (q->inner) q->iops->queue_close(q->inner);
   if (q->epfd >= 0) close(q->epfd);
   if (q->tfd >= 0) close(q->tfd);
+  if (q->npend) atomic_fetch_sub_explicit(&q->be->held, q->npend, memory_order_relaxed);
   free(q->heap);
   free(q->ready);
+  free(q->pend);
   free(q);
 }
 
@@ -273,11 +343,12 @@ static int fault_queue_open(struct stor_backend *be, unsigned depth, struct stor
   }
   q->heap = calloc(q->depth, sizeof *q->heap);
   q->ready = calloc(q->depth, sizeof *q->ready);
-  if (!q->heap || !q->ready) {
+  q->pend = calloc(q->depth, sizeof *q->pend);
+  if (!q->heap || !q->ready || !q->pend) {
     fault_queue_close((struct stor_bqueue *)q);
     return -ENOMEM;
   }
-  if (timed(&f->cfg)) {
+  if (timed(f)) {
     q->inner_fd = q->iops->event_fd(q->inner);
     q->epfd = epoll_create1(EPOLL_CLOEXEC);
     q->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -398,8 +469,8 @@ bad:
   return -EINVAL;
 }
 
-int stor_fault_wrap(struct stor_backend *inner, const struct stor_kv *kv, size_t n, struct stor_backend **out,
-                    char *err, size_t errlen) {
+static int fault_new(struct stor_backend *inner, const struct stor_kv *kv, size_t n, bool live,
+                     struct stor_backend **out, char *err, size_t errlen) {
   struct fault_cfg c = {.error_ops = FAULT_OPS_ALL, .error_p = 1ull << 32, .seed = now_ns()};
   for (size_t i = 0; i < n; i++) {
     const char *k = kv[i].key;
@@ -446,6 +517,7 @@ int stor_fault_wrap(struct stor_backend *inner, const struct stor_kv *kv, size_t
   if (!f) return -ENOMEM;
   f->inner = inner;
   f->cfg = c;
+  f->live = live;
   f->base.ops = &fault_ops;
   f->base.props = inner->props;
   char what[160] = "";
@@ -455,8 +527,184 @@ int stor_fault_wrap(struct stor_backend *inner, const struct stor_kv *kv, size_t
                           (unsigned long long)c.jitter_ns / 1000);
   if (c.errors && l < sizeof what)
     l += (size_t)snprintf(what + l, sizeof what - l, " errors %.4g", (double)c.error_p / 4294967296.0);
-  if (c.stall_file[0] && l < sizeof what) snprintf(what + l, sizeof what - l, " stall-file");
+  if (c.stall_file[0] && l < sizeof what) l += (size_t)snprintf(what + l, sizeof what - l, " stall-file");
+  if (live && l < sizeof what) snprintf(what + l, sizeof what - l, " live");
   snprintf(f->base.desc, sizeof f->base.desc, "%.150s (fault:%s)", inner->desc, what);
   *out = &f->base;
   return 0;
+}
+
+int stor_fault_wrap(struct stor_backend *inner, const struct stor_kv *kv, size_t n, struct stor_backend **out,
+                    char *err, size_t errlen) {
+  return fault_new(inner, kv, n, false, out, err, errlen);
+}
+
+int stor_fault_wrap_live(struct stor_backend *inner, const struct stor_kv *kv, size_t n, struct stor_backend **out,
+                         char *err, size_t errlen) {
+  inner->refs++; /* the wrapper's own: the inner backend's other users keep theirs */
+  int r = fault_new(inner, kv, n, true, out, err, errlen);
+  if (r < 0) {
+    inner->refs--;
+    return r;
+  }
+  (*out)->refs = 1;
+  return 0;
+}
+
+static struct fault_backend *live_filter(struct stor_backend *be) {
+  if (!be || be->ops != &fault_ops) return NULL;
+  struct fault_backend *f = (struct fault_backend *)be;
+  return f->live ? f : NULL;
+}
+
+bool stor_fault_is_live(struct stor_backend *be) { return live_filter(be) != NULL; }
+
+void stor_fault_set_latency(struct stor_backend *be, enum stor_op op, bool p99, uint64_t ns) {
+  struct fault_backend *f = live_filter(be);
+  if (!f || (unsigned)op >= FAULT_NOPS) return;
+  atomic_store_explicit(p99 ? &f->ctl[op].p99_ns : &f->ctl[op].avg_ns, ns, memory_order_relaxed);
+}
+
+void stor_fault_set_error(struct stor_backend *be, enum stor_op op, enum stor_fault_error kind, uint32_t num,
+                          uint64_t queue_depth) {
+  struct fault_backend *f = live_filter(be);
+  if (!f || (unsigned)op >= FAULT_NOPS) return;
+  struct fault_op_ctl *c = &f->ctl[op];
+  /* the count last: a queue thread that sees it sees the kind and threshold it goes with */
+  atomic_store_explicit(&c->err_num, 0, memory_order_relaxed);
+  atomic_store_explicit(&c->err_kind, (uint32_t)kind, memory_order_relaxed);
+  atomic_store_explicit(&c->err_qd, queue_depth, memory_order_relaxed);
+  atomic_store_explicit(&c->err_num, num, memory_order_release);
+}
+
+void stor_fault_resume(struct stor_backend *be) {
+  struct fault_backend *f = live_filter(be);
+  if (!f) return;
+  /* as SPDK's bdev_error_resume_pending: nothing more is held, and what is held goes on to the backend */
+  for (unsigned i = 0; i < FAULT_NOPS; i++)
+    if (atomic_load_explicit(&f->ctl[i].err_kind, memory_order_relaxed) == STOR_FAULT_PENDING)
+      atomic_store_explicit(&f->ctl[i].err_num, 0, memory_order_relaxed);
+  atomic_fetch_add_explicit(&f->resume_gen, 1, memory_order_release);
+}
+
+/* ---- N-API: bdevWrap, faultSetLatency, faultInjectError, faultResume, faultState ---- */
+#include "sys/napi_util.h"
+
+static const char *const op_names[FAULT_NOPS] = {"read", "write", "flush", "unmap", "write_zeroes"};
+
+static struct fault_backend *live_arg(napi_env env, napi_value v) {
+  struct stor_backend *be = backend_from_js(env, v);
+  if (!be) return NULL;
+  struct fault_backend *f = live_filter(be);
+  if (!f) throw_msg(env, "not a fault-injection wrapper (made by bdevWrap): %s", be->desc);
+  return f;
+}
+
+/* bdevWrap(base, {fault properties}) -> a new backend handle: the live filter over base, which stays open */
+static napi_value js_bdev_wrap(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  struct stor_backend *inner = backend_from_js(env, argv[0]);
+  if (!inner) return NULL;
+  napi_value keys;
+  uint32_t n = 0;
+  if (napi_get_property_names(env, argv[1], &keys) != napi_ok || napi_get_array_length(env, keys, &n) != napi_ok)
+    return throw_msg(env, "bdevWrap(base, props): props must be an object of strings");
+  if (n > 16) return throw_msg(env, "bdevWrap: at most 16 properties");
+  struct stor_kv kv[16];
+  char strings[16][2][256];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value k, v, vs;
+    napi_get_element(env, keys, i, &k);
+    napi_get_property(env, argv[1], k, &v);
+    if (napi_coerce_to_string(env, v, &vs) != napi_ok || !arg_str(env, k, strings[i][0], sizeof strings[i][0]) ||
+        !arg_str(env, vs, strings[i][1], sizeof strings[i][1]))
+      return throw_msg(env, "bdevWrap: property names and values must be short strings");
+    if (!stor_fault_key(strings[i][0])) return throw_msg(env, "bdevWrap: '%s' is not a fault property", strings[i][0]);
+    kv[i] = (struct stor_kv){strings[i][0], strings[i][1]};
+  }
+  char err[256] = "";
+  struct stor_backend *out;
+  int r = stor_fault_wrap_live(inner, kv, n, &out, err, sizeof err);
+  if (r < 0) return throw_msg(env, "%s", err[0] ? err : strerror(-r));
+  return backend_wrap(env, out);
+}
+
+static int op_arg(napi_env env, napi_value v, const char *const *names, unsigned count) {
+  char s[32];
+  if (!arg_str(env, v, s, sizeof s)) return -1;
+  for (unsigned i = 0; i < count; i++)
+    if (names[i] && !strcmp(s, names[i])) return (int)i;
+  return -1;
+}
+
+/* faultSetLatency(h, 'read'|'write'|..., 'avg'|'p99', microseconds) */
+static napi_value js_fault_set_latency(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 4);
+  struct fault_backend *f = live_arg(env, argv[0]);
+  if (!f) return NULL;
+  static const char *const which[] = {"avg", "p99"};
+  int op = op_arg(env, argv[1], op_names, FAULT_NOPS), w = op_arg(env, argv[2], which, 2);
+  uint64_t us;
+  if (op < 0 || w < 0 || !arg_u64(env, argv[3], &us) || us > 3600000000ull)
+    return throw_msg(env, "faultSetLatency(h, op, 'avg'|'p99', us): op read|write|flush|unmap|write_zeroes, us <= 1 h");
+  stor_fault_set_latency(&f->base, (enum stor_op)op, w == 1, us * 1000);
+  return make_undefined(env);
+}
+
+/* faultInjectError(h, op, 'none'|'failure'|'pending', num, queueDepth) */
+static napi_value js_fault_inject_error(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 5);
+  struct fault_backend *f = live_arg(env, argv[0]);
+  if (!f) return NULL;
+  static const char *const kinds[] = {"none", "failure", "pending"};
+  int op = op_arg(env, argv[1], op_names, FAULT_NOPS), k = op_arg(env, argv[2], kinds, 3);
+  uint32_t num;
+  uint64_t qd;
+  if (op < 0 || k < 0 || !arg_u32(env, argv[3], &num) || !arg_u64(env, argv[4], &qd))
+    return throw_msg(env, "faultInjectError(h, op, 'none'|'failure'|'pending', num, queueDepth)");
+  stor_fault_set_error(&f->base, (enum stor_op)op, (enum stor_fault_error)k, num, qd);
+  return make_undefined(env);
+}
+
+static napi_value js_fault_resume(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct fault_backend *f = live_arg(env, argv[0]);
+  if (!f) return NULL;
+  stor_fault_resume(&f->base);
+  return make_undefined(env);
+}
+
+/* faultState(h) -> {held, ops: {read: {avgUs, p99Us, error, num, queueDepth}, ...}} */
+static napi_value js_fault_state(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  struct fault_backend *f = live_arg(env, argv[0]);
+  if (!f) return NULL;
+  static const char *const kinds[] = {"none", "failure", "pending"};
+  napi_value o, ops;
+  napi_create_object(env, &o);
+  napi_create_object(env, &ops);
+  set_prop(env, o, "held", make_u32(env, atomic_load(&f->held)));
+  for (unsigned i = 0; i < FAULT_NOPS; i++) {
+    struct fault_op_ctl *c = &f->ctl[i];
+    napi_value e, s;
+    napi_create_object(env, &e);
+    set_prop(env, e, "avgUs", make_f64(env, (double)(atomic_load(&c->avg_ns) / 1000)));
+    set_prop(env, e, "p99Us", make_f64(env, (double)(atomic_load(&c->p99_ns) / 1000)));
+    uint32_t k = atomic_load(&c->err_kind);
+    napi_create_string_utf8(env, kinds[k < 3 ? k : 0], NAPI_AUTO_LENGTH, &s);
+    set_prop(env, e, "error", s);
+    set_prop(env, e, "num", make_u32(env, atomic_load(&c->err_num)));
+    set_prop(env, e, "queueDepth", make_f64(env, (double)atomic_load(&c->err_qd)));
+    set_prop(env, ops, op_names[i], e);
+  }
+  set_prop(env, o, "ops", ops);
+  return o;
+}
+
+void fault_napi_init(napi_env env, napi_value exports) {
+  export_fn(env, exports, "bdevWrap", js_bdev_wrap);
+  export_fn(env, exports, "faultSetLatency", js_fault_set_latency);
+  export_fn(env, exports, "faultInjectError", js_fault_inject_error);
+  export_fn(env, exports, "faultResume", js_fault_resume);
+  export_fn(env, exports, "faultState", js_fault_state);
 }

@@ -93,6 +93,27 @@ export interface NativeBackend {
    * users that still run on it keep it alive.
    */
   backendClose(b: BackendHandle): void;
+  /**
+   * The fault-injection filter stacked on an open backend that stays open and in use (the daemon's delay
+   * and error bdevs): a new handle holding its own reference on base. props: the filter's spec
+   * properties (delay-us, error-rate, ...), may be empty; the live settings below start empty.
+   */
+  bdevWrap(base: BackendHandle, props: Record<string, string>): BackendHandle;
+  /** A live wrapper's latency for op ('avg': every request; 'p99': 1 in 100), in microseconds. */
+  faultSetLatency(b: BackendHandle, op: FaultOp, which: 'avg' | 'p99', us: number): void;
+  /** The next num requests of op fail with EIO or are held ('pending'), while >= queueDepth are in flight below. */
+  faultInjectError(b: BackendHandle, op: FaultOp, kind: FaultErrorKind, num: number, queueDepth: number): void;
+  /** Releases every held request to the backend and zeroes the pending counts. */
+  faultResume(b: BackendHandle): void;
+  faultState(b: BackendHandle): FaultState;
+}
+
+export type FaultOp = 'read' | 'write' | 'flush' | 'unmap' | 'write_zeroes';
+export type FaultErrorKind = 'none' | 'failure' | 'pending';
+export interface FaultState {
+  /** requests held 'pending' now, over all queues */
+  held: number;
+  ops: Record<FaultOp, { avgUs: number; p99Us: number; error: FaultErrorKind; num: number; queueDepth: number }>;
 }
 
 export type CompletionMode = 'notify' | 'poll' | 'adaptive';

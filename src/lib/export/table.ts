@@ -4,6 +4,8 @@
 // server and recovery after a restart will drive it next (toJSON() is what they list and persist).
 // An export refers to its backend by name; a backend in use cannot be removed — by an export, or by a
 // user the table does not run that has claimed it (claimBackend: a daemon's ublk and VDUSE disks).
+// A backend may also wrap another (wrapBackend: the fault-injection filter stacked on an open backend,
+// the daemon's delay and error bdevs): the wrapper claims its base, which therefore outlives it.
 import { openBackend } from '../bdev/open.js';
 import { StorError, usageError } from '../core/errors.js';
 import { BACKEND_KIND, formatSpec, parseSpec, type Spec } from '../core/spec.js';
@@ -21,6 +23,8 @@ export interface BackendEntry {
   readonly: boolean;
   handle: BackendHandle;
   info: BackendInfo;
+  /** A wrapper (wrapBackend): the backend it stacks on, and what it is. */
+  wraps?: { base: string; kind: string };
 }
 
 export interface VhostUserBlkExportOptions {
@@ -95,6 +99,47 @@ export class DeviceTable {
     return entry;
   }
 
+  /**
+   * Stacks the fault-injection filter (native/bdev/fault.c, live: changed at run time with
+   * native().faultSetLatency/faultInjectError) on the open backend `base`, as backend `name`. The base is
+   * not reopened (a mem: backend keeps its data) and is claimed by the wrapper until the wrapper is
+   * removed. `kind` says what it is in errors and listings ("delay", "error").
+   */
+  wrapBackend(name: string, base: string, o: { kind: string; props?: Record<string, string> }): BackendEntry {
+    this.checkName(name, this.backendsByName, 'backend');
+    const b = this.backend(base);
+    let handle: BackendHandle;
+    try {
+      handle = native().bdevWrap(b.handle, o.props ?? {});
+    } catch (e) {
+      throw new StorError(`cannot wrap backend ${base}: ${(e as Error).message}`, { exitCode: 2 });
+    }
+    const entry: BackendEntry = {
+      name,
+      spec: `${o.kind}(${b.spec})`,
+      target: b.target,
+      readonly: b.readonly,
+      handle,
+      info: native().backendInfo(handle),
+      wraps: { base, kind: o.kind },
+    };
+    this.claimBackend(base, `${o.kind} bdev ${name}`);
+    this.backendsByName.set(name, entry);
+    return entry;
+  }
+
+  /**
+   * Lets requests a wrapper holds ("pending" errors) go on, in the backend and every wrapper under it:
+   * an export being stopped drains its requests, and held ones would never come back.
+   */
+  releaseHeld(name: string): void {
+    for (let b = this.backendsByName.get(name); b?.wraps; b = this.backendsByName.get(b.wraps.base)) {
+      const state = native().faultState(b.handle);
+      if (state.held) this.log('info', `${b.name}: releasing ${state.held} held request(s) so that its user can stop`);
+      native().faultResume(b.handle);
+    }
+  }
+
   /** Flushes and forgets a backend; refused while an export serves it. */
   removeBackend(name: string): void {
     const b = this.backend(name);
@@ -117,6 +162,7 @@ export class DeviceTable {
     } catch (e) {
       this.log('error', `close ${name}: ${(e as Error).message}`);
     }
+    if (b.wraps) this.releaseBackend(b.wraps.base, `${b.wraps.kind} bdev ${name}`);
   }
 
   /**
@@ -175,6 +221,7 @@ export class DeviceTable {
   async removeExport(name: string): Promise<void> {
     const e = this.export(name);
     this.exportsByName.delete(name);
+    this.releaseHeld(e.backend);
     await e.server.close();
   }
 
@@ -213,7 +260,7 @@ export class DeviceTable {
       backends: this.listBackends().map((b) => ({
         name: b.name,
         spec: b.spec,
-        driver: b.target.kind,
+        driver: b.wraps?.kind ?? b.target.kind,
         capacity: b.info.capacity,
         readonly: b.readonly,
       })),

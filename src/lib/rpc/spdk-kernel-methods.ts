@@ -341,6 +341,7 @@ export class SpdkKernelMethods {
   private stopUblk(id: number): void {
     const u = this.ublk.get(id)!;
     this.ublk.delete(id);
+    this.table.releaseHeld(u.bdev);
     const { stillOpen } = u.disk.stop();
     if (stillOpen) this.log('warn', `${u.disk.device} is still open: the kernel frees ublk id ${id} when it is closed`);
     this.table.releaseBackend(u.bdev, `ublk disk ${id}`);
@@ -544,6 +545,7 @@ export class SpdkKernelMethods {
   private async deleteVduse(name: string): Promise<void> {
     const v = this.vduse.get(name)!;
     this.vduse.delete(name);
+    this.table.releaseHeld(v.bdev);
     try {
       await v.exp.detach();
     } finally {

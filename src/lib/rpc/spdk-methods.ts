@@ -16,6 +16,7 @@ import { JsonRpcError, RPC_ERROR } from './jsonrpc.js';
 import type { RpcHandler, RpcLogger } from './server.js';
 import type { SpdkConfig, SpdkConfigCall } from './spdk-client.js';
 import { rbdBdevModule } from './spdk-rbd-methods.js';
+import { faultBdevModule } from './spdk-fault-methods.js';
 import { SpdkKernelMethods } from './spdk-kernel-methods.js';
 
 export const STRERROR: Record<number, string> = {
@@ -175,6 +176,15 @@ export interface SpdkBdevHost {
    * capacity that is not a multiple of the block size, the table's error as SPDK's otherwise.
    */
   addBdev(r: Omit<BdevRecord, 'numBlocks'>, spec: Spec): BdevRecord;
+  /**
+   * Stacks a fault-injection wrapper (DeviceTable.wrapBackend) on bdev `base` as bdev r.name, with the
+   * base's block size and size; EEXIST for a name taken, ENODEV for no such base.
+   */
+  wrapBdev(r: Omit<BdevRecord, 'numBlocks' | 'blockSize'>, base: string, kind: string): BdevRecord;
+  /** The wrapper stacked on this bdev (its claim), if any. */
+  claimedBy(name: string): string | undefined;
+  /** What bdev_get_bdevs says this bdev supports (supported_io_types). */
+  ioTypes(name: string): Record<string, boolean>;
   /** Deletes a bdev made by method: ENODEV for another's, EBUSY while a controller uses it. */
   removeBdev(name: string, method: string): void;
   /** Tells the daemon the configuration changed (e.g. to persist --state). */
@@ -240,7 +250,7 @@ export class SpdkMethods {
     ];
     for (const [name, h] of m) this.methods.set(name, h);
     // bdev modules kept in their own files (rbd: spdk-rbd-methods.ts)
-    for (const make of [rbdBdevModule]) {
+    for (const make of [rbdBdevModule, faultBdevModule]) {
       const mod = make(this.bdevHost());
       this.modules.push(mod);
       for (const [name, h] of mod.methods) this.methods.set(name, h);
@@ -262,6 +272,9 @@ export class SpdkMethods {
       bdev: (name) => this.bdevs.get(name),
       addBdev: (r, spec) => this.addBdevRecord(r, spec),
       removeBdev: (name, method) => this.removeBdevRecord(name, method),
+      wrapBdev: (r, base, kind) => this.wrapBdevRecord(r, base, kind),
+      claimedBy: (name) => this.claimedBy(name),
+      ioTypes: (name) => this.bdevJson(this.bdevs.get(name)!).supported_io_types as Record<string, boolean>,
       changed: () => this.o.onChange?.(),
     };
   }
@@ -282,6 +295,30 @@ export class SpdkMethods {
     this.bdevs.set(r.name, record);
     this.log('info', `${r.method}: ${r.name} (${entry.spec})`);
     return record;
+  }
+
+  private wrapBdevRecord(r: Omit<BdevRecord, 'numBlocks' | 'blockSize'>, base: string, kind: string): BdevRecord {
+    if (this.bdevs.has(r.name)) throw errnoError(E.EEXIST);
+    const b = this.bdevs.get(base);
+    if (!b) throw errnoError(E.ENODEV);
+    try {
+      this.table.wrapBackend(r.name, base, { kind });
+    } catch (e) {
+      throw this.tableError(e);
+    }
+    const record: BdevRecord = {
+      ...r,
+      blockSize: b.blockSize,
+      numBlocks: b.numBlocks,
+      ...(b.readonly ? { readonly: true } : {}),
+    };
+    this.bdevs.set(r.name, record);
+    this.log('info', `${r.method}: ${r.name} on ${base}`);
+    return record;
+  }
+
+  private claimedBy(name: string): string | undefined {
+    return this.table.listBackends().find((b) => b.wraps?.base === name)?.name;
   }
 
   private removeBdevRecord(name: string, method: string): void {
@@ -336,7 +373,8 @@ export class SpdkMethods {
       num_blocks: r.numBlocks,
       uuid: r.uuid,
       assigned_rate_limits: { rw_ios_per_sec: 0, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 0, w_mbytes_per_sec: 0 },
-      claimed: false,
+      // a delay or error bdev on it claims it, as in SPDK (a controller does not)
+      ...(this.claimedBy(r.name) ? { claimed: true, claim_type: 'exclusive_write' } : { claimed: false }),
       zoned: false,
       supported_io_types: {
         read: true,
