@@ -376,6 +376,7 @@ static napi_value js_bdev_properties(napi_env env, napi_callback_info info) {
   set_prop(env, o, "maxQueues", make_u32(env, p->max_queues));
   set_prop(env, o, "readOnly", make_bool(env, p->readonly));
   set_prop(env, o, "canDiscard", make_bool(env, p->can_discard));
+  set_prop(env, o, "remote", make_bool(env, p->remote));
   set_prop(env, o, "canWriteZeroes", make_bool(env, p->can_write_zeroes));
   set_prop(env, o, "discardAlignment", make_u32(env, p->discard_alignment));
   set_prop(env, o, "maxDiscardLength", make_f64(env, (double)p->max_discard_len));

@@ -84,6 +84,7 @@ struct stor_bdev_props {
   uint32_t max_mem_regions;      /* max-mem-regions: buffers a user may register for zero-copy I/O (0: none needed) */
   bool needs_mem_regions;        /* needs-mem-regions: data must live in registered memory to avoid a copy */
   uint64_t virtio_features;      /* a virtio device behind the backend (vhost-user): the negotiated features; else 0 */
+  bool remote;                   /* remote: a completion takes a network round trip (rbd); see stor_qloop_spin_budget */
 };
 
 struct stor_backend {

@@ -584,6 +584,7 @@ static int rbd_do_open(struct rbd_open_job *j, struct rbd_backend **out, char *e
   }
   struct stor_bdev_props *p = &b->base.props;
   stor_bdev_props_default(p, info.size & ~511ull, readonly);
+  p->remote = true;
   if (info.obj_size && info.obj_size <= UINT32_MAX && info.obj_size % 512 == 0)
     p->optimal_io_size = (uint32_t)info.obj_size;
   p->can_write_zeroes = !readonly && api.rbd_aio_write_zeroes != NULL;

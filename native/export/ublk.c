@@ -488,7 +488,7 @@ static void *queue_thread(void *arg) {
   }
   io_uring_submit(&q->ring);
   q->pending_sqes = 0;
-  stor_qloop_init(&q->loop, s->mode, s->spin_us);
+  stor_qloop_init(&q->loop, s->mode, stor_qloop_spin_budget(s->mode, s->spin_us, s->be->props.remote));
   for (;;) {
     int r = stor_qloop_wait(&q->loop, &queue_loop_ops, q);
     if (r < 0) break;

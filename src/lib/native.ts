@@ -64,6 +64,8 @@ export interface BdevProperties {
   readOnly: boolean;
   canDiscard: boolean;
   canWriteZeroes: boolean;
+  /** Completions take a network round trip (rbd): adaptive waiting does not spin for them. */
+  remote: boolean;
   discardAlignment: number;
   maxDiscardLength: number;
   maxWriteZeroesLength: number;

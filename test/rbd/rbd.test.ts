@@ -19,6 +19,7 @@ import type { CephCluster } from '../../tools/ceph.js';
 import { assertOk, describeRun, json, stor, type CliResult } from '../client/helpers.js';
 import { cleanupSocket, startStor, type RunningServer } from '../helpers/servers.js';
 import { assertGuestOk, liveGuests, runGuest } from '../vm/harness.js';
+import { blkioBench, describe as describePeer } from '../peers/blkio.js';
 import { suiteCluster } from './cluster.js';
 
 const MiB = 1024 * 1024;
@@ -215,6 +216,40 @@ t('acknowledged writes survive a SIGKILL of the server right after, even after a
   const back = readFileSync(out);
   const lost = blocks.filter((b, i) => !back.subarray(i * 64 * 1024, i * 64 * 1024 + 4096).equals(b)).length;
   assert.is(lost, 0, `${lost} of 256 acknowledged writes lost`);
+});
+
+t('adaptive waiting does not spin for rbd: a queue sleeps for the kick as well as for the completion', async () => {
+  // libblkio's own client at QD1: it turns a completion round into its next kick within some µs, which
+  // a spinning queue catches (about one sleep per request, for the cluster's completion); a queue that
+  // does not spin for a remote backend sleeps for both (about two)
+  const server = await startStor({
+    backend: { kind: 'rbd', image: 'rbd/test', conf: cluster.conf },
+    mode: 'adaptive',
+    startTimeoutMs: 30_000,
+  });
+  try {
+    const { result, out } = await blkioBench(server.socket, {
+      readwrite: 'randread',
+      iodepth: 1,
+      poll: false,
+      runtimeS: 2,
+    });
+    assert.ok(out, describePeer(result));
+  } finally {
+    assert.is(await server.stop(30_000), 0, server.output());
+    cleanupSocket(server.socket);
+  }
+  const stopped = JSON.parse(
+    server
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"event":"stopped"'))!,
+  ) as {
+    queues: Array<{ requests: number; wakeups: number }>;
+  };
+  const q = stopped.queues[0]!;
+  assert.ok(q.requests > 100, `${q.requests} requests`);
+  assert.ok(q.wakeups / q.requests >= 1.5, `${q.wakeups} wake-ups for ${q.requests} requests: the queue spun`);
 });
 
 t('bad inputs: one line each, exit 1 for the cluster, exit 2 for the spec, never a hang', async () => {
