@@ -13,6 +13,7 @@
         "export/queue_loop.c", "export/vhost_user_blk.c",
         "export/vduse_blk.c",
         "export/ublk.c",
+        "export/js_events.c",
         "virtio/virtq_serve.c", "export/virtq_thread.c",
         "engine/client.c", "engine/copy.c", "engine/bench.c"
       ],

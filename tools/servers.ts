@@ -1,13 +1,13 @@
 // Starts (through execa) the servers every peer test and bench script runs against: stor's own
 // (`stor serve`, `stor daemon`) and the references, qemu-storage-daemon and SPDK's spdk_tgt. All are
 // bounded: start times out, stop() sends SIGTERM and then SIGKILL, and every started server is killed
-// at process exit.
+// at process exit (run.ts's spawnChild starts them).
 import type { ChildProcess } from 'node:child_process';
-import { execa } from 'execa';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STOR_BIN } from './paths.js';
+import { spawnChild } from './run.js';
 import { formatSpec } from '../src/lib/core/spec.js';
 import { JsonRpcClient } from '../src/lib/rpc/jsonrpc.js';
 import { requireSpdk, SPDK_MEMORY_FLAGS } from './spdk.js';
@@ -70,17 +70,6 @@ export interface RunningServer<N extends ServerName = 'stor' | 'qsd'> {
   stop(timeoutMs?: number): Promise<number | null>;
 }
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const p of live) {
-    try {
-      p.kill('SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-});
-
 function tmpSocket(name: string): string {
   const dir = mkdtempSync(join(tmpdir(), `stor-${name}-`));
   return join(dir, `${name}.sock`);
@@ -119,22 +108,18 @@ function launch<N extends ServerName>(
   probe?: () => Promise<boolean>,
 ): Promise<RunningServer<N>> {
   return new Promise((resolve, reject) => {
-    // stop() and the exit hook below do the killing: execa only starts it and pipes its output
-    const proc = execa(cmd, args, {
-      stdin: 'ignore',
-      stdout: 'pipe',
-      stderr: 'pipe',
-      buffer: false,
-      reject: false,
-      cleanup: false,
-      // stop() owns the escalation (SIGTERM, then SIGKILL after its own stopMs): execa's default SIGKILL
-      // 5 s after any kill() cut qemu-storage-daemon's rbd shutdown short, leaving the image's lock and
-      // watch behind for the next server
-      forceKillAfterDelay: false,
-    }) as unknown as ChildProcess;
-    live.add(proc);
+    // stop() and run.ts's exit hook do the killing
     let out = '';
     let settled = false;
+    const onOutput = (text: string): void => {
+      out += text;
+      if (!settled && ready(out)) {
+        settled = true;
+        clearTimeout(timer);
+        resolve(server);
+      }
+    };
+    const { proc, ended } = spawnChild(cmd, args, onOutput);
     const server: RunningServer<N> = {
       name,
       socket,
@@ -158,7 +143,6 @@ function launch<N extends ServerName>(
           const t = setTimeout(() => proc.kill('SIGKILL'), stopMs);
           proc.once('exit', (code) => {
             clearTimeout(t);
-            live.delete(proc);
             res(code);
           });
           proc.kill('SIGTERM');
@@ -170,29 +154,13 @@ function launch<N extends ServerName>(
       proc.kill('SIGKILL');
       reject(new Error(`${name} did not become ready in ${timeoutMs} ms; output:\n${out}`));
     }, timeoutMs);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (!settled && ready(out)) {
-        settled = true;
-        clearTimeout(timer);
-        resolve(server);
-      }
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    proc.once('exit', (code, sig) => {
-      live.delete(proc);
+    // reported once its output is read, so the server's own reason is in the message
+    void ended.then(({ code, signal, error }) => {
       if (settled) return;
-      // 'exit' can come before the pipes are drained: wait for 'close' (bounded) so the server's own
-      // reason is in the message, not an empty output
-      const fail = (): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        reject(new Error(`${name} exited (${code ?? sig}) before ready; output:\n${out}`));
-      };
-      proc.once('close', fail);
-      setTimeout(fail, 1000).unref();
+      settled = true;
+      clearTimeout(timer);
+      const how = error ? `could not be started: ${error.message}` : `exited (${code ?? signal}) before ready`;
+      reject(new Error(`${name} ${how}; output:\n${out}`));
     });
     // a server that says nothing when ready (spdk_tgt) is asked, one probe at a time, until it answers
     if (probe) {

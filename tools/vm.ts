@@ -10,12 +10,12 @@
 // Library: runGuest({ script, vhostUserBlk, memoryMiB, timeoutMs, env }) -> GuestResult.
 // CLI:     node dist/tools/vm.js --help
 import type { ChildProcess } from 'node:child_process';
-import { execa } from 'execa';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CACHE, ROOT } from './paths.js';
+import { spawnChild } from './run.js';
 
 export interface VhostUserBlkDisk {
   /** Unix socket of a vhost-user-blk server (stor serve, qemu-storage-daemon). */
@@ -252,45 +252,34 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
   const echo = o.echo ?? process.env.STOR_VM_VERBOSE === '1';
   const started = Date.now();
   return new Promise((resolveRun) => {
-    // execa starts it; the timeout, the exit/signal hooks and 'close' below stay this harness's own
-    const proc = execa('qemu-system-x86_64', qemuArgs(o, shareDir, img), {
-      stdin: 'ignore',
-      stdout: 'pipe',
-      stderr: 'pipe',
-      buffer: false,
-      reject: false,
-      cleanup: false,
-    }) as unknown as ChildProcess;
-    live.add(proc);
+    // spawnChild starts it; the timeout, the abort and the exit/signal hooks stay this harness's own
     let out = '';
     let timedOut = false;
-    const onData = (d: Buffer) => {
-      const text = d.toString().replace(/\r\n/g, '\n').replace(/\r/g, '');
+    const onText = (raw: string) => {
+      const text = raw.replace(/\r\n/g, '\n').replace(/\r/g, '');
       out += text;
       if (echo) process.stderr.write(text);
       o.onConsole?.(text);
     };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
+    const { proc, ended } = spawnChild('qemu-system-x86_64', qemuArgs(o, shareDir, img), onText);
+    live.add(proc);
     const timer = setTimeout(() => {
       timedOut = true;
-      onData(Buffer.from(`\n[harness] timeout after ${timeoutMs} ms: killing QEMU\n`));
+      onText(`\n[harness] timeout after ${timeoutMs} ms: killing QEMU\n`);
       proc.kill('SIGKILL');
     }, timeoutMs);
     const onAbort = () => {
-      onData(Buffer.from('\n[harness] aborted by the caller: killing QEMU\n'));
+      onText('\n[harness] aborted by the caller: killing QEMU\n');
       proc.kill('SIGKILL');
     };
     if (o.signal?.aborted) onAbort();
     else o.signal?.addEventListener('abort', onAbort, { once: true });
-    let done = false;
-    const finish = (code: number | null, signal: NodeJS.Signals | null, err?: Error) => {
-      if (done) return;
-      done = true;
+    // once QEMU is gone and all its console output read
+    void ended.then(({ code, signal, error }) => {
       clearTimeout(timer);
       o.signal?.removeEventListener('abort', onAbort);
       live.delete(proc);
-      if (err) out += `\n[harness] cannot run qemu-system-x86_64: ${err.message}\n`;
+      if (error) out += `\n[harness] cannot run qemu-system-x86_64: ${error.message}\n`;
       let status: number | null = null;
       try {
         const s = readFileSync(join(shareDir, 'status'), 'utf8').trim();
@@ -308,12 +297,7 @@ export function runGuest(o: GuestOptions): Promise<GuestResult> {
         qemuExit: { code, signal },
         cleanup: () => rmSync(shareDir, { recursive: true, force: true }),
       });
-    };
-    proc.once('error', (e) => {
-      if (proc.pid === undefined) finish(null, null, e);
     });
-    // 'close' (not 'exit'): all console output has been read by then.
-    proc.once('close', (code, signal) => finish(code, signal));
   });
 }
 

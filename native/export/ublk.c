@@ -25,6 +25,7 @@
  * with UBLK_F_USER_RECOVERY is quiesced and can be recovered by a new server). */
 #include "bdev/bdev.h"
 #include "bdev/deferred.h"
+#include "export/js_events.h"
 #include "export/queue_loop.h"
 #include "export/ublk_abi.h"
 #include "sys/napi_util.h"
@@ -203,48 +204,17 @@ struct ublk_server {
   enum stor_completion_mode mode;
   uint32_t spin_us;
   struct ublk_queue q[MAX_QUEUES];
-  napi_threadsafe_function events;
+  struct js_events events;
   bool destroyed;
 };
-
-struct srv_event {
-  char kind[16];
-  int queue;
-  char msg[320];
-};
-
-static void emit(struct ublk_server *s, const char *kind, int queue, const char *fmt, ...) {
-  if (!s->events) return;
-  struct srv_event *ev = malloc(sizeof *ev);
-  if (!ev) return;
-  snprintf(ev->kind, sizeof ev->kind, "%s", kind);
-  ev->queue = queue;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(ev->msg, sizeof ev->msg, fmt, ap);
-  va_end(ap);
-  if (napi_call_threadsafe_function(s->events, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
-}
-
-static void call_js_event(napi_env env, napi_value cb, void *context, void *data) {
-  struct srv_event *ev = data;
-  if (env && cb) {
-    napi_value args[3], global, result;
-    napi_create_string_utf8(env, ev->kind, NAPI_AUTO_LENGTH, &args[0]);
-    args[1] = make_i32(env, ev->queue);
-    napi_create_string_utf8(env, ev->msg, NAPI_AUTO_LENGTH, &args[2]);
-    napi_get_global(env, &global);
-    napi_call_function(env, global, cb, 3, args, &result);
-  }
-  free(ev);
-}
 
 /* A failed request: logged, at most LOG_BURST a second per queue (the rest counted). */
 static void req_log(struct ublk_queue *q, const char *fmt, ...) {
   time_t now = time(NULL);
   if (now != q->log_second) {
     if (q->log_suppressed)
-      emit(q->srv, "warn", q->index, "queue %d: %u more request failures not logged", q->index, q->log_suppressed);
+      js_events_post(&q->srv->events, "warn", q->index, "queue %d: %u more request failures not logged", q->index,
+                     q->log_suppressed);
     q->log_second = now;
     q->log_count = q->log_suppressed = 0;
   }
@@ -257,7 +227,7 @@ static void req_log(struct ublk_queue *q, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  emit(q->srv, "reqerr", q->index, "queue %d: %s", q->index, msg);
+  js_events_post(&q->srv->events, "reqerr", q->index, "queue %d: %s", q->index, msg);
 }
 
 static struct io_uring_sqe *queue_sqe(struct ublk_queue *q) {
@@ -275,7 +245,7 @@ static struct io_uring_sqe *queue_sqe(struct ublk_queue *q) {
 static void queue_io_cmd(struct ublk_queue *q, struct ublk_tag *t, bool commit, int32_t result) {
   struct io_uring_sqe *sqe = queue_sqe(q);
   if (!sqe) { /* cannot happen: the ring has room for every tag */
-    emit(q->srv, "error", q->index, "queue %d: no submission slot for tag %u", q->index, t->tag);
+    js_events_post(&q->srv->events, "error", q->index, "queue %d: no submission slot for tag %u", q->index, t->tag);
     t->state = TAG_DEAD;
     q->dead++;
     return;
@@ -428,8 +398,8 @@ static int queue_reap_ring(struct ublk_queue *q) {
       tag_fetched(q, t);
     } else {
       if (res != UBLK_IO_RES_ABORT)
-        emit(q->srv, "error", q->index, "queue %d: tag %u: the driver refused the command: %s", q->index, t->tag,
-             strerror(-res));
+        js_events_post(&q->srv->events, "error", q->index, "queue %d: tag %u: the driver refused the command: %s",
+                       q->index, t->tag, strerror(-res));
       t->state = TAG_DEAD;
       q->dead++;
     }
@@ -606,10 +576,7 @@ static void server_destroy(struct ublk_server *s) {
   for (unsigned i = 0; i < s->nqueues; i++) queue_free(&s->q[i]);
   if (s->char_fd >= 0) close(s->char_fd);
   s->char_fd = -1;
-  if (s->events) {
-    napi_release_threadsafe_function(s->events, napi_tsfn_release);
-    s->events = NULL;
-  }
+  js_events_close(&s->events, NULL);
   if (s->be) stor_backend_put(s->be);
   s->be = NULL;
 }
@@ -812,14 +779,9 @@ static napi_value js_server_create(napi_env env, napi_callback_info info) {
   if (r < 0) snprintf(err, sizeof err, "open /dev/ublkc%u: %s", id, strerror(-r));
   for (unsigned i = 0; r >= 0 && i < queues; i++) r = queue_setup(&s->q[i], err, sizeof err);
   if (r >= 0) {
-    napi_value name;
-    napi_create_string_utf8(env, "stor-ublk-events", NAPI_AUTO_LENGTH, &name);
-    if (napi_create_threadsafe_function(env, argv[2], NULL, name, 256, 1, NULL, NULL, NULL, call_js_event,
-                                        &s->events) != napi_ok) {
+    if (js_events_open(&s->events, env, argv[2], "stor-ublk-events") < 0) {
       r = -ENOMEM;
       snprintf(err, sizeof err, "cannot create the event channel");
-    } else {
-      napi_unref_threadsafe_function(env, s->events);
     }
   }
   for (unsigned i = 0; r >= 0 && i < queues; i++) {

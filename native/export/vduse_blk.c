@@ -16,6 +16,7 @@
  * /dev/vduse/control through the functions below, vdpa through the `vdpa` tool) and hears lifecycle
  * events. Nothing here calls JavaScript per request. */
 #include "bdev/bdev.h"
+#include "export/js_events.h"
 #include "export/queue_loop.h"
 #include "export/virtq_thread.h"
 #include "sys/guard.h"
@@ -65,7 +66,7 @@ struct vd_device {
   pthread_t ctl;
   bool ctl_running;
   int ctl_wake;
-  napi_threadsafe_function events;
+  struct js_events events;
   bool closed;
   /* the inflight log: a file (under /run/stor) mapped shared, so what a queue records survives the
    * process; a server attached later with reconnect reads it back */
@@ -94,39 +95,17 @@ static struct inflight_region *log_region(struct vd_device *d, int i) {
 
 /* ---- events to JS (lifecycle and failures, never per successful request) --------------------- */
 
-struct vd_event {
-  char kind[16];
-  int queue;
-  char msg[384];
-};
-
 static void emit(struct vd_device *d, const char *kind, int queue, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void emit(struct vd_device *d, const char *kind, int queue, const char *fmt, ...) {
-  if (!d->events) return;
-  struct vd_event *ev = malloc(sizeof *ev);
-  if (!ev) return;
-  snprintf(ev->kind, sizeof ev->kind, "%s", kind);
-  ev->queue = queue;
+  if (!d->events.fn) return;
+  char msg[JS_EVENT_MSG_BYTES];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(ev->msg, sizeof ev->msg, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (!strcmp(kind, "error")) snprintf(d->last_error, sizeof d->last_error, "%s", ev->msg);
-  if (napi_call_threadsafe_function(d->events, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
-}
-
-static void call_js_event(napi_env env, napi_value cb, void *context, void *data) {
-  struct vd_event *ev = data;
-  if (env && cb) {
-    napi_value args[3], global, result;
-    napi_create_string_utf8(env, ev->kind, NAPI_AUTO_LENGTH, &args[0]);
-    args[1] = make_i32(env, ev->queue);
-    napi_create_string_utf8(env, ev->msg, NAPI_AUTO_LENGTH, &args[2]);
-    napi_get_global(env, &global);
-    napi_call_function(env, global, cb, 3, args, &result);
-  }
-  free(ev);
+  if (!strcmp(kind, "error")) snprintf(d->last_error, sizeof d->last_error, "%s", msg);
+  js_events_post(&d->events, kind, queue, "%s", msg);
 }
 
 static void close_fd(int *fd) {
@@ -525,10 +504,7 @@ static void device_close(struct vd_device *d) {
   for (int i = 0; i < d->nq; i++) virtq_thread_free(&d->q[i].t);
   if (d->log_map) munmap(d->log_map, d->log_len);
   d->log_map = NULL;
-  if (d->events) {
-    napi_release_threadsafe_function(d->events, napi_tsfn_release);
-    d->events = NULL;
-  }
+  js_events_close(&d->events, NULL);
   if (d->be) stor_backend_put(d->be);
   d->be = NULL;
 }
@@ -646,15 +622,11 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     q->mem.miss = iotlb_miss;
     q->mem.miss_ctx = q;
   }
-  napi_value tname;
-  napi_create_string_utf8(env, "stor-vduse-events", NAPI_AUTO_LENGTH, &tname);
-  if (napi_create_threadsafe_function(env, argv[3], NULL, tname, 256, 1, NULL, NULL, NULL, call_js_event, &d->events) !=
-      napi_ok) {
+  if (js_events_open(&d->events, env, argv[3], "stor-vduse-events") < 0) {
     device_close(d);
     free(d);
     return throw_msg(env, "cannot create the event channel");
   }
-  napi_unref_threadsafe_function(env, d->events);
   char err[600];
   if (be && log_path[0] && log_map(d, log_path, queue_size, reconnect, err, sizeof err) < 0) {
     device_close(d);

@@ -4,6 +4,7 @@
  * drives the vhost-user protocol and calls in here to set up memory and rings; nothing here calls
  * JavaScript per request. */
 #include "bdev/bdev.h"
+#include "export/js_events.h"
 #include "export/queue_loop.h"
 #include "export/virtq_thread.h"
 #include "sys/guard.h"
@@ -42,7 +43,7 @@ struct blk_device {
   struct blk_queue q[MAX_QUEUES];
   int nqueues;
   uint64_t features;
-  napi_threadsafe_function events; /* (kind, queue, message) to JS: errors and lifecycle only */
+  struct js_events events; /* (kind, queue, message) to JS: errors and lifecycle only */
   bool destroyed;
   /* the inflight buffer (GET/SET_INFLIGHT_FD): one region per queue, inflight_qs entries each */
   int inflight_fd;
@@ -51,45 +52,11 @@ struct blk_device {
   uint16_t inflight_nq, inflight_qs;
 };
 
-/* ---- events to JS (never per successful request) ---------------------------------------- */
-
-struct dev_event {
-  char kind[16];
-  int queue;
-  char msg[384];
-};
-
-static void emit(struct blk_device *d, const char *kind, int queue, const char *fmt, ...) {
-  if (!d->events) return;
-  struct dev_event *ev = malloc(sizeof *ev);
-  if (!ev) return;
-  snprintf(ev->kind, sizeof ev->kind, "%s", kind);
-  ev->queue = queue;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(ev->msg, sizeof ev->msg, fmt, ap);
-  va_end(ap);
-  if (napi_call_threadsafe_function(d->events, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
-}
-
-static void call_js_event(napi_env env, napi_value cb, void *context, void *data) {
-  struct dev_event *ev = data;
-  if (env && cb) {
-    napi_value args[3], global, result;
-    napi_create_string_utf8(env, ev->kind, NAPI_AUTO_LENGTH, &args[0]);
-    args[1] = make_i32(env, ev->queue);
-    napi_create_string_utf8(env, ev->msg, NAPI_AUTO_LENGTH, &args[2]);
-    napi_get_global(env, &global);
-    napi_call_function(env, global, cb, 3, args, &result);
-  }
-  free(ev);
-}
-
 /* ---- the queue thread's callbacks (virtq_thread.h) ------------------------------------------ */
 
 static void queue_event(void *ctx, const char *kind, const char *msg) {
   struct blk_queue *q = ctx;
-  emit(q->dev, kind, q->index, "%s", msg);
+  js_events_post(&q->dev->events, kind, q->index, "%s", msg);
 }
 
 static void queue_notify(void *ctx) {
@@ -117,9 +84,9 @@ static int queue_attach(void *ctx, char *err, size_t errlen) {
     if (d->inflight_qs == q->num)
       r = (struct inflight_region *)((char *)d->inflight_map + (size_t)q->index * inflight_queue_bytes(d->inflight_qs));
     else
-      emit(d, "warn", q->index,
-           "queue %d: the inflight buffer is for rings of %u entries, this ring has %u: not tracked", q->index,
-           d->inflight_qs, q->num);
+      js_events_post(&d->events, "warn", q->index,
+                     "queue %d: the inflight buffer is for rings of %u entries, this ring has %u: not tracked",
+                     q->index, d->inflight_qs, q->num);
   }
   char why[160];
   int n = virtq_serve_recover(&q->t.vs, r, why, sizeof why);
@@ -129,7 +96,8 @@ static int queue_attach(void *ctx, char *err, size_t errlen) {
   }
   if (n) {
     virtq_serve_resume(&q->t.vs, (unsigned)n);
-    emit(d, "info", q->index, "queue %d: resubmitting %d requests a previous server left in flight", q->index, n);
+    js_events_post(&d->events, "info", q->index, "queue %d: resubmitting %d requests a previous server left in flight",
+                   q->index, n);
   }
   return 0;
 }
@@ -198,13 +166,9 @@ static void device_destroy(napi_env env, struct blk_device *d) {
   device_reset(d);
   for (int i = 0; i < d->nqueues; i++) virtq_thread_free(&d->q[i].t);
   /* release, not abort: events already queued (the failures of the last requests, drained just above)
-   * are still delivered (call_js_event needs nothing of the device), and the channel holds the event
+   * are still delivered (delivering needs nothing of the device), and the channel holds the event
    * loop until they are, so a process that stops right after a failure still logs it */
-  if (d->events) {
-    if (env) napi_ref_threadsafe_function(env, d->events);
-    napi_release_threadsafe_function(d->events, napi_tsfn_release);
-    d->events = NULL;
-  }
+  js_events_close(&d->events, env);
   stor_backend_put(d->be);
   d->be = NULL;
 }
@@ -245,7 +209,7 @@ static void resume_all(struct blk_device *d, const bool *was_running) {
   for (int i = 0; i < d->nqueues; i++) {
     char e[256];
     if (was_running[i] && queue_start(&d->q[i], e, sizeof e) < 0)
-      emit(d, "broken", i, "queue %d cannot restart: %s", i, e);
+      js_events_post(&d->events, "broken", i, "queue %d cannot restart: %s", i, e);
   }
 }
 
@@ -293,16 +257,12 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
     /* one handler per queue: the same device settings, this queue's counters and log */
     virtq_thread_init(&q->t, i, &handler, &d->mem, &queue_ops, q, m < 0 ? STOR_MODE_ADAPTIVE : m, spin_us);
   }
-  napi_value name;
-  napi_create_string_utf8(env, "stor-vhost-blk-events", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 256, 1, NULL, NULL, NULL, call_js_event, &d->events) !=
-      napi_ok) {
+  /* events must not keep the process alive on their own; the server's socket does that */
+  if (js_events_open(&d->events, env, argv[2], "stor-vhost-blk-events") < 0) {
     device_destroy(NULL, d);
     free(d);
     return throw_msg(env, "cannot create the event channel");
   }
-  /* Events must not keep the process alive on their own; the server's socket does that. */
-  napi_unref_threadsafe_function(env, d->events);
   return make_handle(env, STOR_HANDLE_BLK_DEVICE, d, device_finalize);
 }
 

@@ -37,7 +37,11 @@ static uint8_t *host0, *host1;
 static struct stor_backend backend;
 static struct stor_backend_ops backend_ops;
 static struct setup su;
-static struct virtq_serve vs; /* kept across inputs: its slots are reallocated only when the size changes */
+/* One serving unit per ring size, kept across inputs: a unit's slots (4 KiB of iovecs each) are
+ * reallocated whenever its size changes, and with one unit for all sizes that was a fresh zeroed MiB under
+ * ASan for most inputs. vs points at the current input's. */
+static struct virtq_serve vs_by_size[9];
+static struct virtq_serve *vs;
 static struct stor_req *held[MAX_NUM];
 static unsigned nheld;
 static uint8_t region_buf[16 + 16 * MAX_NUM] __attribute__((aligned(64)));
@@ -111,19 +115,27 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static void check_recovery(uint16_t num) {
   uint16_t heads[MAX_NUM];
   char err[256];
-  int n = inflight_recover(&vs.infl, num, vs.vr.used_idx, heads, err, sizeof err);
-  if (n != (int)(nheld + vs.deferred.n)) abort();
+  int n = inflight_recover(&vs->infl, num, vs->vr.used_idx, heads, err, sizeof err);
+  if (n != (int)(nheld + vs->deferred.n)) abort();
   for (int i = 0; i < n; i++)
-    if (!vs.slots[heads[i]].busy) abort();
+    if (!vs->slots[heads[i]].busy) abort();
 }
 
-/* Serves until nothing moves (bounded); false when the ring turned out broken. */
+/* Serves until nothing moves (bounded); false when the ring turned out broken. Two bounds: the number of
+ * polls (one reaped completion per poll in completion order 3 needs a ring's worth of them, BUSY retries
+ * as many again), and the work done. A well-behaved ring does at most a few ring's worth of work (each
+ * head popped, resubmitted, retried and reaped once or so); a hostile one whose used ring overlaps its
+ * avail ring makes a ring's worth of new requests every poll, and serving it for every allowed poll
+ * (num * (2 num + 2) requests, 130k at size 256) cost 60 ms an input and most of the fuzzer's time
+ * without reaching anything a few rounds of it do not. */
 static bool serve_ring(uint16_t num) {
-  for (unsigned iter = 0; iter < 2u * num + 2; iter++) {
-    int n = virtq_serve_poll(&vs);
-    virtq_serve_publish(&vs);
+  unsigned work = 0;
+  for (unsigned iter = 0; iter < 2u * num + 2 && work < 16u * num + 16; iter++) {
+    int n = virtq_serve_poll(vs);
+    virtq_serve_publish(vs);
     if (n < 0) return false; /* the export drops such a front-end */
-    if (!n && !nheld && !vs.deferred.n) break;
+    if (!n && !nheld && !vs->deferred.n) break;
+    work += (unsigned)n;
   }
   return true;
 }
@@ -133,22 +145,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memcpy(&su, data, sizeof su);
   data += sizeof su;
   size -= sizeof su;
-  memset(host0, 0, REGION0_SIZE);
-  memset(host1, 0, REGION1_SIZE);
+  /* guest memory: the input, then zeroes */
   size_t n0 = size < REGION0_SIZE ? size : REGION0_SIZE;
+  size_t n1 = size - n0 < REGION1_SIZE ? size - n0 : REGION1_SIZE;
   memcpy(host0, data, n0);
-  if (size > n0) memcpy(host1, data + n0, size - n0 < REGION1_SIZE ? size - n0 : REGION1_SIZE);
+  memset(host0 + n0, 0, REGION0_SIZE - n0);
+  memcpy(host1, data + n0, n1);
+  memset(host1 + n1, 0, REGION1_SIZE - n1);
 
   uint16_t num = (uint16_t)(1u << (su.log2_num % 9));
+  vs = &vs_by_size[su.log2_num % 9];
   char err[256];
   uint64_t desc = UVA0 + (uint64_t)(su.desc_off & ~15u), avail = UVA0 + (uint64_t)(su.avail_off & ~1u),
            used = UVA0 + (uint64_t)(su.used_off & ~3u);
   uint16_t base = (uint16_t)(su.desc_off >> 3);
-  if (virtq_serve_reserve(&vs, num, err, sizeof err) < 0) abort();
-  if (vring_setup(&vs.vr, &mem, num, desc, avail, used, base, su.flags & 1, err, sizeof err) < 0) return 0;
+  if (virtq_serve_reserve(vs, num, err, sizeof err) < 0) abort();
+  if (vring_setup(&vs->vr, &mem, num, desc, avail, used, base, su.flags & 1, err, sizeof err) < 0) return 0;
   struct virtio_blk_stats stats = {0};
-  vs.mem = &mem;
-  vs.handler = (struct virtio_blk_handler){
+  vs->mem = &mem;
+  vs->handler = (struct virtio_blk_handler){
       .be = &backend,
       .block_size = su.flags & 4 ? 4096 : 512,
       .readonly = su.flags & 2,
@@ -158,27 +173,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       .stats = &stats,
       .log = log_nothing,
   };
-  vs.faulted = false;
+  vs->faulted = false;
   nheld = 0;
   memset(region_buf, 0, sizeof region_buf);
   struct inflight_region *r = (struct inflight_region *)region_buf;
   r->desc_num = num;
-  if (virtq_serve_recover(&vs, r, err, sizeof err) != 0) abort(); /* fresh: nothing */
+  if (virtq_serve_recover(vs, r, err, sizeof err) != 0) abort(); /* fresh: nothing */
 
   bool ok = serve_ring(num);
   check_recovery(num);
   if (ok) {
     /* a restart now: the backend loses what it held, and the new server resubmits it from the region */
     nheld = 0;
-    vs.deferred.n = 0;
-    for (unsigned i = 0; i < num; i++) vs.slots[i].busy = false;
-    int n = virtq_serve_recover(&vs, r, err, sizeof err);
+    vs->deferred.n = 0;
+    for (unsigned i = 0; i < num; i++) vs->slots[i].busy = false;
+    int n = virtq_serve_recover(vs, r, err, sizeof err);
     if (n < 0) abort(); /* the region is ours: never corrupt */
-    virtq_serve_resume(&vs, (unsigned)n);
+    virtq_serve_resume(vs, (unsigned)n);
     ok = serve_ring(num);
   }
-  virtq_serve_drain(&vs);
-  virtq_serve_publish(&vs);
-  if (ok && inflight_recover(&vs.infl, num, vs.vr.used_idx, (uint16_t[MAX_NUM]){0}, err, sizeof err) != 0) abort();
+  virtq_serve_drain(vs);
+  virtq_serve_publish(vs);
+  if (ok && inflight_recover(&vs->infl, num, vs->vr.used_idx, (uint16_t[MAX_NUM]){0}, err, sizeof err) != 0) abort();
   return 0;
 }

@@ -139,22 +139,29 @@ export interface NativeMemRegion {
   mmapOffset: bigint;
   fd: number;
 }
-export interface QueueStats {
+/** What every export counts per queue (vhost-user-blk, VDUSE and ublk alike); each adds its own. */
+export interface QueueCounters {
   requests: number;
   reads: number;
   writes: number;
   flushes: number;
   discards: number;
   write_zeroes: number;
-  get_id: number;
   errors: number;
-  unsupported: number;
   bytes_read: number;
   bytes_written: number;
-  kicks: number;
-  calls: number;
-  wakeups: number;
   running: boolean;
+}
+/** The virtio exports' (vhost-user-blk, VDUSE) further counters: GET_ID, unsupported types, the ring's. */
+export interface VirtqQueueCounters extends QueueCounters {
+  get_id: number;
+  unsupported: number;
+  kicks: number;
+  wakeups: number;
+}
+/** A vhost-user-blk queue's counters. */
+export interface QueueStats extends VirtqQueueCounters {
+  calls: number;
   cpuSeconds: number;
 }
 /** kind: 'broken' (the ring is unusable: drop the front-end), 'reqerr' (one request failed), 'warn'. */
@@ -208,23 +215,9 @@ export interface VduseDeviceOptions {
   /** Resume the rings of a device whose server died instead of waiting for DRIVER_OK. */
   reconnect?: boolean;
 }
-export interface VduseQueueStats {
-  requests: number;
-  reads: number;
-  writes: number;
-  flushes: number;
-  discards: number;
-  write_zeroes: number;
-  get_id: number;
-  errors: number;
-  unsupported: number;
-  bytes_read: number;
-  bytes_written: number;
-  kicks: number;
+export interface VduseQueueStats extends VirtqQueueCounters {
   irqs: number;
-  wakeups: number;
   iotlbMaps: number;
-  running: boolean;
 }
 /** kind: 'status' (driver ready / reset), 'broken', 'error', 'reqerr', 'warn'; queue -1 for the device. */
 export type VduseDeviceEvent = (kind: string, queue: number, message: string) => void;
@@ -412,17 +405,7 @@ export interface UblkParams {
   maxWriteZeroesSectors?: number;
 }
 export type UblkCommand = 'START_DEV' | 'STOP_DEV' | 'DEL_DEV' | 'START_USER_RECOVERY' | 'END_USER_RECOVERY';
-export interface UblkQueueStats {
-  requests: number;
-  reads: number;
-  writes: number;
-  flushes: number;
-  discards: number;
-  write_zeroes: number;
-  errors: number;
-  bytes_read: number;
-  bytes_written: number;
-  running: boolean;
+export interface UblkQueueStats extends QueueCounters {
   sleeps: number;
   cpuSeconds: number;
 }

@@ -12,14 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backendUnavailable, type BackendFixture } from './backends.js';
 import { one, readAll, type DiskDriver, type Op, type Result } from './drivers.js';
-import {
-  EXPORTS,
-  type DriverKind,
-  type Export,
-  type ExportKind,
-  type QueueCounts,
-  type RunningExport,
-} from './exports.js';
+import { EXPORTS, type DriverKind, type Export, type ExportKind, type RunningExport } from './exports.js';
 import { stopKernelGuest } from './guest.js';
 import { within } from './hostile/hostile-helpers.js';
 import { liveGuests } from '../../tools/vm.js';
@@ -447,7 +440,7 @@ for (const exp of EXPORTS) {
               assert.ok(q.reads > 0 && q.writes > 0 && q.flushes > 0, `${say}: reads, writes and flushes`);
               assert.is(q.errors, 0, `${say}: failed requests`);
             });
-            const total = (k: keyof QueueCounts): number => counts.reduce((a, q) => a + q[k], 0);
+            const total = (k: 'discards' | 'write_zeroes'): number => counts.reduce((a, q) => a + q[k], 0);
             assert.ok(total('discards') > 0, 'no discard reached stor');
             assert.ok(total('write_zeroes') > 0, 'no write-zeroes reached stor');
           }),

@@ -6,6 +6,7 @@
 // reached through the kernel's block device.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { QueueCounters } from '../../src/lib/native.js';
 import { cleanupSocket, startQsd, startStor, type RunningServer } from '../helpers/servers.js';
 import { BackendFixture, type BackendKind } from './backends.js';
 import { LibraryDriver, VirtqDriver, type DiskDriver } from './drivers.js';
@@ -29,18 +30,7 @@ export interface RunningExport {
   output(): string;
   alive(): boolean;
   /** Stops it; an export that counts per queue (stor attach's stopped line) says what each served. */
-  stop(): Promise<QueueCounts[] | void>;
-}
-
-/** What one queue served, as stor attach counts it. */
-export interface QueueCounts {
-  requests: number;
-  reads: number;
-  writes: number;
-  flushes: number;
-  discards: number;
-  write_zeroes: number;
-  errors: number;
+  stop(): Promise<QueueCounters[] | void>;
 }
 
 /** A way to drive I/O into an export. The export takes one driver at a time: each is opened, used, closed. */
@@ -213,7 +203,7 @@ function kernelExport(kind: 'ublk' | 'vduse'): Export {
             .split('\n')
             .find((l) => l.includes('"event":"stopped"'));
           if (!stopped) throw new Error(`stor attach --${kind}: no stopped line`);
-          return (JSON.parse(stopped) as { queues: QueueCounts[] }).queues;
+          return (JSON.parse(stopped) as { queues: QueueCounters[] }).queues;
         },
       };
     },

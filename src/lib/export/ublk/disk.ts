@@ -6,6 +6,7 @@
 // Devices are created with UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE: if this process dies,
 // the kernel quiesces the disk and keeps its requests, and a new server can recover it.
 import { StorError, usageError } from '../../core/errors.js';
+import { eventLevel } from '../events.js';
 import {
   native,
   type BackendHandle,
@@ -161,7 +162,7 @@ export class UblkDisk {
       server = n.ublkServerCreate(
         backend,
         { id, queues: info.queues, depth: info.depth, maxIoBytes: info.maxIoBytes, readonly, mode: o.mode },
-        (kind, queue, message) => log(kind === 'reqerr' || kind === 'warn' ? 'warn' : 'error', message),
+        (kind, _queue, message) => log(eventLevel(kind), message),
       );
       // the kernel waits for every queue's FETCH_REQs, then adds the disk (and reads its partition table)
       n.ublkCommand('START_DEV', id, 30_000);
@@ -221,7 +222,7 @@ export class UblkDisk {
     const server = n.ublkServerCreate(
       backend,
       { id, queues: info.queues, depth: info.depth, maxIoBytes: info.maxIoBytes, readonly, mode: o.mode },
-      (kind, _queue, message) => log(kind === 'reqerr' || kind === 'warn' ? 'warn' : 'error', message),
+      (kind, _queue, message) => log(eventLevel(kind), message),
     );
     try {
       n.ublkCommand('END_USER_RECOVERY', id, 30_000);

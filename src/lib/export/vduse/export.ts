@@ -17,6 +17,7 @@ import {
 } from '../../native.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, encodeBlkConfig } from '../../proto/virtio-blk.js';
 import { attachDir } from '../attached.js';
+import { eventLevel } from '../events.js';
 
 export const VDUSE_CONTROL = '/dev/vduse/control';
 const MAX_DISCARD_SECTORS = 1 << 22;
@@ -306,8 +307,7 @@ export class VduseBlkExport {
   }
 
   private onEvent(kind: string, _queue: number, message: string): void {
-    const level = kind === 'status' ? 'info' : kind === 'warn' || kind === 'reqerr' ? 'warn' : 'error';
-    this.options.log(level, `${this.options.name}: ${message}`);
+    this.options.log(eventLevel(kind), `${this.options.name}: ${message}`);
   }
 
   /** Adds the device to the vDPA bus and waits until the kernel has made the disk; returns /dev/vdX. */

@@ -12,6 +12,7 @@ import {
 } from '../../native.js';
 import { VIRTIO_BLK_F, VIRTIO_F, bit, encodeBlkConfig } from '../../proto/virtio-blk.js';
 import { F_PROTOCOL_FEATURES, ProtocolFeature } from '../../proto/vhost-user.js';
+import { eventLevel } from '../events.js';
 import { VhostUserSession, type Logger, type SessionDevice } from './session.js';
 import { VhostUserConnection, VhostUserListener } from './transport.js';
 
@@ -192,12 +193,8 @@ export class VhostUserBlkServer extends EventEmitter {
     if (kind === 'broken') {
       this.log('error', `dropping front-end: ${message}`);
       this.conn?.drop(message);
-    } else if (kind === 'info') {
-      this.log('info', message);
-    } else if (kind === 'reqerr') {
-      this.log('warn', `queue ${queue}: ${message}`);
     } else {
-      this.log('warn', message);
+      this.log(eventLevel(kind), kind === 'reqerr' ? `queue ${queue}: ${message}` : message);
     }
   }
 
