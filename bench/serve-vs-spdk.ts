@@ -143,8 +143,8 @@ async function measure(srv: Running, cell: Cell, runtimeS: number): Promise<Samp
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      runtime: { type: 'string', default: '5' },
-      repeat: { type: 'string', default: '3' },
+      runtime: { type: 'string', default: '2' },
+      repeat: { type: 'string', default: '9' },
       cells: { type: 'string' },
       out: { type: 'string', default: join(ROOT, 'bench', 'RESULTS.md') },
       'no-write': { type: 'boolean', default: false },
@@ -209,6 +209,17 @@ async function main(): Promise<void> {
     '',
     'Server CPU per I/O counts the whole run (ramp and connection set-up included); SPDK’s reactor spins ' +
       'whether or not requests come, so its figure is a core’s time divided by the I/Os done.',
+    '',
+    // this VM flips between a slow and a fast state for seconds at a time (a halted vCPU's wake-up, and
+    // more): the rounds show it, and why a median needs many of them
+    'kIOPS by round (SPDK | stor | stor poll):',
+    '',
+    ...cells.map(
+      (c) =>
+        `- ${c.id}: ${SERVERS.map((id) =>
+          (samples.get(key(id, c)) ?? []).map((x) => (x.iops / 1000).toFixed(0)).join(' '),
+        ).join(' | ')}`,
+    ),
   );
   const text = lines.join('\n');
   process.stdout.write(text + '\n');
