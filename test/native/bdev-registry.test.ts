@@ -36,7 +36,7 @@ t('C reports every property: null read-write, mem read-only', () => {
   assert.equal({ ...p, desc: undefined }, {
     driver: 'null', desc: undefined, capacity: 1 << 20, requestAlignment: 512, bufAlignment: 1, optimalIoAlignment: 512,
     optimalIoSize: 0, maxTransfer: 0, maxSegments: 1024, maxQueues: 64, readOnly: false, canDiscard: true,
-    canWriteZeroes: true, discardAlignment: 512, maxDiscardLength: 0, maxWriteZeroesLength: 0,
+    canWriteZeroes: true, remote: false, discardAlignment: 512, maxDiscardLength: 0, maxWriteZeroesLength: 0,
     maxMemRegions: 0, needsMemRegions: false, virtioFeatures: 0n,
   });
   const ro = native().bdevProperties(native().bdevOpen('mem', { size: '1M', readonly: 'on' }));
