@@ -185,7 +185,8 @@ int virtq_thread_init(struct virtq_thread *t, int index, const struct virtio_blk
   t->ops = ops;
   t->ctx = ctx;
   t->mode = mode;
-  t->spin_us = stor_qloop_spin_budget(mode, spin_us, handler->be->props.remote);
+  /* no backend: a device opened only to be removed (VDUSE) */
+  t->spin_us = stor_qloop_spin_budget(mode, spin_us, handler->be && handler->be->props.remote);
   t->kick_fd = -1;
   t->vs.mem = mem;
   t->vs.handler = *handler;
