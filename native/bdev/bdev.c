@@ -242,6 +242,58 @@ struct stor_backend *backend_from_js(napi_env env, napi_value v) {
   return h->be;
 }
 
+/* Reads a JS object of properties into key=value pairs (values coerced to strings). On success returns
+ * the pair count and the strings to free with kv_strings_free; on failure an exception is pending and
+ * -1 is returned. `who` names the caller in messages. */
+int kv_from_js(napi_env env, napi_value obj, const char *who, struct stor_kv *kv, uint32_t max,
+               struct kv_strings *owned) {
+  napi_value keys;
+  uint32_t n = 0;
+  napi_valuetype t;
+  owned->count = 0;
+  if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object ||
+      napi_get_property_names(env, obj, &keys) != napi_ok || napi_get_array_length(env, keys, &n) != napi_ok) {
+    throw_msg(env, "%s: props must be an object of strings", who);
+    return -1;
+  }
+  if (n > max || n > KV_MAX) {
+    throw_msg(env, "%s: at most %u properties", who, max < KV_MAX ? max : KV_MAX);
+    return -1;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value k, v, vs;
+    napi_get_element(env, keys, i, &k);
+    napi_get_property(env, obj, k, &v);
+    if (napi_coerce_to_string(env, v, &vs) != napi_ok) goto fail;
+    napi_value both[2] = {k, vs};
+    for (int w = 0; w < 2; w++) {
+      size_t len;
+      if (napi_get_value_string_utf8(env, both[w], NULL, 0, &len) != napi_ok) {
+        throw_msg(env, "%s: property names and values must be strings", who);
+        goto fail;
+      }
+      char *buf = malloc(len + 1);
+      if (!buf) {
+        throw_errno(env, who, ENOMEM);
+        goto fail;
+      }
+      napi_get_value_string_utf8(env, both[w], buf, len + 1, &len);
+      owned->s[owned->count++] = buf;
+    }
+    kv[i].key = owned->s[owned->count - 2];
+    kv[i].value = owned->s[owned->count - 1];
+  }
+  return (int)n;
+fail:
+  kv_strings_free(owned);
+  return -1;
+}
+
+void kv_strings_free(struct kv_strings *owned) {
+  for (unsigned i = 0; i < owned->count; i++) free(owned->s[i]);
+  owned->count = 0;
+}
+
 /* bdevOpen(driver, {key: value, ...}) -> handle. A bad property throws an Error with errno EINVAL and
  * .property naming it. */
 static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
@@ -249,41 +301,12 @@ static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
   char driver[32];
   if (!arg_str(env, argv[0], driver, sizeof driver))
     return throw_msg(env, "bdevOpen(driver, props): driver must be a short string");
-  napi_value keys;
-  uint32_t n = 0;
-  napi_valuetype t;
-  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_object ||
-      napi_get_property_names(env, argv[1], &keys) != napi_ok || napi_get_array_length(env, keys, &n) != napi_ok)
-    return throw_msg(env, "bdevOpen(driver, props): props must be an object of strings");
-  if (n > 32) return throw_msg(env, "bdevOpen: at most 32 properties");
-  struct stor_kv kv[32];
-  char *strings[64];
-  int nstrings = 0;
+  struct stor_kv kv[KV_MAX];
+  struct kv_strings strings;
+  int got = kv_from_js(env, argv[1], "bdevOpen(driver, props)", kv, KV_MAX, &strings);
+  if (got < 0) return NULL;
+  uint32_t n = (uint32_t)got;
   napi_value result = NULL;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value k, v;
-    napi_get_element(env, keys, i, &k);
-    napi_get_property(env, argv[1], k, &v);
-    napi_value vs;
-    if (napi_coerce_to_string(env, v, &vs) != napi_ok) goto out;
-    napi_value both[2] = {k, vs};
-    for (int w = 0; w < 2; w++) {
-      size_t len;
-      if (napi_get_value_string_utf8(env, both[w], NULL, 0, &len) != napi_ok) {
-        throw_msg(env, "bdevOpen: property names and values must be strings");
-        goto out;
-      }
-      char *buf = malloc(len + 1);
-      if (!buf) {
-        throw_errno(env, "bdevOpen", ENOMEM);
-        goto out;
-      }
-      napi_get_value_string_utf8(env, both[w], buf, len + 1, &len);
-      strings[nstrings++] = buf;
-    }
-    kv[i].key = strings[nstrings - 2];
-    kv[i].value = strings[nstrings - 1];
-  }
   char err[512] = "";
   struct stor_backend *be;
   int r = stor_bdev_open(driver, kv, n, &be, err, sizeof err);
@@ -318,7 +341,7 @@ static napi_value js_bdev_open(napi_env env, napi_callback_info info) {
   }
   result = backend_wrap(env, be);
 out:
-  for (int i = 0; i < nstrings; i++) free(strings[i]);
+  kv_strings_free(&strings);
   return result;
 }
 

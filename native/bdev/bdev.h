@@ -192,6 +192,15 @@ void backend_init(napi_env env, napi_value exports);
 /* Extracts the backend from the handle made by bdevOpen (or a backend-making call); NULL (and a pending exception) if
  * not one. */
 struct stor_backend *backend_from_js(napi_env env, napi_value v);
+/* JS property objects → key=value pairs, for bdevOpen and bdevWrap */
+#define KV_MAX 32
+struct kv_strings {
+  char *s[2 * KV_MAX];
+  unsigned count;
+};
+int kv_from_js(napi_env env, napi_value obj, const char *who, struct stor_kv *kv, uint32_t max,
+               struct kv_strings *owned);
+void kv_strings_free(struct kv_strings *owned);
 /* Wraps a backend (taking over one reference) in the handle JS passes around. */
 napi_value backend_wrap(napi_env env, struct stor_backend *be);
 /* N-API of fault.c's live filter: bdevWrap, faultSetLatency, faultInjectError, faultResume, faultState. */

@@ -605,26 +605,20 @@ static napi_value js_bdev_wrap(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
   struct stor_backend *inner = backend_from_js(env, argv[0]);
   if (!inner) return NULL;
-  napi_value keys;
-  uint32_t n = 0;
-  if (napi_get_property_names(env, argv[1], &keys) != napi_ok || napi_get_array_length(env, keys, &n) != napi_ok)
-    return throw_msg(env, "bdevWrap(base, props): props must be an object of strings");
-  if (n > 16) return throw_msg(env, "bdevWrap: at most 16 properties");
   struct stor_kv kv[16];
-  char strings[16][2][256];
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value k, v, vs;
-    napi_get_element(env, keys, i, &k);
-    napi_get_property(env, argv[1], k, &v);
-    if (napi_coerce_to_string(env, v, &vs) != napi_ok || !arg_str(env, k, strings[i][0], sizeof strings[i][0]) ||
-        !arg_str(env, vs, strings[i][1], sizeof strings[i][1]))
-      return throw_msg(env, "bdevWrap: property names and values must be short strings");
-    if (!stor_fault_key(strings[i][0])) return throw_msg(env, "bdevWrap: '%s' is not a fault property", strings[i][0]);
-    kv[i] = (struct stor_kv){strings[i][0], strings[i][1]};
-  }
+  struct kv_strings strings;
+  int n = kv_from_js(env, argv[1], "bdevWrap(base, props)", kv, 16, &strings);
+  if (n < 0) return NULL;
+  for (int i = 0; i < n; i++)
+    if (!stor_fault_key(kv[i].key)) {
+      throw_msg(env, "bdevWrap: '%s' is not a fault property", kv[i].key);
+      kv_strings_free(&strings);
+      return NULL;
+    }
   char err[256] = "";
   struct stor_backend *out;
-  int r = stor_fault_wrap_live(inner, kv, n, &out, err, sizeof err);
+  int r = stor_fault_wrap_live(inner, kv, (size_t)n, &out, err, sizeof err);
+  kv_strings_free(&strings);
   if (r < 0) return throw_msg(env, "%s", err[0] ? err : strerror(-r));
   return backend_wrap(env, out);
 }
