@@ -251,8 +251,8 @@ int kv_from_js(napi_env env, napi_value obj, const char *who, struct stor_kv *kv
   uint32_t n = 0;
   napi_valuetype t;
   owned->count = 0;
-  if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object ||
-      napi_get_property_names(env, obj, &keys) != napi_ok || napi_get_array_length(env, keys, &n) != napi_ok) {
+  if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object || napi_get_property_names(env, obj, &keys) != napi_ok ||
+      napi_get_array_length(env, keys, &n) != napi_ok) {
     throw_msg(env, "%s: props must be an object of strings", who);
     return -1;
   }
