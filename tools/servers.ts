@@ -14,7 +14,14 @@ import { requireSpdk, SPDK_MEMORY_FLAGS } from './spdk.js';
 import { rbdSpec } from '../src/lib/core/target.js';
 
 export type BackendSpec =
-  | { kind: 'null'; size: number; /** false: reads leave buffers untouched (both servers) */ readZeroes?: boolean }
+  | {
+      kind: 'null';
+      size: number;
+      /** false: reads leave buffers untouched (both servers) */
+      readZeroes?: boolean;
+      /** qemu-storage-daemon only (null-co latency-ns): every request completes this late */
+      latencyNs?: number;
+    }
   | { kind: 'mem'; size: number }
   | {
       kind: 'file';
@@ -78,6 +85,7 @@ function tmpSocket(name: string): string {
 export function storBackendArg(b: BackendSpec): string {
   switch (b.kind) {
     case 'null':
+      if (b.latencyNs) throw new Error("stor's null backend has no latency: use qemu-storage-daemon's null-co");
       return formatSpec({
         driver: 'null',
         props: { size: String(b.size), ...(b.readZeroes === false ? { 'read-zeroes': 'off' } : {}) },
@@ -229,7 +237,7 @@ export function startQsd(o: ServerOptions): Promise<RunningServer> {
   let blockdev: string;
   switch (b.kind) {
     case 'null':
-      blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=${b.readZeroes === false ? 'off' : 'on'}`;
+      blockdev = `driver=null-co,node-name=disk0,size=${b.size},read-zeroes=${b.readZeroes === false ? 'off' : 'on'}${b.latencyNs ? `,latency-ns=${b.latencyNs}` : ''}`;
       break;
     case 'mem':
       throw new Error('qemu-storage-daemon has no memory backend; use a file in /dev/shm');

@@ -309,7 +309,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     driver === 'io_uring'
       ? 'io_uring: IORING_OP_READV/WRITEV, one ring per queue; notify waits in io_uring_enter(GETEVENTS) (interrupt-driven completion, eventfd registered), poll spins on the completion ring in user space without syscalls (no IORING_SETUP_IOPOLL/SQPOLL)'
       : driver === 'virtio-blk-vhost-user'
-        ? 'virtio-blk over vhost-user: split virtqueues in shared memory, direct descriptor chains (indirect when the ring is short of descriptors), EVENT_IDX; notify sleeps on the call eventfd, poll spins on the used ring with interrupts suppressed'
+        ? 'virtio-blk over vhost-user: split virtqueues in shared memory, direct descriptor chains (indirect when the ring is short of descriptors), EVENT_IDX; notify sleeps on the call eventfd (asking for it only after several completions while they come densely), poll spins on the used ring with interrupts suppressed'
         : driver === 'rbd'
           ? "rbd: librbd's rbd_aio_readv/writev from the queue thread; librbd's callbacks (its own threads) push completions to a per-queue list and signal an eventfd: notify sleeps on it, poll spins on the list. Client CPU counts stor's queue threads only, not librbd's messenger and finisher threads"
           : `${driver}: in-process backend (no device latency)`;
