@@ -188,6 +188,11 @@ static int cluster_get(const char *conf, const char *id, const char *keyring, un
    * flush, librbd's default policy (writearound) acknowledges a write before the OSDs have it, and a
    * crash of stor would then lose acknowledged writes. CEPH_ARGS below can still turn it on. */
   api.rados_conf_set(c->rados, "rbd_cache", "false");
+  /* Each queue has a thread of its own that only submits and reaps, so it can afford librbd's
+   * dispatch inline: with the default (true), every rbd_aio_* call is handed to librbd's work queue
+   * thread first, one more thread hop and wake-up per request on a host the OSDs share. Measured at
+   * QD16 against the one-OSD test cluster: 4-10 % more IOPS in each of four alternating pairs. */
+  api.rados_conf_set(c->rados, "rbd_non_blocking_aio", "false");
   api.rados_conf_parse_env(c->rados, NULL); /* CEPH_ARGS, as every Ceph client honours it */
   char mon_host[256] = "";
   api.rados_conf_get(c->rados, "mon_host", mon_host, sizeof mon_host);
