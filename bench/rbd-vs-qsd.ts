@@ -223,12 +223,13 @@ function tableOf(title: string, aName: string, bName: string, rows: Row[]): stri
     `${bName} mean µs`,
     `${aName} CPU µs/IO`,
     `${bName} CPU µs/IO`,
+    `every run, kIOPS (${aName} · ${bName})`,
   ];
   const lines = [
     `### ${title}`,
     '',
     `| ${head.join(' | ')} |`,
-    `| ${head.map((_, i) => (i ? '---:' : '---')).join(' | ')} |`,
+    `| ${head.map((_, i) => (i && i < head.length - 1 ? '---:' : '---')).join(' | ')} |`,
   ];
   for (const r of rows) {
     const ka = median(r.a.map((s) => s.kiops)),
@@ -243,6 +244,7 @@ function tableOf(title: string, aName: string, bName: string, rows: Row[]): stri
         fmt(median(r.b.map((s) => s.meanLatUs)), 0),
         fmt(median(r.a.map((s) => s.cpuPerIoUs)), 0),
         fmt(median(r.b.map((s) => s.cpuPerIoUs)), 0),
+        `${r.a.map((s) => fmt(s.kiops, 2)).join(' ')} · ${r.b.map((s) => fmt(s.kiops, 2)).join(' ')}`,
       ].join(' | ')} |`,
     );
   }
