@@ -219,6 +219,7 @@ function tableOf(title: string, aName: string, bName: string, rows: Row[]): stri
     `${aName} kIOPS`,
     `${bName} kIOPS`,
     `${bName}/${aName}`,
+    `${bName}/${aName}, median of pairs`,
     `${aName} mean µs`,
     `${bName} mean µs`,
     `${aName} CPU µs/IO`,
@@ -240,6 +241,9 @@ function tableOf(title: string, aName: string, bName: string, rows: Row[]): stri
         fmt(ka, 2),
         fmt(kb, 2),
         fmt(kb / ka, 2),
+        // the runs of one repetition ran back to back: their ratio cancels the cluster's drift (the OSD's
+        // write rate moves by ±20 % over a few minutes here), which the ratio of medians does not
+        fmt(median(r.a.flatMap((s, i) => (r.b[i] && r.a.length === r.b.length ? [r.b[i].kiops / s.kiops] : []))), 2),
         fmt(median(r.a.map((s) => s.meanLatUs)), 0),
         fmt(median(r.b.map((s) => s.meanLatUs)), 0),
         fmt(median(r.a.map((s) => s.cpuPerIoUs)), 0),
