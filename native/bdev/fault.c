@@ -15,6 +15,7 @@
  * loop, bench, copy, the Node event loop) wakes for either. reap() hands due requests to the inner
  * backend (or fails them) and reaps the inner backend; the requests' own complete() is called by the
  * inner backend, unchanged. */
+#include "sys/clock.h"
 #include "bdev/bdev.h"
 #include <errno.h>
 #include <poll.h>
@@ -91,12 +92,6 @@ struct fault_bqueue {
   bool stalled;
   uint64_t stall_checked;
 };
-
-static inline uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* xorshift64*: cheap, and reproducible with fault-seed= */
 static inline uint64_t rnd(struct fault_bqueue *q) {
@@ -176,7 +171,7 @@ static bool should_fail(struct fault_bqueue *q, const struct stor_req *r) {
 /* Moves due requests to the inner backend (or fails them); returns how many moved. */
 static int release(struct fault_bqueue *q) {
   if (!q->nheap && !q->nready && !q->npend) return 0;
-  uint64_t now = now_ns();
+  uint64_t now = stor_now_ns();
   if (stall_active(q, now)) {
     set_timer(q, now + STALL_RECHECK_NS);
     return 0;
@@ -252,7 +247,7 @@ static enum stor_submit fault_submit(struct stor_bqueue *bq, struct stor_req *r)
     uint32_t gen = atomic_load_explicit(&q->be->resume_gen, memory_order_acquire);
     q->pend[(q->pend_head + q->npend++) % q->depth] = (struct held){.r = r, .due = gen, .seq = q->seq++};
     atomic_fetch_add_explicit(&q->be->held, 1, memory_order_relaxed);
-    now = now_ns();
+    now = stor_now_ns();
     if (!q->timer_at || now + STALL_RECHECK_NS < q->timer_at) set_timer(q, now + STALL_RECHECK_NS);
     return STOR_SUBMIT_QUEUED;
   }
@@ -265,7 +260,7 @@ static enum stor_submit fault_submit(struct stor_bqueue *bq, struct stor_req *r)
     }
     return q->iops->submit(q->inner, r);
   }
-  now = now_ns();
+  now = stor_now_ns();
   heap_push(q, (struct held){.r = r, .due = now + delay, .seq = q->seq++, .fail = fail});
   if (!stall_active(q, now) && (!q->timer_at || now + delay < q->timer_at)) set_timer(q, now + delay ? now + delay : 1);
   return STOR_SUBMIT_QUEUED;
@@ -294,7 +289,7 @@ static int fault_reap(struct stor_bqueue *bq, bool wait) {
   for (;;) {
     /* drain before looking, so a completion that lands after the look still wakes the next sleep */
     drain(q->tfd);
-    if (q->timer_at && q->timer_at <= now_ns()) q->timer_at = 0;
+    if (q->timer_at && q->timer_at <= stor_now_ns()) q->timer_at = 0;
     drain(q->inner_fd);
     int n = release(q);
     if (q->iops->inflight(q->inner)) n += q->iops->reap(q->inner, false);
@@ -471,7 +466,7 @@ bad:
 
 static int fault_new(struct stor_backend *inner, const struct stor_kv *kv, size_t n, bool live,
                      struct stor_backend **out, char *err, size_t errlen) {
-  struct fault_cfg c = {.error_ops = FAULT_OPS_ALL, .error_p = 1ull << 32, .seed = now_ns()};
+  struct fault_cfg c = {.error_ops = FAULT_OPS_ALL, .error_p = 1ull << 32, .seed = stor_now_ns()};
   for (size_t i = 0; i < n; i++) {
     const char *k = kv[i].key;
     int r = 0;

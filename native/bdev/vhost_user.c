@@ -10,6 +10,7 @@
  * that does not live in registered memory. A request is a direct descriptor chain while the ring
  * has free descriptors for it, else one indirect descriptor (its slot's table), so a ring of N
  * entries always carries N requests in flight. */
+#include "sys/clock.h"
 #include "bdev/bdev.h"
 #include "sys/napi_util.h"
 #include "virtio/virtio_blk.h"
@@ -138,19 +139,13 @@ static void vq_kick_if_needed(struct vu_queue *q) {
   }
 }
 
-static inline uint64_t vu_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Completion coalescing, for a waiting reap (EVENT_IDX only). A fast consumer that asks for a call at
  * every next completion makes a busy server pay a write syscall per handful of requests, and itself a
  * wake-up for each: against qemu-storage-daemon at QD32, unpinned, 0.18-0.35 calls per request, the
  * server's CPU per request up 30 %, and stor bench at 0.75 of blkio-bench. So while completions come
  * densely, a sleep asks for the call after `coalesce`+1 completions: at most a quarter of what is in
  * flight, so three quarters of the queue stay busy at the server and the call is certain to come.
- * Sparse completions (a slow or remote backend, a server gone quiet) halve it at each sleep.
+ * Sparse completions (a slow or remote backend, a server gone quiet) shrink it (vq_coalesce_learn).
  * The sleep is not bounded by a timer: on this VM a sleep with a short timeout woke 5x slower than
  * one without, which cost more than coalescing saved. */
 #define VU_DENSE_GAP_NS 5000
@@ -383,7 +378,7 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
   /* No liveness syscall before sleeping: the sleep itself watches the control socket, so a server
    * that goes away wakes us (a check per wait cost more than the wait at high rates). */
   while (n == 0 && wait && vu_inflight(bq) && !atomic_load_explicit(&b->dead, memory_order_relaxed)) {
-    uint16_t extra = q->be->event_idx ? vq_coalesce_target(q) : 0;
+    uint16_t extra = b->event_idx ? vq_coalesce_target(q) : 0;
     vq_interrupts_after(q, true, extra);
     n = vu_reap_ready(q); /* completions that raced with turning interrupts on */
     if (n) break;
@@ -392,10 +387,10 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
       break;
     }
     struct epoll_event ev[2];
-    uint64_t t0 = vu_now_ns();
+    uint64_t t0 = b->event_idx ? stor_now_ns() : 0; /* only coalescing needs the time */
     unsigned before = q->inflight;
     int r = epoll_wait(q->wait_fd, ev, 2, 1000);
-    uint64_t slept = vu_now_ns() - t0;
+    uint64_t slept = b->event_idx ? stor_now_ns() - t0 : 0;
     q->waits++;
     for (int i = 0; i < r; i++) {
       if (ev[i].data.fd == q->call_fd) {
@@ -407,7 +402,7 @@ static int vu_reap(struct stor_bqueue *bq, bool wait) {
     }
     if (r == 0) vu_server_gone(b); /* a second without a call: look closer */
     n = vu_reap_ready(q);
-    vq_coalesce_learn(q, slept, extra, n > 0 && (unsigned)n == before);
+    if (b->event_idx) vq_coalesce_learn(q, slept, extra, n > 0 && (unsigned)n == before);
   }
   if (q->interrupts_on && !wait) vq_interrupts(q, false);
   /* polling callers: look at the control socket now and then */

@@ -2,6 +2,7 @@
  * backend (a remote vhost-user-blk device, a file or block device through io_uring, null, mem),
  * reaps completions by notification, by polling, or adaptively (the shared queue loop), and keeps a log-linear latency
  * histogram, per-thread CPU time and IOPS over time. JavaScript only configures and reports. */
+#include "sys/clock.h"
 #include "bdev/bdev.h"
 #include "export/queue_loop.h"
 #include "sys/napi_util.h"
@@ -108,11 +109,6 @@ struct bench_thread {
   struct stor_qloop loop; /* how this thread waits for completions */
 };
 
-static inline uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 static inline uint64_t xorshift(uint64_t *s) {
   uint64_t x = *s;
   x ^= x << 13;
@@ -166,7 +162,7 @@ static void io_complete(struct stor_req *r) {
   }
   if (!t->measuring || io->t_submit < t->t_measure) return;
   if (!t->reap_now) {
-    t->reap_now = now_ns();
+    t->reap_now = stor_now_ns();
     t->reap_tick = (unsigned)((t->reap_now - t->t_measure) / (t->cfg->tick_ms * 1000000ull));
   }
   uint64_t lat = t->reap_now - io->t_submit;
@@ -230,7 +226,7 @@ static bool submit_one(struct bench_thread *t, bool write, uint64_t k, uint32_t 
   if (write && c->verify) fill_pattern(io->iov.iov_base, c->bs, off, gen, c->seed);
   if (c->verify) t->busy[k] = 1;
   t->inflight++;
-  if (!t->batch_now) t->batch_now = now_ns();
+  if (!t->batch_now) t->batch_now = stor_now_ns();
   io->t_submit = t->batch_now;
   if (t->be->ops->submit(t->bq, &io->req) == STOR_SUBMIT_BUSY) {
     /* back-pressure, not an I/O: give the slot back; the caller reaps before submitting more */
@@ -362,7 +358,7 @@ static void *bench_thread_main(void *arg) {
     prefill(t);
     gen = 2;
   }
-  t->t_start = now_ns();
+  t->t_start = stor_now_ns();
   t->t_measure = t->t_start + c->ramp_ns;
   t->t_end = t->t_measure + c->runtime_ns;
   if (!c->ramp_ns) t->measuring = true;
@@ -385,7 +381,7 @@ static void *bench_thread_main(void *arg) {
     ops->commit(t->bq);
     reap(t);
     atomic_store_explicit(&t->progress, t->completed, memory_order_relaxed);
-    now = t->reap_now ? t->reap_now : now_ns();
+    now = t->reap_now ? t->reap_now : stor_now_ns();
     if (!t->measuring && now >= t->t_measure) {
       t->measuring = true;
       getrusage(RUSAGE_THREAD, &ru0); /* CPU is measured over the measured window only */
@@ -466,11 +462,11 @@ static void job_execute(napi_env env, void *data) {
     started++;
   }
   if (started == c->threads) {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = stor_now_ns();
     for (unsigned i = 0; i < c->threads; i++)
       pthread_create(&j->threads[i].thread, NULL, bench_thread_main, &j->threads[i]);
     for (unsigned i = 0; i < c->threads; i++) pthread_join(j->threads[i].thread, NULL);
-    j->wall_seconds = (now_ns() - t0) / 1e9;
+    j->wall_seconds = (stor_now_ns() - t0) / 1e9;
   }
   for (unsigned i = 0; i < c->threads; i++) {
     if (j->threads[i].wait_fd >= 0) close(j->threads[i].wait_fd);

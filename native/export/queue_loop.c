@@ -1,14 +1,9 @@
 /* The queue loop (see queue_loop.h): notify / poll / adaptive in one place. */
+#include "sys/clock.h"
 #include "export/queue_loop.h"
 #include <sched.h>
 #include <string.h>
 #include <time.h>
-
-static inline uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* Gives the CPU away after every 256 empty looks of one wait: on a shared machine the peer we wait for
  * may need this core. (Counted per wait, not overall: a yield every few requests would cost each of
@@ -70,7 +65,7 @@ int stor_qloop_wait(struct stor_qloop *l, const struct stor_qloop_ops *ops, void
       continue;
     }
     if (l->mode == STOR_MODE_ADAPTIVE) {
-      uint64_t now = mono_ns();
+      uint64_t now = stor_now_ns();
       if (!idle_since) idle_since = now;
       if (now - idle_since < l->window_ns) {
         relax(l);
@@ -79,10 +74,10 @@ int stor_qloop_wait(struct stor_qloop *l, const struct stor_qloop_ops *ops, void
     }
     /* sleep */
     if (ops->sleep) {
-      uint64_t t0 = l->mode == STOR_MODE_ADAPTIVE ? mono_ns() : 0;
+      uint64_t t0 = l->mode == STOR_MODE_ADAPTIVE ? stor_now_ns() : 0;
       int r = ops->sleep(ctx);
       l->sleeps++;
-      if (l->mode == STOR_MODE_ADAPTIVE) adapt(l, mono_ns() - t0);
+      if (l->mode == STOR_MODE_ADAPTIVE) adapt(l, stor_now_ns() - t0);
       if (r) return progress(l, ops, ctx, r);
       idle_since = 0;
       continue;
@@ -101,10 +96,10 @@ int stor_qloop_wait(struct stor_qloop *l, const struct stor_qloop_ops *ops, void
       int a = ops->arm(ctx);
       if (a) return progress(l, ops, ctx, a); /* arrived while notifications were turned on */
     }
-    uint64_t t0 = l->mode == STOR_MODE_ADAPTIVE ? mono_ns() : 0;
+    uint64_t t0 = l->mode == STOR_MODE_ADAPTIVE ? stor_now_ns() : 0;
     int pr = poll(pf, (nfds_t)n, l->sleep_timeout_ms);
     l->sleeps++;
-    if (l->mode == STOR_MODE_ADAPTIVE) adapt(l, mono_ns() - t0);
+    if (l->mode == STOR_MODE_ADAPTIVE) adapt(l, stor_now_ns() - t0);
     if (pr > 0 && ops->woke) {
       int w = ops->woke(ctx, pf, n);
       if (w < 0) return w;
@@ -118,7 +113,7 @@ int stor_qloop_spin(struct stor_qloop *l, const struct stor_qloop_ops *ops, void
   for (;;) {
     int r = ops->poll(ctx);
     if (r) return r;
-    uint64_t now = mono_ns();
+    uint64_t now = stor_now_ns();
     if (!until) until = now + l->spin_ns;
     if (now >= until) return 0;
     __builtin_ia32_pause();
